@@ -1,0 +1,85 @@
+"""The judge protocol: one ordered pair in, one verdict (or a typed error) out.
+
+Providers only build requests, parse answers and classify errors into the
+:mod:`cj_runner.errors` tree; the caller (:mod:`cj_runner.judges.retry` driven by the
+executor) owns retries, backoff and the budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from cj_runner.core.models import Winner
+
+
+@dataclass(frozen=True, slots=True)
+class EssayText:
+    """One essay as shown to the judge."""
+
+    essay_id: str
+    text: str
+    checksum: str
+    is_anchor: bool = False
+    known_grade: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentText:
+    """The assignment's texts used in the prompt (each may be empty)."""
+
+    instructions: str = ""
+    student_prompt: str = ""
+    rubric: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeRequest:
+    """One ordered pair to judge: ``essay_a`` is shown in position A.
+
+    ``attempt`` counts calls for this comparison (1 = first); ``repeat_index`` counts how
+    often this exact ordered pair was asked before in the batch (0 = first time), so a
+    cache and a deterministic mock can tell repeats apart.
+    """
+
+    essay_a: EssayText
+    essay_b: EssayText
+    assignment: AssignmentText = AssignmentText()
+    attempt: int = 1
+    repeat_index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A judge's answer to one ordered pair."""
+
+    winner: Winner
+    confidence: int
+    justification: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_s: float = 0.0
+    model: str = ""
+    prompt_hash: str = ""
+    cached: bool = False
+
+
+@runtime_checkable
+class Judge(Protocol):
+    """What the executor needs from a judge.
+
+    ``judge`` returns a :class:`Verdict` or raises a
+    :class:`cj_runner.errors.JudgeError` subclass; it never retries by itself.
+    """
+
+    name: str
+    model: str
+    prompt_hash: str
+    price_input_per_mtok: float
+    price_output_per_mtok: float
+
+    async def judge(self, request: JudgeRequest) -> Verdict: ...
+
+    async def aclose(self) -> None: ...

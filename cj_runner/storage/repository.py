@@ -1,0 +1,720 @@
+"""Rows <-> plain records. Every write here is one transaction: all or nothing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cj_runner.errors import BatchLockedError, InputError, NotFoundError
+from cj_runner.storage.engine import Store
+from cj_runner.storage.schema import (
+    AnchorRow,
+    AssignmentRow,
+    BatchRow,
+    BatchStateRow,
+    ComparisonRow,
+    GradeProjectionRow,
+    JudgmentCacheRow,
+    NodeRow,
+    TextRow,
+    WaveRow,
+)
+
+T_TEXTS = cast(Table, TextRow.__table__)
+T_ASSIGNMENTS = cast(Table, AssignmentRow.__table__)
+T_ANCHORS = cast(Table, AnchorRow.__table__)
+T_BATCHES = cast(Table, BatchRow.__table__)
+T_STATE = cast(Table, BatchStateRow.__table__)
+T_NODES = cast(Table, NodeRow.__table__)
+T_COMPARISONS = cast(Table, ComparisonRow.__table__)
+T_WAVES = cast(Table, WaveRow.__table__)
+T_PROJECTIONS = cast(Table, GradeProjectionRow.__table__)
+T_CACHE = cast(Table, JudgmentCacheRow.__table__)
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class AssignmentRecord:
+    """An assignment as stored."""
+
+    id: str
+    grade_scale: str
+    grades: tuple[str, ...]
+    instructions: str = ""
+    student_prompt: str = ""
+    rubric: str = ""
+
+
+@dataclass(frozen=True)
+class AnchorRecord:
+    """A registered anchor with its text."""
+
+    id: int
+    assignment_id: str
+    grade: str
+    checksum: str
+    source_name: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewAnchor:
+    """An anchor to register."""
+
+    source_name: str
+    grade: str
+    text: str
+    checksum: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    """What ``register_anchors`` changed."""
+
+    added: int
+    unchanged: int
+    removed: int
+    assignment_changed: bool
+
+
+@dataclass(frozen=True)
+class NewNode:
+    """A node to create in a new batch (index = position in the list)."""
+
+    essay_id: str
+    is_anchor: bool
+    checksum: str
+    text: str
+    known_grade: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """A batch row joined with its state."""
+
+    id: str
+    name: str | None
+    assignment_id: str | None
+    status: str
+    stop_reason: str | None
+    seed: int
+    settings: dict[str, Any]
+    judge: dict[str, Any]
+    judge_name: str
+    inventory: str
+    plan: dict[str, Any]
+    created_at: datetime
+    finished_at: datetime | None
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """A node row with its text."""
+
+    idx: int
+    essay_id: str
+    is_anchor: bool
+    known_grade: str | None
+    checksum: str
+    text: str
+    metadata: dict[str, Any]
+    score: float | None
+    se: float | None
+    comparison_count: int
+    a_count: int
+    b_count: int
+    infit: float | None
+    outfit: float | None
+
+
+# ---------------------------------------------------------------- texts
+
+
+async def _put_texts(conn: AsyncConnection, texts: Iterable[tuple[str, str]]) -> None:
+    wanted = dict(texts)
+    if not wanted:
+        return
+    existing: set[str] = set()
+    keys = list(wanted)
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        rows = await conn.execute(select(T_TEXTS.c.checksum).where(T_TEXTS.c.checksum.in_(chunk)))
+        existing.update(r[0] for r in rows)
+    missing = [{"checksum": k, "text": v} for k, v in wanted.items() if k not in existing]
+    if missing:
+        await conn.execute(insert(T_TEXTS), missing)
+
+
+# ---------------------------------------------------------------- assignments and anchors
+
+
+async def get_assignment(store: Store, assignment_id: str) -> AssignmentRecord | None:
+    """The assignment, or ``None``."""
+    async with store.engine.connect() as conn:
+        row = (
+            await conn.execute(select(T_ASSIGNMENTS).where(T_ASSIGNMENTS.c.id == assignment_id))
+        ).first()
+    if row is None:
+        return None
+    return AssignmentRecord(
+        id=row.id,
+        grade_scale=row.grade_scale,
+        grades=tuple(row.grades),
+        instructions=row.instructions,
+        student_prompt=row.student_prompt,
+        rubric=row.rubric,
+    )
+
+
+async def register_anchors(
+    store: Store,
+    assignment: AssignmentRecord,
+    anchors: Sequence[NewAnchor],
+    *,
+    replace: bool = False,
+    update_texts: dict[str, str | None] | None = None,
+) -> RegisterResult:
+    """Create/update the assignment and add anchors not yet registered (by checksum).
+
+    ``update_texts`` holds instructions/student_prompt/rubric given on this call (``None``
+    = keep the stored one). With ``replace``, anchors of the assignment that are not in
+    ``anchors`` are removed. A different grade scale for an existing assignment is refused
+    unless ``replace`` is set. Registering the same input twice changes nothing.
+    """
+    now = utcnow()
+    update_texts = update_texts or {}
+    async with store.engine.begin() as conn:
+        row = (
+            await conn.execute(select(T_ASSIGNMENTS).where(T_ASSIGNMENTS.c.id == assignment.id))
+        ).first()
+        changed = False
+        if row is None:
+            await conn.execute(
+                insert(T_ASSIGNMENTS).values(
+                    id=assignment.id,
+                    grade_scale=assignment.grade_scale,
+                    grades=list(assignment.grades),
+                    instructions=update_texts.get("instructions") or "",
+                    student_prompt=update_texts.get("student_prompt") or "",
+                    rubric=update_texts.get("rubric") or "",
+                    created_at=now,
+                )
+            )
+            changed = True
+        else:
+            if row.grade_scale != assignment.grade_scale and not replace:
+                raise InputError(
+                    f"assignment {assignment.id!r} is registered with grade scale "
+                    f"{row.grade_scale!r}, not {assignment.grade_scale!r} (use --replace)"
+                )
+            values: dict[str, Any] = {}
+            if row.grade_scale != assignment.grade_scale:
+                values["grade_scale"] = assignment.grade_scale
+                values["grades"] = list(assignment.grades)
+            for key, text in update_texts.items():
+                if text is not None and getattr(row, key) != text:
+                    values[key] = text
+            if values:
+                await conn.execute(
+                    update(T_ASSIGNMENTS)
+                    .where(T_ASSIGNMENTS.c.id == assignment.id)
+                    .values(**values)
+                )
+                changed = True
+        existing = {
+            r.checksum: r
+            for r in await conn.execute(
+                select(T_ANCHORS).where(T_ANCHORS.c.assignment_id == assignment.id)
+            )
+        }
+        await _put_texts(conn, ((a.checksum, a.text) for a in anchors))
+        added = unchanged = 0
+        for anchor in anchors:
+            old = existing.get(anchor.checksum)
+            if old is not None and old.grade == anchor.grade:
+                unchanged += 1
+                continue
+            if old is not None:
+                if not replace:
+                    raise InputError(
+                        f"anchor {anchor.source_name!r} is registered with grade {old.grade!r},"
+                        f" not {anchor.grade!r} (use --replace)"
+                    )
+                await conn.execute(
+                    update(T_ANCHORS)
+                    .where(T_ANCHORS.c.id == old.id)
+                    .values(grade=anchor.grade, source_name=anchor.source_name)
+                )
+                added += 1
+                continue
+            await conn.execute(
+                insert(T_ANCHORS).values(
+                    assignment_id=assignment.id,
+                    grade=anchor.grade,
+                    checksum=anchor.checksum,
+                    source_name=anchor.source_name,
+                    metadata_json=dict(anchor.metadata),
+                    created_at=now,
+                )
+            )
+            added += 1
+        removed = 0
+        if replace:
+            keep = {a.checksum for a in anchors}
+            gone = [r.id for c, r in existing.items() if c not in keep]
+            if gone:
+                await conn.execute(delete(T_ANCHORS).where(T_ANCHORS.c.id.in_(gone)))
+                removed = len(gone)
+    return RegisterResult(added, unchanged, removed, changed)
+
+
+async def list_anchors(store: Store, assignment_id: str | None = None) -> list[AnchorRecord]:
+    """Anchors (with text), ordered by assignment and registration."""
+    query = (
+        select(T_ANCHORS, T_TEXTS.c.text)
+        .join(T_TEXTS, T_TEXTS.c.checksum == T_ANCHORS.c.checksum)
+        .order_by(T_ANCHORS.c.assignment_id, T_ANCHORS.c.id)
+    )
+    if assignment_id is not None:
+        query = query.where(T_ANCHORS.c.assignment_id == assignment_id)
+    async with store.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [
+        AnchorRecord(
+            id=r.id,
+            assignment_id=r.assignment_id,
+            grade=r.grade,
+            checksum=r.checksum,
+            source_name=r.source_name,
+            text=r.text,
+            metadata=dict(r.metadata_json or {}),
+        )
+        for r in rows
+    ]
+
+
+# ---------------------------------------------------------------- batches
+
+
+async def create_batch(
+    store: Store,
+    *,
+    name: str | None,
+    assignment_id: str | None,
+    seed: int,
+    settings: dict[str, Any],
+    judge: dict[str, Any],
+    judge_name: str,
+    inventory: str,
+    plan: dict[str, Any],
+    total_budget: int,
+    nodes: Sequence[NewNode],
+    max_possible_pairs: int,
+) -> str:
+    """Create a batch, its state and its nodes in one transaction; returns the batch id."""
+    batch_id = uuid.uuid4().hex[:12]
+    now = utcnow()
+    try:
+        async with store.engine.begin() as conn:
+            await conn.execute(
+                insert(T_BATCHES).values(
+                    id=batch_id,
+                    name=name,
+                    assignment_id=assignment_id,
+                    status="CREATED",
+                    stop_reason=None,
+                    seed=seed,
+                    settings_json=settings,
+                    judge_json=judge,
+                    judge_name=judge_name,
+                    inventory=inventory,
+                    plan_json=plan,
+                    created_at=now,
+                )
+            )
+            await conn.execute(
+                insert(T_STATE).values(
+                    batch_id=batch_id,
+                    total_budget=total_budget,
+                    calls_sent=0,
+                    successes=0,
+                    failures=0,
+                    iteration=0,
+                    current_mode="coverage",
+                    max_possible_pairs=max_possible_pairs,
+                    successful_pairs_count=0,
+                    unique_coverage_complete=False,
+                    resampling_pass_count=0,
+                    pass_remaining=[],
+                    tokens_in=0,
+                    tokens_out=0,
+                    cost_usd=0.0,
+                    extra_json={},
+                    updated_at=now,
+                )
+            )
+            await _put_texts(conn, ((n.checksum, n.text) for n in nodes))
+            await conn.execute(
+                insert(T_NODES),
+                [
+                    {
+                        "batch_id": batch_id,
+                        "idx": i,
+                        "essay_id": n.essay_id,
+                        "is_anchor": n.is_anchor,
+                        "known_grade": n.known_grade,
+                        "checksum": n.checksum,
+                        "metadata_json": dict(n.metadata),
+                        "comparison_count": 0,
+                        "a_count": 0,
+                        "b_count": 0,
+                    }
+                    for i, n in enumerate(nodes)
+                ],
+            )
+    except IntegrityError as exc:
+        if name is not None and "name" in str(exc.orig).lower():
+            raise InputError(f"--batch-name: a batch named {name!r} already exists") from exc
+        raise
+    return batch_id
+
+
+def _batch_record(row: Any, state: Any) -> BatchRecord:
+    state_dict = dict(state._mapping) if state is not None else {}
+    state_dict.pop("batch_id", None)
+    return BatchRecord(
+        id=row.id,
+        name=row.name,
+        assignment_id=row.assignment_id,
+        status=row.status,
+        stop_reason=row.stop_reason,
+        seed=row.seed,
+        settings=dict(row.settings_json),
+        judge=dict(row.judge_json),
+        judge_name=row.judge_name,
+        inventory=row.inventory,
+        plan=dict(row.plan_json or {}),
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+        state=state_dict,
+    )
+
+
+async def find_batch(store: Store, ref: str) -> BatchRecord:
+    """The batch whose id or name is ``ref``; :class:`NotFoundError` otherwise."""
+    async with store.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(T_BATCHES).where(or_(T_BATCHES.c.id == ref, T_BATCHES.c.name == ref))
+            )
+        ).first()
+        if row is None:
+            raise NotFoundError(f"no batch with id or name {ref!r} in this database")
+        state = (await conn.execute(select(T_STATE).where(T_STATE.c.batch_id == row.id))).first()
+    return _batch_record(row, state)
+
+
+async def list_batches(store: Store) -> list[BatchRecord]:
+    """Every batch, newest first."""
+    async with store.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(T_BATCHES, T_STATE)
+                .join(T_STATE, T_STATE.c.batch_id == T_BATCHES.c.id)
+                .order_by(T_BATCHES.c.created_at.desc())
+            )
+        ).all()
+    out = []
+    for r in rows:
+        out.append(_batch_record(r, _StateView(r)))
+    return out
+
+
+class _StateView:
+    """Adapter so a joined row can feed :func:`_batch_record`."""
+
+    def __init__(self, row: Any) -> None:
+        names = [c.name for c in T_STATE.columns]
+        self._mapping = {n: row._mapping[T_STATE.c[n]] for n in names}
+
+
+async def load_nodes(store: Store, batch_id: str) -> list[NodeRecord]:
+    """The batch's nodes in index order, with their texts."""
+    async with store.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(T_NODES, T_TEXTS.c.text)
+                .join(T_TEXTS, T_TEXTS.c.checksum == T_NODES.c.checksum)
+                .where(T_NODES.c.batch_id == batch_id)
+                .order_by(T_NODES.c.idx)
+            )
+        ).all()
+    return [
+        NodeRecord(
+            idx=r.idx,
+            essay_id=r.essay_id,
+            is_anchor=bool(r.is_anchor),
+            known_grade=r.known_grade,
+            checksum=r.checksum,
+            text=r.text,
+            metadata=dict(r.metadata_json or {}),
+            score=r.score,
+            se=r.se,
+            comparison_count=r.comparison_count,
+            a_count=r.a_count,
+            b_count=r.b_count,
+            infit=r.infit,
+            outfit=r.outfit,
+        )
+        for r in rows
+    ]
+
+
+async def load_attempts(store: Store, batch_id: str) -> list[dict[str, Any]]:
+    """Every stored attempt of the batch, in slot and attempt order."""
+    async with store.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(T_COMPARISONS)
+                .where(T_COMPARISONS.c.batch_id == batch_id)
+                .order_by(T_COMPARISONS.c.slot, T_COMPARISONS.c.attempt)
+            )
+        ).all()
+    return [dict(r._mapping) for r in rows]
+
+
+async def load_waves(store: Store, batch_id: str) -> list[dict[str, Any]]:
+    """The per-wave history."""
+    async with store.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(T_WAVES).where(T_WAVES.c.batch_id == batch_id).order_by(T_WAVES.c.wave)
+            )
+        ).all()
+    return [dict(r._mapping) for r in rows]
+
+
+async def load_projections(store: Store, batch_id: str) -> list[dict[str, Any]]:
+    """Stored grade projections in node order."""
+    async with store.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(T_PROJECTIONS)
+                .where(T_PROJECTIONS.c.batch_id == batch_id)
+                .order_by(T_PROJECTIONS.c.node_idx)
+            )
+        ).all()
+    return [dict(r._mapping) for r in rows]
+
+
+# ---------------------------------------------------------------- locking
+
+LOCK_STALE_AFTER = timedelta(seconds=30)
+
+
+async def acquire_lock(store: Store, batch_id: str, owner: str, *, owner_alive: Any = None) -> None:
+    """Take the batch's run lock, or raise :class:`BatchLockedError`.
+
+    A lock is free when nobody holds it, when its heartbeat is older than
+    ``LOCK_STALE_AFTER``, or when ``owner_alive(lock_owner)`` says its process is gone.
+    """
+    now = utcnow()
+    async with store.engine.begin() as conn:
+        row = (
+            await conn.execute(
+                select(T_BATCHES.c.lock_owner, T_BATCHES.c.lock_heartbeat).where(
+                    T_BATCHES.c.id == batch_id
+                )
+            )
+        ).first()
+        if row is None:
+            raise NotFoundError(f"no batch {batch_id!r}")
+        holder, beat = row.lock_owner, row.lock_heartbeat
+        if holder and holder != owner:
+            if beat is not None and beat.tzinfo is None:
+                beat = beat.replace(tzinfo=UTC)
+            fresh = beat is not None and now - beat < LOCK_STALE_AFTER
+            alive = owner_alive(holder) if owner_alive is not None else True
+            if fresh and alive:
+                raise BatchLockedError(
+                    f"batch {batch_id} is being run by another process ({holder}); "
+                    "wait for it or stop it first"
+                )
+        result = await conn.execute(
+            update(T_BATCHES)
+            .where(
+                and_(
+                    T_BATCHES.c.id == batch_id,
+                    or_(T_BATCHES.c.lock_owner.is_(None), T_BATCHES.c.lock_owner == holder),
+                )
+            )
+            .values(lock_owner=owner, lock_heartbeat=now)
+        )
+        if result.rowcount != 1:
+            raise BatchLockedError(f"batch {batch_id} was locked by another process just now")
+
+
+async def heartbeat(store: Store, batch_id: str, owner: str) -> None:
+    """Refresh the lock's heartbeat."""
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(T_BATCHES)
+            .where(and_(T_BATCHES.c.id == batch_id, T_BATCHES.c.lock_owner == owner))
+            .values(lock_heartbeat=utcnow())
+        )
+
+
+async def release_lock(store: Store, batch_id: str, owner: str) -> None:
+    """Give the lock back."""
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(T_BATCHES)
+            .where(and_(T_BATCHES.c.id == batch_id, T_BATCHES.c.lock_owner == owner))
+            .values(lock_owner=None, lock_heartbeat=None)
+        )
+
+
+# ---------------------------------------------------------------- judgment cache
+
+
+async def cache_lookup(
+    store: Store, model: str, prompt_hash: str, checksum_a: str, checksum_b: str, repeat: int
+) -> dict[str, Any] | None:
+    """A stored answer for exactly this model, prompt, ordered pair and repeat, or None."""
+    async with store.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(T_CACHE).where(
+                    T_CACHE.c.model == model,
+                    T_CACHE.c.prompt_hash == prompt_hash,
+                    T_CACHE.c.checksum_a == checksum_a,
+                    T_CACHE.c.checksum_b == checksum_b,
+                    T_CACHE.c.repeat_index == repeat,
+                )
+            )
+        ).first()
+    return dict(row._mapping) if row is not None else None
+
+
+async def count_rows(store: Store, table: str) -> int:
+    """Row count of a table (diagnostics and tests)."""
+    tables = {t.name: t for t in (T_COMPARISONS, T_NODES, T_BATCHES, T_ANCHORS, T_CACHE)}
+    async with store.engine.connect() as conn:
+        result = await conn.execute(select(func.count()).select_from(tables[table]))
+        return int(result.scalar_one())
+
+
+# ---------------------------------------------------------------- wave ends and finalization
+
+
+async def save_wave_end(
+    store: Store,
+    batch_id: str,
+    *,
+    wave: dict[str, Any] | None,
+    state: dict[str, Any],
+    nodes: Sequence[dict[str, Any]] = (),
+    status: str | None = None,
+) -> None:
+    """Store one wave's history row, the batch state and node counters together."""
+    async with store.engine.begin() as conn:
+        if wave is not None:
+            await conn.execute(
+                insert(T_WAVES).values(batch_id=batch_id, finished_at=utcnow(), **wave)
+            )
+        await conn.execute(
+            update(T_STATE)
+            .where(T_STATE.c.batch_id == batch_id)
+            .values(updated_at=utcnow(), **state)
+        )
+        await _update_nodes(conn, batch_id, nodes)
+        if status is not None:
+            await conn.execute(
+                update(T_BATCHES).where(T_BATCHES.c.id == batch_id).values(status=status)
+            )
+
+
+async def _update_nodes(
+    conn: AsyncConnection, batch_id: str, nodes: Sequence[dict[str, Any]]
+) -> None:
+    for values in nodes:
+        values = dict(values)
+        idx = values.pop("idx")
+        await conn.execute(
+            update(T_NODES)
+            .where(and_(T_NODES.c.batch_id == batch_id, T_NODES.c.idx == idx))
+            .values(**values)
+        )
+
+
+async def save_final(
+    store: Store,
+    batch_id: str,
+    *,
+    status: str,
+    stop_reason: str | None,
+    state: dict[str, Any],
+    nodes: Sequence[dict[str, Any]],
+    projections: Sequence[dict[str, Any]],
+) -> None:
+    """Store the final scores, projections, stop reason and status in one transaction."""
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(T_STATE)
+            .where(T_STATE.c.batch_id == batch_id)
+            .values(updated_at=utcnow(), **state)
+        )
+        await _update_nodes(conn, batch_id, nodes)
+        await conn.execute(delete(T_PROJECTIONS).where(T_PROJECTIONS.c.batch_id == batch_id))
+        if projections:
+            await conn.execute(
+                insert(T_PROJECTIONS), [{"batch_id": batch_id, **p} for p in projections]
+            )
+        finished = utcnow() if status in ("COMPLETED", "FAILED") else None
+        await conn.execute(
+            update(T_BATCHES)
+            .where(T_BATCHES.c.id == batch_id)
+            .values(status=status, stop_reason=stop_reason, finished_at=finished)
+        )
+
+
+async def set_status(
+    store: Store, batch_id: str, status: str, stop_reason: str | None = None
+) -> None:
+    """Change a batch's status (and stop reason when given)."""
+    values: dict[str, Any] = {"status": status}
+    if stop_reason is not None:
+        values["stop_reason"] = stop_reason
+    async with store.engine.begin() as conn:
+        await conn.execute(update(T_BATCHES).where(T_BATCHES.c.id == batch_id).values(**values))
+
+
+async def mark_in_flight_lost(store: Store, batch_id: str) -> int:
+    """Calls stored as ``sent`` with no answer (a crash) become ``lost``; returns how many."""
+    async with store.engine.begin() as conn:
+        result = await conn.execute(
+            update(T_COMPARISONS)
+            .where(and_(T_COMPARISONS.c.batch_id == batch_id, T_COMPARISONS.c.status == "sent"))
+            .values(
+                status="lost", error_kind="lost", error_message="in flight when the run stopped"
+            )
+        )
+    return int(result.rowcount or 0)

@@ -1,0 +1,228 @@
+"""Tables of the store (SQLAlchemy 2 declarative, ``Mapped[...]``).
+
+One row of ``comparisons`` is one judge call (an *attempt*). Attempts of the same logical
+comparison share ``slot``; ``call_no`` numbers the calls sent in a batch (1..budget), so
+``batch_state.calls_sent`` can never disagree with the rows. Texts are stored once per
+checksum in ``texts`` and referenced by nodes and anchors.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class TextRow(Base):
+    """An essay text, stored once per SHA-256 checksum."""
+
+    __tablename__ = "texts"
+    checksum: Mapped[str] = mapped_column(String(64), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+
+
+class AssignmentRow(Base):
+    """An assignment: grade scale and the texts used in the judge prompt."""
+
+    __tablename__ = "assignments"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    grade_scale: Mapped[str] = mapped_column(String(100))
+    grades: Mapped[list[Any]] = mapped_column(JSON)
+    instructions: Mapped[str] = mapped_column(Text, default="")
+    student_prompt: Mapped[str] = mapped_column(Text, default="")
+    rubric: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AnchorRow(Base):
+    """An anchor essay with a known grade, registered for one assignment."""
+
+    __tablename__ = "anchors"
+    __table_args__ = (UniqueConstraint("assignment_id", "checksum"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    assignment_id: Mapped[str] = mapped_column(ForeignKey("assignments.id", ondelete="CASCADE"))
+    grade: Mapped[str] = mapped_column(String(50))
+    checksum: Mapped[str] = mapped_column(ForeignKey("texts.checksum"))
+    source_name: Mapped[str] = mapped_column(String(500))
+    metadata_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class BatchRow(Base):
+    """One CJ run."""
+
+    __tablename__ = "batches"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200), unique=True)
+    assignment_id: Mapped[str | None] = mapped_column(ForeignKey("assignments.id"))
+    status: Mapped[str] = mapped_column(String(20))
+    stop_reason: Mapped[str | None] = mapped_column(String(50))
+    seed: Mapped[int] = mapped_column(Integer)
+    settings_json: Mapped[dict[str, Any]] = mapped_column(JSON)
+    judge_json: Mapped[dict[str, Any]] = mapped_column(JSON)
+    judge_name: Mapped[str] = mapped_column(String(200))
+    inventory: Mapped[str] = mapped_column(Text, default="")
+    plan_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    lock_owner: Mapped[str | None] = mapped_column(String(200))
+    lock_heartbeat: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class BatchStateRow(Base):
+    """Counters and coverage metadata of a batch (spec §4), updated after every wave."""
+
+    __tablename__ = "batch_state"
+    batch_id: Mapped[str] = mapped_column(
+        ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True
+    )
+    total_budget: Mapped[int] = mapped_column(Integer)
+    calls_sent: Mapped[int] = mapped_column(Integer, default=0)
+    successes: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    iteration: Mapped[int] = mapped_column(Integer, default=0)
+    current_mode: Mapped[str] = mapped_column(String(20), default="coverage")
+    max_possible_pairs: Mapped[int] = mapped_column(Integer, default=0)
+    successful_pairs_count: Mapped[int] = mapped_column(Integer, default=0)
+    unique_coverage_complete: Mapped[bool] = mapped_column(Boolean, default=False)
+    resampling_pass_count: Mapped[int] = mapped_column(Integer, default=0)
+    pass_remaining: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    ssr: Mapped[float | None] = mapped_column(Float)
+    order_effect: Mapped[float | None] = mapped_column(Float)
+    order_effect_se: Mapped[float | None] = mapped_column(Float)
+    tokens_in: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    extra_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class NodeRow(Base):
+    """An essay or anchor inside a batch; ``idx`` is its index in the core's arrays."""
+
+    __tablename__ = "nodes"
+    __table_args__ = (UniqueConstraint("batch_id", "idx"), UniqueConstraint("batch_id", "essay_id"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    idx: Mapped[int] = mapped_column(Integer)
+    essay_id: Mapped[str] = mapped_column(String(500))
+    is_anchor: Mapped[bool] = mapped_column(Boolean, default=False)
+    known_grade: Mapped[str | None] = mapped_column(String(50))
+    checksum: Mapped[str] = mapped_column(ForeignKey("texts.checksum"))
+    metadata_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    score: Mapped[float | None] = mapped_column(Float)
+    se: Mapped[float | None] = mapped_column(Float)
+    comparison_count: Mapped[int] = mapped_column(Integer, default=0)
+    a_count: Mapped[int] = mapped_column(Integer, default=0)
+    b_count: Mapped[int] = mapped_column(Integer, default=0)
+    infit: Mapped[float | None] = mapped_column(Float)
+    outfit: Mapped[float | None] = mapped_column(Float)
+
+
+class ComparisonRow(Base):
+    """One judge call (attempt) of one logical comparison (``slot``)."""
+
+    __tablename__ = "comparisons"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "slot", "attempt"),
+        Index("ix_comparisons_batch_status", "batch_id", "status"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    slot: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    call_no: Mapped[int | None] = mapped_column(Integer)
+    a_idx: Mapped[int] = mapped_column(Integer)
+    b_idx: Mapped[int] = mapped_column(Integer)
+    mode: Mapped[str] = mapped_column(String(20))
+    wave: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))
+    winner: Mapped[str | None] = mapped_column(String(1))
+    confidence: Mapped[int | None] = mapped_column(Integer)
+    justification: Mapped[str | None] = mapped_column(Text)
+    error_kind: Mapped[str | None] = mapped_column(String(50))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    tokens_in: Mapped[int | None] = mapped_column(Integer)
+    tokens_out: Mapped[int | None] = mapped_column(Integer)
+    latency_s: Mapped[float | None] = mapped_column(Float)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # added by migration 0002 (judgment cache)
+    model: Mapped[str | None] = mapped_column(String(200))
+    prompt_hash: Mapped[str | None] = mapped_column(String(64))
+    repeat_index: Mapped[int] = mapped_column(Integer, default=0)
+    cached: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class WaveRow(Base):
+    """Per-wave history: mode, size, largest score change, SSR, decision."""
+
+    __tablename__ = "waves"
+    __table_args__ = (UniqueConstraint("batch_id", "wave"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    wave: Mapped[int] = mapped_column(Integer)
+    mode: Mapped[str] = mapped_column(String(20))
+    size: Mapped[int] = mapped_column(Integer)
+    successes: Mapped[int] = mapped_column(Integer, default=0)
+    max_score_change: Mapped[float | None] = mapped_column(Float)
+    ssr: Mapped[float | None] = mapped_column(Float)
+    calls_sent: Mapped[int] = mapped_column(Integer, default=0)
+    decision: Mapped[str | None] = mapped_column(String(40))
+    reason: Mapped[str | None] = mapped_column(String(50))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class GradeProjectionRow(Base):
+    """A student's projected grade (or the reason it was deferred)."""
+
+    __tablename__ = "grade_projections"
+    __table_args__ = (UniqueConstraint("batch_id", "node_idx"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    node_idx: Mapped[int] = mapped_column(Integer)
+    projected_grade: Mapped[str | None] = mapped_column(String(50))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    expected_index: Mapped[float | None] = mapped_column(Float)
+    probabilities: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    deferred_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class JudgmentCacheRow(Base):
+    """Answers reusable across batches: same model, prompt, essays, orientation, repeat."""
+
+    __tablename__ = "judgment_cache"
+    __table_args__ = (
+        UniqueConstraint("model", "prompt_hash", "checksum_a", "checksum_b", "repeat_index"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(200))
+    prompt_hash: Mapped[str] = mapped_column(String(64))
+    checksum_a: Mapped[str] = mapped_column(String(64))
+    checksum_b: Mapped[str] = mapped_column(String(64))
+    repeat_index: Mapped[int] = mapped_column(Integer)
+    winner: Mapped[str] = mapped_column(String(1))
+    confidence: Mapped[int] = mapped_column(Integer)
+    justification: Mapped[str] = mapped_column(Text)
+    tokens_in: Mapped[int] = mapped_column(Integer)
+    tokens_out: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
