@@ -132,6 +132,10 @@ class Recorder:
         """Mark a planned comparison that will not be sent (budget or interrupt)."""
         await self._submit("cancel", (slot, attempt))
 
+    async def mark_failed(self, slot: int, attempt: int) -> None:
+        """Turn an attempt stored as ``retried`` into the comparison's final failure."""
+        await self._submit("mark_failed", (slot, attempt))
+
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""
         await self._submit("flush", None)
@@ -234,6 +238,13 @@ class Recorder:
                 )
                 if r.cache_key is not None and r.status == "success" and not r.cached:
                     await _cache_insert(conn, r)
+            elif kind == "mark_failed":
+                slot, attempt = payload
+                await conn.execute(
+                    update(T_COMPARISONS)
+                    .where(and_(c.batch_id == bid, c.slot == slot, c.attempt == attempt))
+                    .values(status="failed")
+                )
             elif kind == "cancel":
                 slot, attempt = payload
                 await conn.execute(

@@ -718,3 +718,28 @@ async def mark_in_flight_lost(store: Store, batch_id: str) -> int:
             )
         )
     return int(result.rowcount or 0)
+
+
+async def cache_entries(
+    store: Store, model: str, prompt_hash: str
+) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """Every cached answer for ``model`` and ``prompt_hash``, keyed by (checksum A,
+    checksum B, repeat index)."""
+    async with store.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(T_CACHE).where(
+                    T_CACHE.c.model == model, T_CACHE.c.prompt_hash == prompt_hash
+                )
+            )
+        ).all()
+    return {
+        (r.checksum_a, r.checksum_b, r.repeat_index): {
+            "winner": r.winner,
+            "confidence": r.confidence,
+            "justification": r.justification,
+            "tokens_in": r.tokens_in,
+            "tokens_out": r.tokens_out,
+        }
+        for r in rows
+    }

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -76,7 +77,7 @@ class BatchRow(Base):
     assignment_id: Mapped[str | None] = mapped_column(ForeignKey("assignments.id"))
     status: Mapped[str] = mapped_column(String(20))
     stop_reason: Mapped[str | None] = mapped_column(String(50))
-    seed: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BigInteger)
     settings_json: Mapped[dict[str, Any]] = mapped_column(JSON)
     judge_json: Mapped[dict[str, Any]] = mapped_column(JSON)
     judge_name: Mapped[str] = mapped_column(String(200))

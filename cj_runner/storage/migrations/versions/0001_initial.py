@@ -55,7 +55,7 @@ def upgrade() -> None:
         sa.Column("assignment_id", sa.String(200), sa.ForeignKey("assignments.id")),
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("stop_reason", sa.String(50)),
-        sa.Column("seed", sa.Integer(), nullable=False),
+        sa.Column("seed", sa.BigInteger(), nullable=False),
         sa.Column("settings_json", sa.JSON(), nullable=False),
         sa.Column("judge_json", sa.JSON(), nullable=False),
         sa.Column("judge_name", sa.String(200), nullable=False),

@@ -1,0 +1,1 @@
+"""Command-line interface: typer apps; the only place that prints (through rich)."""

@@ -1,0 +1,148 @@
+"""`cj-anchors`: register anchor essays with known grades, and list them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cj_runner.cli.common import (
+    DB_HELP,
+    console,
+    dump_json,
+    emit_text,
+    fail,
+    open_db,
+    run_async,
+    version_callback,
+    with_db,
+)
+from cj_runner.services.anchors import read_registration, register
+from cj_runner.storage import repository as repo
+
+app = typer.Typer(
+    name="cj-anchors",
+    help="Register and list anchor essays (essays with known grades) per assignment.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+Db = Annotated[str | None, typer.Option("--db", help=DB_HELP)]
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=version_callback, is_eager=True, help="Show the version."
+        ),
+    ] = False,
+) -> None:
+    """Register and list anchor essays (essays with known grades) per assignment."""
+
+
+@app.command("register")
+def register_cmd(
+    path: Annotated[
+        Path, typer.Argument(help="Folder with anchors.csv (file,grade), or such a CSV.")
+    ],
+    assignment_id: Annotated[str, typer.Option(help="Assignment the anchors belong to.")],
+    grade_scale: Annotated[
+        str, typer.Option(help="Grade scale name from profiles/grade_scales.yaml.")
+    ],
+    instructions: Annotated[
+        Path | None, typer.Option(help="Judge instructions (text file).")
+    ] = None,
+    student_prompt: Annotated[
+        Path | None, typer.Option(help="The task the students were given (text file).")
+    ] = None,
+    rubric: Annotated[Path | None, typer.Option(help="Marking rubric (text file).")] = None,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Make the assignment's anchors exactly this set (removes others, "
+            "allows a new grade or scale).",
+        ),
+    ] = False,
+    db: Db = None,
+) -> None:
+    """Register anchors; idempotent by text checksum (registering twice changes nothing)."""
+
+    async def body() -> repo.RegisterResult:
+        registration = read_registration(
+            assignment_id,
+            grade_scale,
+            path,
+            instructions=instructions,
+            student_prompt=student_prompt,
+            rubric=rubric,
+        )
+        store = await open_db(db)
+        try:
+            return await register(store, registration, replace=replace)
+        finally:
+            await store.close()
+
+    result = run_async(body)
+    console.print(
+        f"assignment {assignment_id}: {result.added} anchor(s) added, "
+        f"{result.unchanged} unchanged, {result.removed} removed"
+    )
+
+
+@app.command("list")
+def list_cmd(
+    assignment_id: Annotated[
+        str | None, typer.Option(help="Only this assignment's anchors.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    db: Db = None,
+) -> None:
+    """List registered anchors with their grades."""
+    if fmt not in ("table", "json"):
+        raise fail("--format must be table or json")
+
+    async def body() -> list[repo.AnchorRecord]:
+        return await with_db(
+            db, lambda store: repo.list_anchors(store, assignment_id), must_exist=True
+        )
+
+    anchors = run_async(body)
+    rows = [
+        {
+            "assignment_id": a.assignment_id,
+            "anchor_id": a.id,
+            "source_name": a.source_name,
+            "grade": a.grade,
+            "checksum": a.checksum,
+            "words": len(a.text.split()),
+            "metadata": a.metadata,
+        }
+        for a in anchors
+    ]
+    if fmt == "json":
+        emit_text(dump_json(rows), None)
+        return
+    table = Table(title="Anchors")
+    for col in ("assignment", "id", "file", "grade", "words", "checksum"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["assignment_id"],
+            str(r["anchor_id"]),
+            r["source_name"],
+            r["grade"],
+            str(r["words"]),
+            r["checksum"][:12],
+        )
+    console.print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

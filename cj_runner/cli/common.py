@@ -1,0 +1,108 @@
+"""Shared pieces of the command-line apps: error handling, options, JSON/CSV output."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from cj_runner import __version__
+from cj_runner.errors import CJError, StorageError, UserError
+from cj_runner.storage import Store, open_store, resolve_db_url
+from cj_runner.storage.engine import sqlite_path
+
+T = TypeVar("T")
+
+console = Console(highlight=False, soft_wrap=False)
+err_console = Console(stderr=True, highlight=False)
+
+DB_HELP = (
+    "Database: a SQLite file path or a SQLAlchemy URL (postgresql+asyncpg://...). "
+    "Env CJ_DB; default cj_runner.db in the working folder."
+)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``error: message`` on stderr and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    return typer.Exit(code)
+
+
+def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine; turn expected errors into one line on stderr and an exit code."""
+    try:
+        return asyncio.run(factory())
+    except UserError as exc:
+        raise fail(str(exc), exc.exit_code) from None
+    except StorageError as exc:
+        raise fail(str(exc), 2) from None
+    except CJError as exc:
+        raise fail(str(exc), exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None
+
+
+async def open_db(db: str | None, *, must_exist: bool = False) -> Store:
+    """Open the store named by ``--db`` / ``CJ_DB``; migrations run automatically."""
+    url = resolve_db_url(db)
+    path = sqlite_path(url)
+    if must_exist and path is not None and not path.exists():
+        raise UserError(f"--db: no database at {path} (run a batch or register anchors first)")
+    return await open_store(url)
+
+
+async def with_db(db: str | None, body: Callable[[Store], Awaitable[T]], **kw: Any) -> T:
+    """Open the store, run ``body`` with it, close it."""
+    store = await open_db(db, **kw)
+    try:
+        return await body(store)
+    finally:
+        await store.close()
+
+
+def version_callback(value: bool) -> None:
+    """``--version``."""
+    if value:
+        console.print(f"cj-runner {__version__}")
+        raise typer.Exit(0)
+
+
+def dump_json(obj: Any) -> str:
+    """Stable, readable JSON (sorted keys are NOT used: key order is part of the contract)."""
+    return json.dumps(obj, indent=2, ensure_ascii=False, default=str)
+
+
+def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """Rows as CSV text (nested values JSON-encoded)."""
+    if not rows:
+        return ""
+    cols = list(columns or rows[0].keys())
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {
+                k: json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v
+                for k, v in row.items()
+            }
+        )
+    return out.getvalue()
+
+
+def emit_text(text: str, output: Path | None) -> None:
+    """Write ``text`` to ``output`` or stdout."""
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+    else:
+        output.write_text(text, encoding="utf-8")
+        err_console.print(f"wrote {output}")

@@ -1,0 +1,166 @@
+"""Rich rendering of plans, summaries and progress (the only module that draws)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cj_runner.services.executor import ProgressEvent
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def plan_table(plan: dict[str, Any]) -> Table:
+    """The plan as a two-column table."""
+    table = Table(title="Plan", show_header=False, title_justify="left")
+    table.add_column("item", style="bold")
+    table.add_column("value")
+    rows = [
+        ("inventory", plan["inventory"]),
+        ("assignment", plan["assignment_id"] or "-"),
+        ("profile / judge", f"{plan['profile']} / {plan['judge']} ({plan['model']})"),
+        ("students", plan["students"]),
+        (
+            "anchors",
+            f"{plan['anchors']}  "
+            + " ".join(f"{g}:{c}" for g, c in plan["anchors_by_grade"].items()),
+        ),
+        ("nodes", plan["nodes"]),
+        ("budget (calls)", plan["total_budget"]),
+        ("max possible pairs (nC2)", plan["max_possible_pairs"]),
+        ("net", "small net" if plan["is_small_net"] else "regular batch"),
+        ("expected coverage waves", plan["expected_coverage_waves"]),
+        ("resampling passes (cap)", plan["max_resampling_passes"]),
+        (
+            "estimated tokens",
+            f"{plan['estimated_input_tokens']:,} in / {plan['estimated_output_tokens']:,} out",
+        ),
+        ("estimated cost (at most)", f"${plan['estimated_cost_usd']:.4f}"),
+    ]
+    for key, value in rows:
+        table.add_row(key, str(value))
+    for warning in plan.get("warnings", []):
+        table.add_row("[yellow]warning[/]", warning)
+    return table
+
+
+def summary_renderable(s: dict[str, Any]) -> Group:
+    """The one-screen summary of a batch."""
+    status_style = {"COMPLETED": "green", "FAILED": "red"}.get(s["status"], "yellow")
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row(
+        "batch", f"{s['batch_id']}" + (f" ({s['batch_name']})" if s.get("batch_name") else "")
+    )
+    head.add_row("status", f"[{status_style}]{s['status']}[/]  stop reason: {s['stop_reason']}")
+    head.add_row(
+        "calls",
+        f"{s['calls_sent']} sent of {s['total_budget']} budget; "
+        f"{s['successful_comparisons']} ok, {s['failed_comparisons']} failed"
+        + (f", success rate {s['success_rate']:.3f}" if s["success_rate"] is not None else "")
+        + (f"; {s['cache_hits']} from cache" if s.get("cache_hits") else ""),
+    )
+    if s.get("attempt_errors"):
+        head.add_row("errors", ", ".join(f"{k}: {v}" for k, v in s["attempt_errors"].items() if k))
+    head.add_row(
+        "coverage",
+        f"{s['successful_pairs_count']}/{s['max_possible_pairs']} pairs"
+        f" (complete: {'yes' if s['unique_coverage_complete'] else 'no'}),"
+        f" {s['resampling_pass_count']} resampling pass(es), {s['waves']} waves",
+    )
+    share = s.get("position_a_share") or {}
+    head.add_row(
+        "fairness",
+        f"largest A/B skew {_fmt(s['max_skew'])}, mean {_fmt(s['mean_skew'])}; "
+        + (
+            f"A won {share['share']:.1%} [{share['low']:.1%}, {share['high']:.1%}]"
+            if share
+            else "no comparisons"
+        )
+        + (
+            f"; order effect {_fmt(s['order_effect'])} ± {_fmt(s['order_effect_se'])}"
+            if s.get("order_effect") is not None
+            else ""
+        ),
+    )
+    rel = f"SSR {_fmt(s['ssr'])}"
+    if s.get("robust_reliability") is not None:
+        rel += f"; split-half {_fmt(s['robust_reliability'])}"
+    head.add_row("reliability", rel)
+    if s.get("reliability_warning"):
+        head.add_row("[yellow]warning[/]", s["reliability_warning"])
+    head.add_row(
+        "tokens / cost",
+        f"{s['tokens_in']:,} in / {s['tokens_out']:,} out; ${s['cost_usd']:.4f}"
+        + (
+            f" (plan estimate ≤ ${s['estimated_cost_usd']:.4f})"
+            if s.get("estimated_cost_usd") is not None
+            else ""
+        ),
+    )
+    grades = s.get("grades") or {}
+    if grades.get("projected"):
+        head.add_row("grades", "  ".join(f"{g}: {c}" for g, c in grades["distribution"].items()))
+    elif grades.get("deferred_reason"):
+        head.add_row("grades", f"deferred: {grades['deferred_reason']}")
+    for warning in grades.get("warnings", []):
+        head.add_row("[yellow]anchor[/]", warning)
+    top = Table(title=f"Top {len(s['top'])}", title_justify="left")
+    for col in ("rank", "essay", "score", "SE"):
+        top.add_column(col, justify="right" if col != "essay" else "left")
+    for row in s["top"]:
+        label = row["essay_id"] + (
+            f" [dim](anchor {row['known_grade']})[/]" if row["is_anchor"] else ""
+        )
+        top.add_row(str(row["rank"]), label, _fmt(row["score"]), _fmt(row["se"]))
+    return Group(Panel(head, title="cj-runner summary", title_align="left"), top)
+
+
+class ProgressView:
+    """A Rich progress bar fed by the executor's callback."""
+
+    def __init__(self, console: Console) -> None:
+        self.started = time.monotonic()
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task = self.progress.add_task("calls", total=None, info="")
+        self.last_change: float | None = None
+
+    def __enter__(self) -> ProgressView:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.max_score_change is not None:
+            self.last_change = event.max_score_change
+        change = f"{self.last_change:.3f}" if self.last_change is not None else "-"
+        info = (
+            f"wave {event.wave} {event.mode} | Δmax {change} | "
+            f"ok {event.successes} fail {event.failures}"
+            + (f" cache {event.cache_hits}" if event.cache_hits else "")
+        )
+        self.progress.update(
+            self.task, completed=event.calls_sent, total=event.total_budget, info=info
+        )

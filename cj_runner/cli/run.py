@@ -1,0 +1,470 @@
+"""`cj-run`: plan, dry-run, execute, resume and list batches; the convergence harness;
+the mock judge served over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cj_runner.cli.common import (
+    DB_HELP,
+    console,
+    dump_json,
+    emit_text,
+    err_console,
+    open_db,
+    run_async,
+    version_callback,
+    with_db,
+)
+from cj_runner.cli.render import ProgressView, plan_table, summary_renderable
+from cj_runner.config import settings_from_stored
+from cj_runner.errors import UserError
+from cj_runner.judges.registry import build_judge
+from cj_runner.services.batches import (
+    JudgeOverrides,
+    RunRequest,
+    create_batch,
+    plan_summary,
+    prepare,
+    prepare_local,
+    stored_judge_config,
+)
+from cj_runner.services.dry_run import write_envelope
+from cj_runner.services.executor import BatchExecutor, RunResult
+from cj_runner.services.summary import build_summary
+from cj_runner.storage import Store, resolve_db_url
+from cj_runner.storage import repository as repo
+from cj_runner.storage.engine import sqlite_path
+
+app = typer.Typer(
+    name="cj-run",
+    help="Run Comparative Judgement batches with an LLM (or mock) judge.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_FOR_STATUS = {"COMPLETED": 0, "FAILED": 1, "INTERRUPTED": 130}
+
+# ---------------------------------------------------------------- shared options
+
+Inventory = Annotated[
+    Path,
+    typer.Option(
+        "--inventory",
+        "-i",
+        help="Essays: a folder of .txt/.md files, or a CSV/JSONL manifest "
+        "(essay_id + text or path).",
+    ),
+]
+AssignmentId = Annotated[
+    str | None,
+    typer.Option(help="Assignment whose anchors, instructions and rubric join the batch."),
+]
+Profile = Annotated[
+    str | None, typer.Option(help="Profile name (profiles/NAME.yaml) or YAML path.")
+]
+Judge = Annotated[
+    str | None,
+    typer.Option(help="Judge profile name or YAML path; overrides the profile's judge."),
+]
+MaxComparisons = Annotated[
+    int | None,
+    typer.Option(help="Batch budget: most judge calls (MAX_PAIRWISE_COMPARISONS)."),
+]
+Sets = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a setting: NAME=VALUE (repeatable)."),
+]
+Db = Annotated[str | None, typer.Option("--db", help=DB_HELP)]
+Format = Annotated[str, typer.Option("--format", help="Output format: table or json.")]
+
+
+def _request(
+    inventory: Path,
+    assignment_id: str | None,
+    profile: str | None,
+    judge: str | None,
+    max_comparisons: int | None,
+    sets: list[str] | None,
+    *,
+    seed: int | None = None,
+    passes_small: int | None = None,
+    passes_regular: int | None = None,
+    no_resampling: bool = False,
+    judge_model: str | None = None,
+    judge_temperature: float | None = None,
+    judge_max_tokens: int | None = None,
+    judge_base_url: str | None = None,
+    batch_name: str | None = None,
+) -> RunRequest:
+    flags: dict[str, Any] = {
+        "MAX_PAIRWISE_COMPARISONS": max_comparisons,
+        "SEED": seed,
+        "MAX_RESAMPLING_PASSES_FOR_SMALL_NET": 0 if no_resampling else passes_small,
+        "MAX_RESAMPLING_PASSES_FOR_REGULAR_BATCH": 0 if no_resampling else passes_regular,
+    }
+    return RunRequest(
+        inventory=inventory,
+        assignment_id=assignment_id,
+        profile=profile,
+        judge=judge,
+        overrides=tuple(sets or ()),
+        flag_values={k: v for k, v in flags.items() if v is not None},
+        judge_overrides=JudgeOverrides(
+            model=judge_model,
+            temperature=judge_temperature,
+            max_tokens=judge_max_tokens,
+            base_url=judge_base_url,
+        ),
+        batch_name=batch_name,
+    )
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=version_callback, is_eager=True, help="Show the version."
+        ),
+    ] = False,
+) -> None:
+    """Run Comparative Judgement batches with an LLM (or mock) judge."""
+
+
+# ---------------------------------------------------------------- plan
+
+
+@app.command()
+def plan(
+    inventory: Inventory,
+    assignment_id: AssignmentId = None,
+    profile: Profile = None,
+    judge: Judge = None,
+    max_comparisons: MaxComparisons = None,
+    sets: Sets = None,
+    db: Db = None,
+    fmt: Format = "table",
+) -> None:
+    """Show what a batch would do: nodes, anchors, budget, nC2, waves, tokens and cost.
+
+    Reads inputs and the assignment's anchors; writes nothing; calls no judge.
+    """
+    _check_format(fmt, ("table", "json"))
+    request = _request(inventory, assignment_id, profile, judge, max_comparisons, sets)
+
+    async def body() -> dict[str, Any]:
+        local = prepare_local(request)
+        url = resolve_db_url(db)
+        path = sqlite_path(url)
+        if assignment_id is None or (path is not None and not path.exists()):
+            return plan_summary(await prepare(None, request, local))
+        return await with_db(db, lambda store: _plan_with_store(store, request, local))
+
+    result = run_async(body)
+    if fmt == "json":
+        emit_text(dump_json(result), None)
+    else:
+        console.print(plan_table(result))
+
+
+async def _plan_with_store(store: Store, request: RunRequest, local: Any) -> dict[str, Any]:
+    return plan_summary(await prepare(store, request, local))
+
+
+def _check_format(fmt: str, allowed: tuple[str, ...]) -> None:
+    if fmt not in allowed:
+        err_console.print(f"[bold red]error:[/] --format must be one of {', '.join(allowed)}")
+        raise typer.Exit(2)
+
+
+# ---------------------------------------------------------------- dry-run
+
+
+@app.command("dry-run")
+def dry_run(
+    inventory: Inventory,
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", "-o", help="Folder for the request envelope.")
+    ] = Path("cj_dry_run"),
+    assignment_id: AssignmentId = None,
+    profile: Profile = None,
+    judge: Judge = None,
+    max_comparisons: MaxComparisons = None,
+    seed: Annotated[int | None, typer.Option(help="Batch seed (SEED).")] = None,
+    sets: Sets = None,
+    batch_name: Annotated[str | None, typer.Option(help="Name for the batch.")] = None,
+    db: Db = None,
+) -> None:
+    """Validate everything and write the request envelope (settings, nodes, first-wave
+    prompts) as JSON; no judge call, nothing stored."""
+    request = _request(
+        inventory,
+        assignment_id,
+        profile,
+        judge,
+        max_comparisons,
+        sets,
+        seed=seed,
+        batch_name=batch_name,
+    )
+
+    async def body() -> Path:
+        local = prepare_local(request)
+        if assignment_id is None:
+            prepared = await prepare(None, request, local)
+        else:
+            store = await open_db(db, must_exist=True)
+            try:
+                prepared = await prepare(store, request, local)
+            finally:
+                await store.close()
+        return write_envelope(prepared, plan_summary(prepared), output_dir)
+
+    path = run_async(body)
+    console.print(f"wrote {path}")
+
+
+# ---------------------------------------------------------------- execute / resume
+
+
+def _install_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def _run_batch(
+    store: Store, batch_id: str, *, quiet: bool, use_cache: bool
+) -> tuple[RunResult, dict[str, Any]]:
+    batch = await repo.find_batch(store, batch_id)
+    nodes = await repo.load_nodes(store, batch.id)
+    settings = settings_from_stored(batch.settings)
+    assignment_text = None
+    scale = None
+    if batch.assignment_id is not None:
+        from cj_runner.config import load_grade_scale
+        from cj_runner.judges.base import AssignmentText
+
+        assignment = await repo.get_assignment(store, batch.assignment_id)
+        if assignment is not None:
+            assignment_text = AssignmentText(
+                assignment.instructions, assignment.student_prompt, assignment.rubric
+            )
+            if any(n.is_anchor for n in nodes):
+                scale = load_grade_scale(assignment.grade_scale)
+    judge = build_judge(stored_judge_config(batch))
+    stop = asyncio.Event()
+    _install_signals(stop)
+    show_progress = not quiet and err_console.is_terminal
+    view = ProgressView(err_console) if show_progress else None
+    executor = BatchExecutor(
+        store,
+        batch,
+        nodes,
+        judge,
+        settings,
+        assignment=assignment_text,
+        grade_scale=scale,
+        progress=view,
+        use_cache=use_cache,
+        stop_event=stop,
+    )
+    try:
+        with view if view is not None else contextlib.nullcontext():
+            result = await executor.run()
+    finally:
+        await judge.aclose()
+    return result, await build_summary(store, batch.id)
+
+
+def _report_run(result: RunResult, summary: dict[str, Any], *, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        emit_text(dump_json(summary), None)
+    elif not quiet:
+        console.print(summary_renderable(summary))
+    if result.interrupted:
+        err_console.print(
+            f"interrupted: answers so far are stored. Resume with: cj-run resume {result.batch_id}"
+        )
+    raise typer.Exit(EXIT_FOR_STATUS.get(result.status, 1))
+
+
+@app.command()
+def execute(
+    inventory: Inventory,
+    assignment_id: AssignmentId = None,
+    profile: Profile = None,
+    judge: Judge = None,
+    max_comparisons: MaxComparisons = None,
+    seed: Annotated[int | None, typer.Option(help="Batch seed (SEED).")] = None,
+    sets: Sets = None,
+    batch_name: Annotated[
+        str | None, typer.Option(help="A unique name to refer to the batch by.")
+    ] = None,
+    max_resampling_passes_small: Annotated[
+        int | None,
+        typer.Option(help="Resampling cap for small nets (MAX_RESAMPLING_PASSES_FOR_SMALL_NET)."),
+    ] = None,
+    max_resampling_passes_regular: Annotated[
+        int | None,
+        typer.Option(
+            help="Resampling cap for regular batches (MAX_RESAMPLING_PASSES_FOR_REGULAR_BATCH)."
+        ),
+    ] = None,
+    no_resampling: Annotated[
+        bool, typer.Option("--no-resampling", help="No resampling passes (both caps 0).")
+    ] = False,
+    judge_model: Annotated[str | None, typer.Option(help="Override the judge's model.")] = None,
+    judge_temperature: Annotated[
+        float | None, typer.Option(help="Override the judge's temperature.")
+    ] = None,
+    judge_max_tokens: Annotated[
+        int | None, typer.Option(help="Override the judge's max output tokens.")
+    ] = None,
+    judge_base_url: Annotated[
+        str | None,
+        typer.Option(envvar="CJ_JUDGE_BASE_URL", help="Override the judge's base URL."),
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Do not reuse stored answers (judgment cache).")
+    ] = False,
+    db: Db = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no summary.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON object.")
+    ] = False,
+) -> None:
+    """Run a batch to its stop: coverage, resampling, scoring, grades. Exit 0 when
+    COMPLETED, 1 when FAILED, 2 on bad input, 130 when interrupted."""
+    request = _request(
+        inventory,
+        assignment_id,
+        profile,
+        judge,
+        max_comparisons,
+        sets,
+        seed=seed,
+        passes_small=max_resampling_passes_small,
+        passes_regular=max_resampling_passes_regular,
+        no_resampling=no_resampling,
+        judge_model=judge_model,
+        judge_temperature=judge_temperature,
+        judge_max_tokens=judge_max_tokens,
+        judge_base_url=judge_base_url,
+        batch_name=batch_name,
+    )
+
+    async def body() -> tuple[RunResult, dict[str, Any]]:
+        local = prepare_local(request)
+        if local.judge_config.kind != "mock":
+            # fail on a missing key before anything is written
+            judge_obj = build_judge(local.judge_config)
+            await judge_obj.aclose()
+        store = await open_db(db)
+        try:
+            prepared = await prepare(store, request, local)
+            batch_id = await create_batch(store, prepared, plan_summary(prepared))
+            if not quiet and not as_json:
+                err_console.print(f"batch {batch_id} created")
+            return await _run_batch(store, batch_id, quiet=quiet or as_json, use_cache=not no_cache)
+        finally:
+            await store.close()
+
+    result, summary = run_async(body)
+    _report_run(result, summary, as_json=as_json, quiet=quiet)
+
+
+@app.command()
+def resume(
+    batch: Annotated[str, typer.Argument(help="Batch id or name.")],
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Do not reuse stored answers (judgment cache).")
+    ] = False,
+    db: Db = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no summary.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON object.")
+    ] = False,
+) -> None:
+    """Continue a batch that did not finish (crash, Ctrl-C): answered comparisons are
+    kept, calls in flight are counted as sent and re-asked if budget remains."""
+
+    async def body() -> tuple[RunResult, dict[str, Any]]:
+        store = await open_db(db, must_exist=True)
+        try:
+            record = await repo.find_batch(store, batch)
+            if record.status in ("COMPLETED", "FAILED"):
+                raise UserError(
+                    f"batch {record.id} already finished ({record.status}, "
+                    f"{record.stop_reason}); nothing to resume"
+                )
+            return await _run_batch(
+                store, record.id, quiet=quiet or as_json, use_cache=not no_cache
+            )
+        finally:
+            await store.close()
+
+    result, summary = run_async(body)
+    _report_run(result, summary, as_json=as_json, quiet=quiet)
+
+
+@app.command("list")
+def list_batches(db: Db = None, fmt: Format = "table") -> None:
+    """List the batches in the database, newest first."""
+    _check_format(fmt, ("table", "json"))
+
+    async def body() -> list[repo.BatchRecord]:
+        return await with_db(db, repo.list_batches, must_exist=True)
+
+    batches = run_async(body)
+    rows = [
+        {
+            "batch_id": b.id,
+            "name": b.name,
+            "status": b.status,
+            "stop_reason": b.stop_reason,
+            "assignment_id": b.assignment_id,
+            "judge": b.judge_name,
+            "calls_sent": b.state.get("calls_sent"),
+            "total_budget": b.state.get("total_budget"),
+            "created_at": b.created_at.isoformat(timespec="seconds"),
+        }
+        for b in batches
+    ]
+    if fmt == "json":
+        emit_text(dump_json(rows), None)
+        return
+    from rich.table import Table
+
+    table = Table(title="Batches")
+    for col in ("batch_id", "name", "status", "stop_reason", "calls", "judge", "created_at"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["batch_id"],
+            r["name"] or "",
+            r["status"],
+            r["stop_reason"] or "",
+            f"{r['calls_sent']}/{r['total_budget']}",
+            r["judge"],
+            r["created_at"],
+        )
+    console.print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,288 @@
+"""Everything up to the first wave: inputs, settings, judge, nodes, plan and batch creation."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cj_runner.config import ResolvedProfile, Settings, load_grade_scale, load_settings
+from cj_runner.core.coverage import expected_coverage_waves, max_possible_pairs
+from cj_runner.core.models import GradeScale
+from cj_runner.errors import InputError
+from cj_runner.inputs import Inventory, load_inventory
+from cj_runner.judges.base import AssignmentText, EssayText, JudgeRequest
+from cj_runner.judges.config import (
+    JudgeConfig,
+    judge_config_from_mapping,
+    load_judge_profile,
+)
+from cj_runner.judges.prompts import estimate_call_tokens
+from cj_runner.judges.registry import apply_overrides, judge_prompt_template
+from cj_runner.storage import Store
+from cj_runner.storage import repository as repo
+
+ANCHOR_ID_PREFIX = "anchor:"
+
+
+@dataclass(frozen=True)
+class JudgeOverrides:
+    """Per-run judge overrides from the command line (the seeds' llm_config_overrides)."""
+
+    model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    base_url: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What the user asked for on the command line."""
+
+    inventory: Path
+    assignment_id: str | None = None
+    profile: str | None = None
+    judge: str | None = None
+    overrides: Sequence[str] = ()
+    flag_values: Mapping[str, Any] = field(default_factory=dict)
+    judge_overrides: JudgeOverrides = JudgeOverrides()
+    batch_name: str | None = None
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """Validated inputs of a batch, ready to plan or create."""
+
+    request: RunRequest
+    inventory: Inventory
+    profile: ResolvedProfile
+    settings: Settings
+    judge_config: JudgeConfig
+    assignment: repo.AssignmentRecord | None
+    anchors: list[repo.AnchorRecord]
+    grade_scale: GradeScale | None
+    nodes: list[repo.NewNode]
+    total_budget: int
+
+    @property
+    def students(self) -> int:
+        return sum(1 for n in self.nodes if not n.is_anchor)
+
+    @property
+    def assignment_text(self) -> AssignmentText:
+        a = self.assignment
+        if a is None:
+            return AssignmentText()
+        return AssignmentText(a.instructions, a.student_prompt, a.rubric)
+
+
+def resolve_judge_config(
+    profile: ResolvedProfile,
+    judge: str | None,
+    overrides: JudgeOverrides,
+    env: Mapping[str, str] | None = None,
+) -> JudgeConfig:
+    """``--judge`` beats the profile's ``judge:`` section; with neither, the default mock."""
+    env = os.environ if env is None else env
+    if judge is not None:
+        config = load_judge_profile(judge)
+    elif isinstance(profile.judge, str):
+        config = load_judge_profile(profile.judge)
+    elif isinstance(profile.judge, Mapping):
+        config = judge_config_from_mapping(profile.judge, f"profile {profile.path}: judge")
+    else:
+        config = JudgeConfig()
+    base_url = overrides.base_url or env.get("CJ_JUDGE_BASE_URL") or None
+    return apply_overrides(
+        config,
+        model=overrides.model,
+        temperature=overrides.temperature,
+        max_tokens=overrides.max_tokens,
+        base_url=base_url,
+    )
+
+
+def anchor_essay_id(anchor: repo.AnchorRecord) -> str:
+    """The node id of an anchor inside a batch: ``anchor:<file stem>``."""
+    return ANCHOR_ID_PREFIX + Path(anchor.source_name).stem
+
+
+@dataclass(frozen=True)
+class LocalInputs:
+    """The inputs that need no database: settings, judge profile, inventory."""
+
+    profile: ResolvedProfile
+    judge_config: JudgeConfig
+    inventory: Inventory
+
+
+def prepare_local(request: RunRequest) -> LocalInputs:
+    """Validate settings, judge and inventory (no database touched)."""
+    profile = load_settings(request.profile, request.overrides, flag_values=request.flag_values)
+    judge_config = resolve_judge_config(profile, request.judge, request.judge_overrides)
+    inventory = load_inventory(request.inventory)
+    return LocalInputs(profile, judge_config, inventory)
+
+
+async def prepare(
+    store: Store | None, request: RunRequest, local: LocalInputs | None = None
+) -> PreparedBatch:
+    """Read and validate every input; nothing is written. Raises a one-line UserError.
+
+    ``store`` may be ``None`` when there is no database yet (then an assignment cannot
+    be found).
+    """
+    local = local or prepare_local(request)
+    profile, judge_config, inventory = local.profile, local.judge_config, local.inventory
+    settings = profile.settings
+    assignment: repo.AssignmentRecord | None = None
+    anchors: list[repo.AnchorRecord] = []
+    scale: GradeScale | None = None
+    if request.assignment_id is not None:
+        if store is not None:
+            assignment = await repo.get_assignment(store, request.assignment_id)
+        if assignment is None:
+            raise InputError(
+                f"--assignment-id: no assignment {request.assignment_id!r} in the database; "
+                "register its anchors first with `cj-anchors register`"
+            )
+        if settings.USE_ANCHORS:
+            assert store is not None
+            anchors = await repo.list_anchors(store, assignment.id)
+            if not anchors:
+                raise InputError(
+                    f"--assignment-id: assignment {assignment.id!r} has no anchors, and grade "
+                    "projection needs them (register anchors, or --set USE_ANCHORS=false)"
+                )
+            scale = load_grade_scale(assignment.grade_scale)
+    nodes = [
+        repo.NewNode(
+            essay_id=e.essay_id,
+            is_anchor=False,
+            checksum=e.checksum,
+            text=e.text,
+            metadata=dict(e.metadata),
+        )
+        for e in inventory.essays
+    ]
+    student_ids = {e.essay_id for e in inventory.essays}
+    for anchor in anchors:
+        node_id = anchor_essay_id(anchor)
+        if node_id in student_ids:
+            raise InputError(f"{request.inventory}: essay id {node_id!r} clashes with an anchor")
+        nodes.append(
+            repo.NewNode(
+                essay_id=node_id,
+                is_anchor=True,
+                checksum=anchor.checksum,
+                text=anchor.text,
+                known_grade=anchor.grade,
+                metadata={k: str(v) for k, v in anchor.metadata.items()},
+            )
+        )
+    clashes = [c for c, k in Counter(n.checksum for n in nodes if n.is_anchor).items() if k > 1]
+    if clashes:  # pragma: no cover - registration refuses duplicate anchor texts
+        raise InputError("two anchors have the same text")
+    if len(nodes) < 2:
+        raise InputError(f"{request.inventory}: a batch needs at least two essays")
+    return PreparedBatch(
+        request=request,
+        inventory=inventory,
+        profile=profile,
+        settings=settings,
+        judge_config=judge_config,
+        assignment=assignment,
+        anchors=anchors,
+        grade_scale=scale,
+        nodes=nodes,
+        total_budget=settings.MAX_PAIRWISE_COMPARISONS,
+    )
+
+
+def plan_summary(prepared: PreparedBatch) -> dict[str, Any]:
+    """The plan of a batch (spec §9): sizes, budget, waves, tokens and cost estimates."""
+    settings = prepared.settings
+    n = len(prepared.nodes)
+    by_grade = Counter(a.grade for a in prepared.anchors)
+    grades = prepared.grade_scale.grades if prepared.grade_scale else tuple(sorted(by_grade))
+    template = judge_prompt_template(prepared.judge_config)
+    # a representative call: the two essays of median length
+    lengths = sorted(prepared.nodes, key=lambda node: len(node.text))
+    mid = lengths[len(lengths) // 2]
+    other = lengths[max(0, len(lengths) // 2 - 1)]
+    request = JudgeRequest(
+        essay_a=EssayText(mid.essay_id, mid.text, mid.checksum),
+        essay_b=EssayText(other.essay_id, other.text, other.checksum),
+        assignment=prepared.assignment_text,
+    )
+    per_in, per_out = estimate_call_tokens(template, request)
+    calls = prepared.total_budget
+    tokens_in, tokens_out = per_in * calls, per_out * calls
+    cost = prepared.judge_config.cost(tokens_in, tokens_out)
+    students = prepared.students
+    return {
+        "inventory": str(prepared.request.inventory),
+        "assignment_id": prepared.assignment.id if prepared.assignment else None,
+        "grade_scale": prepared.grade_scale.name if prepared.grade_scale else None,
+        "profile": prepared.profile.name,
+        "judge": prepared.judge_config.name,
+        "judge_kind": prepared.judge_config.kind,
+        "model": prepared.judge_config.model,
+        "students": students,
+        "anchors": len(prepared.anchors),
+        "anchors_by_grade": {g: by_grade.get(g, 0) for g in grades},
+        "nodes": n,
+        "total_budget": prepared.total_budget,
+        "max_possible_pairs": max_possible_pairs(n),
+        "is_small_net": students <= settings.MIN_RESAMPLING_NET_SIZE,
+        "wave_size": settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION,
+        "expected_coverage_waves": expected_coverage_waves(
+            n, prepared.total_budget, settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION
+        ),
+        "max_resampling_passes": (
+            settings.MAX_RESAMPLING_PASSES_FOR_SMALL_NET
+            if students <= settings.MIN_RESAMPLING_NET_SIZE
+            else settings.MAX_RESAMPLING_PASSES_FOR_REGULAR_BATCH
+        ),
+        "estimated_calls": calls,
+        "estimated_input_tokens": tokens_in,
+        "estimated_output_tokens": tokens_out,
+        "estimated_cost_usd": round(cost, 6),
+        "warnings": list(prepared.inventory.warnings),
+    }
+
+
+def judge_record(config: JudgeConfig) -> dict[str, Any]:
+    """What is stored about the judge: its profile (names of key variables, never keys)."""
+    return config.model_dump(mode="json")
+
+
+async def create_batch(store: Store, prepared: PreparedBatch, plan: dict[str, Any]) -> str:
+    """Store a new batch (settings, judge, nodes, state) in one transaction."""
+    settings = prepared.settings
+    seed = settings.SEED if settings.SEED is not None else secrets.randbelow(2**31)
+    stored_settings = settings.model_dump(mode="json")
+    stored_settings["SEED"] = seed
+    return await repo.create_batch(
+        store,
+        name=prepared.request.batch_name,
+        assignment_id=prepared.assignment.id if prepared.assignment else None,
+        seed=seed,
+        settings=stored_settings,
+        judge=judge_record(prepared.judge_config),
+        judge_name=prepared.judge_config.name,
+        inventory=str(prepared.request.inventory),
+        plan=plan,
+        total_budget=prepared.total_budget,
+        nodes=prepared.nodes,
+        max_possible_pairs=max_possible_pairs(len(prepared.nodes)),
+    )
+
+
+def stored_judge_config(batch: repo.BatchRecord) -> JudgeConfig:
+    """The judge profile stored with a batch."""
+    return judge_config_from_mapping(batch.judge, f"batch {batch.id}: judge")

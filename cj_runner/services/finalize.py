@@ -1,0 +1,189 @@
+"""Final scoring of a batch: fit with SEs and order effect, reliability, misfit, grades."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from cj_runner.config import Settings
+from cj_runner.core.bt import BTFit, fit_bt
+from cj_runner.core.coverage import connected_components
+from cj_runner.core.models import GradeScale, edge
+from cj_runner.core.projection import ProjectionResult, project_grades
+from cj_runner.core.reliability import (
+    infit_outfit,
+    position_a_win_share,
+    scale_separation_reliability,
+)
+from cj_runner.storage import Store
+from cj_runner.storage import repository as repo
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def final_fit(
+    n: int,
+    first: Sequence[int],
+    second: Sequence[int],
+    first_won: Sequence[bool],
+    settings: Settings,
+    init: np.ndarray | None = None,
+) -> BTFit:
+    """The batch's final Bradley-Terry fit (with SEs; order effect when set and estimable)."""
+    f = np.asarray(first, dtype=np.int64)
+    s = np.asarray(second, dtype=np.int64)
+    w = np.asarray(first_won, dtype=bool)
+    # the order effect is only identified when A and B positions vary across nodes
+    order = bool(settings.FIT_ORDER_EFFECT and len(f) >= 2)
+    return fit_bt(
+        n,
+        f,
+        s,
+        w,
+        order_effect=order,
+        prior_precision=settings.BT_PRIOR_PRECISION,
+        init=init,
+        compute_se=True,
+    )
+
+
+def anchors_connected(n: int, edges: Sequence[tuple[int, int]], is_anchor: Sequence[bool]) -> bool:
+    """Whether every student shares a connected component with at least one anchor."""
+    anchor_set = {i for i, a in enumerate(is_anchor) if a}
+    for component in connected_components(n, edges):
+        members = set(component)
+        has_student = any(not is_anchor[i] for i in members)
+        if has_student and not (members & anchor_set):
+            return False
+    return True
+
+
+def projection_for(
+    fit: BTFit,
+    nodes: Sequence[repo.NodeRecord],
+    edges: Sequence[tuple[int, int]],
+    scale: GradeScale,
+) -> ProjectionResult:
+    """Grade projection of the students from the anchors of this batch."""
+    is_anchor = [n.is_anchor for n in nodes]
+    anchors = [n.idx for n in nodes if n.is_anchor]
+    assert fit.se is not None
+    return project_grades(
+        fit.scores,
+        fit.se,
+        anchor_nodes=anchors,
+        anchor_grades=[str(nodes[i].known_grade) for i in anchors],
+        student_nodes=[n.idx for n in nodes if not n.is_anchor],
+        scale=scale,
+        connected=anchors_connected(len(nodes), edges, is_anchor),
+    )
+
+
+async def finalize_batch(
+    store: Store,
+    batch_id: str,
+    *,
+    nodes: Sequence[repo.NodeRecord],
+    first: Sequence[int],
+    second: Sequence[int],
+    first_won: Sequence[bool],
+    a_counts: np.ndarray,
+    b_counts: np.ndarray,
+    settings: Settings,
+    grade_scale: GradeScale | None,
+    status: str,
+    stop_reason: str,
+    state_values: dict[str, Any],
+    init: np.ndarray | None = None,
+) -> None:
+    """Fit, score, project and store the batch's final state in one transaction."""
+    n = len(nodes)
+    extra = dict(state_values.pop("extra_json", {}))
+    node_values: list[dict[str, Any]] = []
+    projections: list[dict[str, Any]] = []
+    state: dict[str, Any] = dict(state_values)
+    if len(first) > 0:
+        fit = final_fit(n, first, second, first_won, settings, init)
+        assert fit.se is not None
+        f = np.asarray(first, dtype=np.int64)
+        s = np.asarray(second, dtype=np.int64)
+        w = np.asarray(first_won, dtype=bool)
+        infit, outfit = infit_outfit(n, f, s, w, fit.scores, fit.order_effect or 0.0)
+        share = position_a_win_share(w)
+        state["ssr"] = _finite(scale_separation_reliability(fit.scores, fit.se))
+        state["order_effect"] = _finite(fit.order_effect)
+        state["order_effect_se"] = _finite(fit.order_effect_se)
+        extra.update(
+            scores=[float(x) for x in fit.scores],
+            log_likelihood=float(fit.log_likelihood),
+            position_a_share={
+                "share": share.share,
+                "low": share.low,
+                "high": share.high,
+                "n": share.n,
+            },
+        )
+        comps = (a_counts + b_counts).astype(int)
+        for node in nodes:
+            i = node.idx
+            node_values.append(
+                {
+                    "idx": i,
+                    "score": float(fit.scores[i]),
+                    "se": float(fit.se[i]),
+                    "comparison_count": int(comps[i]),
+                    "a_count": int(a_counts[i]),
+                    "b_count": int(b_counts[i]),
+                    "infit": _finite(infit[i]),
+                    "outfit": _finite(outfit[i]),
+                }
+            )
+        edges = sorted({edge(a, b) for a, b in zip(first, second, strict=True)})
+        if grade_scale is not None and any(n.is_anchor for n in nodes) and status != "FAILED":
+            result = projection_for(fit, nodes, edges, grade_scale)
+            extra["projection"] = {
+                "deferred_reason": result.deferred_reason,
+                "boundaries": result.boundaries,
+                "warnings": result.warnings,
+                "anchors": [
+                    {
+                        "node": a.node,
+                        "grade": a.grade,
+                        "score": a.score,
+                        "fitted_index": a.fitted_index,
+                    }
+                    for a in result.anchors
+                ],
+            }
+            by_node = {p.node: p for p in result.students}
+            for node in nodes:
+                if node.is_anchor:
+                    continue
+                p = by_node.get(node.idx)
+                projections.append(
+                    {
+                        "node_idx": node.idx,
+                        "projected_grade": p.grade if p else None,
+                        "confidence": p.confidence if p else None,
+                        "expected_index": p.expected_index if p else None,
+                        "probabilities": dict(p.probabilities) if p else {},
+                        "deferred_reason": None if p else result.deferred_reason,
+                    }
+                )
+    state["extra_json"] = extra
+    await repo.save_final(
+        store,
+        batch_id,
+        status=status,
+        stop_reason=stop_reason,
+        state=state,
+        nodes=node_values,
+        projections=projections,
+    )

@@ -1,0 +1,111 @@
+"""The one-screen summary of a batch, built from the store (used by `execute`, `resume`
+and `cj-report summary`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from cj_runner.core.fairness import fairness_metrics
+from cj_runner.core.models import Mode, Outcome
+from cj_runner.storage import Store
+from cj_runner.storage import repository as repo
+
+TOP_N = 5
+
+
+def outcomes_from_attempts(attempts: list[dict[str, Any]]) -> list[Outcome]:
+    """The successful comparisons among stored attempts, in slot order."""
+    return [
+        Outcome(
+            a=r["a_idx"], b=r["b_idx"], winner=r["winner"], mode=Mode(r["mode"]), wave=r["wave"]
+        )
+        for r in attempts
+        if r["status"] == "success"
+    ]
+
+
+def _duration_s(batch: repo.BatchRecord) -> float | None:
+    if batch.finished_at is None:
+        return None
+    return round((batch.finished_at - batch.created_at).total_seconds(), 3)
+
+
+async def build_summary(store: Store, batch_ref: str) -> dict[str, Any]:
+    """The summary object printed by ``execute --json`` and ``cj-report summary``."""
+    batch = await repo.find_batch(store, batch_ref)
+    nodes = await repo.load_nodes(store, batch.id)
+    attempts = await repo.load_attempts(store, batch.id)
+    projections = await repo.load_projections(store, batch.id)
+    state = batch.state
+    extra = dict(state.get("extra_json") or {})
+    outcomes = outcomes_from_attempts(attempts)
+    fairness = fairness_metrics(len(nodes), outcomes)
+    successes = sum(1 for r in attempts if r["status"] == "success")
+    failures = sum(1 for r in attempts if r["status"] == "failed")
+    finished = successes + failures
+    failure_kinds = Counter(
+        r["error_kind"] for r in attempts if r["status"] in ("failed", "retried", "lost")
+    )
+    ranked = sorted(
+        (n for n in nodes if n.score is not None), key=lambda n: n.score or 0.0, reverse=True
+    )
+    by_idx = {n.idx: n for n in nodes}
+    grade_counts = Counter(p["projected_grade"] for p in projections if p["projected_grade"])
+    projection_info = extra.get("projection") or {}
+    plan = batch.plan
+    return {
+        "batch_id": batch.id,
+        "batch_name": batch.name,
+        "status": batch.status,
+        "stop_reason": batch.stop_reason,
+        "seed": batch.seed,
+        "judge": batch.judge_name,
+        "model": batch.judge.get("model"),
+        "students": sum(1 for n in nodes if not n.is_anchor),
+        "anchors": sum(1 for n in nodes if n.is_anchor),
+        "total_budget": state["total_budget"],
+        "calls_sent": state["calls_sent"],
+        "successful_comparisons": successes,
+        "failed_comparisons": failures,
+        "success_rate": round(successes / finished, 6) if finished else None,
+        "attempt_errors": dict(sorted(failure_kinds.items())),
+        "cache_hits": sum(1 for r in attempts if r["status"] == "success" and r["cached"]),
+        "waves": state["iteration"],
+        "resampling_pass_count": state["resampling_pass_count"],
+        "max_possible_pairs": state["max_possible_pairs"],
+        "successful_pairs_count": state["successful_pairs_count"],
+        "unique_coverage_complete": bool(state["unique_coverage_complete"]),
+        "ssr": state.get("ssr"),
+        "order_effect": state.get("order_effect"),
+        "order_effect_se": state.get("order_effect_se"),
+        "position_a_share": extra.get("position_a_share"),
+        "max_skew": fairness.max_skew,
+        "mean_skew": fairness.mean_skew,
+        "tokens_in": state["tokens_in"],
+        "tokens_out": state["tokens_out"],
+        "cost_usd": round(float(state["cost_usd"] or 0.0), 6),
+        "estimated_cost_usd": plan.get("estimated_cost_usd"),
+        "estimated_input_tokens": plan.get("estimated_input_tokens"),
+        "estimated_output_tokens": plan.get("estimated_output_tokens"),
+        "duration_s": _duration_s(batch),
+        "top": [
+            {
+                "rank": rank,
+                "essay_id": n.essay_id,
+                "score": n.score,
+                "se": n.se,
+                "is_anchor": n.is_anchor,
+                "known_grade": n.known_grade,
+            }
+            for rank, n in enumerate(ranked[:TOP_N], start=1)
+        ],
+        "grades": {
+            "deferred_reason": projection_info.get("deferred_reason"),
+            "distribution": dict(sorted(grade_counts.items())),
+            "warnings": projection_info.get("warnings", []),
+            "projected": len(grade_counts) > 0,
+        },
+        "never_in_a": [by_idx[i].essay_id for i in fairness.never_in_a],
+        "never_in_b": [by_idx[i].essay_id for i in fairness.never_in_b],
+    }

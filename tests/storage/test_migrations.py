@@ -1,0 +1,55 @@
+"""The store opens old databases, migrates them, and keeps SQLite in WAL with FKs on."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from cj_runner.storage import open_store, resolve_db_url
+from cj_runner.storage.schema import Base
+
+
+def _columns(path: Path, table: str) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+async def test_first_migration_then_current_code_gives_current_schema(db_path: Path) -> None:
+    url = resolve_db_url(str(db_path))
+    store = await open_store(url, revision="0001")
+    assert await store.revision() == "0001"
+    await store.close()
+    assert "judgment_cache" not in _tables(db_path)
+    assert "prompt_hash" not in _columns(db_path, "comparisons")
+
+    store = await open_store(url)  # what every command does
+    assert await store.revision() == "0002"
+    await store.close()
+    for table in Base.metadata.sorted_tables:
+        assert table.name in _tables(db_path)
+        assert {c.name for c in table.columns} == _columns(db_path, table.name), table.name
+
+
+async def test_sqlite_runs_in_wal_mode_with_foreign_keys(db_path: Path) -> None:
+    store = await open_store(resolve_db_url(str(db_path)))
+    async with store.engine.connect() as conn:
+        fk = (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar_one()
+        mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar_one()
+    await store.close()
+    assert fk == 1
+    assert mode == "wal"
+
+
+def test_db_url_resolution(tmp_path: Path) -> None:
+    file_url = resolve_db_url(str(tmp_path / "a.db"))
+    assert file_url.startswith("sqlite+aiosqlite:///") and file_url.endswith("a.db")
+    assert resolve_db_url("sqlite:///x.db") == "sqlite+aiosqlite:///x.db"
+    pg = resolve_db_url("postgresql://u:p@127.0.0.1:5432/cj")
+    assert pg == "postgresql+asyncpg://u:p@127.0.0.1:5432/cj"
+    assert resolve_db_url(None, env={"CJ_DB": str(tmp_path / "env.db")}).endswith("env.db")
+    assert resolve_db_url(None, env={}).endswith("cj_runner.db")
