@@ -131,14 +131,14 @@ def list_cmd(
     table = Table(title="Anchors")
     for col in ("assignment", "id", "file", "grade", "words", "checksum"):
         table.add_column(col)
-    for r in rows:
+    for a in anchors:
         table.add_row(
-            r["assignment_id"],
-            str(r["anchor_id"]),
-            r["source_name"],
-            r["grade"],
-            str(r["words"]),
-            r["checksum"][:12],
+            a.assignment_id,
+            str(a.id),
+            a.source_name,
+            a.grade,
+            str(len(a.text.split())),
+            a.checksum[:12],
         )
     console.print(table)
 
