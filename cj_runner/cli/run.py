@@ -461,6 +461,84 @@ def list_batches(db: Db = None, fmt: Format = "table") -> None:
     console.print(table)
 
 
+@app.command()
+def harness(
+    n: Annotated[int, typer.Option("--n", help="Nodes in the synthetic net.")] = 24,
+    budget: Annotated[int | None, typer.Option(help="Call budget of each run.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the first replicate.")] = 0,
+    replicates: Annotated[int, typer.Option(help="Independent runs (seeds seed..).")] = 1,
+    latent_sd: Annotated[float, typer.Option(help="SD of the true latent scores (logits).")] = 1.5,
+    noise: Annotated[float, typer.Option(help="Logistic noise scale of the judge.")] = 1.0,
+    position_bias: Annotated[
+        float, typer.Option(help="Extra probability that position A wins.")
+    ] = 0.0,
+    error_rate: Annotated[float, typer.Option(help="Probability that a comparison fails.")] = 0.0,
+    profile: Profile = None,
+    sets: Sets = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per run.")] = False,
+) -> None:
+    """Convergence harness: the workflow's own selection, continuation and scoring on
+    synthetic nets with a simulated judge, in memory; prints stop reason, waves,
+    comparisons and Spearman with the truth."""
+    import numpy as np
+
+    from cj_runner.config import load_settings
+    from cj_runner.services.harness import SimulatedJudge, run_harness
+
+    def body() -> list[dict[str, Any]]:
+        flags = {"MAX_PAIRWISE_COMPARISONS": budget} if budget is not None else {}
+        settings = load_settings(profile, tuple(sets or ()), flag_values=flags).settings
+        if n < 2:
+            raise UserError("--n must be at least 2")
+        rows = []
+        for k in range(replicates):
+            rng = np.random.default_rng([seed + k, 7])
+            truth = rng.standard_normal(n) * latent_sd
+            judge_sim = SimulatedJudge(truth, noise, position_bias, error_rate)
+            result = run_harness(judge_sim, settings, seed=seed + k)
+            rows.append(
+                {
+                    "seed": seed + k,
+                    "n": n,
+                    "status": result.status,
+                    "stop_reason": result.stop_reason,
+                    "waves": result.waves,
+                    "comparisons": result.comparisons,
+                    "calls_sent": result.calls_sent,
+                    "comparisons_per_essay": round(2 * result.comparisons / n, 3),
+                    "spearman": round(result.spearman, 4),
+                    "kendall": round(result.kendall, 4),
+                    "ssr": result.history[-1].ssr if result.history else None,
+                }
+            )
+        return rows
+
+    async def wrapper() -> list[dict[str, Any]]:
+        return body()
+
+    rows = run_async(wrapper)
+    if as_json:
+        emit_text(dump_json(rows if replicates > 1 else rows[0]), None)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"Convergence harness (n={n})")
+    for col in ("seed", "status", "stop", "waves", "comparisons", "calls", "cpe", "spearman"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(
+            str(r["seed"]),
+            r["status"],
+            r["stop_reason"],
+            str(r["waves"]),
+            str(r["comparisons"]),
+            str(r["calls_sent"]),
+            f"{r['comparisons_per_essay']:.1f}",
+            f"{r['spearman']:.3f}",
+        )
+    console.print(table)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -17,23 +17,15 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from cj_runner.config import Settings, continuation_limits
-from cj_runner.core.bt import fit_bt, max_score_change
-from cj_runner.core.continuation import (
-    Action,
-    ContinuationContext,
-    Decision,
-    StopReason,
-    decide,
-)
-from cj_runner.core.coverage import coverage_metrics
-from cj_runner.core.models import GradeScale, Mode, PlannedPair, edge
-from cj_runner.core.pairing import PairingState, select_pairs
+from cj_runner.core.continuation import Action, Decision, StopReason
+from cj_runner.core.models import GradeScale, Mode
+from cj_runner.core.workflow import WorkflowState, exhausted_decision
 from cj_runner.errors import JudgeError
 from cj_runner.judges.base import AssignmentText, EssayText, Judge, JudgeRequest, Verdict
 from cj_runner.judges.retry import RetryPolicy, sleep_before_retry
@@ -91,39 +83,6 @@ class RunResult:
     interrupted: bool = False
 
 
-@dataclass
-class _State:
-    """In-memory picture of the batch, rebuilt from the store."""
-
-    n: int
-    a_counts: np.ndarray
-    b_counts: np.ndarray
-    orientation: dict[tuple[int, int], list[int]] = field(default_factory=dict)
-    ordered_counts: dict[tuple[int, int], int] = field(default_factory=dict)
-    first: list[int] = field(default_factory=list)
-    second: list[int] = field(default_factory=list)
-    first_won: list[bool] = field(default_factory=list)
-    successes: int = 0
-    failures: int = 0
-    calls_sent: int = 0
-    cache_hits: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    next_slot: int = 1
-
-    def add_success(self, a: int, b: int, winner: str) -> None:
-        self.first.append(a)
-        self.second.append(b)
-        self.first_won.append(winner == "A")
-        self.a_counts[a] += 1
-        self.b_counts[b] += 1
-        key = edge(a, b)
-        counts = self.orientation.setdefault(key, [0, 0])
-        counts[0 if a < b else 1] += 1
-        self.ordered_counts[(a, b)] = self.ordered_counts.get((a, b), 0) + 1
-        self.successes += 1
-
-
 def lock_owner_alive(owner: str) -> bool:
     """Whether the process named in a lock (``host:pid:token``) may still be running."""
     try:
@@ -171,10 +130,21 @@ class BatchExecutor:
         self.use_cache = use_cache
         self.stop_event = stop_event or asyncio.Event()
         self._sleep = sleep
-        self.total_budget = int(batch.state["total_budget"])
-        n = len(self.nodes)
-        self.state = _State(
-            n=n, a_counts=np.zeros(n, dtype=np.int64), b_counts=np.zeros(n, dtype=np.int64)
+        state = batch.state
+        self.wf = WorkflowState(
+            n_nodes=len(self.nodes),
+            n_students=sum(1 for n in self.nodes if not n.is_anchor),
+            total_budget=int(state["total_budget"]),
+            limits=continuation_limits(settings),
+            wave_size=settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION,
+            strategy=settings.MATCHING_STRATEGY,
+            seed=batch.seed,
+            prior_precision=settings.BT_PRIOR_PRECISION,
+            min_resampling_net_size=settings.MIN_RESAMPLING_NET_SIZE,
+            mode=Mode(state.get("current_mode") or Mode.COVERAGE.value),
+            waves_completed=int(state.get("iteration", 0)),
+            pass_count=int(state.get("resampling_pass_count", 0)),
+            pass_remaining={(int(p[0]), int(p[1])) for p in state.get("pass_remaining") or []},
         )
         self.texts = [
             EssayText(
@@ -192,20 +162,14 @@ class BatchExecutor:
             base_delay_s=settings.RETRY_BASE_DELAY_S,
             max_delay_s=settings.RETRY_MAX_DELAY_S,
         )
-        self.scores = np.zeros(n)
-        self.have_fit = False
-        self.waves_completed = int(batch.state.get("iteration", 0))
-        self.pass_count = int(batch.state.get("resampling_pass_count", 0))
-        self.pass_remaining: set[tuple[int, int]] = {
-            (int(p[0]), int(p[1])) for p in batch.state.get("pass_remaining") or []
-        }
-        self.mode = str(batch.state.get("current_mode") or Mode.COVERAGE.value)
         self.cache: dict[tuple[str, str, int], dict[str, Any]] = {}
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.recorder: Recorder | None = None
         self.lost_on_resume = 0
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self._wave_start_successes = 0
+        self.cache_hits = 0
+        self.tokens_in = 0
+        self.tokens_out = 0
+        self.next_slot = 1
         self._last_decision: tuple[str, str] | None = None
 
     # ------------------------------------------------------------ helpers
@@ -216,31 +180,24 @@ class BatchExecutor:
         self.progress(
             ProgressEvent(
                 kind=kind,
-                calls_sent=self.state.calls_sent,
-                total_budget=self.total_budget,
+                calls_sent=self.wf.calls_sent,
+                total_budget=self.wf.total_budget,
                 wave=wave,
-                mode=self.mode,
-                successes=self.state.successes,
-                failures=self.state.failures,
-                cache_hits=self.state.cache_hits,
+                mode=self.wf.mode.value,
+                successes=self.wf.successes,
+                failures=self.wf.failures,
+                cache_hits=self.cache_hits,
                 **extra,
             )
         )
 
-    def _price(self, tokens_in: int, tokens_out: int) -> float:
-        return (
-            tokens_in * self.judge.price_input_per_mtok
-            + tokens_out * self.judge.price_output_per_mtok
+    def _add_tokens(self, tokens_in: int, tokens_out: int) -> None:
+        self.tokens_in += tokens_in
+        self.tokens_out += tokens_out
+        self.wf.cost_usd = (
+            self.tokens_in * self.judge.price_input_per_mtok
+            + self.tokens_out * self.judge.price_output_per_mtok
         ) / 1e6
-
-    @property
-    def cost_usd(self) -> float:
-        return self._price(self.state.tokens_in, self.state.tokens_out)
-
-    @property
-    def is_small_net(self) -> bool:
-        students = sum(1 for n in self.nodes if not n.is_anchor)
-        return students <= self.settings.MIN_RESAMPLING_NET_SIZE
 
     # ------------------------------------------------------------ rebuild
 
@@ -252,19 +209,20 @@ class BatchExecutor:
         for row in attempts:
             by_slot.setdefault(row["slot"], []).append(row)
             if row["call_no"] is not None:
-                self.state.calls_sent = max(self.state.calls_sent, int(row["call_no"]))
-            self.state.tokens_in += int(row["tokens_in"] or 0) if not row["cached"] else 0
-            self.state.tokens_out += int(row["tokens_out"] or 0) if not row["cached"] else 0
+                self.wf.calls_sent = max(self.wf.calls_sent, int(row["call_no"]))
+            if not row["cached"]:
+                self._add_tokens(int(row["tokens_in"] or 0), int(row["tokens_out"] or 0))
         unfinished: list[_Slot] = []
         for slot_no in sorted(by_slot):
-            rows = by_slot[slot_no]
-            last = rows[-1]
-            self.state.next_slot = max(self.state.next_slot, slot_no + 1)
+            last = by_slot[slot_no][-1]
+            self.next_slot = max(self.next_slot, slot_no + 1)
             if last["status"] == "success":
-                self.state.add_success(last["a_idx"], last["b_idx"], last["winner"])
-                self.state.cache_hits += int(bool(last["cached"]))
+                self.wf.record_success(
+                    last["a_idx"], last["b_idx"], last["winner"], last["mode"], key=slot_no
+                )
+                self.cache_hits += int(bool(last["cached"]))
             elif last["status"] == "failed":
-                self.state.failures += 1
+                self.wf.record_failure()
             elif last["status"] in ("planned", "lost", "retried", "sent"):
                 planned = last["status"] == "planned"
                 unfinished.append(
@@ -280,9 +238,9 @@ class BatchExecutor:
                     )
                 )
         scores = (self.batch.state.get("extra_json") or {}).get("scores")
-        if scores is not None and len(scores) == self.state.n:
-            self.scores = np.asarray(scores, dtype=float)
-            self.have_fit = True
+        if scores is not None and len(scores) == self.wf.n_nodes:
+            self.wf.scores = np.asarray(scores, dtype=float)
+            self.wf.have_fit = True
         waves = await repo.load_waves(self.store, self.batch.id)
         if waves and waves[-1]["decision"]:
             self._last_decision = (waves[-1]["decision"], waves[-1]["reason"])
@@ -317,86 +275,63 @@ class BatchExecutor:
     async def _run(self) -> RunResult:
         unfinished = await self._rebuild()
         await repo.set_status(self.store, self.batch.id, "RUNNING")
-        self._emit("start", self.waves_completed)
-        decision: Decision | None = None
+        self._emit("start", self.wf.waves_completed)
         if unfinished:
+            # the process stopped inside a wave: finish that wave first
             wave_no = unfinished[0].wave
-            self.mode = unfinished[0].mode
-            await self._run_wave(wave_no, unfinished)
-            if self.stop_event.is_set():
-                return await self._interrupted()
-            decision = await self._end_wave(wave_no, [(s.a, s.b) for s in unfinished])
-        elif self._last_decision is not None:
-            action, reason = self._last_decision
-            if action in (Action.FINALIZE_SCORING.value, Action.FINALIZE_FAILURE.value):
-                # the process stopped between the last wave and finalization
-                decision = Decision(Action(action), StopReason(reason))
+            self.wf.mode = Mode(unfinished[0].mode)
+            decision = await self._wave(wave_no, unfinished)
+        elif self._last_decision is not None and self._last_decision[0] in (
+            Action.FINALIZE_SCORING.value,
+            Action.FINALIZE_FAILURE.value,
+        ):
+            # the process stopped between the last wave and finalization
+            decision = Decision(Action(self._last_decision[0]), StopReason(self._last_decision[1]))
+        else:
+            decision = None
         while True:
-            if decision is not None:
-                if decision.action in (Action.FINALIZE_SCORING, Action.FINALIZE_FAILURE):
-                    return await self._finalize(decision)
-                self.mode = (
-                    Mode.RESAMPLING.value
-                    if decision.action == Action.RESAMPLE
-                    else Mode.COVERAGE.value
-                )
             if self.stop_event.is_set():
                 return await self._interrupted()
-            wave_no = self.waves_completed + 1
+            if decision is not None and decision.is_final:
+                return await self._finalize(decision)
+            wave_no = self.wf.waves_completed + 1
             slots = self._plan_wave(wave_no)
             if not slots:
-                return await self._finalize(Decision(Action.FINALIZE_SCORING, StopReason.EXHAUSTED))
+                return await self._finalize(exhausted_decision())
             assert self.recorder is not None
             await self.recorder.plan(
                 [PlannedRow(s.slot, s.a, s.b, s.mode, s.wave, s.repeat_index) for s in slots]
             )
-            await self._run_wave(wave_no, slots)
-            if self.stop_event.is_set():
-                return await self._interrupted()
-            decision = await self._end_wave(wave_no, [(s.a, s.b) for s in slots])
+            decision = await self._wave(wave_no, slots)
+
+    async def _wave(self, wave_no: int, slots: list[_Slot]) -> Decision | None:
+        """Run a wave's calls, then end it; ``None`` when interrupted."""
+        await self._run_wave(wave_no, slots)
+        if self.stop_event.is_set():
+            return None
+        return await self._end_wave(wave_no, [(s.a, s.b) for s in slots])
 
     def _plan_wave(self, wave_no: int) -> list[_Slot]:
-        budget_left = self.total_budget - self.state.calls_sent
-        size = min(self.settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION, budget_left)
-        if size <= 0:
-            return []
-        pairing = PairingState(
-            n_nodes=self.state.n,
-            scores=self.scores,
-            a_counts=self.state.a_counts.copy(),
-            b_counts=self.state.b_counts.copy(),
-            orientation_counts={k: (v[0], v[1]) for k, v in self.state.orientation.items()},
-            pass_remaining=frozenset(self.pass_remaining),
-        )
-        rng = np.random.default_rng([self.batch.seed, wave_no])
-        pairs: list[PlannedPair] = select_pairs(
-            pairing, Mode(self.mode), size, rng, strategy=self.settings.MATCHING_STRATEGY
-        )
+        pairs = self.wf.plan_wave()
         slots = []
-        seen: dict[tuple[int, int], int] = {}
         for pair in pairs:
-            key = (pair.a, pair.b)
-            repeat = self.state.ordered_counts.get(key, 0) + seen.get(key, 0)
-            seen[key] = seen.get(key, 0) + 1
             slots.append(
                 _Slot(
-                    slot=self.state.next_slot,
+                    slot=self.next_slot,
                     a=pair.a,
                     b=pair.b,
-                    mode=self.mode,
+                    mode=self.wf.mode.value,
                     wave=wave_no,
-                    repeat_index=repeat,
+                    repeat_index=self.wf.repeat_index(pair.a, pair.b),
                 )
             )
-            self.state.next_slot += 1
+            self.next_slot += 1
         return slots
 
     async def _run_wave(self, wave_no: int, slots: list[_Slot]) -> None:
         self._emit("wave_start", wave_no)
-        self._wave_start_successes = self.state.successes
         semaphore = asyncio.Semaphore(self.settings.MAX_CONCURRENT_REQUESTS)
         tasks = [asyncio.create_task(self._run_slot(s, semaphore)) for s in slots]
-        self._in_flight = set(tasks)
         stop_wait = asyncio.create_task(self.stop_event.wait())
         try:
             pending: set[asyncio.Future[Any]] = set(tasks)
@@ -417,7 +352,6 @@ class BatchExecutor:
                         raise task.exception()  # type: ignore[misc]
         finally:
             stop_wait.cancel()
-            self._in_flight = set()
         assert self.recorder is not None
         await self.recorder.flush()
 
@@ -436,15 +370,14 @@ class BatchExecutor:
                 if self.use_cache and attempt == 1 and cache_key in self.cache:
                     await self._record_cached(slot, self.cache[cache_key])
                     return
-                if self.state.calls_sent >= self.total_budget:
+                if self.wf.calls_sent >= self.wf.total_budget:
                     if attempt == 1:
                         await recorder.cancel(slot.slot, 1)
                     else:
                         await recorder.mark_failed(slot.slot, attempt - 1)
-                        self.state.failures += 1
+                        self.wf.record_failure()
                     return
-                self.state.calls_sent += 1
-                call_no = self.state.calls_sent
+                call_no = self.wf.count_call()
                 await recorder.sent(
                     SentAttempt(
                         slot=slot.slot,
@@ -484,7 +417,7 @@ class BatchExecutor:
             retry = (
                 error.transient
                 and attempt < self.retry_policy.max_attempts
-                and self.state.calls_sent < self.total_budget
+                and self.wf.calls_sent < self.wf.total_budget
                 and not self.stop_event.is_set()
             )
             await recorder.result(
@@ -500,7 +433,7 @@ class BatchExecutor:
             )
             self._emit("call", slot.wave)
             if not retry:
-                self.state.failures += 1
+                self.wf.record_failure()
                 return
             rng = random.Random(f"{self.batch.seed}:{slot.slot}:{attempt}")
             await sleep_before_retry(self.retry_policy, attempt, error, rng, sleep=self._sleep)
@@ -510,17 +443,7 @@ class BatchExecutor:
         self, slot: _Slot, attempt: int, verdict: Verdict, latency: float
     ) -> None:
         assert self.recorder is not None
-        cache_key = (
-            (
-                self.judge.model,
-                self.judge.prompt_hash,
-                self.texts[slot.a].checksum,
-                self.texts[slot.b].checksum,
-                slot.repeat_index,
-            )
-            if self.use_cache
-            else None
-        )
+        a_sum, b_sum = self.texts[slot.a].checksum, self.texts[slot.b].checksum
         await self.recorder.result(
             AttemptResult(
                 slot=slot.slot,
@@ -533,16 +456,17 @@ class BatchExecutor:
                 tokens_in=verdict.tokens_in,
                 tokens_out=verdict.tokens_out,
                 latency_s=verdict.latency_s or latency,
-                cache_key=cache_key,
+                cache_key=(
+                    (self.judge.model, self.judge.prompt_hash, a_sum, b_sum, slot.repeat_index)
+                    if self.use_cache
+                    else None
+                ),
             )
         )
-        self.state.tokens_in += verdict.tokens_in
-        self.state.tokens_out += verdict.tokens_out
-        self.state.add_success(slot.a, slot.b, verdict.winner)
+        self._add_tokens(verdict.tokens_in, verdict.tokens_out)
+        self.wf.record_success(slot.a, slot.b, verdict.winner, slot.mode, key=slot.slot)
         if self.use_cache:
-            self.cache[
-                (self.texts[slot.a].checksum, self.texts[slot.b].checksum, slot.repeat_index)
-            ] = {
+            self.cache[(a_sum, b_sum, slot.repeat_index)] = {
                 "winner": verdict.winner,
                 "confidence": verdict.confidence,
                 "justification": verdict.justification,
@@ -568,112 +492,60 @@ class BatchExecutor:
                 cached=True,
             )
         )
-        self.state.cache_hits += 1
-        self.state.add_success(slot.a, slot.b, str(hit["winner"]))
+        self.cache_hits += 1
+        self.wf.record_success(slot.a, slot.b, str(hit["winner"]), slot.mode, key=slot.slot)
         self._emit("call", slot.wave)
 
     # ------------------------------------------------------------ wave end
 
-    def _fit(self, compute_se: bool) -> Any:
-        return fit_bt(
-            self.state.n,
-            np.asarray(self.state.first, dtype=np.int64),
-            np.asarray(self.state.second, dtype=np.int64),
-            np.asarray(self.state.first_won, dtype=bool),
-            prior_precision=self.settings.BT_PRIOR_PRECISION,
-            init=self.scores if self.have_fit else None,
-            compute_se=compute_se,
-        )
-
-    def _context(self, max_change: float | None) -> ContinuationContext:
-        metrics = coverage_metrics(self.state.n, self.state.orientation.keys())
-        return ContinuationContext(
-            finished_comparisons=self.state.successes + self.state.failures,
-            successes=self.state.successes,
-            failures=self.state.failures,
-            calls_sent=self.state.calls_sent,
-            total_budget=self.total_budget,
-            waves_completed=self.waves_completed,
-            max_possible_pairs=metrics.max_possible_pairs,
-            successful_pairs_count=metrics.successful_pairs_count,
-            is_small_net=self.is_small_net,
-            resampling_pass_count=self.pass_count,
-            pass_in_progress=bool(self.pass_remaining),
-            max_score_change=max_change,
-            cost_usd=self.cost_usd,
-        )
-
-    def _decide(self, max_change: float | None = None) -> Decision:
-        return decide(self._context(max_change), continuation_limits(self.settings))
-
     async def _end_wave(self, wave_no: int, asked: list[tuple[int, int]]) -> Decision:
-        self.waves_completed = wave_no
-        if self.mode == Mode.RESAMPLING.value:
-            self.pass_remaining.difference_update(edge(a, b) for a, b in asked)
-        wave_ssr: float | None = None
-        max_change: float | None = None
-        if self.state.successes:
-            fit = self._fit(compute_se=self.state.n <= 300)
-            if self.have_fit:
-                max_change = max_score_change(self.scores, fit.scores)
-            self.scores = np.asarray(fit.scores, dtype=float)
-            self.have_fit = True
-            if fit.se is not None:
-                from cj_runner.core.reliability import scale_separation_reliability
-
-                wave_ssr = float(scale_separation_reliability(fit.scores, fit.se))
-        decision = self._decide(max_change)
-        if decision.action == Action.RESAMPLE and decision.starts_new_pass:
-            self.pass_count += 1
-            self.pass_remaining = set(self.state.orientation.keys())
-        metrics = coverage_metrics(self.state.n, self.state.orientation.keys())
-        next_mode = (
-            Mode.RESAMPLING.value if decision.action == Action.RESAMPLE else Mode.COVERAGE.value
-        )
-        wave_successes = self.state.successes - self._wave_start_successes
+        mode = self.wf.mode
+        end = self.wf.end_wave(wave_no, asked)
         await repo.save_wave_end(
             self.store,
             self.batch.id,
             wave={
                 "wave": wave_no,
-                "mode": self.mode,
+                "mode": mode.value,
                 "size": len(asked),
-                "successes": wave_successes,
-                "max_score_change": max_change,
-                "ssr": wave_ssr,
-                "calls_sent": self.state.calls_sent,
-                "decision": decision.action.value,
-                "reason": decision.reason.value,
+                "successes": end.successes,
+                "max_score_change": end.max_score_change,
+                "ssr": end.ssr,
+                "calls_sent": self.wf.calls_sent,
+                "decision": end.decision.action.value,
+                "reason": end.decision.reason.value,
             },
             state={
                 **self._state_values(),
-                "max_possible_pairs": metrics.max_possible_pairs,
-                "successful_pairs_count": metrics.successful_pairs_count,
-                "unique_coverage_complete": metrics.unique_coverage_complete,
-                "resampling_pass_count": self.pass_count,
-                "pass_remaining": sorted([a, b] for a, b in self.pass_remaining),
-                "current_mode": next_mode,
-                "extra_json": {"scores": [float(x) for x in self.scores]},
+                "max_possible_pairs": self.wf.max_possible_pairs,
+                "successful_pairs_count": self.wf.successful_pairs_count,
+                "unique_coverage_complete": (
+                    self.wf.successful_pairs_count == self.wf.max_possible_pairs
+                ),
+                "resampling_pass_count": self.wf.pass_count,
+                "pass_remaining": sorted([a, b] for a, b in self.wf.pass_remaining),
+                "current_mode": self.wf.mode.value,
+                "extra_json": {"scores": [float(x) for x in self.wf.scores]},
             },
         )
         self._emit(
             "wave_end",
             wave_no,
-            max_score_change=max_change,
-            decision=decision.action.value,
-            reason=decision.reason.value,
+            max_score_change=end.max_score_change,
+            decision=end.decision.action.value,
+            reason=end.decision.reason.value,
         )
-        return decision
+        return end.decision
 
     def _state_values(self) -> dict[str, Any]:
         return {
-            "calls_sent": self.state.calls_sent,
-            "successes": self.state.successes,
-            "failures": self.state.failures,
-            "iteration": self.waves_completed,
-            "tokens_in": self.state.tokens_in,
-            "tokens_out": self.state.tokens_out,
-            "cost_usd": self.cost_usd,
+            "calls_sent": self.wf.calls_sent,
+            "successes": self.wf.successes,
+            "failures": self.wf.failures,
+            "iteration": self.wf.waves_completed,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "cost_usd": self.wf.cost_usd,
         }
 
     # ------------------------------------------------------------ endings
@@ -681,15 +553,9 @@ class BatchExecutor:
     async def _interrupted(self) -> RunResult:
         assert self.recorder is not None
         await self.recorder.flush()
-        await repo.save_wave_end(
-            self.store,
-            self.batch.id,
-            wave=None,
-            state=self._state_values(),
-            status="INTERRUPTED",
-        )
+        await repo.save_wave_end(self.store, self.batch.id, wave=None, state=self._state_values())
         await repo.set_status(self.store, self.batch.id, "INTERRUPTED", "interrupted")
-        self._emit("finished", self.waves_completed, reason="interrupted")
+        self._emit("finished", self.wf.waves_completed, reason="interrupted")
         return RunResult(self.batch.id, "INTERRUPTED", "interrupted", interrupted=True)
 
     async def _finalize(self, decision: Decision) -> RunResult:
@@ -698,11 +564,7 @@ class BatchExecutor:
             self.store,
             self.batch.id,
             nodes=self.nodes,
-            first=self.state.first,
-            second=self.state.second,
-            first_won=self.state.first_won,
-            a_counts=self.state.a_counts,
-            b_counts=self.state.b_counts,
+            workflow=self.wf,
             settings=self.settings,
             grade_scale=self.grade_scale,
             status=status,
@@ -710,12 +572,11 @@ class BatchExecutor:
             state_values={
                 **self._state_values(),
                 "extra_json": {
-                    "scores": [float(x) for x in self.scores],
-                    "cache_hits": self.state.cache_hits,
+                    "scores": [float(x) for x in self.wf.scores],
+                    "cache_hits": self.cache_hits,
                     "lost_on_resume": self.lost_on_resume,
                 },
             },
-            init=self.scores if self.have_fit else None,
         )
-        self._emit("finished", self.waves_completed, reason=decision.reason.value)
+        self._emit("finished", self.wf.waves_completed, reason=decision.reason.value)
         return RunResult(self.batch.id, status, decision.reason.value)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from cj_runner.config import Settings
 from cj_runner.core.bt import BTFit, fit_bt
@@ -17,6 +18,7 @@ from cj_runner.core.reliability import (
     position_a_win_share,
     scale_separation_reliability,
 )
+from cj_runner.core.workflow import WorkflowState
 from cj_runner.storage import Store
 from cj_runner.storage import repository as repo
 
@@ -30,9 +32,9 @@ def _finite(value: float | None) -> float | None:
 
 def final_fit(
     n: int,
-    first: Sequence[int],
-    second: Sequence[int],
-    first_won: Sequence[bool],
+    first: ArrayLike,
+    second: ArrayLike,
+    first_won: ArrayLike,
     settings: Settings,
     init: np.ndarray | None = None,
 ) -> BTFit:
@@ -91,20 +93,18 @@ async def finalize_batch(
     batch_id: str,
     *,
     nodes: Sequence[repo.NodeRecord],
-    first: Sequence[int],
-    second: Sequence[int],
-    first_won: Sequence[bool],
-    a_counts: np.ndarray,
-    b_counts: np.ndarray,
+    workflow: WorkflowState,
     settings: Settings,
     grade_scale: GradeScale | None,
     status: str,
     stop_reason: str,
     state_values: dict[str, Any],
-    init: np.ndarray | None = None,
 ) -> None:
     """Fit, score, project and store the batch's final state in one transaction."""
     n = len(nodes)
+    first, second, first_won = workflow.comparison_arrays()
+    a_counts, b_counts = workflow.a_counts, workflow.b_counts
+    init = workflow.scores if workflow.have_fit else None
     extra = dict(state_values.pop("extra_json", {}))
     node_values: list[dict[str, Any]] = []
     projections: list[dict[str, Any]] = []

@@ -1,0 +1,281 @@
+"""The CJ workflow as a pure state machine: plan a wave, record results, end the wave.
+
+Both the executor (with a judge, a database and concurrency around it) and the
+convergence harness (a simulated judge in memory) drive this one class, so selection,
+continuation and scoring are the same code in both.
+
+A wave: :meth:`WorkflowState.plan_wave` picks the ordered pairs; the caller asks the
+judge and reports every outcome with :meth:`record_success` / :meth:`record_failure`
+(and every call sent with :meth:`count_call`); :meth:`end_wave` refits the scores (warm
+start), applies the continuation decision (spec §5) and moves to the next mode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cj_runner.core.bt import BTFit, fit_bt, max_score_change
+from cj_runner.core.continuation import (
+    Action,
+    ContinuationContext,
+    ContinuationLimits,
+    Decision,
+    StopReason,
+    decide,
+)
+from cj_runner.core.coverage import max_possible_pairs
+from cj_runner.core.models import Mode, PlannedPair, edge
+from cj_runner.core.pairing import PairingState, select_pairs
+from cj_runner.core.reliability import scale_separation_reliability
+
+EXACT_WAVE_SE_MAX_N = 300
+"""Per-wave SEs (for the wave's SSR) are computed up to this many nodes."""
+
+
+@dataclass(frozen=True)
+class WaveEnd:
+    """What ending a wave produced."""
+
+    decision: Decision
+    max_score_change: float | None
+    ssr: float | None
+    fit: BTFit | None
+    successes: int
+    robust_reliability: float | None = None
+
+
+RobustReliabilityFn = Callable[["WorkflowState", BTFit], float | None]
+
+
+@dataclass
+class WorkflowState:
+    """Everything the workflow knows about a batch between judge calls.
+
+    Attributes:
+        n_nodes: nodes in the batch (students and anchors).
+        n_students: student essays (anchors excluded), for the small-net rule.
+        total_budget: most calls the batch may send.
+        limits: the continuation settings.
+        wave_size: ``COMPARISONS_PER_STABILITY_CHECK_ITERATION``.
+        strategy: the matching strategy name.
+        seed: the batch seed; wave ``k`` uses ``default_rng([seed, k])`` so a resumed
+            batch selects exactly what an uninterrupted one would.
+        prior_precision: ridge of the Bradley-Terry fit.
+        min_resampling_net_size: ``MIN_RESAMPLING_NET_SIZE``.
+    """
+
+    n_nodes: int
+    n_students: int
+    total_budget: int
+    limits: ContinuationLimits
+    wave_size: int
+    strategy: str = "balanced"
+    seed: int = 0
+    prior_precision: float = 0.01
+    min_resampling_net_size: int = 10
+    mode: Mode = Mode.COVERAGE
+    waves_completed: int = 0
+    pass_count: int = 0
+    pass_remaining: set[tuple[int, int]] = field(default_factory=set)
+    calls_sent: int = 0
+    successes: int = 0
+    failures: int = 0
+    cost_usd: float = 0.0
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    have_fit: bool = False
+    first: list[int] = field(default_factory=list)
+    second: list[int] = field(default_factory=list)
+    first_won: list[bool] = field(default_factory=list)
+    modes: list[str] = field(default_factory=list)
+    keys: list[int] = field(default_factory=list)
+    robust_reliability_fn: RobustReliabilityFn | None = None
+
+    def __post_init__(self) -> None:
+        n = self.n_nodes
+        self.a_counts = np.zeros(n, dtype=np.int64)
+        self.b_counts = np.zeros(n, dtype=np.int64)
+        self.orientation = np.zeros((n, n), dtype=np.int64)
+        self.ordered_counts: dict[tuple[int, int], int] = {}
+        self.edges: set[tuple[int, int]] = set()
+        if self.scores.shape != (n,):
+            self.scores = np.zeros(n)
+        self._wave_start_successes = 0
+
+    # ------------------------------------------------------------------ facts
+
+    @property
+    def is_small_net(self) -> bool:
+        """``expected_essay_count <= MIN_RESAMPLING_NET_SIZE`` (students only)."""
+        return self.n_students <= self.min_resampling_net_size
+
+    @property
+    def max_possible_pairs(self) -> int:
+        return max_possible_pairs(self.n_nodes)
+
+    @property
+    def successful_pairs_count(self) -> int:
+        return len(self.edges)
+
+    @property
+    def budget_left(self) -> int:
+        return max(0, self.total_budget - self.calls_sent)
+
+    def repeat_index(self, a: int, b: int) -> int:
+        """How often the ordered pair ``(a, b)`` succeeded before (the cache's repeat)."""
+        return self.ordered_counts.get((a, b), 0)
+
+    # ------------------------------------------------------------------ events
+
+    def count_call(self) -> int:
+        """Count one call sent against the budget; returns its number (1-based)."""
+        self.calls_sent += 1
+        return self.calls_sent
+
+    def record_success(
+        self, a: int, b: int, winner: str, mode: str = "coverage", key: int | None = None
+    ) -> None:
+        """A comparison succeeded: ``winner`` is ``"A"`` (node ``a``) or ``"B"``.
+
+        ``key`` (e.g. the stored slot number) fixes the order in which comparisons enter
+        the fit, so a resumed batch fits exactly what an uninterrupted one did, whatever
+        order the answers arrived in.
+        """
+        self.keys.append(len(self.keys) if key is None else key)
+        self.first.append(a)
+        self.second.append(b)
+        self.first_won.append(winner == "A")
+        self.modes.append(mode)
+        self.a_counts[a] += 1
+        self.b_counts[b] += 1
+        self.orientation[a, b] += 1
+        self.ordered_counts[(a, b)] = self.ordered_counts.get((a, b), 0) + 1
+        self.edges.add(edge(a, b))
+        self.successes += 1
+
+    def record_failure(self) -> None:
+        """A comparison failed for good (its retries used up, or a permanent error)."""
+        self.failures += 1
+
+    # ------------------------------------------------------------------ waves
+
+    def plan_wave(self) -> list[PlannedPair]:
+        """The ordered pairs of the next wave (empty: the mode can produce no pair)."""
+        size = min(self.wave_size, self.budget_left)
+        if size <= 0:
+            return []
+        state = PairingState(
+            n_nodes=self.n_nodes,
+            scores=self.scores,
+            a_counts=self.a_counts.copy(),
+            b_counts=self.b_counts.copy(),
+            orientation_counts=self._orientation_mapping(),
+            pass_remaining=frozenset(self.pass_remaining),
+            orientation_matrix=self.orientation,
+        )
+        rng = np.random.default_rng([self.seed, self.waves_completed + 1])
+        self._wave_start_successes = self.successes
+        return select_pairs(state, self.mode, size, rng, strategy=self.strategy)
+
+    def _orientation_mapping(self) -> dict[tuple[int, int], tuple[int, int]]:
+        return {
+            (lo, hi): (int(self.orientation[lo, hi]), int(self.orientation[hi, lo]))
+            for lo, hi in self.edges
+        }
+
+    def comparison_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(first, second, first_won)`` of the successes, in key order."""
+        order = np.argsort(np.asarray(self.keys, dtype=np.int64), kind="stable")
+        return (
+            np.asarray(self.first, dtype=np.int64)[order],
+            np.asarray(self.second, dtype=np.int64)[order],
+            np.asarray(self.first_won, dtype=bool)[order],
+        )
+
+    def fit(self, *, compute_se: bool, order_effect: bool = False) -> BTFit:
+        """Bradley-Terry fit of the successful comparisons (warm start from the last fit)."""
+        first, second, first_won = self.comparison_arrays()
+        return fit_bt(
+            self.n_nodes,
+            first,
+            second,
+            first_won,
+            order_effect=order_effect,
+            prior_precision=self.prior_precision,
+            init=self.scores if self.have_fit else None,
+            compute_se=compute_se,
+        )
+
+    def context(
+        self, max_change: float | None, robust: float | None = None, max_se: float | None = None
+    ) -> ContinuationContext:
+        """The continuation context of spec §5 for the batch as it stands."""
+        return ContinuationContext(
+            finished_comparisons=self.successes + self.failures,
+            successes=self.successes,
+            failures=self.failures,
+            calls_sent=self.calls_sent,
+            total_budget=self.total_budget,
+            waves_completed=self.waves_completed,
+            max_possible_pairs=self.max_possible_pairs,
+            successful_pairs_count=self.successful_pairs_count,
+            is_small_net=self.is_small_net,
+            resampling_pass_count=self.pass_count,
+            pass_in_progress=bool(self.pass_remaining),
+            max_score_change=max_change,
+            robust_reliability=robust,
+            max_se=max_se,
+            cost_usd=self.cost_usd,
+        )
+
+    def end_wave(self, wave_no: int, asked: Iterable[tuple[int, int]]) -> WaveEnd:
+        """Close wave ``wave_no``: refit, decide, start a pass or switch mode."""
+        self.waves_completed = wave_no
+        if self.mode == Mode.RESAMPLING:
+            self.pass_remaining.difference_update(edge(a, b) for a, b in asked)
+        fit: BTFit | None = None
+        max_change: float | None = None
+        ssr: float | None = None
+        max_se: float | None = None
+        robust: float | None = None
+        if self.successes:
+            need_se = self.n_nodes <= EXACT_WAVE_SE_MAX_N or self.limits.target_max_se is not None
+            fit = self.fit(compute_se=need_se)
+            if self.have_fit:
+                max_change = max_score_change(self.scores, fit.scores)
+            self.scores = np.asarray(fit.scores, dtype=float)
+            self.have_fit = True
+            if fit.se is not None:
+                value = scale_separation_reliability(fit.scores, fit.se)
+                ssr = value if math.isfinite(value) else None
+                max_se = float(np.max(fit.se))
+            if self.robust_reliability_fn is not None:
+                robust = self.robust_reliability_fn(self, fit)
+        decision = decide(self.context(max_change, robust, max_se), self.limits)
+        self.apply(decision)
+        return WaveEnd(
+            decision=decision,
+            max_score_change=max_change,
+            ssr=ssr,
+            fit=fit,
+            successes=self.successes - self._wave_start_successes,
+            robust_reliability=robust,
+        )
+
+    def apply(self, decision: Decision) -> None:
+        """Follow a decision: start a resampling pass, or set the next wave's mode."""
+        if decision.action == Action.RESAMPLE:
+            if decision.starts_new_pass:
+                self.pass_count += 1
+                self.pass_remaining = set(self.edges)
+            self.mode = Mode.RESAMPLING
+        elif decision.action == Action.REQUEST_MORE_COMPARISONS:
+            self.mode = Mode.COVERAGE
+
+
+def exhausted_decision() -> Decision:
+    """Stop: the chosen mode can produce no pair."""
+    return Decision(Action.FINALIZE_SCORING, StopReason.EXHAUSTED)

@@ -1,0 +1,201 @@
+"""The convergence harness: the workflow's own selection, continuation and scoring on
+synthetic nets, in memory, with a simulated judge (no database, no asyncio).
+
+It drives :class:`cj_runner.core.workflow.WorkflowState` exactly as the executor does,
+so what it shows about stop reasons, waves and accuracy holds for real batches with a
+judge of the same accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+from cj_runner.config import Settings, continuation_limits
+from cj_runner.core.bt import BTFit
+from cj_runner.core.continuation import Decision
+from cj_runner.core.workflow import WaveEnd, WorkflowState, exhausted_decision
+
+
+@dataclass(frozen=True)
+class SimulatedJudge:
+    """A judge with latent true scores: P(A wins) = sigmoid((t_a - t_b) / noise) + bias.
+
+    ``bias`` is a probability shift towards position A (clipped to [0, 1]), as in the mock
+    judge; ``error_rate`` is the chance that a comparison fails for good.
+    """
+
+    true_scores: np.ndarray
+    noise: float = 1.0
+    position_bias: float = 0.0
+    error_rate: float = 0.0
+
+    def p_a_wins(self, a: int, b: int) -> float:
+        diff = float(self.true_scores[a] - self.true_scores[b])
+        p = 1.0 / (1.0 + math.exp(-diff / self.noise)) if self.noise > 0 else float(diff > 0)
+        return min(1.0, max(0.0, p + self.position_bias))
+
+    def judge(self, a: int, b: int, rng: np.random.Generator) -> str | None:
+        """``"A"``, ``"B"``, or ``None`` for a failed comparison."""
+        if self.error_rate and rng.random() < self.error_rate:
+            return None
+        return "A" if rng.random() < self.p_a_wins(a, b) else "B"
+
+
+@dataclass
+class WaveRecord:
+    """One wave of a harness run, with accuracy against the truth."""
+
+    wave: int
+    mode: str
+    size: int
+    comparisons: int
+    calls: int
+    max_score_change: float | None
+    ssr: float | None
+    spearman: float
+    decision: str
+    reason: str
+    robust_reliability: float | None = None
+
+
+@dataclass
+class HarnessResult:
+    """A whole harness run."""
+
+    stop_reason: str
+    status: str
+    waves: int
+    comparisons: int
+    calls_sent: int
+    spearman: float
+    kendall: float
+    history: list[WaveRecord] = field(default_factory=list)
+    final_fit: BTFit | None = None
+    workflow: WorkflowState | None = None
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (nan when undefined)."""
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def kendall(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall's tau-b (nan when undefined)."""
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(stats.kendalltau(a, b).statistic)
+
+
+def run_harness(
+    judge: SimulatedJudge,
+    settings: Settings,
+    *,
+    total_budget: int | None = None,
+    n_students: int | None = None,
+    seed: int = 0,
+    on_wave: Callable[[WorkflowState, WaveEnd], None] | None = None,
+    workflow: WorkflowState | None = None,
+) -> HarnessResult:
+    """Run one synthetic batch to its stop.
+
+    Args:
+        judge: the simulated judge (its ``true_scores`` fix the number of nodes).
+        settings: the CJ settings (strategy, wave size, caps, stopping rules...).
+        total_budget: the call budget (default ``MAX_PAIRWISE_COMPARISONS``).
+        n_students: students among the nodes (default all), for the small-net rule.
+        seed: the batch seed (selection) and the judge's draws.
+        on_wave: called after every wave (metrics collection).
+        workflow: a pre-built state (e.g. with a robust-reliability hook).
+    """
+    n = len(judge.true_scores)
+    wf = workflow or WorkflowState(
+        n_nodes=n,
+        n_students=n if n_students is None else n_students,
+        total_budget=total_budget or settings.MAX_PAIRWISE_COMPARISONS,
+        limits=continuation_limits(settings),
+        wave_size=settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION,
+        strategy=settings.MATCHING_STRATEGY,
+        seed=seed,
+        prior_precision=settings.BT_PRIOR_PRECISION,
+        min_resampling_net_size=settings.MIN_RESAMPLING_NET_SIZE,
+    )
+    judge_rng = np.random.default_rng([seed, 0xC0FFEE])
+    history: list[WaveRecord] = []
+    decision: Decision | None = None
+    key = 0
+    while decision is None or not decision.is_final:
+        pairs = wf.plan_wave()
+        if not pairs:
+            decision = exhausted_decision()
+            break
+        mode = wf.mode.value
+        for pair in pairs:
+            if wf.calls_sent >= wf.total_budget:
+                break
+            wf.count_call()
+            key += 1
+            winner = judge.judge(pair.a, pair.b, judge_rng)
+            if winner is None:
+                wf.record_failure()
+            else:
+                wf.record_success(pair.a, pair.b, winner, mode, key=key)
+        end = wf.end_wave(wf.waves_completed + 1, [(p.a, p.b) for p in pairs])
+        decision = end.decision
+        history.append(
+            WaveRecord(
+                wave=wf.waves_completed,
+                mode=mode,
+                size=len(pairs),
+                comparisons=wf.successes,
+                calls=wf.calls_sent,
+                max_score_change=end.max_score_change,
+                ssr=end.ssr,
+                spearman=spearman(wf.scores, judge.true_scores),
+                decision=end.decision.action.value,
+                reason=end.decision.reason.value,
+                robust_reliability=end.robust_reliability,
+            )
+        )
+        if on_wave is not None:
+            on_wave(wf, end)
+    final = wf.fit(compute_se=True) if wf.successes else None
+    scores = final.scores if final is not None else wf.scores
+    return HarnessResult(
+        stop_reason=decision.reason.value,
+        status="FAILED" if decision.action.value == "FINALIZE_FAILURE" else "COMPLETED",
+        waves=wf.waves_completed,
+        comparisons=wf.successes,
+        calls_sent=wf.calls_sent,
+        spearman=spearman(scores, judge.true_scores),
+        kendall=kendall(scores, judge.true_scores),
+        history=history,
+        final_fit=final,
+        workflow=wf,
+    )
+
+
+def latent_sd_for_accuracy(q: float, samples: int = 200_000, seed: int = 0) -> float:
+    """The SD of normal latent scores for which a noise-1 logistic judge is right on a
+    random pair with probability ``q`` (found by bisection on a Monte Carlo estimate)."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal(samples) * math.sqrt(2.0)  # difference of two N(0, 1)
+
+    def accuracy(sd: float) -> float:
+        d = np.abs(z * sd)
+        return float(np.mean(1.0 / (1.0 + np.exp(-d))))
+
+    lo, hi = 1e-3, 20.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if accuracy(mid) < q:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
