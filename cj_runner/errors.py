@@ -11,8 +11,10 @@ Every error the runner raises on purpose derives from :class:`CJError`::
     ├── BatchLockedError     another live process runs the same batch (exit 2)
     └── JudgeError           one judge call failed; ``kind`` names what happened
         ├── RateLimited      HTTP 429; ``retry_after`` seconds when the server said so
-        ├── TransientJudgeError  timeout, 5xx, dropped connection: worth retrying
-        └── FatalJudgeError  refusal, malformed answer after retries, auth error: not retried
+        ├── TransientJudgeError  timeout, 5xx, dropped connection, malformed answer:
+        │                        worth retrying (a malformed answer that survives every
+        │                        retry is stored as the comparison's permanent error)
+        └── FatalJudgeError  refusal, auth or request error: not retried
 
 The CLI catches :class:`UserError` and prints ``error: <message>`` without a traceback.
 """

@@ -1,24 +1,42 @@
-"""`cj-report`: reports on a batch (summary for now; more reports join here)."""
+"""`cj-report`: reports on a stored batch (summary, fairness, coverage, ranking, grades,
+HTML). Every tabular report takes ``--format table|json|csv`` and ``--output FILE``;
+BATCH is the batch id or its name."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console, RenderableType
 
 from cj_runner.cli.common import (
     DB_HELP,
     console,
     dump_json,
     emit_text,
+    err_console,
     fail,
     run_async,
     version_callback,
     with_db,
 )
 from cj_runner.cli.render import summary_renderable
+from cj_runner.cli.render_reports import renderable_for
+from cj_runner.errors import UserError
+from cj_runner.services.reports import (
+    build_report,
+    parse_mode,
+    report_columns,
+    report_rows,
+)
 from cj_runner.services.summary import build_summary
+from cj_runner.storage import Store
+from cj_runner.storage import repository as repo
 
 app = typer.Typer(
     name="cj-report",
@@ -28,10 +46,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+FORMATS = ("table", "json", "csv")
+TEXT_WIDTH = 120  # width of a table written to --output
+
 Batch = Annotated[str, typer.Argument(help="Batch id or name.")]
 Db = Annotated[str | None, typer.Option("--db", help=DB_HELP)]
-Fmt = Annotated[str, typer.Option("--format", help="table, json or csv.")]
-Output = Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")]
+Fmt = Annotated[str, typer.Option("--format", "-f", help="table, json or csv.")]
+Output = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", help="Write to this file instead of the terminal."),
+]
 
 
 @app.callback()
@@ -46,25 +70,172 @@ def _main(
     """Reports on a batch: summary, fairness, coverage, ranking, grades, HTML."""
 
 
+# ---------------------------------------------------------------- output helpers
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise fail(f"--format must be table, json or csv; got {fmt!r}")
+
+
+def _load(db: str | None, body: Callable[[Store], Awaitable[Any]]) -> Any:
+    async def run() -> Any:
+        return await with_db(db, body, must_exist=True)
+
+    return run_async(run)
+
+
+def _csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """CSV with a header even when there are no rows; nested values JSON-encoded."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {
+                k: json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v
+                for k, v in row.items()
+            }
+        )
+    return out.getvalue()
+
+
+def _print_table(renderable: RenderableType, output: Path | None) -> None:
+    if output is None:
+        console.print(renderable)
+        return
+    buffer = io.StringIO()
+    Console(
+        file=buffer, width=TEXT_WIDTH, color_system=None, highlight=False, force_terminal=False
+    ).print(renderable)
+    emit_text(buffer.getvalue(), output)
+
+
+def _emit(kind: str, data: dict[str, Any], fmt: str, output: Path | None) -> None:
+    if fmt == "json":
+        emit_text(dump_json(data), output)
+    elif fmt == "csv":
+        emit_text(_csv_text(report_rows(kind, data), report_columns(kind, data)), output)
+    else:
+        _print_table(renderable_for(kind, data), output)
+
+
+def _report(kind: str, batch: str, fmt: str, output: Path | None, db: str | None) -> None:
+    _check_format(fmt)
+    data = _load(db, lambda store: build_report(store, kind, batch))
+    _emit(kind, data, fmt, output)
+
+
+# ---------------------------------------------------------------- commands
+
+
 @app.command()
 def summary(batch: Batch, fmt: Fmt = "table", output: Output = None, db: Db = None) -> None:
-    """The one-screen overview that `cj-run execute` prints at the end."""
-    if fmt not in ("table", "json", "csv"):
-        raise fail("--format must be table, json or csv")
-
-    async def body() -> dict[str, Any]:
-        return await with_db(db, lambda store: build_summary(store, batch), must_exist=True)
-
-    data = run_async(body)
+    """The one-screen overview that `cj-run execute` prints at the end. CSV: one row of
+    the scalar fields."""
+    _check_format(fmt)
+    data = _load(db, lambda store: build_summary(store, batch))
     if fmt == "json":
         emit_text(dump_json(data), output)
     elif fmt == "csv":
         flat = {k: v for k, v in data.items() if not isinstance(v, list | dict)}
-        from cj_runner.cli.common import to_csv
-
-        emit_text(to_csv([flat]), output)
+        emit_text(_csv_text([flat], list(flat)), output)
     else:
-        console.print(summary_renderable(data))
+        _print_table(summary_renderable(data), output)
+
+
+@app.command()
+def fairness(
+    batch: Batch,
+    mode: Annotated[
+        str | None,
+        typer.Option(help="Only comparisons of this phase: coverage or resampling."),
+    ] = None,
+    max_skew: Annotated[
+        float | None,
+        typer.Option(
+            help="CI gate: exit 1 (after printing the report) when any node's A/B skew "
+            "is above this.",
+            min=0.0,
+        ),
+    ] = None,
+    fmt: Fmt = "table",
+    output: Output = None,
+    db: Db = None,
+) -> None:
+    """Position fairness: A/B counts and skew per node, nodes never in A or B, edges that
+    miss their complement, flip rate, the judge's A-win share (95% interval) and the fitted
+    order effect. CSV: one row per node."""
+    _check_format(fmt)
+    try:
+        selected = parse_mode(mode)
+    except UserError as exc:
+        raise fail(str(exc)) from None
+    data = _load(
+        db,
+        lambda store: build_report(store, "fairness", batch, mode=selected, max_skew=max_skew),
+    )
+    _emit("fairness", data, fmt, output)
+    above = data["nodes_above_max_skew"]
+    if above:
+        shown = ", ".join(above[:10]) + (f" and {len(above) - 10} more" if len(above) > 10 else "")
+        err_console.print(
+            f"[bold red]error:[/] {len(above)} node(s) have an A/B skew above {max_skew}: {shown}",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
+def coverage(batch: Batch, fmt: Fmt = "table", output: Output = None, db: Db = None) -> None:
+    """Coverage of the comparison graph: pairs compared, resampling passes, comparisons per
+    node, connected components, calls sent vs budget, failures by kind, stop reason and the
+    per-wave history. CSV: one row per wave."""
+    _report("coverage", batch, fmt, output, db)
+
+
+@app.command()
+def ranking(batch: Batch, fmt: Fmt = "table", output: Output = None, db: Db = None) -> None:
+    """Nodes by score: rank, score, SE, 95% interval, comparisons, wins, infit/outfit with
+    misfits flagged; anchors marked with their grade; SSR in the header. CSV: one row per
+    node."""
+    _report("ranking", batch, fmt, output, db)
+
+
+@app.command()
+def grades(batch: Batch, fmt: Fmt = "table", output: Output = None, db: Db = None) -> None:
+    """Grade projection: grade, confidence, probability per grade and expected grade per
+    student; anchor calibration, boundaries, anchor warnings, deferred reasons. CSV: one
+    row per student with a p_<grade> column per grade."""
+    _report("grades", batch, fmt, output, db)
+
+
+@app.command()
+def html(
+    batch: Batch,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="HTML file to write (default: report-<batch id>.html)."
+        ),
+    ] = None,
+    db: Db = None,
+) -> None:
+    """A self-contained HTML page (plots embedded, no network) with the scores and their
+    95% intervals, anchors and grade boundaries, A/B counts, convergence over waves, the
+    degree distribution and every report table."""
+
+    # matplotlib is imported only when an HTML report is asked for
+    from cj_runner.services.html_report import build_html
+
+    async def body(store: Store) -> tuple[str, str]:
+        record = await repo.find_batch(store, batch)
+        return record.id, await build_html(store, record.id)
+
+    batch_id, page = _load(db, body)
+    target = output if output is not None else Path(f"report-{batch_id}.html")
+    target.write_text(page, encoding="utf-8")
+    err_console.print(f"wrote {target}")
 
 
 def main() -> None:

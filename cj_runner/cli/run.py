@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -537,6 +538,75 @@ def harness(
             f"{r['spearman']:.3f}",
         )
     console.print(table)
+
+
+@app.command("serve-mock")
+def serve_mock(
+    port: Annotated[int, typer.Option(help="TCP port (0 = any free port).")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    profile: Profile = None,
+    judge: Judge = None,
+    inventory: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--inventory",
+            help="Inventories or anchor folders whose true_score column the served mock "
+            "uses as latent quality (repeatable); without one it judges by text features.",
+        ),
+    ] = None,
+) -> None:
+    """Serve the mock judge over HTTP as an OpenAI-compatible endpoint
+    (POST /v1/chat/completions) and an Anthropic-compatible one (POST /v1/messages)."""
+    from cj_runner.config import load_settings
+    from cj_runner.judges.server import MockJudgeServer
+    from cj_runner.services.batches import JudgeOverrides, resolve_judge_config
+
+    async def body() -> tuple[Any, dict[str, float]]:
+        resolved = load_settings(profile, env={})
+        config = resolve_judge_config(resolved, judge, JudgeOverrides(), env={})
+        if config.kind != "mock":
+            raise UserError(f"serve-mock serves a mock judge; {config.name!r} is {config.kind}")
+        return config, _latents(inventory or [], config.latent_column)
+
+    config, latents = run_async(body)
+    server = MockJudgeServer(config, host=host, port=port, latent_by_checksum=latents or None)
+    server.start()
+    console.print(
+        f"mock judge {config.name!r} serving on {server.url} "
+        f"(OpenAI: {server.url}/chat/completions, Anthropic: {server.root_url}/v1/messages); "
+        "Ctrl-C stops it"
+    )
+    try:
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+def _latents(paths: list[Path], column: str) -> dict[str, float]:
+    """Checksum -> latent from inventories (and anchor folders) with a latent column."""
+    import csv
+
+    from cj_runner.inputs import checksum, load_inventory, read_essay_text
+
+    latents: dict[str, float] = {}
+    for path in paths:
+        items: list[tuple[str, Mapping[str, str]]]
+        manifest = path / "anchors.csv"
+        if manifest.is_file():
+            with manifest.open(encoding="utf-8", newline="") as f:
+                items = [
+                    (checksum(read_essay_text(path / row["file"])), row)
+                    for row in csv.DictReader(f)
+                ]
+        else:
+            items = [(e.checksum, e.metadata) for e in load_inventory(path).essays]
+        for key, metadata in items:
+            with contextlib.suppress(KeyError, ValueError):
+                latents[key] = float(metadata[column])
+    return latents
 
 
 def main() -> None:

@@ -1,0 +1,271 @@
+"""Judge profiles: the validated settings of one judge (mock, OpenAI-compatible, Anthropic).
+
+A *judge profile* is a YAML mapping of :class:`JudgeConfig` fields at top level, found by
+name under ``profiles/`` or given as a path. A CJ profile may embed the same mapping under
+``judge:``; :func:`judge_config_from_mapping` validates that section. Unknown keys are
+refused, and an API key is never part of a profile: ``api_key_env`` names the environment
+variable that holds it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+import cj_runner
+from cj_runner.errors import ConfigError
+
+JudgeKind = Literal["mock", "openai_compatible", "anthropic"]
+
+#: Base URLs used when a real judge's profile leaves ``base_url`` empty.
+DEFAULT_BASE_URLS: dict[str, str] = {
+    "openai_compatible": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+}
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LatencyConfig(_Strict):
+    """Simulated latency of the mock judge.
+
+    ``zero`` never sleeps; ``fixed`` sleeps ``median_ms``; ``lognormal`` sleeps
+    ``median_ms * exp(sigma * z)`` with ``z`` a seeded standard normal draw.
+    """
+
+    distribution: Literal["zero", "fixed", "lognormal"] = "zero"
+    median_ms: float = Field(default=0.0, ge=0.0)
+    sigma: float = Field(default=0.5, ge=0.0)
+
+
+class ErrorRates(_Strict):
+    """Per-attempt probabilities of each error kind of the mock judge (their sum <= 1)."""
+
+    timeout: float = Field(default=0.0, ge=0.0, le=1.0)
+    rate_limit: float = Field(default=0.0, ge=0.0, le=1.0)
+    server_error: float = Field(default=0.0, ge=0.0, le=1.0)
+    malformed: float = Field(default=0.0, ge=0.0, le=1.0)
+    refused: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _sum_at_most_one(self) -> ErrorRates:
+        total = self.timeout + self.rate_limit + self.server_error + self.malformed + self.refused
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"error rates add up to {total:g}; their sum must be <= 1")
+        return self
+
+    @property
+    def total(self) -> float:
+        """Probability that one attempt fails, any kind."""
+        return self.timeout + self.rate_limit + self.server_error + self.malformed + self.refused
+
+
+class JudgeConfig(_Strict):
+    """Everything needed to build one judge; see ``profiles/*.yaml`` for commented examples."""
+
+    kind: JudgeKind = "mock"
+    name: str = Field(default="mock", min_length=1)
+    model: str = Field(default="mock-judge-1", min_length=1)
+    base_url: str | None = None
+    api_key_env: str | None = Field(default=None, max_length=64)
+    #: Header that carries the key instead of the API's usual one (``Authorization: Bearer``
+    #: for OpenAI-compatible servers, ``x-api-key`` for Anthropic), e.g. ``api-key`` for
+    #: Azure OpenAI.
+    api_key_header: str | None = Field(default=None, min_length=1)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=512, ge=1)
+    #: Which request field carries ``max_tokens`` for OpenAI-compatible servers: newer
+    #: OpenAI models want ``max_completion_tokens``; most local servers know ``max_tokens``.
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    timeout_s: float = Field(default=60.0, gt=0.0)
+    extra_headers: dict[str, str] = Field(default_factory=dict)
+    price_input_per_mtok: float = Field(default=0.0, ge=0.0)
+    price_output_per_mtok: float = Field(default=0.0, ge=0.0)
+    requests_per_minute: float | None = Field(default=None, gt=0.0)
+    tokens_per_minute: float | None = Field(default=None, gt=0.0)
+    max_connections: int = Field(default=32, ge=1)
+    structured_output: bool = True
+    #: Optional path to a prompt template YAML (``system:`` and ``user:``); relative paths
+    #: are resolved against the profile's folder. Empty: the packaged template.
+    prompt_template: str | None = None
+    # --- mock only ---
+    seed: int = 0
+    latent_column: str = "true_score"
+    anchor_grade_latent: dict[str, float] | None = None
+    noise: float = Field(default=1.0, ge=0.0)
+    position_bias: float = Field(default=0.0, ge=-1.0, le=1.0)
+    always: Literal["A", "B"] | None = None
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    errors: ErrorRates = Field(default_factory=ErrorRates)
+
+    @field_validator("anchor_grade_latent", mode="before")
+    @classmethod
+    def _grade_keys(cls, value: Any) -> Any:
+        # YAML reads grades such as 1, 2, 3 as numbers; grades are text.
+        if isinstance(value, Mapping):
+            return {str(k): v for k, v in value.items()}
+        return value
+
+    @field_validator("extra_headers", mode="before")
+    @classmethod
+    def _header_text(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): v if isinstance(v, str) else str(v) for k, v in value.items()}
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        # Never echo the value: if someone pasted a key here it must not reach a message.
+        if value is not None and not _ENV_NAME.fullmatch(value):
+            raise ValueError(
+                "must be the NAME of an environment variable (letters, digits, _), "
+                "not the key itself"
+            )
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @property
+    def effective_base_url(self) -> str | None:
+        """``base_url``, or the provider's public URL for a real judge without one."""
+        return self.base_url or DEFAULT_BASE_URLS.get(self.kind)
+
+    def cost(self, tokens_in: int, tokens_out: int) -> float:
+        """Price of ``tokens_in`` input and ``tokens_out`` output tokens (profile prices)."""
+        return (
+            tokens_in * self.price_input_per_mtok + tokens_out * self.price_output_per_mtok
+        ) / 1_000_000
+
+
+def format_validation_error(error: ValidationError, what: str) -> str:
+    """One line naming every bad field of ``error``, after ``what`` (never the values)."""
+    parts = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            parts.append(f"unknown field '{loc}'")
+        else:
+            # item["msg"] never contains the input value (unlike str(error)).
+            parts.append(f"field '{loc}': {item['msg']}")
+    return f"{what}: " + "; ".join(parts)
+
+
+def judge_config_from_mapping(
+    data: Mapping[str, Any], source: str, *, base_dir: Path | None = None
+) -> JudgeConfig:
+    """Validate a judge mapping (a judge profile, or a CJ profile's ``judge:`` section).
+
+    Args:
+        data: the mapping of :class:`JudgeConfig` fields.
+        source: where it came from (a file name), used in error messages.
+        base_dir: folder against which a relative ``prompt_template`` is resolved.
+
+    Raises:
+        ConfigError: naming ``source`` and every bad field.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"invalid judge profile {source}: expected a mapping of settings")
+    try:
+        config = JudgeConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, f"invalid judge profile {source}")) from None
+    if config.prompt_template and base_dir is not None:
+        template = Path(config.prompt_template).expanduser()
+        if not template.is_absolute():
+            template = (base_dir / template).resolve()
+        config = config.model_copy(update={"prompt_template": str(template)})
+    return config
+
+
+def profile_dirs() -> list[Path]:
+    """Folders searched for ``<name>.yaml``, in order: ``$CJ_PROFILES_DIR``, ``./profiles``,
+    the repository's ``profiles/`` next to the package."""
+    dirs: list[Path] = []
+    env_dir = os.environ.get("CJ_PROFILES_DIR")
+    if env_dir:
+        dirs.append(Path(env_dir))
+    dirs.append(Path.cwd() / "profiles")
+    dirs.append(Path(cj_runner.__file__).resolve().parents[1] / "profiles")
+    return dirs
+
+
+def _is_judge_profile(path: Path) -> bool:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "kind" in data and "judge" not in data
+
+
+def available_judge_profiles() -> list[str]:
+    """Names of the judge profiles (YAML files with a top-level ``kind``) on the search path."""
+    names: set[str] = set()
+    for folder in profile_dirs():
+        if folder.is_dir():
+            names.update(p.stem for p in folder.glob("*.yaml") if _is_judge_profile(p))
+    return sorted(names)
+
+
+def resolve_profile_path(name_or_path: str) -> Path | None:
+    """The file a profile name or path refers to, or ``None`` when there is none."""
+    candidate = Path(name_or_path).expanduser()
+    looks_like_path = (
+        candidate.suffix in {".yaml", ".yml"} or "/" in name_or_path or "\\" in name_or_path
+    )
+    if looks_like_path:
+        return candidate if candidate.is_file() else None
+    for folder in profile_dirs():
+        for suffix in (".yaml", ".yml"):
+            path = folder / f"{name_or_path}{suffix}"
+            if path.is_file():
+                return path
+    return None
+
+
+def load_judge_profile(name_or_path: str) -> JudgeConfig:
+    """Load a judge profile by name (``profiles/<name>.yaml`` on the search path) or path.
+
+    Raises:
+        ConfigError: the profile does not exist (the message lists the available names),
+            is not valid YAML, or has an unknown or out-of-range field.
+    """
+    path = resolve_profile_path(name_or_path)
+    if path is None:
+        available = ", ".join(available_judge_profiles()) or "none"
+        raise ConfigError(
+            f"unknown judge profile '{name_or_path}' (available judge profiles: {available})"
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read judge profile {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"judge profile {path} is not valid YAML{where}") from None
+    if data is None:
+        data = {}
+    if isinstance(data, dict) and "kind" not in data and {"judge", "settings"} & set(data):
+        raise ConfigError(
+            f"{path} is a CJ profile, not a judge profile (it has no 'kind:'); pass it with "
+            f"--profile, or give --judge one of: {', '.join(available_judge_profiles())}"
+        )
+    return judge_config_from_mapping(data, str(path), base_dir=path.parent)

@@ -1,0 +1,112 @@
+"""Build a judge from its profile, and apply the per-run overrides of the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from cj_runner.errors import ConfigError
+from cj_runner.judges.anthropic import AnthropicJudge
+from cj_runner.judges.base import Judge
+from cj_runner.judges.config import JudgeConfig, format_validation_error
+from cj_runner.judges.mock import MockJudge
+from cj_runner.judges.openai_compat import OpenAICompatJudge
+from cj_runner.judges.prompts import PromptTemplate, load_prompt_template
+
+SleepFn = Callable[[float], Awaitable[None]]
+
+
+def judge_prompt_template(config: JudgeConfig) -> PromptTemplate:
+    """The prompt template a judge built from ``config`` uses (its hash is the prompt hash)."""
+    return load_prompt_template(Path(config.prompt_template) if config.prompt_template else None)
+
+
+def resolve_api_key(config: JudgeConfig, env: Mapping[str, str] | None = None) -> str | None:
+    """The API key of a real judge, read from the variable ``config.api_key_env``.
+
+    Raises:
+        ConfigError: the variable is named but unset or empty (the message names the
+            variable, never a value).
+    """
+    if config.kind == "mock" or not config.api_key_env:
+        return None
+    source = os.environ if env is None else env
+    key = source.get(config.api_key_env, "").strip()
+    if not key:
+        raise ConfigError(
+            f"judge '{config.name}' needs an API key in the environment variable "
+            f"{config.api_key_env}, which is not set"
+        )
+    return key
+
+
+def build_judge(
+    config: JudgeConfig,
+    *,
+    env: Mapping[str, str] | None = None,
+    sleep: SleepFn = asyncio.sleep,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Judge:
+    """Build the judge a profile describes.
+
+    Args:
+        config: the judge profile.
+        env: where API keys are read (default ``os.environ``).
+        sleep: used by the mock's latency and the real judges' rate limiter.
+        transport: an httpx transport for the real judges (tests).
+
+    Raises:
+        ConfigError: a missing API key variable or an unreadable prompt template.
+    """
+    template = judge_prompt_template(config)
+    if config.kind == "mock":
+        return MockJudge(config, template=template, sleep=sleep)
+    api_key = resolve_api_key(config, env)
+    if config.kind == "openai_compatible":
+        return OpenAICompatJudge(
+            config, api_key=api_key, template=template, transport=transport, sleep=sleep
+        )
+    return AnthropicJudge(
+        config, api_key=api_key, template=template, transport=transport, sleep=sleep
+    )
+
+
+def apply_overrides(
+    config: JudgeConfig,
+    *,
+    model: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    base_url: str | None = None,
+    seed: int | None = None,
+) -> JudgeConfig:
+    """A copy of ``config`` with the given fields replaced (``None`` keeps the profile's).
+
+    ``seed`` only matters for the mock judge (the run's ``--seed`` may be passed on).
+
+    Raises:
+        ConfigError: an override out of range (e.g. a temperature above 2).
+    """
+    updates: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "model": model,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "base_url": base_url,
+            "seed": seed,
+        }.items()
+        if value is not None
+    }
+    if not updates:
+        return config
+    try:
+        return JudgeConfig.model_validate({**config.model_dump(), **updates})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "invalid judge override")) from None

@@ -1,0 +1,601 @@
+"""The mock judge served over HTTP, speaking the OpenAI and Anthropic wire formats.
+
+``cj-run serve-mock`` runs it so anyone can try the real client path without a key, and
+the tests start it on ``127.0.0.1`` port 0. Endpoints:
+
+* ``POST /v1/chat/completions`` (also ``/chat/completions``): the OpenAI format, with or
+  without ``response_format``; ``usage.prompt_tokens``/``completion_tokens``.
+* ``POST /v1/messages``: the Anthropic format (``anthropic-version`` header required); a
+  ``tool_use`` answer when the request has tools, JSON text otherwise;
+  ``usage.input_tokens``/``output_tokens``.
+* ``GET /v1/models`` and ``GET /health``.
+
+The served mock reads essays A and B from the ``<essay_a>``/``<essay_b>`` blocks of the
+user message (the packaged template's delimiters) and decides like
+:class:`~cj_runner.judges.mock.MockJudge`: latent from ``latent_by_checksum`` (SHA-256 hex
+of the essay's UTF-8 text) when given, else text features; the n-th request for the same
+ordered pair uses ``repeat_index = n``. Drawn errors become HTTP answers: timeout -> 408,
+rate_limit -> 429, server_error -> 500, malformed -> a non-JSON answer, refused -> a
+refusal. A :class:`FaultScript` overrides answers request by request for tests.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal
+
+from cj_runner.judges.config import JudgeConfig
+from cj_runner.judges.mock import decide, draw_rng, text_feature_latent
+from cj_runner.judges.prompts import ANSWER_NAME, estimate_tokens
+
+FaultKind = Literal[
+    "rate_limit",  # 429, with Retry-After when ``retry_after`` is set
+    "server_error",  # ``status`` (default 500) with an error body
+    "status",  # any ``status`` with an error body (401, 400, 529, ...)
+    "delay",  # wait ``delay_s`` then answer normally (beyond a client timeout)
+    "malformed_body",  # 200 with a body that is not JSON
+    "malformed_answer",  # 200, well-formed envelope, answer text that is not the JSON
+    "empty_answer",  # 200 with an empty answer
+    "refusal",  # 200 with a refusal
+    "close",  # close the connection without any response
+]
+
+_ESSAY_BLOCK = {
+    "A": re.compile(r"<essay_a>\n(.*?)\n</essay_a>", re.DOTALL),
+    "B": re.compile(r"<essay_b>\n(.*?)\n</essay_b>", re.DOTALL),
+}
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One scripted answer of the server (see :data:`FaultKind`)."""
+
+    kind: FaultKind
+    status: int | None = None
+    retry_after: str | None = None
+    delay_s: float = 0.0
+    #: Put the received credentials into the error message, as careless servers do (to
+    #: test that clients scrub keys from their errors).
+    echo_credentials: bool = False
+
+
+class FaultScript:
+    """Faults by request number: ``faults[n]`` for the n-th judge request (0-based; ``None``
+    answers normally), then ``then`` for every later one. ``reject_response_format``
+    answers 400 to any OpenAI request carrying ``response_format``. Thread-safe."""
+
+    def __init__(
+        self,
+        faults: Sequence[Fault | None] = (),
+        *,
+        then: Fault | None = None,
+        reject_response_format: bool = False,
+    ) -> None:
+        self.faults = list(faults)
+        self.then = then
+        self.reject_response_format = reject_response_format
+        self.served = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def first(cls, n: int, fault: Fault) -> FaultScript:
+        """``fault`` for the first ``n`` requests, then normal answers."""
+        return cls([fault] * n)
+
+    @classmethod
+    def always(cls, fault: Fault) -> FaultScript:
+        """``fault`` for every request."""
+        return cls(then=fault)
+
+    def next_fault(self) -> Fault | None:
+        """The fault for the next request (and count it)."""
+        with self._lock:
+            index = self.served
+            self.served += 1
+        return self.faults[index] if index < len(self.faults) else self.then
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    time: float = field(default_factory=time.monotonic)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    owner: MockJudgeServer
+
+
+class MockJudgeServer:
+    """The mock judge over HTTP in a background thread; also a context manager."""
+
+    def __init__(
+        self,
+        config: JudgeConfig,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        latent_by_checksum: Mapping[str, float] | None = None,
+        faults: FaultScript | None = None,
+        api_key: str | None = None,
+        keep_requests: int = 1000,
+    ) -> None:
+        self.config = config
+        self.latent_by_checksum = dict(latent_by_checksum or {})
+        self.faults = faults
+        self.api_key = api_key
+        self.requests_seen: collections.Counter[str] = collections.Counter()
+        self.request_times: list[float] = []
+        self.requests: collections.deque[RecordedRequest] = collections.deque(maxlen=keep_requests)
+        self._lock = threading.Lock()
+        self._repeats: dict[tuple[str, str], int] = {}
+        self._stopping = threading.Event()
+        self._httpd = _Server((host, port), _Handler)
+        self._httpd.owner = self
+        self._thread: threading.Thread | None = None
+        self._serving = False
+        self._closed = False
+
+    @property
+    def host(self) -> str:
+        """The address the server listens on."""
+        return str(self._httpd.server_address[0])
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (chosen by the OS when 0 was asked)."""
+        return int(self._httpd.server_address[1])
+
+    @property
+    def root_url(self) -> str:
+        """``http://host:port`` (the Anthropic base URL)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``http://host:port/v1`` (the OpenAI base URL; the Anthropic judge accepts it too)."""
+        return f"{self.root_url}/v1"
+
+    @property
+    def judge_requests(self) -> int:
+        """Number of POSTs to a judge endpoint so far."""
+        with self._lock:
+            return len(self.request_times)
+
+    def max_requests_in_window(self, window_s: float = 1.0) -> int:
+        """The most judge requests that arrived within any ``window_s`` seconds."""
+        with self._lock:
+            times = sorted(self.request_times)
+        best = 0
+        low = 0
+        for high, stamp in enumerate(times):
+            while stamp - times[low] >= window_s:
+                low += 1
+            best = max(best, high - low + 1)
+        return best
+
+    def start(self) -> MockJudgeServer:
+        """Serve in a background thread."""
+        if self._thread is None:
+            self._serving = True
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name="mock-judge-server",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the current thread (for ``cj-run serve-mock``) until :meth:`stop` is
+        called from another thread, or until ``KeyboardInterrupt``; then call :meth:`stop`."""
+        self._serving = True
+        try:
+            self._httpd.serve_forever(poll_interval=0.2)
+        finally:
+            self._serving = False
+
+    def stop(self) -> None:
+        """Stop serving and release the port; wakes requests that are waiting. Idempotent."""
+        self._stopping.set()
+        if self._serving:
+            self._httpd.shutdown()
+            self._serving = False
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if not self._closed:
+            self._httpd.server_close()
+            self._closed = True
+
+    def __enter__(self) -> MockJudgeServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- used by the handler -------------------------------------------------------
+
+    def _record(self, request: RecordedRequest, judge_call: bool) -> None:
+        with self._lock:
+            self.requests_seen[request.path] += 1
+            self.requests.append(request)
+            if judge_call:
+                self.request_times.append(request.time)
+
+    def _latent(self, text: str) -> float:
+        checksum = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        if checksum in self.latent_by_checksum:
+            return float(self.latent_by_checksum[checksum])
+        return text_feature_latent(text)
+
+    def _wait(self, seconds: float) -> None:
+        if seconds > 0:
+            self._stopping.wait(seconds)
+
+    def answer_for(self, user_text: str) -> dict[str, Any] | str:
+        """The mock's answer to one prompt: ``{"error": kind}`` or the verdict fields; a
+        string when the prompt has no essay blocks."""
+        match_a = _ESSAY_BLOCK["A"].search(user_text)
+        match_b = _ESSAY_BLOCK["B"].search(user_text)
+        if match_a is None or match_b is None:
+            return "the user message has no <essay_a> and <essay_b> blocks"
+        text_a, text_b = match_a.group(1), match_b.group(1)
+        ca = hashlib.sha256(text_a.encode("utf-8")).hexdigest()
+        cb = hashlib.sha256(text_b.encode("utf-8")).hexdigest()
+        with self._lock:
+            repeat = self._repeats.get((ca, cb), 0)
+            self._repeats[(ca, cb)] = repeat + 1
+        rng = draw_rng(self.config.seed, ca, cb, repeat, 1)
+        decision = decide(self.config, self._latent(text_a), self._latent(text_b), rng)
+        self._wait(decision.latency_s)
+        if decision.error is not None:
+            return {"error": decision.error}
+        return {
+            "winner": decision.winner,
+            "confidence": decision.confidence,
+            "justification": decision.justification,
+        }
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+_INVALID = object()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
+    server: _Server
+    _body: Any = None
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: no access log on stderr."""
+
+    # --- plumbing ----------------------------------------------------------------
+
+    def _send(self, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+        except OSError:  # the client has gone (e.g. it timed out)
+            self.close_connection = True
+
+    def _json(self, status: int, obj: Any, headers: Mapping[str, str] | None = None) -> None:
+        self._send(status, json.dumps(obj).encode("utf-8"), headers)
+
+    def _error(
+        self, api: str, status: int, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        if api == "anthropic":
+            kind = {
+                400: "invalid_request_error",
+                401: "authentication_error",
+                403: "permission_error",
+                429: "rate_limit_error",
+                529: "overloaded_error",
+            }.get(status, "api_error")
+            self._json(
+                status, {"type": "error", "error": {"type": kind, "message": message}}, headers
+            )
+        else:
+            self._json(
+                status,
+                {"error": {"message": message, "type": "mock_error", "param": None, "code": None}},
+                headers,
+            )
+
+    def _read_body(self) -> Any:
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            return json.loads(raw.decode("utf-8")) if raw else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return _INVALID
+
+    # --- routes ------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        owner = self.server.owner
+        path = self.path.split("?", 1)[0]
+        owner._record(
+            RecordedRequest("GET", path, {k.lower(): v for k, v in self.headers.items()}, None),
+            False,
+        )
+        if path in ("/v1/models", "/models"):
+            self._json(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": owner.config.model, "object": "model", "owned_by": "cj-runner"}
+                    ],
+                },
+            )
+        elif path == "/health":
+            self._json(200, {"status": "ok"})
+        else:
+            self._error("openai", 404, f"no route {path}")
+
+    def do_POST(self) -> None:
+        owner = self.server.owner
+        path = self.path.split("?", 1)[0]
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        body = self._body = self._read_body()
+        if path in ("/v1/chat/completions", "/chat/completions"):
+            api = "openai"
+        elif path in ("/v1/messages", "/messages"):
+            api = "anthropic"
+        else:
+            owner._record(RecordedRequest("POST", path, headers, body), False)
+            self._error("openai", 404, f"no route {path}")
+            return
+        owner._record(RecordedRequest("POST", path, headers, body), True)
+        problem = self._check_request(api, headers, body)
+        if problem is not None:
+            status, message = problem
+            self._error(api, status, message)
+            return
+        fault = owner.faults.next_fault() if owner.faults is not None else None
+        if fault is not None and self._apply_fault(api, fault):
+            return
+        self._answer(api, body)
+
+    def _check_request(
+        self, api: str, headers: Mapping[str, str], body: Any
+    ) -> tuple[int, str] | None:
+        owner = self.server.owner
+        if owner.api_key is not None:
+            given = headers.get("x-api-key") if api == "anthropic" else None
+            if given is None:
+                auth = headers.get("authorization", "")
+                given = auth[7:] if auth.lower().startswith("bearer ") else None
+            if given != owner.api_key:
+                # Echo what was received, as some real servers do: clients must scrub it.
+                return 401, f"invalid API key provided: {given}"
+        if not isinstance(body, dict):
+            return 400, "the request body must be a JSON object"
+        if not isinstance(body.get("model"), str) or not isinstance(body.get("messages"), list):
+            return 400, "'model' and 'messages' are required"
+        if api == "anthropic":
+            if "anthropic-version" not in headers:
+                return 400, "the anthropic-version header is required"
+            if not isinstance(body.get("max_tokens"), int):
+                return 400, "'max_tokens' is required"
+        elif (
+            owner.faults is not None
+            and owner.faults.reject_response_format
+            and "response_format" in body
+        ):
+            return 400, "response_format of type json_schema is not supported by this server"
+        return None
+
+    def _apply_fault(self, api: str, fault: Fault) -> bool:
+        """Answer with ``fault``; returns False when a normal answer must follow."""
+        owner = self.server.owner
+        if fault.kind == "delay":
+            owner._wait(fault.delay_s)
+            return False
+        if fault.kind == "close":
+            self.close_connection = True
+            return True
+        if fault.kind == "rate_limit":
+            extra = {"retry-after": fault.retry_after} if fault.retry_after is not None else {}
+            self._error(api, 429, "rate limit reached (scripted)", extra)
+        elif fault.kind in ("server_error", "status"):
+            message = "scripted error"
+            if fault.echo_credentials:
+                creds = [self.headers.get(h) for h in ("authorization", "x-api-key")]
+                message += ": " + " ".join(c for c in creds if c)
+            self._error(api, fault.status or 500, message)
+        elif fault.kind == "malformed_body":
+            self._send(200, b'{"choices": [ this is not json')
+        elif fault.kind == "malformed_answer":
+            self._reply(api, "I think essay A is better, but I will not say it in JSON.", None)
+        elif fault.kind == "empty_answer":
+            self._reply(api, "", None)
+        elif fault.kind == "refusal":
+            self._refuse(api)
+        return True
+
+    # --- answers -----------------------------------------------------------------
+
+    def _answer(self, api: str, body: dict[str, Any]) -> None:
+        owner = self.server.owner
+        messages = body.get("messages", [])
+        user_text = "".join(
+            _text_of(m.get("content"))
+            for m in messages
+            if isinstance(m, dict) and m.get("role") == "user"
+        )
+        outcome = owner.answer_for(user_text)
+        if isinstance(outcome, str):
+            self._error(api, 400, outcome)
+            return
+        error = outcome.get("error")
+        if error == "timeout":
+            self._error(api, 408, "request timed out (mock)")
+        elif error == "rate_limit":
+            self._error(api, 429, "rate limit reached (mock)")
+        elif error == "server_error":
+            self._error(api, 500, "internal server error (mock)")
+        elif error == "malformed":
+            self._reply(api, "The better essay is A, probably.", None)
+        elif error == "refused":
+            self._refuse(api)
+        else:
+            structured = "tools" in body if api == "anthropic" else "response_format" in body
+            answer = json.dumps(outcome)
+            if structured:
+                self._reply(api, answer, outcome)
+            else:
+                self._reply(api, f"```json\n{answer}\n```", None)
+
+    def _usage(self, api: str, answer_text: str) -> dict[str, int]:
+        body = self._body
+        prompt = 0
+        if isinstance(body, dict):
+            for message in body.get("messages", []):
+                if isinstance(message, dict):
+                    prompt += estimate_tokens(_text_of(message.get("content")))
+            if isinstance(body.get("system"), str):
+                prompt += estimate_tokens(body["system"])
+        completion = estimate_tokens(answer_text)
+        if api == "anthropic":
+            return {"input_tokens": prompt, "output_tokens": completion}
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
+    def _model(self) -> str:
+        # Echo the model asked for, as a server hosting "any" model would.
+        body = self._body
+        requested = body.get("model") if isinstance(body, dict) else None
+        return requested if isinstance(requested, str) else self.server.owner.config.model
+
+    def _reply(self, api: str, text: str, tool_input: Mapping[str, Any] | None) -> None:
+        owner = self.server.owner
+        model = self._model()
+        with owner._lock:
+            serial = len(owner.request_times)
+        if api == "anthropic":
+            if tool_input is not None:
+                content: list[dict[str, Any]] = [
+                    {
+                        "type": "tool_use",
+                        "id": f"toolu_mock{serial}",
+                        "name": ANSWER_NAME,
+                        "input": dict(tool_input),
+                    }
+                ]
+                stop = "tool_use"
+            else:
+                content = [{"type": "text", "text": text}] if text else []
+                stop = "end_turn"
+            self._json(
+                200,
+                {
+                    "id": f"msg_mock{serial}",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": content,
+                    "stop_reason": stop,
+                    "stop_sequence": None,
+                    "usage": self._usage(api, text),
+                },
+            )
+        else:
+            self._json(
+                200,
+                {
+                    "id": f"chatcmpl-mock{serial}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text, "refusal": None},
+                            "logprobs": None,
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": self._usage(api, text),
+                },
+            )
+
+    def _refuse(self, api: str) -> None:
+        model = self._model()
+        if api == "anthropic":
+            self._json(
+                200,
+                {
+                    "id": "msg_mock_refusal",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": "refusal",
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 0, "output_tokens": 0},
+                },
+            )
+        else:
+            self._json(
+                200,
+                {
+                    "id": "chatcmpl-mock-refusal",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {
+                                "role": "assistant",
+                                "content": None,
+                                "refusal": "I can't help with that request.",
+                            },
+                            "logprobs": None,
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                },
+            )
