@@ -173,8 +173,8 @@ def coverage_renderable(r: dict[str, Any]) -> Group:
         ),
         (
             "comparisons",
-            f"{r['successful_comparisons']} successful, {r['failed_comparisons']} failed; "
-            + ", ".join(f"{m}: {c}" for m, c in r["successes_by_mode"].items()),
+            f"{r['successful_comparisons']} successful, {r['failed_comparisons']} failed"
+            + "".join(f"; {m}: {c}" for m, c in r["successes_by_mode"].items()),
         ),
         (
             "per node",

@@ -18,6 +18,7 @@ from cj_runner.cli.common import (
     dump_json,
     emit_text,
     err_console,
+    fail,
     open_db,
     run_async,
     version_callback,
@@ -182,8 +183,7 @@ async def _plan_with_store(store: Store, request: RunRequest, local: Any) -> dic
 
 def _check_format(fmt: str, allowed: tuple[str, ...]) -> None:
     if fmt not in allowed:
-        err_console.print(f"[bold red]error:[/] --format must be one of {', '.join(allowed)}")
-        raise typer.Exit(2)
+        raise fail(f"--format must be one of {', '.join(allowed)}")
 
 
 # ---------------------------------------------------------------- dry-run
