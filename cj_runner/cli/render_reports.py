@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.markup import escape
 from rich.panel import Panel
@@ -59,6 +60,19 @@ def _head(title: str, rows: list[tuple[str, str]]) -> Panel:
     for key, value in rows:
         grid.add_row(key, value)
     return Panel(grid, title=title, title_align="left")
+
+
+def _data_table(title: str, caption: str | None = None) -> Table:
+    """A compact table (no vertical rules) that fits wide reports in 80 columns."""
+    return Table(
+        title=title,
+        title_justify="left",
+        caption=caption,
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 1, 0, 0),
+    )
 
 
 def _essay_label(essay_id: str, is_anchor: bool, grade: str | None = None) -> str:
@@ -114,7 +128,7 @@ def fairness_renderable(r: dict[str, Any]) -> Group:
             else f"[green]no node above {r['max_skew_threshold']}[/]"
         )
         rows.append(("max skew gate", verdict))
-    table = Table(title="Positions per node", title_justify="left")
+    table = _data_table("Positions per node")
     for col in ("essay", "A", "B", "comparisons", "skew"):
         table.add_column(col, justify="left" if col == "essay" else "right")
     above_set = set(r["nodes_above_max_skew"])
@@ -149,8 +163,9 @@ def coverage_renderable(r: dict[str, Any]) -> Group:
     comp_text = f"{r['component_count']} (largest {len(components[0]) if components else 0})"
     if len(components) > 1:
         comp_text += "; others: " + _listing(["{" + ", ".join(c) + "}" for c in components[1:]])
-    failures = ", ".join(
-        f"{kind}: {c['attempts']} ({c['retried']} retried, {c['failed']} failed, {c['lost']} lost)"
+    failures = "\n".join(
+        f"{kind}: {c['attempts']} attempt(s): "
+        + ", ".join(f"{c[s]} {s}" for s in ("retried", "failed", "lost", "other") if c[s])
         for kind, c in r["failures_by_kind"].items()
     )
     net = {True: "small net", False: "regular batch", None: "-"}[r["is_small_net"]]
@@ -184,7 +199,7 @@ def coverage_renderable(r: dict[str, Any]) -> Group:
         ("components", comp_text),
         ("failures by kind", failures or "none"),
     ]
-    table = Table(title="Waves", title_justify="left")
+    table = _data_table("Waves")
     for col in ("wave", "mode", "size", "ok", "calls", "Δmax", "SSR", "next", "reason"):
         table.add_column(
             col,
@@ -209,6 +224,13 @@ def coverage_renderable(r: dict[str, Any]) -> Group:
 # ---------------------------------------------------------------- ranking
 
 
+def _fit_cell(value: float | None, threshold: float) -> str:
+    """A mean-square, red with a ``*`` when above the misfit threshold."""
+    if value is not None and value > threshold:
+        return f"[bold red]{value:.2f}*[/]"
+    return fmt(value, 2) + " "
+
+
 def ranking_renderable(r: dict[str, Any]) -> Group:
     """The ranking: scores with 95% intervals, comparisons, fit statistics."""
     order = (
@@ -225,27 +247,27 @@ def ranking_renderable(r: dict[str, Any]) -> Group:
             + _listing(r["misfits"]),
         ),
     ]
-    table = Table(title="Ranking", title_justify="left")
-    cols = ("rank", "essay", "grade", "score", "SE", "95% interval", "n", "wins", "infit", "outfit")
-    for col in cols:
+    table = _data_table(
+        "Ranking", f"* misfit: infit or outfit above {r['misfit_threshold']}; n = comparisons"
+    )
+    for col in ("rank", "essay", "score", "SE", "95% interval", "n", "wins"):
         table.add_column(
-            col, justify="left" if col in ("essay", "grade", "95% interval") else "right"
+            col,
+            justify="left" if col in ("essay", "95% interval") else "right",
+            no_wrap=col != "essay",
         )
+    table.add_column("infit", justify="right", no_wrap=True)
+    table.add_column("outfit", justify="right", no_wrap=True)
     for row in r["rows"]:
         interval = (
             f"[{row['ci95_low']:.2f}, {row['ci95_high']:.2f}]"
             if row["ci95_low"] is not None
             else "-"
         )
-        grade = row["known_grade"] if row["is_anchor"] else row["projected_grade"]
-        infit, outfit = fmt(row["infit"], 2), fmt(row["outfit"], 2)
-        if row["misfit"]:
-            infit, outfit = f"[red]{infit}[/]", f"[red]{outfit}[/]"
+        infit, outfit = (_fit_cell(row[k], r["misfit_threshold"]) for k in ("infit", "outfit"))
         table.add_row(
             fmt(row["rank"]),
-            _essay_label(row["essay_id"], row["is_anchor"], row["known_grade"])
-            + (" [red]misfit[/]" if row["misfit"] else ""),
-            grade or "-",
+            _essay_label(row["essay_id"], row["is_anchor"], row["known_grade"]),
             fmt(row["score"]),
             fmt(row["se"]),
             interval,
@@ -281,7 +303,7 @@ def grades_renderable(r: dict[str, Any]) -> RenderableType:
         rows.append(("[yellow]anchor warning[/]", escape(warning)))
     parts: list[RenderableType] = [_head("Grades", rows)]
     if r["anchors"]:
-        anchors = Table(title="Anchor calibration", title_justify="left")
+        anchors = _data_table("Anchor calibration")
         for col in ("anchor", "known grade", "score", "SE", "fitted index", "band"):
             anchors.add_column(col, justify="left" if col == "anchor" else "right")
         for a in r["anchors"]:
@@ -298,11 +320,13 @@ def grades_renderable(r: dict[str, Any]) -> RenderableType:
             )
         parts.append(anchors)
     if r["students"]:
-        students = Table(title="Students", title_justify="left")
-        for col in ("essay", "score", "SE", "grade", "confidence", "expected"):
-            students.add_column(col, justify="left" if col == "essay" else "right")
+        students = _data_table(
+            "Students", "grade = most probable grade; expected = grade at the expected index"
+        )
+        for col in ("essay", "score", "grade", "conf.", "expected"):
+            students.add_column(col, justify="left" if col == "essay" else "right", no_wrap=True)
         for g in r["grades"]:
-            students.add_column(f"P({g})", justify="right")
+            students.add_column(f"P({g})", justify="right", no_wrap=True)
         for s in r["students"]:
             expected = (
                 f"{s['expected_grade']} ({s['expected_index']:.2f})"
@@ -311,8 +335,7 @@ def grades_renderable(r: dict[str, Any]) -> RenderableType:
             )
             students.add_row(
                 escape(s["essay_id"]),
-                fmt(s["score"]),
-                fmt(s["se"]),
+                fmt(s["score"], 2),
                 s["projected_grade"] or "[yellow]deferred[/]",
                 _pct(s["confidence"]),
                 expected,

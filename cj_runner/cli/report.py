@@ -131,8 +131,10 @@ def _report(kind: str, batch: str, fmt: str, output: Path | None, db: str | None
 
 @app.command()
 def summary(batch: Batch, fmt: Fmt = "table", output: Output = None, db: Db = None) -> None:
-    """The one-screen overview that `cj-run execute` prints at the end. CSV: one row of
-    the scalar fields."""
+    """The one-screen overview that `cj-run execute` prints at the end.
+
+    CSV: one row with the scalar fields.
+    """
     _check_format(fmt)
     data = _load(db, lambda store: build_summary(store, batch))
     if fmt == "json":
@@ -163,9 +165,12 @@ def fairness(
     output: Output = None,
     db: Db = None,
 ) -> None:
-    """Position fairness: A/B counts and skew per node, nodes never in A or B, edges that
-    miss their complement, flip rate, the judge's A-win share (95% interval) and the fitted
-    order effect. CSV: one row per node."""
+    """Position fairness: A/B balance per node and the judge's position bias.
+
+    A/B counts and skew per node, nodes never in A or B, edges that miss their complement,
+    flip rate, the judge's A-win share (95% interval) and the fitted order effect.
+    CSV: one row per node.
+    """
     _check_format(fmt)
     try:
         selected = parse_mode(mode)
@@ -179,34 +184,38 @@ def fairness(
     above = data["nodes_above_max_skew"]
     if above:
         shown = ", ".join(above[:10]) + (f" and {len(above) - 10} more" if len(above) > 10 else "")
-        err_console.print(
-            f"[bold red]error:[/] {len(above)} node(s) have an A/B skew above {max_skew}: {shown}",
-            highlight=False,
-        )
-        raise typer.Exit(1)
+        raise fail(f"{len(above)} node(s) have an A/B skew above {max_skew}: {shown}", 1)
 
 
 @app.command()
 def coverage(batch: Batch, fmt: Fmt = "table", output: Output = None, db: Db = None) -> None:
-    """Coverage of the comparison graph: pairs compared, resampling passes, comparisons per
-    node, connected components, calls sent vs budget, failures by kind, stop reason and the
-    per-wave history. CSV: one row per wave."""
+    """Coverage of the comparison graph, budget use, failures and the per-wave history.
+
+    Pairs compared, resampling passes, comparisons per node, connected components, calls
+    sent vs budget, failures by kind, stop reason, and per wave its mode, size, largest
+    score change and SSR. CSV: one row per wave.
+    """
     _report("coverage", batch, fmt, output, db)
 
 
 @app.command()
 def ranking(batch: Batch, fmt: Fmt = "table", output: Output = None, db: Db = None) -> None:
-    """Nodes by score: rank, score, SE, 95% interval, comparisons, wins, infit/outfit with
-    misfits flagged; anchors marked with their grade; SSR in the header. CSV: one row per
-    node."""
+    """Nodes by score with 95% intervals, fit statistics and misfits.
+
+    Rank, score, SE, 95% interval, comparisons, wins, infit/outfit with misfits flagged;
+    anchors marked with their grade; SSR in the header. CSV: one row per node.
+    """
     _report("ranking", batch, fmt, output, db)
 
 
 @app.command()
 def grades(batch: Batch, fmt: Fmt = "table", output: Output = None, db: Db = None) -> None:
-    """Grade projection: grade, confidence, probability per grade and expected grade per
-    student; anchor calibration, boundaries, anchor warnings, deferred reasons. CSV: one
-    row per student with a p_<grade> column per grade."""
+    """Projected grades with their probabilities, and the anchors' calibration.
+
+    Per student: grade, confidence, probability per grade and expected grade; the anchors'
+    scores and bands, the grade boundaries, anchor warnings and deferred reasons.
+    CSV: one row per student with a p_<grade> column per grade.
+    """
     _report("grades", batch, fmt, output, db)
 
 
@@ -221,9 +230,12 @@ def html(
     ] = None,
     db: Db = None,
 ) -> None:
-    """A self-contained HTML page (plots embedded, no network) with the scores and their
-    95% intervals, anchors and grade boundaries, A/B counts, convergence over waves, the
-    degree distribution and every report table."""
+    """One self-contained HTML page with plots and every report table.
+
+    Scores with 95% intervals, anchors and grade boundaries; A/B counts per node;
+    convergence over waves; the degree distribution; the ranking, grades, fairness and
+    coverage tables. Plots are embedded: the page needs no network.
+    """
 
     # matplotlib is imported only when an HTML report is asked for
     from cj_runner.services.html_report import build_html

@@ -1,0 +1,586 @@
+"""A self-contained HTML report of a batch (spec §9, issue 5).
+
+One file, no network: the plots are matplotlib (Agg) PNGs embedded as ``data:`` URIs, the
+style sheet and the small table-sorting script are inline, and a Content-Security-Policy
+forbids loading anything else, so the page looks the same offline, attached to an e-mail
+or archived with the batch. Sections (their ``id`` attributes are stable):
+
+``summary`` the batch at a glance; ``scores`` scores with 95% intervals, anchors and grade
+boundaries; ``positions`` A/B counts per node; ``convergence`` largest score change and SSR
+per wave; ``degrees`` comparisons per node; then the report tables ``ranking``,
+``grades``, ``fairness`` and ``coverage``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from cj_runner import __version__
+from cj_runner.services.reports import (
+    coverage_report,
+    fairness_report,
+    grades_report,
+    load_batch_data,
+    ranking_report,
+)
+from cj_runner.services.summary import build_summary
+from cj_runner.storage import Store
+
+__all__ = ["SECTION_IDS", "build_html", "render_html"]
+
+SECTION_IDS: tuple[str, ...] = (
+    "summary",
+    "scores",
+    "positions",
+    "convergence",
+    "degrees",
+    "ranking",
+    "grades",
+    "fairness",
+    "coverage",
+)
+"""The ``id`` of every section of the page, in page order."""
+
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+
+_LABEL_LIMIT = 60  # above this many nodes, plots leave out the essay ids on the axis
+_DPI = 96
+_STUDENT = "#3b6ea5"
+_ANCHOR = "#d9822b"
+_A_COLOUR = "#4c956c"
+_B_COLOUR = "#a4a4c1"
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _png(fig: Figure) -> str:
+    """The figure as a base64 PNG ``data:`` URI."""
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _finite(values: Sequence[float | None]) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
+def scores_plot(ranking: dict[str, Any], grades: dict[str, Any]) -> str | None:
+    """Scores by rank with 95% intervals; anchors labelled with their grade; boundaries."""
+    rows = [r for r in ranking["rows"] if r["score"] is not None]
+    if not rows:
+        return None
+    fig = Figure(figsize=(11, 5), layout="constrained")
+    ax = fig.add_subplot()
+    for is_anchor, colour, label in ((False, _STUDENT, "student"), (True, _ANCHOR, "anchor")):
+        pts = [(i, r) for i, r in enumerate(rows) if r["is_anchor"] == is_anchor]
+        if not pts:
+            continue
+        xs = [i for i, _ in pts]
+        ys = [r["score"] for _, r in pts]
+        err = [1.959963984540054 * (r["se"] or 0.0) for _, r in pts]
+        ax.errorbar(
+            xs,
+            ys,
+            yerr=err,
+            fmt="o",
+            ms=4,
+            color=colour,
+            ecolor=colour,
+            alpha=0.85,
+            capsize=2,
+            label=f"{label} (95% interval)",
+        )
+        if is_anchor:
+            for i, r in pts:
+                ax.annotate(
+                    r["known_grade"] or "?",
+                    (i, r["score"]),
+                    xytext=(4, 4),
+                    textcoords="offset points",
+                    color=colour,
+                    fontsize=9,
+                    fontweight="bold",
+                )
+    for b in grades.get("boundaries", []):
+        ax.axhline(b["score"], color="#888888", lw=0.8, ls="--")
+        ax.annotate(
+            f"{b['lower']}|{b['upper']}",
+            (1.0, b["score"]),
+            xycoords=("axes fraction", "data"),
+            xytext=(-4, 2),
+            textcoords="offset points",
+            ha="right",
+            fontsize=8,
+            color="#555555",
+        )
+    ax.set_xlabel("rank (1 = highest score)")
+    ax.set_ylabel("Bradley-Terry score (logit)")
+    ax.set_title(
+        "Scores with 95% intervals" + (" and grade boundaries" if grades.get("boundaries") else "")
+    )
+    if len(rows) <= _LABEL_LIMIT:
+        ax.set_xticks(range(len(rows)), [r["essay_id"] for r in rows], rotation=90, fontsize=7)
+    else:
+        ax.set_xticks(range(0, len(rows), max(1, len(rows) // 20)))
+    ax.legend(loc="upper right", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def positions_plot(fairness: dict[str, Any]) -> str | None:
+    """A and B counts per node: A above the axis, B below, so imbalance stands out."""
+    nodes = fairness["nodes"]
+    if not nodes:
+        return None
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    ax = fig.add_subplot()
+    xs = list(range(len(nodes)))
+    a = [n["a_count"] for n in nodes]
+    b = [n["b_count"] for n in nodes]
+    ax.bar(xs, a, 0.8, color=_A_COLOUR, label="position A")
+    ax.bar(xs, [-v for v in b], 0.8, color=_B_COLOUR, label="position B")
+    ax.plot(xs, [x - y for x, y in zip(a, b, strict=True)], "k_", ms=8, label="A − B")
+    ax.axhline(0, color="black", lw=0.8)
+    if len(nodes) <= _LABEL_LIMIT:
+        ax.set_xticks(xs, [n["essay_id"] for n in nodes], rotation=90, fontsize=7)
+    ax.set_xlabel("node")
+    ax.set_ylabel("comparisons (B shown below 0)")
+    ax.set_title(f"Positions per node (largest skew {fairness['max_skew']:.3f})")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def convergence_plot(coverage: dict[str, Any]) -> str | None:
+    """Largest score change and SSR after each wave."""
+    waves = coverage["waves"]
+    if not waves:
+        return None
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    xs = [w["wave"] for w in waves]
+    change = [w["max_score_change"] for w in waves]
+    pts = [(x, c) for x, c in zip(xs, change, strict=True) if c is not None and math.isfinite(c)]
+    if pts:
+        left.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, color=_STUDENT)
+    threshold = coverage.get("score_stability_threshold")
+    if threshold:
+        left.axhline(threshold, color="#aa3333", ls="--", lw=0.8, label="stability threshold")
+        left.legend(fontsize=8)
+    left.set_xlabel("wave")
+    left.set_ylabel("largest score change")
+    left.set_title("Largest score change per wave")
+    left.grid(alpha=0.3)
+    ssr = [w["ssr"] for w in waves]
+    pts = [(x, s) for x, s in zip(xs, ssr, strict=True) if s is not None and math.isfinite(s)]
+    if pts:
+        right.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, color=_ANCHOR)
+        low = min(p[1] for p in pts)
+        # early waves can give very negative SSR; keep the useful range readable
+        right.set_ylim(max(low, -1.0) - 0.05, 1.02)
+    right.set_xlabel("wave")
+    right.set_ylabel("SSR")
+    right.set_title("Scale separation reliability per wave")
+    right.grid(alpha=0.3)
+    return _png(fig)
+
+
+def degrees_plot(coverage: dict[str, Any]) -> str | None:
+    """How many nodes took part in how many comparisons."""
+    dist = coverage["degree_distribution"]
+    if not dist:
+        return None
+    fig = Figure(figsize=(8, 3.5), layout="constrained")
+    ax = fig.add_subplot()
+    xs = [d["comparisons"] for d in dist]
+    ax.bar(xs, [d["nodes"] for d in dist], width=0.8, color=_STUDENT)
+    ax.set_xlim(min(xs) - 2, max(xs) + 2)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("successful comparisons of a node")
+    ax.set_ylabel("nodes")
+    ax.set_title(f"Degree distribution ({coverage['component_count']} connected component(s))")
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+# ---------------------------------------------------------------- HTML pieces
+
+
+def _cell(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, list | tuple):
+        return ", ".join(_cell(v, digits) for v in value)
+    return str(value)
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+Column = tuple[str, str, Callable[[dict[str, Any]], Any]]
+
+
+def _table(table_id: str, columns: Sequence[Column], rows: Sequence[dict[str, Any]]) -> str:
+    """A sortable table; numbers are right-aligned and sort numerically."""
+    head = "".join(f'<th scope="col">{html.escape(label)}</th>' for _, label, _ in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for _, _, get in columns:
+            value = get(row)
+            num = isinstance(value, int | float) and not isinstance(value, bool)
+            attr = f' data-v="{value}" class="num"' if num and math.isfinite(value) else ""
+            cells.append(f"<td{attr}>{html.escape(_cell(value))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    if not rows:
+        body.append(f'<tr><td colspan="{len(columns)}">no rows</td></tr>')
+    return (
+        f'<table id="{table_id}" class="sortable"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def _facts(items: Sequence[tuple[str, Any]]) -> str:
+    rows = "".join(
+        f"<tr><th scope='row'>{html.escape(k)}</th><td>{html.escape(_cell(v))}</td></tr>"
+        for k, v in items
+    )
+    return f'<table class="facts">{rows}</table>'
+
+
+def _figure(uri: str | None, alt: str, caption: str) -> str:
+    if uri is None:
+        return f'<p class="empty">No data to plot: {html.escape(alt)}.</p>'
+    return (
+        f'<figure><img src="{uri}" alt="{html.escape(alt)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _section(section_id: str, title: str, body: str) -> str:
+    return f'<section id="{section_id}"><h2>{html.escape(title)}</h2>{body}</section>'
+
+
+def _summary_section(s: dict[str, Any]) -> str:
+    share = s.get("position_a_share") or {}
+    grades = s.get("grades") or {}
+    items: list[tuple[str, Any]] = [
+        ("batch", s["batch_id"] + (f" ({s['batch_name']})" if s.get("batch_name") else "")),
+        ("status", s["status"]),
+        ("stop reason", s["stop_reason"]),
+        ("judge", f"{s['judge']} ({s.get('model') or '-'})"),
+        ("students / anchors", f"{s['students']} / {s['anchors']}"),
+        ("calls", f"{s['calls_sent']} sent of {s['total_budget']} budget"),
+        (
+            "comparisons",
+            f"{s['successful_comparisons']} successful, {s['failed_comparisons']} failed"
+            + (f", success rate {s['success_rate']:.3f}" if s["success_rate"] is not None else ""),
+        ),
+        (
+            "coverage",
+            f"{s['successful_pairs_count']} of {s['max_possible_pairs']} pairs; "
+            f"{s['resampling_pass_count']} resampling pass(es); {s['waves']} waves",
+        ),
+        ("SSR", s.get("ssr")),
+        ("largest A/B skew", s.get("max_skew")),
+    ]
+    if share and share.get("share") is not None and math.isfinite(share["share"]):
+        items.append(
+            (
+                "A won",
+                f"{share['share']:.1%} (95% CI {share['low']:.1%} to {share['high']:.1%})",
+            )
+        )
+    if s.get("order_effect") is not None:
+        items.append(("order effect", f"{s['order_effect']:.3f} ± {s['order_effect_se']:.3f}"))
+    if grades.get("projected"):
+        items.append(("grades", "  ".join(f"{g}: {c}" for g, c in grades["distribution"].items())))
+    elif grades.get("deferred_reason"):
+        items.append(("grades", f"deferred: {grades['deferred_reason']}"))
+    items.append(("tokens", f"{s['tokens_in']:,} in / {s['tokens_out']:,} out"))
+    return _section("summary", "Summary", _facts(items))
+
+
+def _ranking_section(r: dict[str, Any]) -> str:
+    cols: list[Column] = [
+        ("rank", "rank", lambda x: x["rank"]),
+        ("essay", "essay", lambda x: x["essay_id"]),
+        ("anchor", "anchor grade", lambda x: x["known_grade"] if x["is_anchor"] else None),
+        ("projected", "projected grade", lambda x: x["projected_grade"]),
+        ("score", "score", lambda x: x["score"]),
+        ("se", "SE", lambda x: x["se"]),
+        ("low", "95% low", lambda x: x["ci95_low"]),
+        ("high", "95% high", lambda x: x["ci95_high"]),
+        ("n", "comparisons", lambda x: x["comparisons"]),
+        ("wins", "wins", lambda x: x["wins"]),
+        ("infit", "infit", lambda x: x["infit"]),
+        ("outfit", "outfit", lambda x: x["outfit"]),
+        ("misfit", "misfit", lambda x: x["misfit"]),
+    ]
+    head = _facts(
+        [
+            ("SSR", r["ssr"]),
+            ("misfit threshold (infit or outfit)", r["misfit_threshold"]),
+            ("misfits", ", ".join(r["misfits"]) or "none"),
+        ]
+    )
+    return _section("ranking", "Ranking", head + _table("ranking-table", cols, r["rows"]))
+
+
+def _probability(grade: str) -> Callable[[dict[str, Any]], Any]:
+    def get(row: dict[str, Any]) -> Any:
+        return row["probabilities"].get(grade)
+
+    return get
+
+
+def _grades_section(g: dict[str, Any]) -> str:
+    facts: list[tuple[str, Any]] = [
+        ("assignment", f"{g['assignment_id'] or '-'} (scale {g['grade_scale'] or '-'})"),
+    ]
+    if g["deferred_reason"]:
+        facts.append(("projection", f"deferred: {g['deferred_reason']}"))
+    else:
+        facts.append(("distribution", "  ".join(f"{k}: {v}" for k, v in g["distribution"].items())))
+    facts += [(f"boundary {b['lower']}|{b['upper']}", b["score"]) for b in g["boundaries"]]
+    facts += [("anchor warning", w) for w in g["warnings"]]
+    body = _facts(facts)
+    if g["anchors"]:
+        anchor_cols: list[Column] = [
+            ("essay", "anchor", lambda x: x["essay_id"]),
+            ("grade", "known grade", lambda x: x["grade"]),
+            ("score", "score", lambda x: x["score"]),
+            ("se", "SE", lambda x: x["se"]),
+            ("fitted", "fitted index", lambda x: x["fitted_index"]),
+            ("band", "band", lambda x: x["band"]),
+        ]
+        body += "<h3>Anchor calibration</h3>" + _table("anchors-table", anchor_cols, g["anchors"])
+    if g["students"]:
+        student_cols: list[Column] = [
+            ("essay", "essay", lambda x: x["essay_id"]),
+            ("score", "score", lambda x: x["score"]),
+            ("se", "SE", lambda x: x["se"]),
+            ("grade", "grade", lambda x: x["projected_grade"]),
+            ("confidence", "confidence", lambda x: x["confidence"]),
+            ("expected", "expected grade", lambda x: x["expected_grade"]),
+            ("index", "expected index", lambda x: x["expected_index"]),
+        ]
+        student_cols += [
+            (f"p_{grade}", f"P({grade})", _probability(grade)) for grade in g["grades"]
+        ]
+        body += "<h3>Students</h3>" + _table("grades-table", student_cols, g["students"])
+    return _section("grades", "Grades", body)
+
+
+def _fairness_section(f: dict[str, Any]) -> str:
+    ci = f["position_a_ci95"]
+    facts: list[tuple[str, Any]] = [
+        ("comparisons", f["comparisons"]),
+        ("largest skew", f["max_skew"]),
+        ("mean skew", f["mean_skew"]),
+        ("never in A", ", ".join(f["never_in_a"]) or "none"),
+        ("never in B", ", ".join(f["never_in_b"]) or "none"),
+        (
+            "missing complement",
+            "; ".join("–".join(m["essays"]) for m in f["missing_complement"]) or "none",
+        ),
+        ("flip rate", f"{_cell(f['flip_rate'])} over {f['flip_edges']} edge(s)"),
+        (
+            "A won",
+            f"{_pct(f['position_a_share'])} (95% CI {_pct(ci[0])} to {_pct(ci[1])})" if ci else "–",
+        ),
+        ("order effect", f"{_cell(f['order_effect'])} ± {_cell(f['order_effect_se'])}"),
+    ]
+    cols: list[Column] = [
+        ("essay", "essay", lambda x: x["essay_id"]),
+        ("anchor", "anchor", lambda x: x["is_anchor"]),
+        ("a", "A", lambda x: x["a_count"]),
+        ("b", "B", lambda x: x["b_count"]),
+        ("n", "comparisons", lambda x: x["comparisons"]),
+        ("skew", "skew", lambda x: x["skew"]),
+    ]
+    return _section(
+        "fairness", "Fairness", _facts(facts) + _table("fairness-table", cols, f["nodes"])
+    )
+
+
+def _coverage_section(c: dict[str, Any]) -> str:
+    per_node = c["comparisons_per_node"]
+    facts: list[tuple[str, Any]] = [
+        (
+            "pairs",
+            f"{c['successful_pairs_count']} of {c['max_possible_pairs']} "
+            f"({_pct(c['coverage_fraction'])}); complete: {_cell(c['unique_coverage_complete'])}",
+        ),
+        (
+            "resampling passes",
+            f"{c['resampling_pass_count']} (cap {_cell(c['resampling_pass_cap'])})",
+        ),
+        ("calls", f"{c['calls_sent']} sent of {c['total_budget']} budget"),
+        (
+            "comparisons per node",
+            f"min {per_node['min']}, median {per_node['median']}, max {per_node['max']}",
+        ),
+        ("connected components", c["component_count"]),
+        ("stop reason", c["stop_reason"]),
+    ]
+    facts += [
+        (
+            f"failures: {kind}",
+            f"{v['attempts']} ({v['retried']} retried, {v['failed']} failed, {v['lost']} lost)",
+        )
+        for kind, v in c["failures_by_kind"].items()
+    ]
+    cols: list[Column] = [
+        ("wave", "wave", lambda x: x["wave"]),
+        ("mode", "mode", lambda x: x["mode"]),
+        ("size", "size", lambda x: x["size"]),
+        ("ok", "successes", lambda x: x["successes"]),
+        ("calls", "calls sent (total)", lambda x: x["calls_sent"]),
+        ("change", "largest change", lambda x: x["max_score_change"]),
+        ("ssr", "SSR", lambda x: x["ssr"]),
+        ("decision", "decision", lambda x: x["decision"]),
+        ("reason", "reason", lambda x: x["reason"]),
+    ]
+    return _section("coverage", "Coverage", _facts(facts) + _table("waves-table", cols, c["waves"]))
+
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;
+max-width:1180px;padding:1rem 1.5rem;color:#1d1d1f;background:#fff}
+h1{font-size:1.5rem;margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem}
+nav a{margin-right:.8rem}section{margin:1.5rem 0}figure{margin:0}
+img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:.85rem;color:#555}
+table{border-collapse:collapse;margin:.6rem 0;font-size:.85rem}
+th,td{border:1px solid #ddd;padding:.2rem .5rem;text-align:left}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+table.sortable th{cursor:pointer;background:#f4f4f6}
+table.facts th{background:#f4f4f6;width:16rem}.empty{color:#777}
+.meta{color:#666;font-size:.85rem}
+"""
+
+_SCRIPT = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  table.querySelectorAll("th").forEach(function (th, col) {
+    th.addEventListener("click", function () {
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      var asc = th.getAttribute("data-asc") !== "1";
+      th.setAttribute("data-asc", asc ? "1" : "0");
+      rows.sort(function (a, b) {
+        var x = a.cells[col], y = b.cells[col];
+        if (!x || !y) { return 0; }
+        var xv = x.getAttribute("data-v"), yv = y.getAttribute("data-v");
+        var r = (xv !== null && yv !== null) ? parseFloat(xv) - parseFloat(yv)
+          : x.textContent.localeCompare(y.textContent);
+        return asc ? r : -r;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
+
+
+def render_html(
+    summary: dict[str, Any],
+    ranking: dict[str, Any],
+    grades: dict[str, Any],
+    fairness: dict[str, Any],
+    coverage: dict[str, Any],
+) -> str:
+    """The page from already built reports (pure: no store access)."""
+    title = f"cj-runner report: batch {summary['batch_id']}" + (
+        f" ({summary['batch_name']})" if summary.get("batch_name") else ""
+    )
+    nav = "".join(f'<a href="#{s}">{s}</a>' for s in SECTION_IDS)
+    sections = [
+        _summary_section(summary),
+        _section(
+            "scores",
+            "Scores",
+            _figure(
+                scores_plot(ranking, grades),
+                "scores with 95% intervals",
+                "Each point is a node's Bradley-Terry score with its 95% interval "
+                "(score ± 1.96 SE); anchors are labelled with their known grade; dashed lines "
+                "are the grade boundaries of the anchor calibration.",
+            ),
+        ),
+        _section(
+            "positions",
+            "Positions (A/B)",
+            _figure(
+                positions_plot(fairness),
+                "A and B counts per node",
+                "How often each node was shown first (A) and second (B).",
+            ),
+        ),
+        _section(
+            "convergence",
+            "Convergence",
+            _figure(
+                convergence_plot(coverage),
+                "largest score change and SSR per wave",
+                "Largest change of any node's score since the previous wave (the stability "
+                "rule) and the scale separation reliability after each wave (its axis stops "
+                "at -1: early waves can be far below).",
+            ),
+        ),
+        _section(
+            "degrees",
+            "Comparisons per node",
+            _figure(
+                degrees_plot(coverage),
+                "degree distribution of the comparison graph",
+                "Number of nodes by number of successful comparisons.",
+            ),
+        ),
+        _ranking_section(ranking),
+        _grades_section(grades),
+        _fairness_section(fairness),
+        _coverage_section(coverage),
+    ]
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
+        f"<header><h1>{html.escape(title)}</h1>"
+        f'<p class="meta">status {html.escape(str(summary["status"]))}, stop reason '
+        f"{html.escape(str(summary['stop_reason']))}; cj-runner {html.escape(__version__)}</p>"
+        f"<nav>{nav}</nav></header><main>"
+        + "\n".join(sections)
+        + f"</main><script>{_SCRIPT}</script></body></html>\n"
+    )
+
+
+async def build_html(store: Store, batch_ref: str) -> str:
+    """Load the batch named by id or name and render its HTML report."""
+    data = await load_batch_data(store, batch_ref)
+    summary = await build_summary(store, data.batch.id)
+    return render_html(
+        summary,
+        ranking_report(data),
+        grades_report(data),
+        fairness_report(data),
+        coverage_report(data),
+    )
