@@ -1,8 +1,12 @@
-"""Shared fixtures: real SQLite files in a temp folder, the repository's example data."""
+"""Shared fixtures: real SQLite files in a temp folder, the repository's example data, and
+``db_url``: the same test on SQLite and (when a server is given) PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,5 +25,59 @@ def db_path(tmp_path: Path) -> Path:
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never see the developer's CJ_* settings or API keys."""
     for name in list(os.environ):
-        if name.startswith("CJ_") and name != "CJ_TEST_POSTGRES_URL":
+        if name.startswith("CJ_") and not name.startswith("CJ_TEST_"):
             monkeypatch.delenv(name, raising=False)
+
+
+# ---------------------------------------------------------------- databases: SQLite and PostgreSQL
+
+POSTGRES_URL_ENV = "CJ_TEST_POSTGRES_URL"
+
+
+def postgres_base_url() -> str | None:
+    """The server given by ``CJ_TEST_POSTGRES_URL`` (``.ci/services.d/postgres.sh``)."""
+    return os.environ.get(POSTGRES_URL_ENV) or None
+
+
+async def _postgres_admin(base_url: str, sql: str) -> None:
+    import asyncpg  # type: ignore[import-untyped]
+    from sqlalchemy.engine import make_url
+
+    url = make_url(base_url)
+    conn = await asyncpg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database=url.database or "postgres",
+    )
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database for ``--db``, once per backend: a SQLite file path, and
+    (only when ``CJ_TEST_POSTGRES_URL`` is set, else skipped) a new PostgreSQL database
+    on that server, dropped after the test."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "cj.db")
+        return
+    base = postgres_base_url()
+    if base is None:
+        pytest.skip(f"{POSTGRES_URL_ENV} is not set (.ci/services.d/postgres.sh start)")
+    from sqlalchemy.engine import make_url
+
+    name = f"cj_test_{uuid.uuid4().hex[:16]}"
+    asyncio.run(_postgres_admin(base, f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_postgres_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

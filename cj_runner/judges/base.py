@@ -72,6 +72,10 @@ class Judge(Protocol):
 
     ``judge`` returns a :class:`Verdict` or raises a
     :class:`cj_runner.errors.JudgeError` subclass; it never retries by itself.
+
+    A judge may also define ``cache_identity`` (str): the name its answers are cached
+    under (default: ``model``). The mock uses its whole behaviour, so two differently
+    configured mocks never share answers.
     """
 
     name: str

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
 import random
 import re
@@ -169,6 +170,17 @@ def raise_for_mock_error(kind: str) -> None:
     raise ValueError(f"unknown mock error kind {kind!r}")
 
 
+def mock_fingerprint(config: JudgeConfig) -> str:
+    """A short hash of everything that shapes a mock's answers (not its name, prices or
+    latency): two mocks share cached answers only when they would answer alike."""
+    behaviour = config.model_dump(
+        mode="json",
+        exclude={"name", "latency", "price_input_per_mtok", "price_output_per_mtok"},
+    )
+    blob = json.dumps(behaviour, sort_keys=True).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
 class MockJudge:
     """A deterministic judge without network, configured by a ``kind: mock`` profile."""
 
@@ -183,6 +195,7 @@ class MockJudge:
         self.name = config.name
         self.model = config.model
         self.prompt_hash = template.hash
+        self.cache_identity = f"{config.model}+mock:{mock_fingerprint(config)}"
         self.price_input_per_mtok = config.price_input_per_mtok
         self.price_output_per_mtok = config.price_output_per_mtok
         self._template = template

@@ -211,3 +211,25 @@ def test_the_api_key_is_never_written_anywhere(
     for path in [*tmp_path.rglob("*")]:
         if path.is_file():
             assert PLANTED_KEY.encode() not in path.read_bytes(), path
+
+
+def test_differently_configured_mocks_never_share_cached_answers(tmp_path: Path) -> None:
+    db = tmp_path / "cj.db"
+    args = ["--inventory", str(LOWER5), "--profile", "mock_lower5"]
+    first = execute(db, args)
+    assert first["status"] == "COMPLETED" and first["cache_hits"] == 0
+    again = execute(db, args)
+    assert again["cache_hits"] == 40  # the same mock: answers are reused
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        yaml.safe_dump(
+            {
+                "settings": {"MAX_PAIRWISE_COMPARISONS": 20, "USE_ANCHORS": False},
+                "judge": {"kind": "mock", "model": "mock-judge-1", "errors": {"refused": 1.0}},
+            }
+        ),
+        encoding="utf-8",
+    )
+    s = execute(db, ["--inventory", str(LOWER5), "--profile", str(broken)])
+    assert s["cache_hits"] == 0
+    assert s["status"] == "FAILED" and s["stop_reason"] == "success_rate"
