@@ -1,0 +1,298 @@
+"""Grade projection: anchors with known grades calibrate the Bradley-Terry scale (spec §8).
+
+1. **Calibration.** Anchor grade indices (0 = lowest grade) are fitted as a non-decreasing
+   function of anchor score by isotonic regression (pool-adjacent-violators; Barlow et al.
+   1972, ``scipy.optimize.isotonic_regression``). Between anchors the fitted index is
+   interpolated linearly, so it is a continuous, non-decreasing curve ``f(score)``.
+2. **Boundaries.** The boundary between grade ``k`` and ``k + 1`` is the score where ``f``
+   reaches ``k + 0.5`` (the middle of a flat stretch if ``f`` equals ``k + 0.5`` on one). With
+   one anchor per grade it is the midpoint between the two anchors' scores. Outside the range
+   of the anchors (grades above the best or below the worst anchor) boundaries continue at the
+   mean spacing of the calibration: ``(max anchor score - min anchor score) / (f_max - f_min)``
+   score units per grade.
+3. **Probabilities.** A student with score ``s`` and standard error ``se`` has
+   ``P_k = Phi((b_k - s) / se) - Phi((b_{k-1} - s) / se)`` of lying in grade ``k``'s band
+   (``b_{-1} = -inf``, ``b_{K-1} = +inf``); these are multiplied by the scale's prior
+   probabilities (uniform when none are given) and normalised. The projected grade is the
+   most probable one, its probability the confidence, and ``sum_k k * P_k`` the expected
+   grade index. Uncertainty of the boundaries themselves is not propagated.
+4. **Anchor health.** Two anchors are discordant when the one with the lower known grade has
+   the higher score; each discordant pair is reported as a warning.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.optimize
+import scipy.special
+from numpy.typing import ArrayLike, NDArray
+
+from cj_runner.core.models import GradeScale
+
+FloatArray = NDArray[np.float64]
+
+DEFERRED_TOO_FEW_GRADES = "fewer than two distinct anchor grades"
+DEFERRED_NOT_CONNECTED = "anchors not connected to the students"
+DEFERRED_NO_ORDER = "anchor scores do not increase with their grades (the isotonic fit is flat)"
+
+_MAX_WARNINGS = 20
+_MIN_SE = 1e-12
+
+
+@dataclass(frozen=True)
+class StudentProjection:
+    """Projected grade of one student node."""
+
+    node: int
+    grade: str
+    confidence: float
+    probabilities: dict[str, float]
+    expected_index: float
+
+
+@dataclass(frozen=True)
+class AnchorCalibration:
+    """An anchor's known grade, its score and its grade index on the isotonic fit."""
+
+    node: int
+    grade: str
+    score: float
+    fitted_index: float
+
+
+@dataclass(frozen=True)
+class ProjectionResult:
+    """Outcome of :func:`project_grades`.
+
+    ``deferred_reason`` is ``None`` when grades were projected; otherwise it says why not, and
+    ``boundaries`` and ``students`` are empty. ``boundaries`` maps ``"lower|upper"`` grade
+    names to the score between them, lowest first.
+    """
+
+    deferred_reason: str | None
+    boundaries: dict[str, float]
+    students: list[StudentProjection]
+    anchors: list[AnchorCalibration]
+    warnings: list[str]
+
+
+def _priors(scale: GradeScale) -> FloatArray:
+    k = len(scale.grades)
+    if scale.priors is None:
+        return np.full(k, 1.0 / k)
+    priors = np.asarray(scale.priors, dtype=np.float64)
+    if priors.shape != (k,) or not np.all(np.isfinite(priors)) or np.any(priors < 0):
+        raise ValueError(f"grade scale {scale.name!r}: priors must be one value >= 0 per grade")
+    total = float(priors.sum())
+    if total <= 0:
+        raise ValueError(f"grade scale {scale.name!r}: priors must not all be zero")
+    return np.asarray(priors / total, dtype=np.float64)
+
+
+def calibrate(
+    anchor_scores: ArrayLike, anchor_indices: ArrayLike, n_grades: int
+) -> tuple[FloatArray, FloatArray] | None:
+    """Isotonic calibration of grade index on score, and the grade boundaries.
+
+    Args:
+        anchor_scores: anchor scores.
+        anchor_indices: their known grade indices (0 = lowest).
+        n_grades: number of grades on the scale.
+
+    Returns:
+        ``(fitted, boundaries)``: the isotonic fitted index of each anchor (input order) and
+        the ``n_grades - 1`` boundary scores, lowest first (rule in the module docstring);
+        ``None`` when the fit is flat (no increase of grade with score, or fewer than two
+        anchors).
+    """
+    x_in = np.asarray(anchor_scores, dtype=np.float64)
+    g_in = np.asarray(anchor_indices, dtype=np.float64)
+    if x_in.ndim != 1 or x_in.shape != g_in.shape:
+        raise ValueError("anchor_scores and anchor_indices must be vectors of the same length")
+    if x_in.size < 2:
+        return None
+    order = np.lexsort((g_in, x_in))  # by score; ties by grade, so ties never contradict
+    x = x_in[order]
+    f = np.asarray(scipy.optimize.isotonic_regression(g_in[order]).x, dtype=np.float64)
+    fitted = np.empty_like(f)
+    fitted[order] = f
+    if f[-1] <= f[0]:
+        return None
+    spacing = (x[-1] - x[0]) / (f[-1] - f[0])
+    boundaries = np.empty(n_grades - 1)
+    for k in range(n_grades - 1):
+        t = k + 0.5
+        if t < f[0]:
+            boundaries[k] = x[0] - (f[0] - t) * spacing
+            continue
+        if t > f[-1]:
+            boundaries[k] = x[-1] + (t - f[-1]) * spacing
+            continue
+        j = int(np.searchsorted(f, t, side="left"))  # first f >= t
+        low = x[j] if f[j] == t else _interpolate(x, f, j - 1, t)
+        j = int(np.searchsorted(f, t, side="right")) - 1  # last f <= t
+        high = x[j] if f[j] == t else _interpolate(x, f, j, t)
+        boundaries[k] = 0.5 * (low + high)
+    return fitted, boundaries
+
+
+def _interpolate(x: FloatArray, f: FloatArray, j: int, t: float) -> float:
+    """Score where the segment from point ``j`` to ``j + 1`` reaches ``t``."""
+    return float(x[j] + (t - f[j]) / (f[j + 1] - f[j]) * (x[j + 1] - x[j]))
+
+
+def grade_probabilities(
+    scores: ArrayLike, se: ArrayLike, boundaries: ArrayLike, priors: ArrayLike
+) -> FloatArray:
+    """Probability of each grade for each student (rule 3 of the module docstring).
+
+    Args:
+        scores: student scores.
+        se: their standard errors (0 means known exactly).
+        boundaries: the ``K - 1`` boundary scores, non-decreasing.
+        priors: ``K`` prior grade probabilities (need not be normalised).
+
+    Returns:
+        An array of shape ``(len(scores), K)`` whose rows sum to 1.
+    """
+    mu = np.asarray(scores, dtype=np.float64)[:, None]
+    sigma = np.maximum(np.asarray(se, dtype=np.float64), _MIN_SE)[:, None]
+    cuts = np.asarray(boundaries, dtype=np.float64)
+    prior = np.asarray(priors, dtype=np.float64)
+    edges = np.concatenate([[-np.inf], cuts, [np.inf]])
+    z = (edges[None, :] - mu) / sigma
+    lower, upper = z[:, :-1], z[:, 1:]
+    # Differences of upper-tail probabilities keep precision for bands far above the score.
+    upper_tail = lower > 0
+    band = np.where(
+        upper_tail,
+        scipy.special.ndtr(-lower) - scipy.special.ndtr(-upper),
+        scipy.special.ndtr(upper) - scipy.special.ndtr(lower),
+    )
+    weighted = np.maximum(band, 0.0) * prior[None, :]
+    total = weighted.sum(axis=1, keepdims=True)
+    lost = total[:, 0] <= 0  # every allowed band underflowed: take the nearest allowed one
+    if np.any(lost):
+        distance = np.maximum(edges[None, :-1] - mu, 0.0) + np.maximum(mu - edges[None, 1:], 0.0)
+        distance = np.where(prior[None, :] > 0, distance, np.inf)
+        nearest = np.argmin(distance[lost], axis=1)
+        weighted[lost] = 0.0
+        weighted[np.flatnonzero(lost), nearest] = 1.0
+        total[lost] = 1.0
+    return np.asarray(weighted / total, dtype=np.float64)
+
+
+def _health_warnings(
+    nodes: Sequence[int], grades: Sequence[str], idx: FloatArray, x: FloatArray, se: FloatArray
+) -> list[str]:
+    lower, higher = np.nonzero((idx[:, None] < idx[None, :]) & (x[:, None] > x[None, :]))
+    pairs = sorted(
+        zip(lower.tolist(), higher.tolist(), strict=True),
+        key=lambda p: -(x[p[0]] - x[p[1]]) / math.hypot(se[p[0]], se[p[1]], _MIN_SE),
+    )
+    warnings = []
+    for i, j in pairs[:_MAX_WARNINGS]:
+        gap = (x[i] - x[j]) / math.hypot(se[i], se[j], _MIN_SE)
+        warnings.append(
+            f"anchor node {nodes[i]} (grade {grades[i]}, score {x[i]:.2f}) scored above "
+            f"anchor node {nodes[j]} (grade {grades[j]}, score {x[j]:.2f}): "
+            f"{gap:.1f} standard errors the wrong way round"
+        )
+    if len(pairs) > _MAX_WARNINGS:
+        warnings.append(f"... and {len(pairs) - _MAX_WARNINGS} more discordant anchor pairs")
+    return warnings
+
+
+def project_grades(
+    scores: ArrayLike,
+    se: ArrayLike,
+    anchor_nodes: Sequence[int],
+    anchor_grades: Sequence[str],
+    student_nodes: Sequence[int],
+    scale: GradeScale,
+    *,
+    connected: bool = True,
+) -> ProjectionResult:
+    """Project grades for the students from the anchors' scores and known grades (spec §8).
+
+    The method (isotonic calibration, boundary rule, normal probabilities combined with the
+    scale's priors, anchor health check) is described in this module's docstring.
+
+    Args:
+        scores: Bradley-Terry scores of all nodes of the batch.
+        se: their standard errors.
+        anchor_nodes: node indices of the anchors.
+        anchor_grades: the anchors' known grades (names on ``scale``).
+        student_nodes: node indices of the students to grade.
+        scale: the grade scale (grades lowest first, optional priors).
+        connected: whether the comparison graph links the anchors to the students (the
+            caller checks the graph); ``False`` defers the projection.
+
+    Returns:
+        A :class:`ProjectionResult`; deferred, with a reason, when fewer than two distinct
+        anchor grades exist, the anchors are not connected to the students, or the anchor
+        scores do not increase with their grades at all.
+
+    Raises:
+        ValueError: an unknown grade, a node index out of range, a node that is both anchor
+            and student, mismatched lengths, non-finite scores or standard errors.
+    """
+    theta = np.asarray(scores, dtype=np.float64)
+    errors = np.asarray(se, dtype=np.float64)
+    n = theta.size
+    if theta.ndim != 1 or errors.shape != theta.shape:
+        raise ValueError("scores and se must be vectors of the same length")
+    if len(anchor_nodes) != len(anchor_grades):
+        raise ValueError("anchor_nodes and anchor_grades must have the same length")
+    unknown = sorted(set(anchor_grades) - set(scale.grades))
+    if unknown:
+        raise ValueError(f"grade(s) {unknown} are not on the grade scale {scale.name!r}")
+    anchors = [int(i) for i in anchor_nodes]
+    students = [int(i) for i in student_nodes]
+    for i in (*anchors, *students):
+        if not 0 <= i < n:
+            raise ValueError(f"node index {i} is outside 0..{n - 1}")
+    if set(anchors) & set(students):
+        raise ValueError("a node cannot be both an anchor and a student")
+    used = np.array(anchors + students, dtype=np.intp)
+    if not (np.all(np.isfinite(theta[used])) and np.all(np.isfinite(errors[used]))):
+        raise ValueError("scores and standard errors must be finite")
+    priors = _priors(scale)
+
+    if len(set(anchor_grades)) < 2:
+        return ProjectionResult(DEFERRED_TOO_FEW_GRADES, {}, [], [], [])
+    if not connected:
+        return ProjectionResult(DEFERRED_NOT_CONNECTED, {}, [], [], [])
+
+    a_idx = np.array([scale.index(g) for g in anchor_grades], dtype=np.float64)
+    a_x = theta[anchors]
+    warnings = _health_warnings(anchors, list(anchor_grades), a_idx, a_x, errors[anchors])
+    calibration = calibrate(a_x, a_idx, len(scale.grades))
+    if calibration is None:
+        return ProjectionResult(DEFERRED_NO_ORDER, {}, [], [], warnings)
+    fitted, cuts = calibration
+    anchor_rows = [
+        AnchorCalibration(node=i, grade=g, score=float(x), fitted_index=float(f))
+        for i, g, x, f in zip(anchors, anchor_grades, a_x, fitted, strict=True)
+    ]
+    grades = scale.grades
+    boundaries = {f"{grades[k]}|{grades[k + 1]}": float(cuts[k]) for k in range(len(grades) - 1)}
+    probs = grade_probabilities(theta[students], errors[students], cuts, priors)
+    ks = np.arange(len(grades), dtype=np.float64)
+    rows = []
+    for node, p in zip(students, probs, strict=True):
+        best = int(np.argmax(p))
+        rows.append(
+            StudentProjection(
+                node=node,
+                grade=grades[best],
+                confidence=float(p[best]),
+                probabilities={g: float(v) for g, v in zip(grades, p, strict=True)},
+                expected_index=float(p @ ks),
+            )
+        )
+    return ProjectionResult(None, boundaries, rows, anchor_rows, warnings)

@@ -1,0 +1,271 @@
+"""Reliability and fit statistics of a Bradley-Terry scale.
+
+* Scale separation reliability (SSR), the comparative-judgement analogue of Cronbach's
+  alpha (Pollitt 2012; Verhavert et al. 2018), computed as in R's ``sirt::btm``
+  (``mle.rel``) and ``eRm::SepRel``.
+* Infit and outfit mean-squares per node or per judge (Wright & Masters 1982, ch. 5), as in
+  ``sirt::btm``'s ``btm_fit`` and Pollitt's (2012) judge and essay misfit.
+* The share of comparisons won by position A, with a Wilson (1927) 95% interval.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.special
+from numpy.typing import ArrayLike, NDArray
+
+FloatArray = NDArray[np.float64]
+
+MISFIT_THRESHOLD: float = 1.3
+"""Mean-square above which a node or judge is flagged as misfitting.
+
+1.3 is the upper end of the "reasonable" mean-square range 0.7-1.3 of Wright, Linacre,
+Gustafson & Martin-Löf (1994), "Reasonable mean-square fit values", Rasch Measurement
+Transactions 8(3):370 (also Bond & Fox 2015). Values above it mean the outcomes
+involving that node are noisier than the model predicts (erratic judgements, or an essay the
+judges disagree about). Small mean-squares (overfit) are not flagged: they do no harm to the
+scale.
+"""
+
+_Z95 = 1.959963984540054  # standard normal 97.5% quantile
+
+
+def scale_separation_reliability(scores: ArrayLike, se: ArrayLike) -> float:
+    """Scale separation reliability (SSR) of a set of scores.
+
+    ``SSR = (var(scores) - mean(se^2)) / var(scores)``: the share of the observed variance
+    of the scores that is not measurement error. ``var`` is the sample variance (``n - 1``
+    denominator), as in ``sirt::btm`` (``mle.rel = 1 - mean(se^2) / var(theta)``) and
+    ``eRm::SepRel``; the CJ literature calls it SSR (Pollitt 2012; Verhavert, Bouwer,
+    Donche & De Maeyer 2019, "A meta-analysis on the reliability of comparative judgement",
+    Assessment in Education 26(5)).
+
+    Args:
+        scores: Bradley-Terry scores (logits).
+        se: their standard errors.
+
+    Returns:
+        The SSR (at most 1; it is negative when the errors exceed the spread of the scores,
+        i.e. the scale separates nothing). ``nan`` with fewer than two scores or when all
+        scores are equal.
+
+    Raises:
+        ValueError: the arrays differ in length or hold non-finite values.
+    """
+    theta = np.asarray(scores, dtype=np.float64)
+    errors = np.asarray(se, dtype=np.float64)
+    if theta.ndim != 1 or theta.shape != errors.shape:
+        raise ValueError("scores and se must be vectors of the same length")
+    if not (np.all(np.isfinite(theta)) and np.all(np.isfinite(errors))):
+        raise ValueError("scores and se must be finite")
+    if theta.size < 2:
+        return math.nan
+    observed = float(np.var(theta, ddof=1))
+    if observed == 0.0:
+        return math.nan
+    return (observed - float(np.mean(errors**2))) / observed
+
+
+def _residuals(
+    n_items: int,
+    first: ArrayLike,
+    second: ArrayLike,
+    first_won: ArrayLike,
+    scores: ArrayLike,
+    order_effect: float,
+) -> tuple[NDArray[np.intp], NDArray[np.intp], FloatArray, FloatArray]:
+    """Validated indices, squared residuals and model variances, one per comparison."""
+    a = np.asarray(first)
+    b = np.asarray(second)
+    y = np.asarray(first_won, dtype=np.float64)
+    theta = np.asarray(scores, dtype=np.float64)
+    if theta.shape != (n_items,):
+        raise ValueError("scores must hold one score per node")
+    if a.ndim != 1 or a.shape != b.shape or a.shape != y.shape:
+        raise ValueError("first, second and first_won must be vectors of the same length")
+    if a.size and (a.dtype.kind not in "iu" or b.dtype.kind not in "iu"):
+        raise ValueError("first and second must hold integer node indices")
+    a = a.astype(np.intp)
+    b = b.astype(np.intp)
+    if a.size and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= n_items):
+        raise ValueError(f"a node index is outside 0..{n_items - 1}")
+    if not np.all((y >= 0.0) & (y <= 1.0)):
+        raise ValueError("first_won must be true/false (or a share between 0 and 1)")
+    p = scipy.special.expit(theta[a] - theta[b] + order_effect)
+    variance = p * (1.0 - p)
+    # From either node's side the residual has the same square and the same variance.
+    return a, b, (y - p) ** 2, variance
+
+
+def _mean_squares(
+    groups: list[NDArray[np.intp]], size: int, squared: FloatArray, variance: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    count = np.zeros(size)
+    z2 = np.zeros(size)
+    sq = np.zeros(size)
+    var = np.zeros(size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        standardized = squared / variance
+    for index in groups:
+        count += np.bincount(index, minlength=size)
+        z2 += np.bincount(index, weights=standardized, minlength=size)
+        sq += np.bincount(index, weights=squared, minlength=size)
+        var += np.bincount(index, weights=variance, minlength=size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        outfit = np.where(count > 0, z2 / np.where(count > 0, count, 1.0), np.nan)
+        infit = np.where(count > 0, sq / np.where(var > 0, var, np.nan), np.nan)
+    return infit.astype(np.float64), outfit.astype(np.float64)
+
+
+def infit_outfit(
+    n_items: int,
+    first: ArrayLike,
+    second: ArrayLike,
+    first_won: ArrayLike,
+    scores: ArrayLike,
+    order_effect: float = 0.0,
+) -> tuple[FloatArray, FloatArray]:
+    """Infit and outfit mean-square of every node (Wright & Masters 1982).
+
+    For a comparison ``k`` with model probability ``p_k = expit(theta_A - theta_B + eta)``
+    that position A wins and outcome ``y_k``, the residual is ``y_k - p_k`` and its model
+    variance ``W_k = p_k (1 - p_k)`` (the same, up to sign, from either node's side). Over
+    the comparisons ``k`` a node took part in:
+
+    * outfit = ``mean_k (y_k - p_k)^2 / W_k`` (unweighted: sensitive to surprising outcomes
+      against far-away opponents),
+    * infit = ``sum_k (y_k - p_k)^2 / sum_k W_k`` (information-weighted).
+
+    Both have expectation 1 under the model; this is ``sirt::btm``'s ``btm_fit``.
+
+    Args:
+        n_items: number of nodes.
+        first: node in position A per comparison.
+        second: node in position B per comparison.
+        first_won: whether A won (or a share in ``[0, 1]``).
+        scores: fitted scores, one per node.
+        order_effect: the fitted position-A effect ``eta`` (0 if none was fitted).
+
+    Returns:
+        ``(infit, outfit)``, arrays of length ``n_items``; ``nan`` for a node without
+        comparisons (and outfit ``inf`` in the degenerate case of a certain outcome).
+    """
+    a, b, squared, variance = _residuals(n_items, first, second, first_won, scores, order_effect)
+    return _mean_squares([a, b], n_items, squared, variance)
+
+
+def infit_outfit_by_group(
+    n_groups: int,
+    group: ArrayLike,
+    first: ArrayLike,
+    second: ArrayLike,
+    first_won: ArrayLike,
+    scores: ArrayLike,
+    order_effect: float = 0.0,
+) -> tuple[FloatArray, FloatArray]:
+    """Infit and outfit mean-square per group of comparisons, e.g. per judge.
+
+    Same residuals as :func:`infit_outfit`, pooled over the comparisons of each group
+    (Pollitt 2012 uses judge infit to spot judges who disagree with the consensus).
+
+    Args:
+        n_groups: number of groups; ``group`` values are ``0..n_groups-1``.
+        group: the group (judge) index of each comparison.
+        first: node in position A per comparison.
+        second: node in position B per comparison.
+        first_won: whether A won (or a share in ``[0, 1]``).
+        scores: fitted scores, one per node.
+        order_effect: the fitted position-A effect ``eta``.
+
+    Returns:
+        ``(infit, outfit)`` of length ``n_groups``; ``nan`` for a group without comparisons.
+    """
+    theta = np.asarray(scores, dtype=np.float64)
+    _, _, squared, variance = _residuals(theta.size, first, second, first_won, theta, order_effect)
+    g = np.asarray(group)
+    if g.shape != squared.shape:
+        raise ValueError("group must hold one entry per comparison")
+    if g.size and (g.dtype.kind not in "iu" or g.min() < 0 or g.max() >= n_groups):
+        raise ValueError(f"group must hold integers in 0..{n_groups - 1}")
+    return _mean_squares([g.astype(np.intp)], n_groups, squared, variance)
+
+
+def flag_misfits(
+    infit: ArrayLike, outfit: ArrayLike, threshold: float = MISFIT_THRESHOLD
+) -> NDArray[np.bool_]:
+    """Which nodes (or judges) misfit: infit or outfit above ``threshold``.
+
+    Args:
+        infit: infit mean-squares.
+        outfit: outfit mean-squares.
+        threshold: flagging limit, :data:`MISFIT_THRESHOLD` by default.
+
+    Returns:
+        A boolean array; ``nan`` (no comparisons) is never flagged.
+    """
+    inf_arr = np.asarray(infit, dtype=np.float64)
+    out_arr = np.asarray(outfit, dtype=np.float64)
+    if inf_arr.shape != out_arr.shape:
+        raise ValueError("infit and outfit must have the same shape")
+    with np.errstate(invalid="ignore"):
+        return np.asarray((inf_arr > threshold) | (out_arr > threshold), dtype=np.bool_)
+
+
+@dataclass(frozen=True)
+class Proportion:
+    """A share with its Wilson 95% interval; ``share`` is ``nan`` when ``n == 0``."""
+
+    share: float
+    low: float
+    high: float
+    n: int
+
+
+def wilson_interval(successes: float, n: int) -> Proportion:
+    """Wilson (1927) score interval for a binomial share, at 95%.
+
+    ``(p + z^2/2n +/- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)`` with ``z = 1.96``; it stays
+    inside ``[0, 1]`` and behaves well for small ``n`` and shares near 0 or 1 (Brown, Cai
+    & DasGupta 2001).
+
+    Args:
+        successes: number of successes (may be fractional, e.g. half wins for ties).
+        n: number of trials.
+
+    Returns:
+        A :class:`Proportion`; with ``n == 0`` the share is ``nan`` and the interval
+        ``[0, 1]``.
+    """
+    if n < 0 or successes < 0 or successes > n:
+        raise ValueError("need 0 <= successes <= n")
+    if n == 0:
+        return Proportion(share=math.nan, low=0.0, high=1.0, n=0)
+    share = successes / n
+    z2 = _Z95 * _Z95
+    centre = (share + z2 / (2 * n)) / (1 + z2 / n)
+    half = _Z95 * math.sqrt(share * (1 - share) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    # At 0 or n successes the bound is exactly the share; clamping removes rounding.
+    low = 0.0 if successes == 0 else min(share, max(0.0, centre - half))
+    high = 1.0 if successes == n else max(share, min(1.0, centre + half))
+    return Proportion(share=share, low=low, high=high, n=n)
+
+
+def position_a_win_share(first_won: ArrayLike) -> Proportion:
+    """Share of comparisons won by position A, with a Wilson 95% interval (spec §9).
+
+    An unbiased judge gives about 0.5; an interval that excludes 0.5 is evidence of
+    position bias.
+
+    Args:
+        first_won: whether position A won, one entry per successful comparison.
+
+    Returns:
+        A :class:`Proportion` (``share`` is ``nan`` when there are no comparisons).
+    """
+    y = np.asarray(first_won, dtype=np.float64).ravel()
+    if not np.all((y >= 0.0) & (y <= 1.0)):
+        raise ValueError("first_won must be true/false (or a share between 0 and 1)")
+    return wilson_interval(float(np.sum(y)), int(y.size))
