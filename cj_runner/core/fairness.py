@@ -22,7 +22,6 @@ Definitions:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,10 +29,14 @@ import numpy as np
 import numpy.typing as npt
 
 from cj_runner.core.models import Mode, Outcome
+from cj_runner.core.reliability import wilson_interval
 
-__all__ = ["FairnessMetrics", "fairness_metrics", "nodes_above", "skew", "wilson_interval"]
+__all__ = ["FairnessMetrics", "fairness_metrics", "nodes_above", "skew"]
 
-_Z95 = 1.959963984540054
+
+def _interval(successes: int, trials: int) -> tuple[float, float]:
+    share = wilson_interval(successes, trials)
+    return (share.low, share.high)
 
 
 def skew(a_counts: npt.ArrayLike, b_counts: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -50,19 +53,6 @@ def nodes_above(skews: npt.ArrayLike, threshold: float) -> list[int]:
     """Nodes whose skew is strictly above ``threshold`` (``nan`` never is)."""
     s = np.asarray(skews, dtype=np.float64)
     return [int(i) for i in np.flatnonzero(np.nan_to_num(s, nan=-np.inf) > threshold)]
-
-
-def wilson_interval(successes: int, trials: int, z: float = _Z95) -> tuple[float, float]:
-    """Wilson score interval of a binomial share; ``(0, 1)`` for no trials."""
-    if trials <= 0:
-        return (0.0, 1.0)
-    p = successes / trials
-    denom = 1.0 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denom
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    lo = 0.0 if successes <= 0 else max(0.0, centre - half)
-    hi = 1.0 if successes >= trials else min(1.0, centre + half)
-    return (lo, hi)
 
 
 @dataclass(frozen=True)
@@ -143,5 +133,5 @@ def fairness_metrics(
         comparisons=n,
         position_a_wins=a_wins,
         position_a_share=a_wins / n if n else None,
-        position_a_ci95=wilson_interval(a_wins, n) if n else None,
+        position_a_ci95=_interval(a_wins, n) if n else None,
     )

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cj_runner.core.fairness import fairness_metrics, nodes_above, skew, wilson_interval
+from cj_runner.core.fairness import fairness_metrics, nodes_above, skew
 from cj_runner.core.models import Mode, Outcome
 
 
@@ -112,15 +112,6 @@ def test_rejects_outside_nodes() -> None:
         fairness_metrics(2, [Outcome(0, 2, "A")])
     with pytest.raises(ValueError):
         fairness_metrics(2, [Outcome(1, 1, "A")])
-
-
-def test_wilson_interval_known_values() -> None:
-    lo, hi = wilson_interval(50, 100)
-    assert lo == pytest.approx(0.4038, abs=1e-4)
-    assert hi == pytest.approx(0.5962, abs=1e-4)
-    assert wilson_interval(0, 0) == (0.0, 1.0)
-    lo, hi = wilson_interval(10, 10)
-    assert hi == pytest.approx(1.0) and lo > 0.6
 
 
 @given(
