@@ -9,7 +9,6 @@ variable that holds it.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-import cj_runner
+from cj_runner.config import available_profiles, resolve_profile_path
 from cj_runner.errors import ConfigError
 
 JudgeKind = Literal["mock", "openai_compatible", "anthropic"]
@@ -195,49 +194,10 @@ def judge_config_from_mapping(
     return config
 
 
-def profile_dirs() -> list[Path]:
-    """Folders searched for ``<name>.yaml``, in order: ``$CJ_PROFILES_DIR``, ``./profiles``,
-    the repository's ``profiles/`` next to the package."""
-    dirs: list[Path] = []
-    env_dir = os.environ.get("CJ_PROFILES_DIR")
-    if env_dir:
-        dirs.append(Path(env_dir))
-    dirs.append(Path.cwd() / "profiles")
-    dirs.append(Path(cj_runner.__file__).resolve().parents[1] / "profiles")
-    return dirs
-
-
-def _is_judge_profile(path: Path) -> bool:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return False
-    return isinstance(data, dict) and "kind" in data and "judge" not in data
-
-
 def available_judge_profiles() -> list[str]:
-    """Names of the judge profiles (YAML files with a top-level ``kind``) on the search path."""
-    names: set[str] = set()
-    for folder in profile_dirs():
-        if folder.is_dir():
-            names.update(p.stem for p in folder.glob("*.yaml") if _is_judge_profile(p))
-    return sorted(names)
-
-
-def resolve_profile_path(name_or_path: str) -> Path | None:
-    """The file a profile name or path refers to, or ``None`` when there is none."""
-    candidate = Path(name_or_path).expanduser()
-    looks_like_path = (
-        candidate.suffix in {".yaml", ".yml"} or "/" in name_or_path or "\\" in name_or_path
-    )
-    if looks_like_path:
-        return candidate if candidate.is_file() else None
-    for folder in profile_dirs():
-        for suffix in (".yaml", ".yml"):
-            path = folder / f"{name_or_path}{suffix}"
-            if path.is_file():
-                return path
-    return None
+    """Names of the judge profiles (YAML files with a top-level ``kind``) on the search path
+    of :func:`cj_runner.config.profile_dirs`."""
+    return available_profiles("judge")
 
 
 def load_judge_profile(name_or_path: str) -> JudgeConfig:
@@ -247,12 +207,13 @@ def load_judge_profile(name_or_path: str) -> JudgeConfig:
         ConfigError: the profile does not exist (the message lists the available names),
             is not valid YAML, or has an unknown or out-of-range field.
     """
-    path = resolve_profile_path(name_or_path)
-    if path is None:
+    try:
+        path = resolve_profile_path(name_or_path, "judge")
+    except ConfigError:
         available = ", ".join(available_judge_profiles()) or "none"
         raise ConfigError(
             f"unknown judge profile '{name_or_path}' (available judge profiles: {available})"
-        )
+        ) from None
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
