@@ -187,7 +187,7 @@ def grade_probabilities(
 
 
 def _health_warnings(
-    nodes: Sequence[int], grades: Sequence[str], idx: FloatArray, x: FloatArray, se: FloatArray
+    names: Sequence[str], grades: Sequence[str], idx: FloatArray, x: FloatArray, se: FloatArray
 ) -> list[str]:
     lower, higher = np.nonzero((idx[:, None] < idx[None, :]) & (x[:, None] > x[None, :]))
     pairs = sorted(
@@ -198,8 +198,8 @@ def _health_warnings(
     for i, j in pairs[:_MAX_WARNINGS]:
         gap = (x[i] - x[j]) / math.hypot(se[i], se[j], _MIN_SE)
         warnings.append(
-            f"anchor node {nodes[i]} (grade {grades[i]}, score {x[i]:.2f}) scored above "
-            f"anchor node {nodes[j]} (grade {grades[j]}, score {x[j]:.2f}): "
+            f"anchor {names[i]} (grade {grades[i]}, score {x[i]:.2f}) scored above "
+            f"anchor {names[j]} (grade {grades[j]}, score {x[j]:.2f}): "
             f"{gap:.1f} standard errors the wrong way round"
         )
     if len(pairs) > _MAX_WARNINGS:
@@ -216,6 +216,7 @@ def project_grades(
     scale: GradeScale,
     *,
     connected: bool = True,
+    labels: Sequence[str] | None = None,
 ) -> ProjectionResult:
     """Project grades for the students from the anchors' scores and known grades (spec §8).
 
@@ -231,6 +232,8 @@ def project_grades(
         scale: the grade scale (grades lowest first, optional priors).
         connected: whether the comparison graph links the anchors to the students (the
             caller checks the graph); ``False`` defers the projection.
+        labels: a name per node (e.g. essay ids) for the anchor health warnings; the
+            default names nodes by index (``node 7``).
 
     Returns:
         A :class:`ProjectionResult`; deferred, with a reason, when fewer than two distinct
@@ -270,7 +273,8 @@ def project_grades(
 
     a_idx = np.array([scale.index(g) for g in anchor_grades], dtype=np.float64)
     a_x = theta[anchors]
-    warnings = _health_warnings(anchors, list(anchor_grades), a_idx, a_x, errors[anchors])
+    names = [labels[i] if labels is not None else f"node {i}" for i in anchors]
+    warnings = _health_warnings(names, list(anchor_grades), a_idx, a_x, errors[anchors])
     calibration = calibrate(a_x, a_idx, len(scale.grades))
     if calibration is None:
         return ProjectionResult(DEFERRED_NO_ORDER, {}, [], [], warnings)

@@ -85,6 +85,7 @@ def projection_for(
         student_nodes=[n.idx for n in nodes if not n.is_anchor],
         scale=scale,
         connected=anchors_connected(len(nodes), edges, is_anchor),
+        labels=[n.essay_id for n in nodes],
     )
 
 

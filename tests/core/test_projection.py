@@ -172,6 +172,11 @@ def test_reversed_anchors_defer_and_warn() -> None:
     assert len(result.warnings) == 1
     assert "anchor node 1 (grade E" in result.warnings[0]
     assert "anchor node 2 (grade A" in result.warnings[0]
+    named = project_grades(
+        scores, np.full(3, 0.2), [1, 2], ["E", "A"], [0], FIVE, labels=["s", "a-E", "a-A"]
+    )
+    assert "anchor a-E (grade E" in named.warnings[0]
+    assert "anchor a-A (grade A" in named.warnings[0]
 
 
 def test_anchor_health_flags_contradicting_anchors_only() -> None:
