@@ -373,6 +373,8 @@ def execute(
         store = await open_db(db)
         try:
             prepared = await prepare(store, request, local)
+            for warning in prepared.inventory.warnings:
+                err_console.print(f"warning: {warning}", markup=False, soft_wrap=True)
             batch_id = await create_batch(store, prepared, plan_summary(prepared))
             if not quiet and not as_json:
                 err_console.print(f"batch {batch_id} created")
