@@ -5,6 +5,22 @@ goes out and its answer as soon as it arrives (:class:`~cj_runner.storage.record
 so a crash loses at most the calls in flight. The in-memory state is rebuilt from the
 stored attempts when a run starts, so a new batch and a resumed one take the same path.
 Nothing here prints: progress goes out through a callback.
+
+Resuming (after a crash, a kill or Ctrl-C):
+
+* Calls stored as ``sent`` without an answer become ``lost``: they count against the
+  budget (they may have been billed) and are asked again while budget remains. A lost
+  call is not a judge error: it does not use up one of ``MAX_ATTEMPTS_PER_COMPARISON``,
+  and the call that replaces it carries the same attempt number to the judge, so a
+  deterministic judge gives the answer the lost call would have given.
+* The wave that was under way (its comparisons are stored as ``planned`` before the
+  first call) is finished first: its unanswered comparisons are asked, then the wave is
+  closed as an uninterrupted run would have closed it. Wave ``k`` draws its pairs from
+  ``default_rng([seed, k])`` and the fit adds comparisons in slot order, so a resumed
+  batch asks the same pairs as an uninterrupted one.
+* One process at a time: a lock on the batch row with a heartbeat. It is taken over
+  when its process is gone (same host, pid not running) or its heartbeat is stale; every
+  write of a run checks that it still holds the lock.
 """
 
 from __future__ import annotations
@@ -18,6 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +43,7 @@ from cj_runner.config import Settings, continuation_limits
 from cj_runner.core.continuation import Action, Decision, StopReason
 from cj_runner.core.models import GradeScale, Mode
 from cj_runner.core.workflow import WorkflowState, exhausted_decision
-from cj_runner.errors import JudgeError
+from cj_runner.errors import BatchLockedError, JudgeError, UserError
 from cj_runner.judges.base import AssignmentText, EssayText, Judge, JudgeRequest, Verdict
 from cj_runner.judges.retry import RetryPolicy, sleep_before_retry
 from cj_runner.services.finalize import finalize_batch
@@ -37,6 +54,7 @@ from cj_runner.storage.recorder import AttemptResult, PlannedRow, Recorder, Sent
 HEARTBEAT_S = 10.0
 INTERRUPT_GRACE_S = 5.0
 FINAL_STATUSES = ("success", "failed")
+FINISHED_BATCH_STATUSES = ("COMPLETED", "FAILED")
 
 
 @dataclass(frozen=True)
@@ -69,8 +87,19 @@ class _Slot:
     mode: str
     wave: int
     repeat_index: int
-    next_attempt: int = 1
+    next_attempt: int = 1  # the stored row number of the next call
     planned_row: bool = True  # attempt 1 row exists as ``planned``
+    judge_attempt: int = 1  # the attempt number the judge sees (lost calls do not count)
+
+
+@dataclass
+class _OpenWave:
+    """A wave that was planned but not closed when the last run stopped."""
+
+    wave: int
+    mode: str
+    asked: list[tuple[int, int]]
+    unfinished: list[_Slot]
 
 
 @dataclass
@@ -98,7 +127,12 @@ def lock_owner_alive(owner: str) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # a killed process whose parent has not reaped it yet is a zombie: it holds nothing
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 class BatchExecutor:
@@ -130,22 +164,7 @@ class BatchExecutor:
         self.use_cache = use_cache
         self.stop_event = stop_event or asyncio.Event()
         self._sleep = sleep
-        state = batch.state
-        self.wf = WorkflowState(
-            n_nodes=len(self.nodes),
-            n_students=sum(1 for n in self.nodes if not n.is_anchor),
-            total_budget=int(state["total_budget"]),
-            limits=continuation_limits(settings),
-            wave_size=settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION,
-            strategy=settings.MATCHING_STRATEGY,
-            seed=batch.seed,
-            prior_precision=settings.BT_PRIOR_PRECISION,
-            min_resampling_net_size=settings.MIN_RESAMPLING_NET_SIZE,
-            mode=Mode(state.get("current_mode") or Mode.COVERAGE.value),
-            waves_completed=int(state.get("iteration", 0)),
-            pass_count=int(state.get("resampling_pass_count", 0)),
-            pass_remaining={(int(p[0]), int(p[1])) for p in state.get("pass_remaining") or []},
-        )
+        self.wf = self._workflow(batch.state)
         self.texts = [
             EssayText(
                 essay_id=node.essay_id,
@@ -163,14 +182,38 @@ class BatchExecutor:
             max_delay_s=settings.RETRY_MAX_DELAY_S,
         )
         self.cache: dict[tuple[str, str, int], dict[str, Any]] = {}
+        # what answers are reusable under: the model, or for a mock its whole behaviour
+        self.cache_identity: str = getattr(judge, "cache_identity", judge.model)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.recorder: Recorder | None = None
         self.lost_on_resume = 0
+        self.lost_total = 0
         self.cache_hits = 0
         self.tokens_in = 0
         self.tokens_out = 0
         self.next_slot = 1
+        self.lock_lost = False
         self._last_decision: tuple[str, str] | None = None
+        self._wave_successes: dict[int, int] = {}
+
+    def _workflow(self, state: dict[str, Any]) -> WorkflowState:
+        """The workflow state as stored after the last closed wave."""
+        settings = self.settings
+        return WorkflowState(
+            n_nodes=len(self.nodes),
+            n_students=sum(1 for n in self.nodes if not n.is_anchor),
+            total_budget=int(state["total_budget"]),
+            limits=continuation_limits(settings),
+            wave_size=settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION,
+            strategy=settings.MATCHING_STRATEGY,
+            seed=self.batch.seed,
+            prior_precision=settings.BT_PRIOR_PRECISION,
+            min_resampling_net_size=settings.MIN_RESAMPLING_NET_SIZE,
+            mode=Mode(state.get("current_mode") or Mode.COVERAGE.value),
+            waves_completed=int(state.get("iteration") or 0),
+            pass_count=int(state.get("resampling_pass_count") or 0),
+            pass_remaining={(int(p[0]), int(p[1])) for p in state.get("pass_remaining") or []},
+        )
 
     # ------------------------------------------------------------ helpers
 
@@ -201,8 +244,18 @@ class BatchExecutor:
 
     # ------------------------------------------------------------ rebuild
 
-    async def _rebuild(self) -> list[_Slot]:
-        """Rebuild counters from stored attempts; return the unfinished current wave."""
+    async def _rebuild(self) -> _OpenWave | None:
+        """Rebuild the workflow from the stored batch and attempts (after taking the lock).
+
+        Returns the wave that was under way when the last run stopped, if any.
+        """
+        self.batch = await repo.find_batch(self.store, self.batch.id)
+        if self.batch.status in FINISHED_BATCH_STATUSES:
+            raise UserError(
+                f"batch {self.batch.id} already finished ({self.batch.status}, "
+                f"{self.batch.stop_reason}); nothing to resume"
+            )
+        self.wf = self._workflow(self.batch.state)
         self.lost_on_resume = await repo.mark_in_flight_lost(self.store, self.batch.id)
         attempts = await repo.load_attempts(self.store, self.batch.id)
         by_slot: dict[int, list[dict[str, Any]]] = {}
@@ -212,83 +265,105 @@ class BatchExecutor:
                 self.wf.calls_sent = max(self.wf.calls_sent, int(row["call_no"]))
             if not row["cached"]:
                 self._add_tokens(int(row["tokens_in"] or 0), int(row["tokens_out"] or 0))
-        unfinished: list[_Slot] = []
+        self.lost_total = sum(1 for r in attempts if r["error_kind"] == "lost")
+        open_wave: _OpenWave | None = None
         for slot_no in sorted(by_slot):
-            last = by_slot[slot_no][-1]
+            rows = by_slot[slot_no]
+            last = rows[-1]
             self.next_slot = max(self.next_slot, slot_no + 1)
+            wave = int(last["wave"])
+            if wave > self.wf.waves_completed:
+                if open_wave is None:
+                    open_wave = _OpenWave(wave, last["mode"], [], [])
+                open_wave.asked.append((last["a_idx"], last["b_idx"]))
             if last["status"] == "success":
                 self.wf.record_success(
                     last["a_idx"], last["b_idx"], last["winner"], last["mode"], key=slot_no
                 )
+                self._wave_successes[wave] = self._wave_successes.get(wave, 0) + 1
                 self.cache_hits += int(bool(last["cached"]))
             elif last["status"] == "failed":
                 self.wf.record_failure()
-            elif last["status"] in ("planned", "lost", "retried", "sent"):
+            elif last["status"] in ("planned", "lost", "retried") and open_wave is not None:
+                # only the open wave can hold unfinished comparisons: a wave is closed
+                # after every one of its comparisons finished
                 planned = last["status"] == "planned"
-                unfinished.append(
+                open_wave.unfinished.append(
                     _Slot(
                         slot=slot_no,
                         a=last["a_idx"],
                         b=last["b_idx"],
                         mode=last["mode"],
-                        wave=last["wave"],
+                        wave=wave,
                         repeat_index=last["repeat_index"],
                         next_attempt=int(last["attempt"]) + (0 if planned else 1),
                         planned_row=planned,
+                        judge_attempt=1 + sum(1 for r in rows if r["status"] == "retried"),
                     )
                 )
-        scores = (self.batch.state.get("extra_json") or {}).get("scores")
+        extra = self.batch.state.get("extra_json") or {}
+        scores = extra.get("scores")
         if scores is not None and len(scores) == self.wf.n_nodes:
             self.wf.scores = np.asarray(scores, dtype=float)
-            self.wf.have_fit = True
+            self.wf.have_fit = bool(extra.get("have_fit", True))
         waves = await repo.load_waves(self.store, self.batch.id)
-        if waves and waves[-1]["decision"]:
+        if waves and waves[-1]["decision"] and open_wave is None:
             self._last_decision = (waves[-1]["decision"], waves[-1]["reason"])
         if self.use_cache:
             self.cache = await repo.cache_entries(
-                self.store, self.judge.model, self.judge.prompt_hash
+                self.store, self.cache_identity, self.judge.prompt_hash
             )
-        return unfinished
+        return open_wave
 
     # ------------------------------------------------------------ main loop
 
     async def run(self) -> RunResult:
-        """Run the batch to its stop; returns its final status and reason."""
+        """Run the batch to its stop; returns its final status and reason.
+
+        Raises:
+            BatchLockedError: another live process runs this batch, or took it over.
+            UserError: the batch already finished.
+        """
         await repo.acquire_lock(self.store, self.batch.id, self.owner, owner_alive=lock_owner_alive)
         beat = asyncio.create_task(self._heartbeat())
         try:
-            async with Recorder(self.store, self.batch.id) as recorder:
+            async with Recorder(self.store, self.batch.id, owner=self.owner) as recorder:
                 self.recorder = recorder
                 return await self._run()
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
-            await repo.release_lock(self.store, self.batch.id, self.owner)
+            with contextlib.suppress(Exception):
+                await repo.release_lock(self.store, self.batch.id, self.owner)
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
-            with contextlib.suppress(Exception):
-                await repo.heartbeat(self.store, self.batch.id, self.owner)
+            try:
+                held = await repo.heartbeat(self.store, self.batch.id, self.owner)
+            except Exception:  # a busy database: try again at the next beat
+                continue
+            if not held:
+                self.lock_lost = True
+                self.stop_event.set()
+                return
 
     async def _run(self) -> RunResult:
-        unfinished = await self._rebuild()
-        await repo.set_status(self.store, self.batch.id, "RUNNING")
+        open_wave = await self._rebuild()
+        await repo.set_status(self.store, self.batch.id, "RUNNING", owner=self.owner)
         self._emit("start", self.wf.waves_completed)
-        if unfinished:
-            # the process stopped inside a wave: finish that wave first
-            wave_no = unfinished[0].wave
-            self.wf.mode = Mode(unfinished[0].mode)
-            decision = await self._wave(wave_no, unfinished)
+        decision: Decision | None = None
+        if open_wave is not None:
+            # the last run stopped inside a wave: finish that wave first
+            self.wf.mode = Mode(open_wave.mode)
+            decision = await self._wave(open_wave.wave, open_wave.unfinished, open_wave.asked)
         elif self._last_decision is not None and self._last_decision[0] in (
             Action.FINALIZE_SCORING.value,
             Action.FINALIZE_FAILURE.value,
         ):
-            # the process stopped between the last wave and finalization
+            # the last run stopped between its last wave and finalization
             decision = Decision(Action(self._last_decision[0]), StopReason(self._last_decision[1]))
-        else:
-            decision = None
         while True:
             if self.stop_event.is_set():
                 return await self._interrupted()
@@ -302,14 +377,19 @@ class BatchExecutor:
             await self.recorder.plan(
                 [PlannedRow(s.slot, s.a, s.b, s.mode, s.wave, s.repeat_index) for s in slots]
             )
-            decision = await self._wave(wave_no, slots)
+            decision = await self._wave(wave_no, slots, [(s.a, s.b) for s in slots])
 
-    async def _wave(self, wave_no: int, slots: list[_Slot]) -> Decision | None:
-        """Run a wave's calls, then end it; ``None`` when interrupted."""
+    async def _wave(
+        self, wave_no: int, slots: list[_Slot], asked: list[tuple[int, int]]
+    ) -> Decision | None:
+        """Run a wave's calls, then close it; ``None`` when interrupted.
+
+        ``asked`` is every pair of the wave, ``slots`` the ones still to ask.
+        """
         await self._run_wave(wave_no, slots)
         if self.stop_event.is_set():
             return None
-        return await self._end_wave(wave_no, [(s.a, s.b) for s in slots])
+        return await self._end_wave(wave_no, asked)
 
     def _plan_wave(self, wave_no: int) -> list[_Slot]:
         pairs = self.wf.plan_wave()
@@ -340,18 +420,20 @@ class BatchExecutor:
                     pending | {stop_wait}, return_when=asyncio.FIRST_COMPLETED
                 )
                 pending.discard(stop_wait)
-                if stop_wait in done:
-                    if pending:
-                        _, late = await asyncio.wait(pending, timeout=INTERRUPT_GRACE_S)
-                        for task in late:
-                            task.cancel()
-                        await asyncio.gather(*late, return_exceptions=True)
-                    break
                 for task in done:
                     if task is not stop_wait and task.exception() is not None:
                         raise task.exception()  # type: ignore[misc]
+                if stop_wait in done:
+                    # stop sending; give the calls in flight a moment to answer
+                    if pending:
+                        await asyncio.wait(pending, timeout=INTERRUPT_GRACE_S)
+                    break
         finally:
             stop_wait.cancel()
+            late = [t for t in tasks if not t.done()]
+            for task in late:
+                task.cancel()
+            await asyncio.gather(stop_wait, *late, return_exceptions=True)
         assert self.recorder is not None
         await self.recorder.flush()
 
@@ -359,6 +441,7 @@ class BatchExecutor:
         assert self.recorder is not None
         recorder = self.recorder
         attempt = slot.next_attempt
+        judge_attempt = slot.judge_attempt
         a_text, b_text = self.texts[slot.a], self.texts[slot.b]
         cache_key = (a_text.checksum, b_text.checksum, slot.repeat_index)
         while True:
@@ -397,7 +480,7 @@ class BatchExecutor:
                     essay_a=a_text,
                     essay_b=b_text,
                     assignment=self.assignment,
-                    attempt=attempt,
+                    attempt=judge_attempt,
                     repeat_index=slot.repeat_index,
                 )
                 started = time.perf_counter()
@@ -414,11 +497,12 @@ class BatchExecutor:
                 await self._record_success(slot, attempt, verdict, latency)
                 return
             assert error is not None
+            # an interrupt does not turn a retryable error into a failure: the attempt
+            # is stored as ``retried`` and the next run asks again
             retry = (
                 error.transient
-                and attempt < self.retry_policy.max_attempts
+                and judge_attempt < self.retry_policy.max_attempts
                 and self.wf.calls_sent < self.wf.total_budget
-                and not self.stop_event.is_set()
             )
             await recorder.result(
                 AttemptResult(
@@ -435,9 +519,14 @@ class BatchExecutor:
             if not retry:
                 self.wf.record_failure()
                 return
+            if self.stop_event.is_set():
+                return
             rng = random.Random(f"{self.batch.seed}:{slot.slot}:{attempt}")
-            await sleep_before_retry(self.retry_policy, attempt, error, rng, sleep=self._sleep)
+            await sleep_before_retry(
+                self.retry_policy, judge_attempt, error, rng, sleep=self._sleep
+            )
             attempt += 1
+            judge_attempt += 1
 
     async def _record_success(
         self, slot: _Slot, attempt: int, verdict: Verdict, latency: float
@@ -457,7 +546,7 @@ class BatchExecutor:
                 tokens_out=verdict.tokens_out,
                 latency_s=verdict.latency_s or latency,
                 cache_key=(
-                    (self.judge.model, self.judge.prompt_hash, a_sum, b_sum, slot.repeat_index)
+                    (self.cache_identity, self.judge.prompt_hash, a_sum, b_sum, slot.repeat_index)
                     if self.use_cache
                     else None
                 ),
@@ -465,6 +554,7 @@ class BatchExecutor:
         )
         self._add_tokens(verdict.tokens_in, verdict.tokens_out)
         self.wf.record_success(slot.a, slot.b, verdict.winner, slot.mode, key=slot.slot)
+        self._wave_successes[slot.wave] = self._wave_successes.get(slot.wave, 0) + 1
         if self.use_cache:
             self.cache[(a_sum, b_sum, slot.repeat_index)] = {
                 "winner": verdict.winner,
@@ -494,21 +584,24 @@ class BatchExecutor:
         )
         self.cache_hits += 1
         self.wf.record_success(slot.a, slot.b, str(hit["winner"]), slot.mode, key=slot.slot)
+        self._wave_successes[slot.wave] = self._wave_successes.get(slot.wave, 0) + 1
         self._emit("call", slot.wave)
 
     # ------------------------------------------------------------ wave end
 
     async def _end_wave(self, wave_no: int, asked: list[tuple[int, int]]) -> Decision:
         mode = self.wf.mode
-        end = self.wf.end_wave(wave_no, asked)
+        # the refit runs in a thread so the lock's heartbeat keeps beating on big batches
+        end = await asyncio.to_thread(self.wf.end_wave, wave_no, asked)
         await repo.save_wave_end(
             self.store,
             self.batch.id,
+            owner=self.owner,
             wave={
                 "wave": wave_no,
                 "mode": mode.value,
                 "size": len(asked),
-                "successes": end.successes,
+                "successes": self._wave_successes.get(wave_no, 0),
                 "max_score_change": end.max_score_change,
                 "ssr": end.ssr,
                 "calls_sent": self.wf.calls_sent,
@@ -525,7 +618,10 @@ class BatchExecutor:
                 "resampling_pass_count": self.wf.pass_count,
                 "pass_remaining": sorted([a, b] for a, b in self.wf.pass_remaining),
                 "current_mode": self.wf.mode.value,
-                "extra_json": {"scores": [float(x) for x in self.wf.scores]},
+                "extra_json": {
+                    "scores": [float(x) for x in self.wf.scores],
+                    "have_fit": self.wf.have_fit,
+                },
             },
         )
         self._emit(
@@ -552,13 +648,27 @@ class BatchExecutor:
 
     async def _interrupted(self) -> RunResult:
         assert self.recorder is not None
+        if self.lock_lost:
+            raise BatchLockedError(
+                f"batch {self.batch.id} was taken over by another process; this one stopped"
+            )
         await self.recorder.flush()
-        await repo.save_wave_end(self.store, self.batch.id, wave=None, state=self._state_values())
-        await repo.set_status(self.store, self.batch.id, "INTERRUPTED", "interrupted")
+        # calls still unanswered after the grace period: counted, asked again on resume
+        await repo.mark_in_flight_lost(self.store, self.batch.id)
+        await repo.save_wave_end(
+            self.store, self.batch.id, wave=None, state=self._state_values(), owner=self.owner
+        )
+        await repo.set_status(
+            self.store, self.batch.id, "INTERRUPTED", "interrupted", owner=self.owner
+        )
         self._emit("finished", self.wf.waves_completed, reason="interrupted")
         return RunResult(self.batch.id, "INTERRUPTED", "interrupted", interrupted=True)
 
     async def _finalize(self, decision: Decision) -> RunResult:
+        if not await repo.heartbeat(self.store, self.batch.id, self.owner):
+            raise BatchLockedError(
+                f"batch {self.batch.id} was taken over by another process; this one stopped"
+            )
         status = "FAILED" if decision.action == Action.FINALIZE_FAILURE else "COMPLETED"
         await finalize_batch(
             self.store,
@@ -575,6 +685,7 @@ class BatchExecutor:
                     "scores": [float(x) for x in self.wf.scores],
                     "cache_hits": self.cache_hits,
                     "lost_on_resume": self.lost_on_resume,
+                    "lost_calls": self.lost_total,
                 },
             },
         )

@@ -1,4 +1,10 @@
-"""Opening the store: URL resolution, SQLite pragmas, automatic Alembic migrations."""
+"""Opening the store: URL resolution, SQLite pragmas, automatic Alembic migrations.
+
+Migrations run in one transaction, so a process killed in the middle of one leaves the
+database at the revision it had. On SQLite that needs an explicit ``BEGIN IMMEDIATE``:
+Python's sqlite3 module would otherwise run each ``CREATE TABLE`` in its own implicit
+transaction. A database already at the wanted revision is only read.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -19,6 +26,7 @@ from cj_runner.errors import ConfigError, StorageError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 DEFAULT_DB_FILE = "cj_runner.db"
+_MIGRATION_LOCK_ID = 0x636A72756E  # PostgreSQL advisory lock held while migrating ("cjrun")
 
 
 def resolve_db_url(db: str | None = None, env: Mapping[str, str] | None = None) -> str:
@@ -77,6 +85,28 @@ def _current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
+def head_revision() -> str:
+    """The newest migration's revision id."""
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    assert head is not None
+    return head
+
+
+async def _migrate(engine: AsyncEngine, revision: str) -> None:
+    target = head_revision() if revision == "head" else revision
+    async with engine.connect() as conn:
+        if await conn.run_sync(_current_revision) == target:
+            return
+        # one transaction for the whole upgrade (see the module docstring); a second
+        # process opening the same new database waits here, then finds it done
+        if engine.dialect.name == "sqlite":
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif engine.dialect.name == "postgresql":
+            await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})")
+        await conn.run_sync(_upgrade, revision)
+        await conn.commit()
+
+
 class Store:
     """An open database: the async engine plus the dialect name."""
 
@@ -128,9 +158,11 @@ async def open_store(url: str, *, revision: str = "head", migrate: bool = True) 
     engine = create_engine_for(url)
     try:
         if migrate:
-            async with engine.begin() as conn:
-                await conn.run_sync(_upgrade, revision)
+            await _migrate(engine, revision)
     except SQLAlchemyError as exc:
         await engine.dispose()
         raise StorageError(f"cannot open database {make_url(url)!r}: {exc}") from exc
+    except BaseException:
+        await engine.dispose()
+        raise
     return Store(engine, url)

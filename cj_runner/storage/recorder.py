@@ -5,6 +5,12 @@ and its answer the moment it arrives; the caller awaits the commit. Writes queue
 commit is under way are committed together in the next transaction, so many concurrent
 calls cost few commits. A crash therefore loses at most the calls in flight, and the
 stored ``call_no`` values never undercount what was sent.
+
+Writes are queued in the order they are made and committed in that order, so when the
+row of call ``n`` is committed, the rows of calls ``1..n-1`` are too: after a crash the
+calls stored are exactly ``1..max(call_no)``. With an ``owner``, every transaction first
+checks that this process still holds the batch's lock (and refreshes its heartbeat), so a
+process whose lock was taken over cannot write another row.
 """
 
 from __future__ import annotations
@@ -16,16 +22,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cj_runner.errors import StorageError
 from cj_runner.storage.engine import Store
 from cj_runner.storage.repository import (
     T_CACHE,
     T_COMPARISONS,
     T_STATE,
+    fence,
     utcnow,
 )
 
@@ -82,9 +91,10 @@ class AttemptResult:
 class Recorder:
     """Group-committing writer for one batch's comparisons."""
 
-    def __init__(self, store: Store, batch_id: str) -> None:
+    def __init__(self, store: Store, batch_id: str, *, owner: str | None = None) -> None:
         self._store = store
         self._batch_id = batch_id
+        self._owner = owner
         self._queue: asyncio.Queue[tuple[str, Any, asyncio.Future[None]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
@@ -97,14 +107,17 @@ class Recorder:
         await self.close()
 
     async def close(self) -> None:
-        """Flush what is queued and stop the writer."""
+        """Flush what is queued and stop the writer (also when the flush fails)."""
         if self._task is None:
             return
-        await self.flush()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        try:
+            if not self._task.done():
+                await self.flush()
+        finally:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
     async def _submit(self, kind: str, payload: Any) -> None:
         if self._task is None or self._task.done():
@@ -147,13 +160,20 @@ class Recorder:
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                async with self._store.engine.begin() as conn:
-                    await self._apply(conn, batch)
-                self.commits += 1
+                if any(kind != "flush" for kind, _, _ in batch):
+                    async with self._store.engine.begin() as conn:
+                        if self._owner is not None:
+                            await fence(conn, self._batch_id, self._owner)
+                        await self._apply(conn, batch)
+                    self.commits += 1
             except BaseException as exc:
+                error: BaseException = exc
+                if isinstance(exc, SQLAlchemyError):
+                    detail = getattr(exc, "orig", None) or exc
+                    error = StorageError(f"cannot write to the database: {detail}")
                 for _, _, fut in batch:
                     if not fut.done():
-                        fut.set_exception(exc)
+                        fut.set_exception(error)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
@@ -162,28 +182,36 @@ class Recorder:
                     fut.set_result(None)
 
     async def _apply(self, conn: AsyncConnection, batch: list[tuple[str, Any, Any]]) -> None:
+        """Write one group: a few ``executemany`` statements, whatever its size.
+
+        Within a group the order of kinds does not matter: a caller awaits the commit of a
+        call's ``sent`` row before it can queue that call's result, and a wave's ``plan``
+        before any of its calls.
+        """
         bid = self._batch_id
-        c = T_COMPARISONS.c
+        planned: list[dict[str, Any]] = []
+        sent_first: list[dict[str, Any]] = []
+        sent_retry: list[dict[str, Any]] = []
+        results: list[dict[str, Any]] = []
+        cache_rows: list[dict[str, Any]] = []
+        set_status: list[dict[str, Any]] = []
         max_call = 0
         for kind, payload, _ in batch:
             if kind == "plan":
-                await conn.execute(
-                    insert(T_COMPARISONS),
-                    [
-                        {
-                            "batch_id": bid,
-                            "slot": r.slot,
-                            "attempt": 1,
-                            "a_idx": r.a_idx,
-                            "b_idx": r.b_idx,
-                            "mode": r.mode,
-                            "wave": r.wave,
-                            "status": "planned",
-                            "repeat_index": r.repeat_index,
-                            "cached": False,
-                        }
-                        for r in payload
-                    ],
+                planned.extend(
+                    {
+                        "batch_id": bid,
+                        "slot": r.slot,
+                        "attempt": 1,
+                        "a_idx": r.a_idx,
+                        "b_idx": r.b_idx,
+                        "mode": r.mode,
+                        "wave": r.wave,
+                        "status": "planned",
+                        "repeat_index": r.repeat_index,
+                        "cached": False,
+                    }
+                    for r in payload
                 )
             elif kind == "sent":
                 s: SentAttempt = payload
@@ -195,63 +223,76 @@ class Recorder:
                     "model": s.model,
                     "prompt_hash": s.prompt_hash,
                 }
-                if s.attempt == 1:
-                    res = await conn.execute(
-                        update(T_COMPARISONS)
-                        .where(and_(c.batch_id == bid, c.slot == s.slot, c.attempt == 1))
-                        .values(**values)
+                if s.attempt == 1:  # the wave's planned row
+                    sent_first.append(
+                        {"k_batch": bid, "k_slot": s.slot, "k_attempt": 1}
+                        | {f"v_{k}": v for k, v in values.items()}
                     )
-                    if res.rowcount == 1:
-                        continue
-                await conn.execute(
-                    insert(T_COMPARISONS).values(
-                        batch_id=bid,
-                        slot=s.slot,
-                        attempt=s.attempt,
-                        a_idx=s.a_idx,
-                        b_idx=s.b_idx,
-                        mode=s.mode,
-                        wave=s.wave,
-                        repeat_index=s.repeat_index,
-                        cached=False,
-                        **values,
+                else:
+                    sent_retry.append(
+                        {
+                            "batch_id": bid,
+                            "slot": s.slot,
+                            "attempt": s.attempt,
+                            "a_idx": s.a_idx,
+                            "b_idx": s.b_idx,
+                            "mode": s.mode,
+                            "wave": s.wave,
+                            "repeat_index": s.repeat_index,
+                            "cached": False,
+                            **values,
+                        }
                     )
-                )
             elif kind == "result":
                 r: AttemptResult = payload
-                await conn.execute(
-                    update(T_COMPARISONS)
-                    .where(and_(c.batch_id == bid, c.slot == r.slot, c.attempt == r.attempt))
-                    .values(
-                        status=r.status,
-                        received_at=r.received_at,
-                        winner=r.winner,
-                        confidence=r.confidence,
-                        justification=r.justification,
-                        error_kind=r.error_kind,
-                        error_message=r.error_message,
-                        tokens_in=r.tokens_in,
-                        tokens_out=r.tokens_out,
-                        latency_s=r.latency_s,
-                        cached=r.cached,
-                    )
+                results.append(
+                    {
+                        "k_batch": bid,
+                        "k_slot": r.slot,
+                        "k_attempt": r.attempt,
+                        "v_status": r.status,
+                        "v_received_at": r.received_at,
+                        "v_winner": r.winner,
+                        "v_confidence": r.confidence,
+                        "v_justification": r.justification,
+                        "v_error_kind": r.error_kind,
+                        "v_error_message": r.error_message,
+                        "v_tokens_in": r.tokens_in,
+                        "v_tokens_out": r.tokens_out,
+                        "v_latency_s": r.latency_s,
+                        "v_cached": r.cached,
+                    }
                 )
                 if r.cache_key is not None and r.status == "success" and not r.cached:
-                    await _cache_insert(conn, r)
-            elif kind == "mark_failed":
+                    cache_rows.append(_cache_row(r))
+            elif kind in ("mark_failed", "cancel"):
                 slot, attempt = payload
-                await conn.execute(
-                    update(T_COMPARISONS)
-                    .where(and_(c.batch_id == bid, c.slot == slot, c.attempt == attempt))
-                    .values(status="failed")
+                set_status.append(
+                    {
+                        "k_batch": bid,
+                        "k_slot": slot,
+                        "k_attempt": attempt,
+                        "v_status": "failed" if kind == "mark_failed" else "cancelled",
+                        "v_now": utcnow(),
+                    }
                 )
-            elif kind == "cancel":
-                slot, attempt = payload
-                await conn.execute(
-                    update(T_COMPARISONS)
-                    .where(and_(c.batch_id == bid, c.slot == slot, c.attempt == attempt))
-                    .values(status="cancelled", received_at=utcnow())
+        if planned:
+            await conn.execute(insert(T_COMPARISONS), planned)
+        if sent_first:
+            done = await conn.execute(_SENT_UPDATE, sent_first)
+            if conn.dialect.supports_sane_multi_rowcount and done.rowcount != len(sent_first):
+                raise StorageError(
+                    f"batch {bid}: a call was about to be sent for a comparison that is not "
+                    "stored as planned"
                 )
+        if sent_retry:
+            await conn.execute(insert(T_COMPARISONS), sent_retry)
+        if results:
+            await conn.execute(_RESULT_UPDATE, results)
+        if set_status:
+            await conn.execute(_STATUS_UPDATE, set_status)
+        if cache_rows:
+            await _cache_insert(conn, cache_rows)
         if max_call:
             await conn.execute(
                 update(T_STATE)
@@ -260,10 +301,58 @@ class Recorder:
             )
 
 
-async def _cache_insert(conn: AsyncConnection, r: AttemptResult) -> None:
+_C = T_COMPARISONS.c
+_KEY = and_(
+    _C.batch_id == bindparam("k_batch"),
+    _C.slot == bindparam("k_slot"),
+    _C.attempt == bindparam("k_attempt"),
+)
+_SENT_UPDATE = (
+    update(T_COMPARISONS)
+    .where(_KEY)
+    .values(
+        {
+            name: bindparam(f"v_{name}")
+            for name in ("status", "call_no", "sent_at", "model", "prompt_hash")
+        }
+    )
+)
+_RESULT_UPDATE = (
+    update(T_COMPARISONS)
+    .where(_KEY)
+    .values(
+        {
+            name: bindparam(f"v_{name}")
+            for name in (
+                "status",
+                "received_at",
+                "winner",
+                "confidence",
+                "justification",
+                "error_kind",
+                "error_message",
+                "tokens_in",
+                "tokens_out",
+                "latency_s",
+                "cached",
+            )
+        }
+    )
+)
+_STATUS_UPDATE = (
+    update(T_COMPARISONS)
+    .where(_KEY)
+    .values(
+        status=bindparam("v_status"),
+        received_at=func.coalesce(_C.received_at, bindparam("v_now", type_=_C.received_at.type)),
+    )
+)
+
+
+def _cache_row(r: AttemptResult) -> dict[str, Any]:
     assert r.cache_key is not None
     model, prompt_hash, ca, cb, repeat = r.cache_key
-    values = {
+    return {
         "model": model,
         "prompt_hash": prompt_hash,
         "checksum_a": ca,
@@ -276,20 +365,25 @@ async def _cache_insert(conn: AsyncConnection, r: AttemptResult) -> None:
         "tokens_out": r.tokens_out or 0,
         "created_at": r.received_at,
     }
+
+
+async def _cache_insert(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Add answers to the judgment cache; an answer already cached is kept."""
     dialect = conn.dialect.name
     if dialect == "sqlite":
-        await conn.execute(sqlite_insert(T_CACHE).values(**values).on_conflict_do_nothing())
+        await conn.execute(sqlite_insert(T_CACHE).on_conflict_do_nothing(), rows)
     elif dialect == "postgresql":
-        await conn.execute(pg_insert(T_CACHE).values(**values).on_conflict_do_nothing())
+        await conn.execute(pg_insert(T_CACHE).on_conflict_do_nothing(), rows)
     else:  # pragma: no cover - other databases: check first
-        exists = await conn.execute(
-            select(T_CACHE.c.id).where(
-                T_CACHE.c.model == model,
-                T_CACHE.c.prompt_hash == prompt_hash,
-                T_CACHE.c.checksum_a == ca,
-                T_CACHE.c.checksum_b == cb,
-                T_CACHE.c.repeat_index == repeat,
+        for values in rows:
+            exists = await conn.execute(
+                select(T_CACHE.c.id).where(
+                    T_CACHE.c.model == values["model"],
+                    T_CACHE.c.prompt_hash == values["prompt_hash"],
+                    T_CACHE.c.checksum_a == values["checksum_a"],
+                    T_CACHE.c.checksum_b == values["checksum_b"],
+                    T_CACHE.c.repeat_index == values["repeat_index"],
+                )
             )
-        )
-        if exists.first() is None:
-            await conn.execute(insert(T_CACHE).values(**values))
+            if exists.first() is None:
+                await conn.execute(insert(T_CACHE).values(**values))

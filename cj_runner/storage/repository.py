@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -528,13 +528,29 @@ async def load_projections(store: Store, batch_id: str) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- locking
 
 LOCK_STALE_AFTER = timedelta(seconds=30)
+"""A lock whose heartbeat is older than this is free, whoever holds it."""
 
 
-async def acquire_lock(store: Store, batch_id: str, owner: str, *, owner_alive: Any = None) -> None:
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back without a zone; they were stored as UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+async def acquire_lock(
+    store: Store,
+    batch_id: str,
+    owner: str,
+    *,
+    owner_alive: Callable[[str], bool] | None = None,
+) -> None:
     """Take the batch's run lock, or raise :class:`BatchLockedError`.
 
     A lock is free when nobody holds it, when its heartbeat is older than
     ``LOCK_STALE_AFTER``, or when ``owner_alive(lock_owner)`` says its process is gone.
+    Taking it over is a compare-and-set on the previous holder, so of two processes that
+    race for a free lock exactly one wins.
     """
     now = utcnow()
     async with store.engine.begin() as conn:
@@ -547,10 +563,8 @@ async def acquire_lock(store: Store, batch_id: str, owner: str, *, owner_alive: 
         ).first()
         if row is None:
             raise NotFoundError(f"no batch {batch_id!r}")
-        holder, beat = row.lock_owner, row.lock_heartbeat
+        holder, beat = row.lock_owner, _aware(row.lock_heartbeat)
         if holder and holder != owner:
-            if beat is not None and beat.tzinfo is None:
-                beat = beat.replace(tzinfo=UTC)
             fresh = beat is not None and now - beat < LOCK_STALE_AFTER
             alive = owner_alive(holder) if owner_alive is not None else True
             if fresh and alive:
@@ -563,7 +577,9 @@ async def acquire_lock(store: Store, batch_id: str, owner: str, *, owner_alive: 
             .where(
                 and_(
                     T_BATCHES.c.id == batch_id,
-                    or_(T_BATCHES.c.lock_owner.is_(None), T_BATCHES.c.lock_owner == holder),
+                    T_BATCHES.c.lock_owner.is_(None)
+                    if holder is None
+                    else T_BATCHES.c.lock_owner == holder,
                 )
             )
             .values(lock_owner=owner, lock_heartbeat=now)
@@ -572,24 +588,55 @@ async def acquire_lock(store: Store, batch_id: str, owner: str, *, owner_alive: 
             raise BatchLockedError(f"batch {batch_id} was locked by another process just now")
 
 
-async def heartbeat(store: Store, batch_id: str, owner: str) -> None:
-    """Refresh the lock's heartbeat."""
+async def fence(conn: AsyncConnection, batch_id: str, owner: str) -> None:
+    """Inside a write transaction: refresh the heartbeat, or raise when ``owner`` no longer
+    holds the lock (another process took it over), so that nothing of this transaction
+    is written."""
+    result = await conn.execute(
+        update(T_BATCHES)
+        .where(and_(T_BATCHES.c.id == batch_id, T_BATCHES.c.lock_owner == owner))
+        .values(lock_heartbeat=utcnow())
+    )
+    if result.rowcount != 1:
+        raise BatchLockedError(
+            f"batch {batch_id} was taken over by another process; this one stopped writing"
+        )
+
+
+async def heartbeat(store: Store, batch_id: str, owner: str) -> bool:
+    """Refresh the lock's heartbeat; ``False`` when ``owner`` no longer holds the lock."""
     async with store.engine.begin() as conn:
-        await conn.execute(
+        result = await conn.execute(
             update(T_BATCHES)
             .where(and_(T_BATCHES.c.id == batch_id, T_BATCHES.c.lock_owner == owner))
             .values(lock_heartbeat=utcnow())
         )
+    return result.rowcount == 1
 
 
 async def release_lock(store: Store, batch_id: str, owner: str) -> None:
-    """Give the lock back."""
+    """Give the lock back (nothing happens when ``owner`` does not hold it)."""
     async with store.engine.begin() as conn:
         await conn.execute(
             update(T_BATCHES)
             .where(and_(T_BATCHES.c.id == batch_id, T_BATCHES.c.lock_owner == owner))
             .values(lock_owner=None, lock_heartbeat=None)
         )
+
+
+async def lock_holder(store: Store, batch_id: str) -> tuple[str | None, datetime | None]:
+    """Who holds the batch's lock and its last heartbeat (diagnostics and tests)."""
+    async with store.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(T_BATCHES.c.lock_owner, T_BATCHES.c.lock_heartbeat).where(
+                    T_BATCHES.c.id == batch_id
+                )
+            )
+        ).first()
+    if row is None:
+        raise NotFoundError(f"no batch {batch_id!r}")
+    return row.lock_owner, _aware(row.lock_heartbeat)
 
 
 # ---------------------------------------------------------------- judgment cache
@@ -633,9 +680,15 @@ async def save_wave_end(
     state: dict[str, Any],
     nodes: Sequence[dict[str, Any]] = (),
     status: str | None = None,
+    owner: str | None = None,
 ) -> None:
-    """Store one wave's history row, the batch state and node counters together."""
+    """Store one wave's history row, the batch state and node counters together.
+
+    With ``owner``, nothing is written unless that process still holds the batch's lock.
+    """
     async with store.engine.begin() as conn:
+        if owner is not None:
+            await fence(conn, batch_id, owner)
         if wave is not None:
             await conn.execute(
                 insert(T_WAVES).values(batch_id=batch_id, finished_at=utcnow(), **wave)
@@ -697,13 +750,21 @@ async def save_final(
 
 
 async def set_status(
-    store: Store, batch_id: str, status: str, stop_reason: str | None = None
+    store: Store,
+    batch_id: str,
+    status: str,
+    stop_reason: str | None = None,
+    *,
+    owner: str | None = None,
 ) -> None:
-    """Change a batch's status (and stop reason when given)."""
+    """Change a batch's status (and stop reason when given); with ``owner``, only while
+    that process holds the lock."""
     values: dict[str, Any] = {"status": status}
     if stop_reason is not None:
         values["stop_reason"] = stop_reason
     async with store.engine.begin() as conn:
+        if owner is not None:
+            await fence(conn, batch_id, owner)
         await conn.execute(update(T_BATCHES).where(T_BATCHES.c.id == batch_id).values(**values))
 
 

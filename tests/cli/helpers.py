@@ -80,9 +80,7 @@ def dump_tables(db: Path) -> dict[str, list[tuple[Any, ...]]]:
     if not db.exists():
         return {}
     with sqlite3.connect(db) as conn:
-        tables = [
-            r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        ]
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         return {t: sorted(conn.execute(f"SELECT * FROM {t}"), key=repr) for t in tables}
 
 

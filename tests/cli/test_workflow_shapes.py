@@ -143,6 +143,9 @@ def test_a_judge_that_always_fails_ends_failed(tmp_path: Path) -> None:
     assert s["status"] == "FAILED"
     assert s["stop_reason"] == "success_rate"
     assert s["successful_comparisons"] == 0
-    rows = query(db, "SELECT COUNT(*) FROM comparisons WHERE batch_id=? AND call_no IS NOT NULL",
-                 (s["batch_id"],))
+    rows = query(
+        db,
+        "SELECT COUNT(*) FROM comparisons WHERE batch_id=? AND call_no IS NOT NULL",
+        (s["batch_id"],),
+    )
     assert rows[0][0] == s["calls_sent"] > 0

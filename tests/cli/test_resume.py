@@ -1,0 +1,443 @@
+"""`cj-run resume`: nothing answered is lost, nothing is paid twice, and a resumed batch
+asks what an uninterrupted one asks.
+
+Three layers:
+
+* in-process "crashes" at chosen points of the wave loop (an exception that stands for the
+  process dying), then a resume, compared with an uninterrupted run of the same seed; on
+  SQLite and, when ``CJ_TEST_POSTGRES_URL`` is set, PostgreSQL;
+* real processes: ``resume --json`` after a SIGKILL prints the ``execute --json`` summary;
+  a second live process on the same batch is refused, a dead one's lock is taken over;
+* the crash test: SIGKILL at 20+ random points of a whole run (``benchmarks/crash_resume.py``
+  runs more rounds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from benchmarks.crash_resume import Launcher, crash_round
+from cj_runner.config import settings_from_stored
+from cj_runner.judges.base import Judge, JudgeRequest, Verdict
+from cj_runner.judges.registry import build_judge
+from cj_runner.services.batches import (
+    RunRequest,
+    create_batch,
+    plan_summary,
+    prepare,
+    stored_judge_config,
+)
+from cj_runner.services.executor import BatchExecutor, RunResult
+from cj_runner.storage import Store, open_store, resolve_db_url
+from cj_runner.storage import repository as repo
+from tests.cli.helpers import LOWER5, REGULAR24, run, write_profile
+
+SEED = 21
+SETTINGS: dict[str, Any] = {
+    "MAX_PAIRWISE_COMPARISONS": 400,  # does not bind: the run stops at its resampling cap
+    "COMPARISONS_PER_STABILITY_CHECK_ITERATION": 12,
+    "SCORE_STABILITY_THRESHOLD": 0.0,
+    "MAX_ITERATIONS": 500,
+    "MAX_CONCURRENT_REQUESTS": 4,
+    "MAX_RESAMPLING_PASSES_FOR_REGULAR_BATCH": 1,
+    "RETRY_BASE_DELAY_S": 0.0,
+    "RETRY_MAX_DELAY_S": 0.0,
+    "USE_ANCHORS": False,
+    "SEED": SEED,
+}
+JUDGE: dict[str, Any] = {
+    "kind": "mock",
+    "seed": SEED,
+    "noise": 1.0,
+    "position_bias": 0.05,
+    "latency": {"distribution": "fixed", "median_ms": 1},
+    "errors": {"timeout": 0.05, "server_error": 0.03, "malformed": 0.02},
+}
+
+
+def twelve_essays(folder: Path) -> Path:
+    """The first 12 essays of the regular example (66 edges: a regular batch)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with REGULAR24.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))[:12]
+    out = folder / "twelve.csv"
+    with out.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["essay_id", "text", "true_score"])
+        for row in rows:
+            body = (REGULAR24.parent / row["path"]).read_text(encoding="utf-8")
+            writer.writerow([row["essay_id"], body, row["true_score"]])
+    return out
+
+
+class Crash(BaseException):
+    """Stands for the process dying: not an Exception, so nothing on the way catches it."""
+
+
+class CrashingJudge:
+    """The batch's judge, until call number ``at_call``: that call never returns."""
+
+    def __init__(self, inner: Judge, at_call: int) -> None:
+        self.inner = inner
+        self.at_call = at_call
+        self.calls = 0
+        self.name, self.model, self.prompt_hash = inner.name, inner.model, inner.prompt_hash
+        self.price_input_per_mtok = inner.price_input_per_mtok
+        self.price_output_per_mtok = inner.price_output_per_mtok
+
+    async def judge(self, request: JudgeRequest) -> Verdict:
+        self.calls += 1
+        number = self.calls
+        if number == self.at_call:
+            await asyncio.sleep(0.001)
+            raise Crash(f"died during call {number}")
+        if number >= self.at_call - 3:
+            await asyncio.sleep(0.2)  # slow: these calls are still in flight at the crash
+        return await self.inner.judge(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def crash_in(method: str, wave: int | None = None) -> type[BatchExecutor]:
+    """An executor that dies on entering ``method`` (for wave ``wave``)."""
+
+    class Dying(BatchExecutor):
+        pass
+
+    original = getattr(BatchExecutor, method)
+
+    async def dying(self: BatchExecutor, *args: Any) -> Any:
+        if wave is None or args[0] == wave:
+            raise Crash(f"died in {method}")
+        return await original(self, *args)
+
+    setattr(Dying, method, dying)
+    return Dying
+
+
+async def new_batch(store: Store, inventory: Path, profile: Path, name: str) -> str:
+    request = RunRequest(inventory=inventory, profile=str(profile), batch_name=name)
+    prepared = await prepare(store, request)
+    return await create_batch(store, prepared, plan_summary(prepared))
+
+
+async def run_batch(
+    store: Store,
+    batch_id: str,
+    *,
+    executor: type[BatchExecutor] = BatchExecutor,
+    crash_at_call: int | None = None,
+    stop_event: asyncio.Event | None = None,
+) -> RunResult:
+    batch = await repo.find_batch(store, batch_id)
+    judge: Any = build_judge(stored_judge_config(batch))
+    if crash_at_call is not None:
+        judge = CrashingJudge(judge, crash_at_call)
+    runner = executor(
+        store,
+        batch,
+        await repo.load_nodes(store, batch_id),
+        judge,
+        settings_from_stored(batch.settings),
+        use_cache=False,
+        stop_event=stop_event,
+    )
+    try:
+        return await runner.run()
+    finally:
+        await judge.aclose()
+
+
+async def answers(store: Store, batch_id: str) -> Counter[tuple[Any, ...]]:
+    """``(a, b, mode, wave, winner)`` of every answered comparison."""
+    async with store.engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT a_idx, b_idx, mode, wave, winner FROM comparisons "
+                "WHERE batch_id = :b AND status = 'success'"
+            ),
+            {"b": batch_id},
+        )
+        return Counter(tuple(r) for r in rows)
+
+
+async def ledger(store: Store, batch_id: str) -> dict[str, Any]:
+    """Call numbers, statuses and per-slot answers, for the invariants."""
+    attempts = await repo.load_attempts(store, batch_id)
+    batch = await repo.find_batch(store, batch_id)
+    calls = sorted(r["call_no"] for r in attempts if r["call_no"] is not None)
+    return {
+        "calls": calls,
+        "calls_sent": batch.state["calls_sent"],
+        "budget": batch.state["total_budget"],
+        "status": batch.status,
+        "stop_reason": batch.stop_reason,
+        "lost": sum(1 for r in attempts if r["error_kind"] == "lost"),
+        "in_flight": sum(1 for r in attempts if r["status"] == "sent"),
+        "answers_per_slot": Counter(r["slot"] for r in attempts if r["status"] == "success"),
+        "waves": batch.state["iteration"],
+        "failed": sum(1 for r in attempts if r["status"] == "failed"),
+    }
+
+
+def assert_consistent(book: dict[str, Any]) -> None:
+    assert book["calls"] == list(range(1, len(book["calls"]) + 1))
+    assert book["calls_sent"] == len(book["calls"]) <= book["budget"]
+    assert max(book["answers_per_slot"].values(), default=1) == 1
+
+
+CRASHES: dict[str, dict[str, Any]] = {
+    "calls in flight, coverage": {"crash_at_call": 17},
+    "calls in flight, resampling": {"crash_at_call": 110},
+    "wave answered, not closed, coverage": {"executor": crash_in("_end_wave", 3)},
+    "wave answered, not closed, resampling": {"executor": crash_in("_end_wave", 9)},
+    "wave planned, nothing sent": {"executor": crash_in("_run_wave", 8)},
+    "last wave closed, not finalized": {"executor": crash_in("_finalize")},
+}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The uninterrupted run of the twelve essays with SETTINGS and JUDGE."""
+
+    inventory: Path
+    profile: Path
+    answers: Counter[tuple[Any, ...]]
+    book: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    """Run once per module (the mock judge is deterministic, and the store gives the same
+    answers on every backend: tests/storage/test_postgres.py)."""
+    folder = tmp_path_factory.mktemp("reference")
+    inventory = twelve_essays(folder)
+    profile = write_profile(folder / "p.yaml", SETTINGS, JUDGE)
+
+    async def body() -> Reference:
+        store = await open_store(resolve_db_url(str(folder / "ref.db")))
+        try:
+            batch_id = await new_batch(store, inventory, profile, "reference")
+            assert (await run_batch(store, batch_id)).status == "COMPLETED"
+            return Reference(
+                inventory, profile, await answers(store, batch_id), await ledger(store, batch_id)
+            )
+        finally:
+            await store.close()
+
+    return asyncio.run(body())
+
+
+@pytest.mark.parametrize("crash", list(CRASHES))
+async def test_resume_after_a_crash_asks_what_an_uninterrupted_run_asks(
+    db_url: str, reference: Reference, crash: str
+) -> None:
+    store = await open_store(resolve_db_url(db_url))
+    try:
+        ref_book = reference.book
+        crashed = await new_batch(store, reference.inventory, reference.profile, "crashed")
+        with pytest.raises(Crash):
+            await run_batch(store, crashed, **CRASHES[crash])
+        before = await answers(store, crashed)
+        book = await ledger(store, crashed)
+        assert book["status"] == "RUNNING"
+        assert_consistent(book)
+
+        result = await run_batch(store, crashed)  # what `cj-run resume` runs
+        assert result.status == "COMPLETED" and result.stop_reason == "resampling_cap"
+        after = await answers(store, crashed)
+        assert not before - after  # nothing answered before the crash is gone
+        assert after == reference.answers  # the same pairs, orientations, waves, winners
+        book = await ledger(store, crashed)
+        assert_consistent(book)
+        assert book["in_flight"] == 0
+        assert book["calls_sent"] == ref_book["calls_sent"] + book["lost"]
+        assert book["waves"] == ref_book["waves"]
+        if "in flight" in crash:
+            assert book["lost"] >= 1  # the dying call, and the calls in flight with it
+        else:
+            assert book["lost"] == 0
+    finally:
+        await store.close()
+
+
+async def test_interrupt_stores_what_arrived_and_resume_finishes(
+    db_url: str, reference: Reference
+) -> None:
+    store = await open_store(resolve_db_url(db_url))
+    try:
+        batch_id = await new_batch(store, reference.inventory, reference.profile, "stopped")
+        stop = asyncio.Event()
+
+        async def press_ctrl_c() -> None:
+            while len(await repo.load_attempts(store, batch_id)) < 50:
+                await asyncio.sleep(0.002)
+            stop.set()
+
+        pressing = asyncio.create_task(press_ctrl_c())
+        result = await run_batch(store, batch_id, stop_event=stop)
+        await pressing
+        assert result.status == "INTERRUPTED" and result.interrupted
+        book = await ledger(store, batch_id)
+        assert book["status"] == "INTERRUPTED" and book["in_flight"] == 0
+        assert_consistent(book)
+        assert (await repo.lock_holder(store, batch_id))[0] is None  # lock released
+        result = await run_batch(store, batch_id)
+        assert result.status == "COMPLETED"
+        assert await answers(store, batch_id) == reference.answers
+    finally:
+        await store.close()
+
+
+async def test_calls_lost_at_the_end_of_the_budget_are_not_asked_again(
+    db_url: str, tmp_path: Path
+) -> None:
+    """LOWER5 with a budget of 12: 10 coverage calls, then a wave of 2 that dies with both
+    calls in flight. Both calls count; there is no budget left to ask them again, so they
+    end as failed comparisons (10 of 12 succeeded: above MIN_SUCCESS_RATE)."""
+    settings = {**SETTINGS, "MAX_PAIRWISE_COMPARISONS": 12, "MIN_RESAMPLING_NET_SIZE": 5}
+    judge = {**JUDGE, "errors": {}}
+    profile = write_profile(tmp_path / "p.yaml", settings, judge)
+    store = await open_store(resolve_db_url(db_url))
+    try:
+        batch_id = await new_batch(store, LOWER5, profile, "tight")
+        with pytest.raises(Crash):
+            await run_batch(store, batch_id, crash_at_call=12)
+        result = await run_batch(store, batch_id)
+        book = await ledger(store, batch_id)
+        assert_consistent(book)
+        assert book["calls_sent"] == 12 == book["budget"]
+        assert book["lost"] == 2 and book["failed"] == 2
+        assert result.status == "COMPLETED" and result.stop_reason == "budget"
+    finally:
+        await store.close()
+
+
+# ---------------------------------------------------------------- real processes
+
+
+@pytest.fixture(scope="module")
+def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    """Starts real ``cj-run`` processes, forked from one warm interpreter per module."""
+    with Launcher(tmp_path_factory.mktemp("processes")) as started:
+        yield started
+
+
+SLOW_JUDGE = {**JUDGE, "latency": {"distribution": "fixed", "median_ms": 5}}
+
+
+def _wait_for_calls(db_url: str, batch: str, calls: int, timeout: float = 60.0) -> None:
+    async def count() -> int:
+        store = await open_store(resolve_db_url(db_url))
+        try:
+            record = await repo.find_batch(store, batch)
+            return int(record.state["calls_sent"])
+        except Exception:
+            return 0
+        finally:
+            await store.close()
+
+    deadline = time.monotonic() + timeout
+    while asyncio.run(count()) < calls:
+        assert time.monotonic() < deadline, "the batch did not start"
+        time.sleep(0.02)
+
+
+def test_resume_json_after_sigkill_prints_the_execute_summary(
+    db_url: str, tmp_path: Path, launcher: Launcher
+) -> None:
+    profile = write_profile(tmp_path / "slow.yaml", SETTINGS, SLOW_JUDGE)
+    inventory = twelve_essays(tmp_path)
+    execute = ["execute", "--inventory", str(inventory), "--profile", str(profile)]
+    child = launcher.start([*execute, "--db", db_url, "--batch-name", "killed", "--quiet"])
+    _wait_for_calls(db_url, "killed", 30)
+    child.kill()
+    resumed = run(["resume", "killed", "--db", db_url, "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    summary = json.loads(resumed.stdout)
+    fresh = run([*execute, "--db", db_url, "--json", "--no-cache"])
+    assert fresh.exit_code == 0, fresh.output
+    reference = json.loads(fresh.stdout)
+    assert list(summary) == list(reference)  # the same object, key for key
+    same = (
+        "status",
+        "stop_reason",
+        "seed",
+        "successful_comparisons",
+        "failed_comparisons",
+        "waves",
+        "resampling_pass_count",
+        "successful_pairs_count",
+        "max_skew",
+        "top",
+        "ssr",
+    )
+    assert {k: summary[k] for k in same} == {k: reference[k] for k in same}
+    lost = summary["attempt_errors"].get("lost", 0)
+    assert summary["calls_sent"] == reference["calls_sent"] + lost
+
+
+def test_a_second_process_is_refused_and_a_dead_ones_lock_is_taken_over(
+    db_url: str, tmp_path: Path, launcher: Launcher
+) -> None:
+    profile = write_profile(  # LOWER5, 40 calls, two at a time, 60 ms each: over a second
+        tmp_path / "slow.yaml",
+        {**SETTINGS, "MAX_PAIRWISE_COMPARISONS": 60, "MAX_CONCURRENT_REQUESTS": 2},
+        {**SLOW_JUDGE, "latency": {"distribution": "fixed", "median_ms": 60}, "errors": {}},
+    )
+    execute = ["execute", "--inventory", str(LOWER5), "--profile", str(profile), "--db", db_url]
+    first = launcher.start([*execute, "--batch-name", "busy", "--quiet"])
+    _wait_for_calls(db_url, "busy", 3)
+    second = launcher.start(["resume", "busy", "--db", db_url])
+    assert second.wait(60) == 2
+    assert "being run by another process" in second.output()
+    assert "Traceback" not in second.output()
+    assert first.alive()  # the refused process did not disturb the running one
+    first.kill()  # SIGKILL: the lock stays behind, held by a dead pid
+    third = launcher.start(["resume", "busy", "--db", db_url, "--quiet"])
+    assert third.wait(60) == 0, third.output()
+    finished = run(["resume", "busy", "--db", db_url])
+    assert finished.exit_code == 2
+    assert "already finished (COMPLETED" in finished.stderr
+
+
+def test_resume_names_an_unknown_batch(tmp_path: Path) -> None:
+    db = tmp_path / "cj.db"
+    done = run(["execute", "-i", str(LOWER5), "--profile", "mock_lower5", "--db", str(db), "-q"])
+    assert done.exit_code == 0
+    result = run(["resume", "nope", "--db", str(db)])
+    assert result.exit_code == 2
+    assert "no batch with id or name 'nope'" in result.stderr
+    missing = run(["resume", "x", "--db", str(tmp_path / "none.db")])
+    assert missing.exit_code == 2 and "no database" in missing.stderr
+    assert not (tmp_path / "none.db").exists()
+
+
+# ---------------------------------------------------------------- the crash test
+
+
+def test_sigkill_at_20_random_points_loses_and_duplicates_nothing(
+    tmp_path: Path, launcher: Launcher
+) -> None:
+    """``cj-run execute`` on the regular example, killed with SIGKILL at 20 points spread at
+    random over the run (plus two kills right after a start), resumed each time. See
+    ``benchmarks/crash_resume.py`` for the checks made after every kill."""
+    seed = random.SystemRandom().randrange(1, 10_000)
+    result = crash_round(tmp_path / "round", launcher, seed=seed, kills=20, rng=random.Random(seed))
+    assert result.ok, f"seed {seed}: {result.problems}"
+    assert result.kills_mid_run == 20
+    assert result.lost_calls > 0  # kills landed with calls in flight
+    assert result.calls_killed == result.calls_reference + result.lost_calls

@@ -1,0 +1,358 @@
+"""The store on every backend: SQLite always, PostgreSQL when ``CJ_TEST_POSTGRES_URL`` is
+set (``.ci/services.d/postgres.sh start``). Migrations, the group-committing recorder, the
+run lock, and whole batches through the CLI give the same results on both."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import inspect, text
+
+from cj_runner.errors import BatchLockedError, StorageError
+from cj_runner.services.executor import lock_owner_alive
+from cj_runner.storage import Store, open_store, resolve_db_url
+from cj_runner.storage import engine as engine_mod
+from cj_runner.storage import repository as repo
+from cj_runner.storage.recorder import AttemptResult, PlannedRow, Recorder, SentAttempt
+from cj_runner.storage.schema import Base
+from tests.cli.helpers import LOWER5, REGULAR24, execute_json, register_example_anchors
+
+OWNER = "test-host:1:aaaa"
+
+
+async def _open(db_url: str) -> Store:
+    return await open_store(resolve_db_url(db_url))
+
+
+def _nodes(n: int) -> list[repo.NewNode]:
+    return [
+        repo.NewNode(essay_id=f"e{i}", is_anchor=False, checksum=f"{i:064d}", text=f"essay {i}")
+        for i in range(n)
+    ]
+
+
+async def _batch(store: Store, name: str | None = None, budget: int = 50) -> str:
+    return await repo.create_batch(
+        store,
+        name=name,
+        assignment_id=None,
+        seed=1,
+        settings={},
+        judge={"kind": "mock"},
+        judge_name="mock",
+        inventory="inv",
+        plan={},
+        total_budget=budget,
+        nodes=_nodes(4),
+        max_possible_pairs=6,
+    )
+
+
+def _sent(slot: int, attempt: int, call_no: int) -> SentAttempt:
+    return SentAttempt(
+        slot=slot,
+        attempt=attempt,
+        call_no=call_no,
+        a_idx=0,
+        b_idx=slot % 3 + 1,
+        mode="coverage",
+        wave=1,
+        repeat_index=0,
+        model="m",
+        prompt_hash="h",
+        sent_at=repo.utcnow(),
+    )
+
+
+def _success(slot: int, attempt: int = 1, cache: bool = True) -> AttemptResult:
+    return AttemptResult(
+        slot=slot,
+        attempt=attempt,
+        status="success",
+        received_at=repo.utcnow(),
+        winner="A",
+        confidence=3,
+        justification="A is better",
+        tokens_in=10,
+        tokens_out=5,
+        latency_s=0.1,
+        cache_key=("m", "h", "ca", f"cb{slot % 2}", 0) if cache else None,
+    )
+
+
+# ---------------------------------------------------------------- migrations
+
+
+async def test_migrations_give_the_current_schema(db_url: str) -> None:
+    store = await _open(db_url)
+    try:
+        assert await store.revision() == engine_mod.head_revision()
+
+        def columns(conn: Any) -> dict[str, set[str]]:
+            insp = inspect(conn)
+            return {t: {c["name"] for c in insp.get_columns(t)} for t in insp.get_table_names()}
+
+        async with store.engine.connect() as conn:
+            found = await conn.run_sync(columns)
+        for table in Base.metadata.sorted_tables:
+            assert found[table.name] == {c.name for c in table.columns}, table.name
+    finally:
+        await store.close()
+    # opening again is a no-op at head
+    store = await _open(db_url)
+    await store.close()
+
+
+async def test_a_migration_that_dies_halfway_leaves_nothing_behind(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_upgrade = engine_mod._upgrade
+
+    def upgrade_then_die(connection: Any, revision: str) -> None:
+        real_upgrade(connection, revision)  # every CREATE TABLE ran...
+        raise RuntimeError("killed")  # ...then the process died before the commit
+
+    monkeypatch.setattr(engine_mod, "_upgrade", upgrade_then_die)
+    with pytest.raises(RuntimeError, match="killed"):
+        await _open(db_url)
+    monkeypatch.setattr(engine_mod, "_upgrade", real_upgrade)
+    store = await _open(db_url)  # would fail with "table ... already exists" otherwise
+    try:
+        assert await store.revision() == engine_mod.head_revision()
+        assert await repo.count_rows(store, "batches") == 0
+    finally:
+        await store.close()
+
+
+async def test_processes_opening_a_new_database_together_all_succeed(db_url: str) -> None:
+    stores = await asyncio.gather(*(_open(db_url) for _ in range(4)))
+    try:
+        for store in stores:
+            assert await store.revision() == engine_mod.head_revision()
+    finally:
+        for store in stores:
+            await store.close()
+
+
+# ---------------------------------------------------------------- the recorder
+
+
+async def test_recorder_stores_every_call_before_and_after(db_url: str) -> None:
+    store = await _open(db_url)
+    try:
+        batch_id = await _batch(store)
+        await repo.acquire_lock(store, batch_id, OWNER)
+        async with Recorder(store, batch_id, owner=OWNER) as recorder:
+            await recorder.plan([PlannedRow(s, 0, s % 3 + 1, "coverage", 1, 0) for s in (1, 2, 3)])
+            # three calls go out together: one group commit
+            await asyncio.gather(*(recorder.sent(_sent(s, 1, s)) for s in (1, 2, 3)))
+            await recorder.result(_success(1))
+            await recorder.result(
+                AttemptResult(
+                    slot=2,
+                    attempt=1,
+                    status="retried",
+                    received_at=repo.utcnow(),
+                    error_kind="timeout",
+                    error_message="slow",
+                )
+            )
+            await recorder.sent(_sent(2, 2, 4))
+            await recorder.result(_success(2, attempt=2))
+            await recorder.cancel(3, 1)
+            await recorder.flush()
+        attempts = await repo.load_attempts(store, batch_id)
+        by_key = {(r["slot"], r["attempt"]): r for r in attempts}
+        assert by_key[(1, 1)]["status"] == "success" and by_key[(1, 1)]["call_no"] == 1
+        assert by_key[(2, 1)]["status"] == "retried" and by_key[(2, 1)]["error_kind"] == "timeout"
+        assert by_key[(2, 2)]["status"] == "success" and by_key[(2, 2)]["call_no"] == 4
+        assert by_key[(3, 1)]["status"] == "cancelled"  # its call number 3 stays counted
+        batch = await repo.find_batch(store, batch_id)
+        assert batch.state["calls_sent"] == 4
+        cache = await repo.cache_entries(store, "m", "h")
+        assert set(cache) == {("ca", "cb1", 0), ("ca", "cb0", 0)}
+        for row in attempts:
+            for key in ("sent_at", "received_at"):
+                if row[key] is not None:  # SQLite gives naive UTC, PostgreSQL aware
+                    assert row[key].utcoffset() in (None, timedelta(0))
+    finally:
+        await store.close()
+
+
+async def test_in_flight_calls_become_lost_and_stay_counted(db_url: str) -> None:
+    store = await _open(db_url)
+    try:
+        batch_id = await _batch(store)
+        async with Recorder(store, batch_id) as recorder:
+            await recorder.plan([PlannedRow(s, 0, s % 3 + 1, "coverage", 1, 0) for s in (1, 2)])
+            await recorder.sent(_sent(1, 1, 1))
+            await recorder.sent(_sent(2, 1, 2))
+            await recorder.result(_success(1, cache=False))
+        assert await repo.mark_in_flight_lost(store, batch_id) == 1
+        assert await repo.mark_in_flight_lost(store, batch_id) == 0
+        rows = {r["slot"]: r for r in await repo.load_attempts(store, batch_id)}
+        assert rows[2]["status"] == "lost" and rows[2]["call_no"] == 2
+        assert rows[1]["status"] == "success"
+    finally:
+        await store.close()
+
+
+# ---------------------------------------------------------------- the run lock
+
+
+async def test_lock_refuses_a_live_holder_and_takes_over_a_dead_or_silent_one(
+    db_url: str,
+) -> None:
+    store = await _open(db_url)
+    try:
+        batch_id = await _batch(store)
+        await repo.acquire_lock(store, batch_id, "otherhost:1:live")
+        with pytest.raises(BatchLockedError, match="another process"):
+            await repo.acquire_lock(store, batch_id, OWNER, owner_alive=lock_owner_alive)
+        # a silent holder: its heartbeat is older than LOCK_STALE_AFTER
+        async with store.engine.begin() as conn:
+            old = repo.utcnow() - repo.LOCK_STALE_AFTER - timedelta(seconds=1)
+            await conn.execute(
+                repo.T_BATCHES.update()
+                .where(repo.T_BATCHES.c.id == batch_id)
+                .values(lock_heartbeat=old)
+            )
+        await repo.acquire_lock(store, batch_id, OWNER, owner_alive=lock_owner_alive)
+        assert (await repo.lock_holder(store, batch_id))[0] == OWNER
+        # the old holder wakes up: it no longer holds the lock and cannot write
+        assert not await repo.heartbeat(store, batch_id, "otherhost:1:live")
+        async with Recorder(store, batch_id, owner="otherhost:1:live") as stale:
+            with pytest.raises(BatchLockedError, match="taken over"):
+                await stale.plan([PlannedRow(1, 0, 1, "coverage", 1, 0)])
+        assert await repo.count_rows(store, "comparisons") == 0
+        await repo.release_lock(store, batch_id, OWNER)
+        assert (await repo.lock_holder(store, batch_id))[0] is None
+    finally:
+        await store.close()
+
+
+async def test_lock_of_a_dead_process_on_this_host_is_taken_over_at_once(db_url: str) -> None:
+    import socket
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: its pid is free
+    dead_owner = f"{socket.gethostname()}:{gone.pid}:dead"
+    live_owner = f"{socket.gethostname()}:{os.getpid()}:live"
+    assert not lock_owner_alive(dead_owner)
+    assert lock_owner_alive(live_owner)
+    assert lock_owner_alive(f"elsewhere:{gone.pid}:x")  # another host: only the heartbeat
+    if Path("/proc").is_dir():  # killed but not reaped yet: a zombie holds nothing
+        zombie = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            zombie.kill()
+            deadline = time.monotonic() + 10
+            while Path(f"/proc/{zombie.pid}/stat").read_text().split(") ")[1][0] != "Z":
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            assert not lock_owner_alive(f"{socket.gethostname()}:{zombie.pid}:z")
+        finally:
+            zombie.wait()
+    store = await _open(db_url)
+    try:
+        batch_id = await _batch(store)
+        await repo.acquire_lock(store, batch_id, live_owner)
+        with pytest.raises(BatchLockedError):
+            await repo.acquire_lock(store, batch_id, OWNER, owner_alive=lock_owner_alive)
+        await repo.release_lock(store, batch_id, live_owner)
+        await repo.acquire_lock(store, batch_id, dead_owner)  # fresh heartbeat, dead pid
+        await repo.acquire_lock(store, batch_id, OWNER, owner_alive=lock_owner_alive)
+        assert (await repo.lock_holder(store, batch_id))[0] == OWNER
+    finally:
+        await store.close()
+
+
+async def test_two_processes_racing_for_a_free_lock_one_wins(db_url: str) -> None:
+    first, second = await _open(db_url), await _open(db_url)
+    try:
+        batch_id = await _batch(first)
+        results = await asyncio.gather(
+            repo.acquire_lock(first, batch_id, "h:1:one"),
+            repo.acquire_lock(second, batch_id, "h:2:two"),
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert len(errors) == 1 and isinstance(errors[0], BatchLockedError), results
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_storage_errors_reach_the_caller_as_storage_error(db_url: str) -> None:
+    store = await _open(db_url)
+    try:
+        batch_id = await _batch(store)
+        async with Recorder(store, batch_id) as recorder:
+            await recorder.plan([PlannedRow(1, 0, 1, "coverage", 1, 0)])
+            with pytest.raises(StorageError, match="cannot write"):
+                await recorder.plan([PlannedRow(1, 0, 1, "coverage", 1, 0)])  # same slot
+            await recorder.flush()  # the writer survives a failed group
+    finally:
+        await store.close()
+
+
+# ---------------------------------------------------------------- whole batches
+
+
+def _successes(db_url: str, batch_id: str) -> list[tuple[Any, ...]]:
+    async def fetch() -> list[tuple[Any, ...]]:
+        store = await _open(db_url)
+        try:
+            async with store.engine.connect() as conn:
+                rows = await conn.execute(
+                    text(
+                        "SELECT a_idx, b_idx, mode, wave, winner FROM comparisons "
+                        "WHERE batch_id = :b AND status = 'success' ORDER BY slot"
+                    ),
+                    {"b": batch_id},
+                )
+                return [tuple(r) for r in rows]
+        finally:
+            await store.close()
+
+    return asyncio.run(fetch())
+
+
+def test_lower5_and_a_regular_batch_with_anchors_run_the_same_on_every_backend(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The workflow test: LOWER5 and the README's regular batch; a PostgreSQL run must
+    store exactly what the SQLite run stores for the same seed."""
+    reference = tmp_path / "reference.db"  # SQLite
+    db: Any = db_url  # the helpers take a path; a URL passes through str() unchanged
+    register_example_anchors(db)
+    register_example_anchors(reference)
+    lower5 = execute_json(db, ["--inventory", str(LOWER5), "--profile", "mock_lower5"])
+    assert lower5["status"] == "COMPLETED" and lower5["stop_reason"] == "resampling_cap"
+    assert lower5["calls_sent"] == 40 and lower5["max_skew"] == 0.0
+    regular_args = [
+        "--inventory",
+        str(REGULAR24),
+        "--assignment-id",
+        "phones",
+        "--profile",
+        "mock_generic_batch",
+        "--max-comparisons",
+        "150",
+    ]
+    regular = execute_json(db, regular_args)
+    same = execute_json(reference, regular_args)
+    assert regular["status"] == "COMPLETED" and regular["anchors"] == 8
+    assert regular["grades"]["projected"]
+    keep = ("status", "stop_reason", "calls_sent", "successful_comparisons", "waves", "top")
+    assert {k: regular[k] for k in keep} == {k: same[k] for k in keep}
+    assert _successes(db_url, regular["batch_id"]) == _successes(str(reference), same["batch_id"])
+    assert json.dumps(regular["grades"]) == json.dumps(same["grades"])
