@@ -37,17 +37,21 @@ class BatchStatus(StrEnum):
 class AttemptStatus(StrEnum):
     """Status of one stored judge call (one row of ``comparisons``).
 
+    ``planned``: chosen for a wave, not sent yet (not counted against the budget).
     ``sent``: the call went out and no answer is stored yet (in flight, or lost in a crash).
     ``success``: a verdict is stored. ``retried``: a transient error; another attempt
     followed. ``failed``: the comparison's last attempt failed; no more attempts.
     ``lost``: the call was in flight when the process died (counted as sent).
+    ``cancelled``: planned but never sent (the budget ran out first).
     """
 
+    PLANNED = "planned"
     SENT = "sent"
     SUCCESS = "success"
     RETRIED = "retried"
     FAILED = "failed"
     LOST = "lost"
+    CANCELLED = "cancelled"
 
 
 def edge(a: int, b: int) -> tuple[int, int]:

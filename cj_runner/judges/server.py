@@ -118,6 +118,8 @@ class RecordedRequest:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # the default backlog of 5 drops connections when many calls open at once
+    request_queue_size = 128
     owner: MockJudgeServer
 
 
