@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import cj_runner  # noqa: F401  (first: one BLAS thread, as the product runs)
 import numpy as np
 import scipy
 from numpy.typing import NDArray
