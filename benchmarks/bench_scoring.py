@@ -26,7 +26,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+# isort: off
 import cj_runner  # noqa: F401  (first: one BLAS thread, as the product runs)
+
+# isort: on
 import numpy as np
 import scipy
 from numpy.typing import NDArray
