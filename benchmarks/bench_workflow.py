@@ -41,7 +41,19 @@ from cj_runner.services.executor import BatchExecutor
 from cj_runner.storage import open_store, resolve_db_url
 from cj_runner.storage import repository as repo
 
-WORDS = "school phone ban students learn focus teacher class argument because however".split()
+WORDS = [
+    "school",
+    "phone",
+    "ban",
+    "students",
+    "learn",
+    "focus",
+    "teacher",
+    "class",
+    "argument",
+    "because",
+    "however",
+]
 
 
 def write_inventory(folder: Path, n: int, seed: int = 0) -> Path:
@@ -131,8 +143,14 @@ def bench_throughput(tmp: Path, essays: int, budget: int, wave: int) -> dict[str
         done = conn.execute(
             "SELECT COUNT(*) FROM comparisons WHERE batch_id=? AND status='success'", (batch_id,)
         ).fetchone()[0]
-    return {"essays": essays, "budget": budget, "wave": wave, "seconds": elapsed,
-            "comparisons": done, "per_second": done / elapsed}
+    return {
+        "essays": essays,
+        "budget": budget,
+        "wave": wave,
+        "seconds": elapsed,
+        "comparisons": done,
+        "per_second": done / elapsed,
+    }
 
 
 def bench_concurrency(tmp: Path, distribution: str, budget: int) -> dict[str, Any]:
@@ -157,33 +175,46 @@ def bench_concurrency(tmp: Path, distribution: str, budget: int) -> dict[str, An
     db = tmp / f"latency_{distribution}.db"
     batch_id, elapsed = asyncio.run(run_batch(db, inventory, profile))
     ideal, calls = ideal_makespan(db, batch_id, 32)
-    return {"latency": distribution, "calls": calls, "wall_s": elapsed, "ideal_s": ideal,
-            "ratio": elapsed / ideal}
+    return {
+        "latency": distribution,
+        "calls": calls,
+        "wall_s": elapsed,
+        "ideal_s": ideal,
+        "ratio": elapsed / ideal,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (CI smoke)")
-    parser.add_argument("--wave", type=int, default=250,
-                        help="wave size of the throughput run (default 250 = n/2 pairs)")
+    parser.add_argument(
+        "--wave",
+        type=int,
+        default=250,
+        help="wave size of the throughput run (default 250 = n/2 pairs)",
+    )
     args = parser.parse_args(argv)
     essays, budget, budget_b = (100, 1_000, 320) if args.quick else (500, 10_000, 2_000)
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         a = bench_throughput(tmp, essays, budget, min(args.wave, essays // 2))
         print("(a) throughput, zero-latency mock judge, SQLite, refit after every wave")
-        print(f"    essays={a['essays']} budget={a['budget']} wave={a['wave']}: "
-              f"{a['comparisons']} comparisons in {a['seconds']:.2f} s = "
-              f"{a['per_second']:,.0f}/s  (target >= 1,000/s: "
-              f"{'PASS' if a['per_second'] >= 1000 else 'MISS'})")
+        print(
+            f"    essays={a['essays']} budget={a['budget']} wave={a['wave']}: "
+            f"{a['comparisons']} comparisons in {a['seconds']:.2f} s = "
+            f"{a['per_second']:,.0f}/s  (target >= 1,000/s: "
+            f"{'PASS' if a['per_second'] >= 1000 else 'MISS'})"
+        )
         print("(b) concurrency, 32 slots, waves of 64; wall / ideal 32-slot makespan")
         ok = a["per_second"] >= 1000
         for dist in ("fixed", "lognormal"):
             b = bench_concurrency(tmp, dist, budget_b)
             target = " (target <= 1.10: " + ("PASS" if b["ratio"] <= 1.10 else "MISS") + ")"
-            print(f"    {dist:9s}: {b['calls']} calls, wall {b['wall_s']:.2f} s, ideal "
-                  f"{b['ideal_s']:.2f} s, ratio {b['ratio']:.3f}"
-                  + (target if dist == "fixed" else ""))
+            print(
+                f"    {dist:9s}: {b['calls']} calls, wall {b['wall_s']:.2f} s, ideal "
+                f"{b['ideal_s']:.2f} s, ratio {b['ratio']:.3f}"
+                + (target if dist == "fixed" else "")
+            )
             if dist == "fixed":
                 ok = ok and b["ratio"] <= 1.10
     return 0 if ok else 1
