@@ -41,7 +41,10 @@ class JudgeRequest:
 
     ``attempt`` counts calls for this comparison (1 = first); ``repeat_index`` counts how
     often this exact ordered pair was asked before in the batch (0 = first time), so a
-    cache and a deterministic mock can tell repeats apart.
+    cache and a deterministic mock can tell repeats apart. ``ask_index`` counts the
+    earlier comparisons of this ordered pair that finished with any outcome (answered, or
+    failed after its retries), so a comparison asked again after a failure is a new draw
+    for the mock, while the cache keys on ``repeat_index``.
     """
 
     essay_a: EssayText
@@ -49,6 +52,7 @@ class JudgeRequest:
     assignment: AssignmentText = AssignmentText()
     attempt: int = 1
     repeat_index: int = 0
+    ask_index: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ How it decides one ordered pair (A, B):
   [0, 1]; ``noise = 0`` makes the better essay always win (a tie is a coin flip).
   ``always: A|B`` forces the winner.
 * **Randomness**: every draw of one attempt comes from a generator seeded with a SHA-256
-  of ``(seed, checksum A, checksum B, repeat_index, attempt)``, so the answers do not
+  of ``(seed, checksum A, checksum B, ask index, attempt)``, so the answers do not
   depend on call order or concurrency.
 * **Errors**: one uniform draw per attempt against the cumulative error rates, in the
   order timeout, rate_limit, server_error, malformed, refused. A timeout raises after its
@@ -212,7 +212,7 @@ class MockJudge:
             config.seed,
             request.essay_a.checksum,
             request.essay_b.checksum,
-            request.repeat_index,
+            max(request.repeat_index, request.ask_index),
             request.attempt,
         )
         decision = decide(config, self.latent(request.essay_a), self.latent(request.essay_b), rng)

@@ -90,6 +90,7 @@ class _Slot:
     next_attempt: int = 1  # the stored row number of the next call
     planned_row: bool = True  # attempt 1 row exists as ``planned``
     judge_attempt: int = 1  # the attempt number the judge sees (lost calls do not count)
+    ask_index: int = 0  # earlier comparisons of this ordered pair that finished, any outcome
 
 
 @dataclass
@@ -189,6 +190,7 @@ class BatchExecutor:
         self.lost_on_resume = 0
         self.lost_total = 0
         self.cache_hits = 0
+        self.asks: dict[tuple[int, int], int] = {}
         self.tokens_in = 0
         self.tokens_out = 0
         self.next_slot = 1
@@ -242,6 +244,11 @@ class BatchExecutor:
             + self.tokens_out * self.judge.price_output_per_mtok
         ) / 1e6
 
+    def _count_ask(self, slot: _Slot) -> None:
+        """A comparison of this ordered pair finished (success or for good failed)."""
+        key = (slot.a, slot.b)
+        self.asks[key] = self.asks.get(key, 0) + 1
+
     # ------------------------------------------------------------ rebuild
 
     async def _rebuild(self) -> _OpenWave | None:
@@ -276,6 +283,9 @@ class BatchExecutor:
                 if open_wave is None:
                     open_wave = _OpenWave(wave, last["mode"], [], [])
                 open_wave.asked.append((last["a_idx"], last["b_idx"]))
+            pair = (int(last["a_idx"]), int(last["b_idx"]))
+            if last["status"] in ("success", "failed"):
+                self.asks[pair] = self.asks.get(pair, 0) + 1
             if last["status"] == "success":
                 self.wf.record_success(
                     last["a_idx"], last["b_idx"], last["winner"], last["mode"], key=slot_no
@@ -299,6 +309,7 @@ class BatchExecutor:
                         next_attempt=int(last["attempt"]) + (0 if planned else 1),
                         planned_row=planned,
                         judge_attempt=1 + sum(1 for r in rows if r["status"] == "retried"),
+                        ask_index=self.asks.get(pair, 0),
                     )
                 )
         extra = self.batch.state.get("extra_json") or {}
@@ -403,6 +414,7 @@ class BatchExecutor:
                     mode=self.wf.mode.value,
                     wave=wave_no,
                     repeat_index=self.wf.repeat_index(pair.a, pair.b),
+                    ask_index=self.asks.get((pair.a, pair.b), 0),
                 )
             )
             self.next_slot += 1
@@ -459,6 +471,7 @@ class BatchExecutor:
                     else:
                         await recorder.mark_failed(slot.slot, attempt - 1)
                         self.wf.record_failure()
+                        self._count_ask(slot)
                     return
                 call_no = self.wf.count_call()
                 await recorder.sent(
@@ -482,6 +495,7 @@ class BatchExecutor:
                     assignment=self.assignment,
                     attempt=judge_attempt,
                     repeat_index=slot.repeat_index,
+                    ask_index=slot.ask_index,
                 )
                 started = time.perf_counter()
                 error: JudgeError | None = None
@@ -518,6 +532,7 @@ class BatchExecutor:
             self._emit("call", slot.wave)
             if not retry:
                 self.wf.record_failure()
+                self._count_ask(slot)
                 return
             if self.stop_event.is_set():
                 return
@@ -554,6 +569,7 @@ class BatchExecutor:
         )
         self._add_tokens(verdict.tokens_in, verdict.tokens_out)
         self.wf.record_success(slot.a, slot.b, verdict.winner, slot.mode, key=slot.slot)
+        self._count_ask(slot)
         self._wave_successes[slot.wave] = self._wave_successes.get(slot.wave, 0) + 1
         if self.use_cache:
             self.cache[(a_sum, b_sum, slot.repeat_index)] = {
@@ -584,6 +600,7 @@ class BatchExecutor:
         )
         self.cache_hits += 1
         self.wf.record_success(slot.a, slot.b, str(hit["winner"]), slot.mode, key=slot.slot)
+        self._count_ask(slot)
         self._wave_successes[slot.wave] = self._wave_successes.get(slot.wave, 0) + 1
         self._emit("call", slot.wave)
 

@@ -149,3 +149,26 @@ def test_a_judge_that_always_fails_ends_failed(tmp_path: Path) -> None:
         (s["batch_id"],),
     )
     assert rows[0][0] == s["calls_sent"] > 0
+
+
+def test_a_pair_asked_again_after_a_failure_is_a_new_draw(tmp_path: Path) -> None:
+    # 60% of attempts fail: about 22% of comparisons use up their three attempts; asked
+    # again later they must not fail the same way every time, so the batch completes
+    db = tmp_path / "cj.db"
+    profile = write_profile(
+        tmp_path / "flaky5.yaml",
+        {
+            **SHAPE_SETTINGS,
+            "MIN_RESAMPLING_NET_SIZE": 5,
+            "MAX_RESAMPLING_PASSES_FOR_SMALL_NET": 3,
+            "RETRY_BASE_DELAY_S": 0.001,
+            "RETRY_MAX_DELAY_S": 0.002,
+        },
+        {**CLEAN_JUDGE, "seed": 9, "errors": {"timeout": 0.3, "server_error": 0.3}},
+    )
+    s = execute_json(
+        db, ["--inventory", str(LOWER5), "--profile", str(profile), "--max-comparisons", "200"]
+    )
+    assert s["status"] == "COMPLETED", s
+    assert s["successful_pairs_count"] == 10
+    assert s["success_rate"] >= 0.8
