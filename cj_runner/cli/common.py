@@ -82,10 +82,11 @@ def dump_json(obj: Any) -> str:
 
 
 def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """Rows as CSV text (nested values JSON-encoded)."""
-    if not rows:
+    """Rows as CSV text with a header (also when there are no rows and ``columns`` is
+    given); nested values JSON-encoded."""
+    if not rows and not columns:
         return ""
-    cols = list(columns or rows[0].keys())
+    cols = list(columns) if columns else list(rows[0].keys())
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

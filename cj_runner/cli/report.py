@@ -4,9 +4,7 @@ BATCH is the batch id or its name."""
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,6 +20,7 @@ from cj_runner.cli.common import (
     err_console,
     fail,
     run_async,
+    to_csv,
     version_callback,
     with_db,
 )
@@ -85,21 +84,6 @@ def _load(db: str | None, body: Callable[[Store], Awaitable[Any]]) -> Any:
     return run_async(run)
 
 
-def _csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """CSV with a header even when there are no rows; nested values JSON-encoded."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(
-            {
-                k: json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v
-                for k, v in row.items()
-            }
-        )
-    return out.getvalue()
-
-
 def _print_table(renderable: RenderableType, output: Path | None) -> None:
     if output is None:
         console.print(renderable)
@@ -115,7 +99,7 @@ def _emit(kind: str, data: dict[str, Any], fmt: str, output: Path | None) -> Non
     if fmt == "json":
         emit_text(dump_json(data), output)
     elif fmt == "csv":
-        emit_text(_csv_text(report_rows(kind, data), report_columns(kind, data)), output)
+        emit_text(to_csv(report_rows(kind, data), report_columns(kind, data)), output)
     else:
         _print_table(renderable_for(kind, data), output)
 
@@ -141,7 +125,7 @@ def summary(batch: Batch, fmt: Fmt = "table", output: Output = None, db: Db = No
         emit_text(dump_json(data), output)
     elif fmt == "csv":
         flat = {k: v for k, v in data.items() if not isinstance(v, list | dict)}
-        emit_text(_csv_text([flat], list(flat)), output)
+        emit_text(to_csv([flat], list(flat)), output)
     else:
         _print_table(summary_renderable(data), output)
 
