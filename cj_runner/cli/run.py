@@ -86,6 +86,11 @@ Sets = Annotated[
 ]
 Db = Annotated[str | None, typer.Option("--db", help=DB_HELP)]
 Format = Annotated[str, typer.Option("--format", help="Output format: table or json.")]
+NoCache = Annotated[
+    bool, typer.Option("--no-cache", help="Do not reuse stored answers (judgment cache).")
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no summary.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")]
 
 
 def _request(
@@ -335,14 +340,10 @@ def execute(
         str | None,
         typer.Option(envvar="CJ_JUDGE_BASE_URL", help="Override the judge's base URL."),
     ] = None,
-    no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Do not reuse stored answers (judgment cache).")
-    ] = False,
+    no_cache: NoCache = False,
     db: Db = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no summary.")] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the summary as one JSON object.")
-    ] = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ) -> None:
     """Run a batch to its stop: coverage, resampling, scoring, grades. Exit 0 when
     COMPLETED, 1 when FAILED, 2 on bad input, 130 when interrupted."""
@@ -389,14 +390,10 @@ def execute(
 @app.command()
 def resume(
     batch: Annotated[str, typer.Argument(help="Batch id or name.")],
-    no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Do not reuse stored answers (judgment cache).")
-    ] = False,
+    no_cache: NoCache = False,
     db: Db = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no summary.")] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the summary as one JSON object.")
-    ] = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ) -> None:
     """Continue a batch that did not finish (crash, Ctrl-C): answered comparisons are
     kept, calls in flight are counted as sent and re-asked if budget remains."""
