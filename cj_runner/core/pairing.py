@@ -63,11 +63,13 @@ class PairingState:
         in_flight: edges with a call under way: never candidates.
         pass_remaining: resampling: edges of the current pass not yet asked in it.
         se: standard errors of the scores (adaptive strategies), optional.
-        grade_uncertainty: per node weight in ``[0, 1]`` (``grade_boundary``), optional.
+        grade_uncertainty: per node weight ``>= 0`` (``grade_boundary``), optional; see
+            :func:`cj_runner.core.strategies.grade_weights`.
         orientation_matrix: optional ``n x n`` integer matrix, ``[a, b]`` = successful
             comparisons asked as ``(a, b)``; when given it must agree with
             ``orientation_counts`` and is used instead of it to find compared edges
             (see :func:`orientation_matrix`).
+        prior_precision: ridge of the Bradley-Terry fit (``infogain``, ``grade_boundary``).
     """
 
     n_nodes: int
@@ -80,6 +82,7 @@ class PairingState:
     se: np.ndarray | None = None
     grade_uncertainty: np.ndarray | None = None
     orientation_matrix: np.ndarray | None = None
+    prior_precision: float = 0.01
 
 
 def orientation_matrix(
@@ -276,13 +279,15 @@ def _problem(state: PairingState, mode: Mode, wave_size: int) -> SelectionProble
         state.b_counts, dtype=np.int64
     )
     next_a: npt.NDArray[np.int8] | None = None
+    comparisons: npt.NDArray[np.int64] | None = None
     if mode is Mode.COVERAGE:
         om = _orientations(state)
-        candidates = (om + om.T) == 0
+        comparisons = om + om.T
+        candidates = comparisons == 0
     elif mode is Mode.RESAMPLING:
         remaining = _edge_array(state.pass_remaining, n, "pass_remaining")
         om = _orientations(state)
-        edge_counts = om + om.T
+        edge_counts = comparisons = om + om.T
         # never a new edge: a pass edge must already have a successful comparison
         candidates = _matrix(n, remaining) & (edge_counts > 0)
         node_cap = resampling_node_cap(wave_size, n)
@@ -311,4 +316,6 @@ def _problem(state: PairingState, mode: Mode, wave_size: int) -> SelectionProble
             if state.grade_uncertainty is None
             else np.asarray(state.grade_uncertainty, dtype=np.float64)
         ),
+        comparisons=comparisons,
+        prior_precision=state.prior_precision,
     )

@@ -8,13 +8,33 @@ A wave: :meth:`WorkflowState.plan_wave` picks the ordered pairs; the caller asks
 judge and reports every outcome with :meth:`record_success` / :meth:`record_failure`
 (and every call sent with :meth:`count_call`); :meth:`end_wave` refits the scores (warm
 start), applies the continuation decision (spec §5) and moves to the next mode.
+
+Issue 8 extensions, all off by default (the default settings select, fit and decide
+exactly as before):
+
+* ``audit_share > 0``: each wave spends that share of its pairs (on average; the
+  fraction is a seeded coin per wave) on *audit* pairs, uniformly random over all edges
+  not chosen in the wave (and, while resampling, not in the pass), recorded with
+  :attr:`Mode.AUDIT`; :attr:`WorkflowState.wave_modes` gives the mode of every planned
+  pair. Audits are held-out, design-independent checks of the fit
+  (:mod:`cj_runner.core.robust`).
+* ``strategy="infogain"`` or ``"grade_boundary"``: selection works on the
+  empirical-Bayes posterior (:func:`cj_runner.core.robust.empirical_bayes_fit`: its
+  mode as the scores, its prior precision, its SEs) instead of the weak-ridge fit,
+  whose scale spreads out under adaptive designs and would make the predicted win
+  probabilities too extreme. With ``anchor_grades``, ``grade_boundary`` also gets the
+  per-node weights of :func:`cj_runner.core.strategies.grade_weights` from that
+  posterior. Both are recomputed from the stored comparisons, so a resumed batch selects
+  what an uninterrupted one would.
+* ``robust_reliability_fn``: called after every fit; :func:`robust_reliability_hook`
+  builds the default one (the posterior reliability of :mod:`cj_runner.core.robust`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -31,9 +51,16 @@ from cj_runner.core.coverage import max_possible_pairs
 from cj_runner.core.models import Mode, PlannedPair, edge
 from cj_runner.core.pairing import PairingState, select_pairs
 from cj_runner.core.reliability import scale_separation_reliability
+from cj_runner.core.robust import EmpiricalBayesFit, empirical_bayes_fit, robust_reliability
+from cj_runner.core.strategies import grade_weights
 
 EXACT_WAVE_SE_MAX_N = 300
 """Per-wave SEs (for the wave's SSR) are computed up to this many nodes."""
+
+ADAPTIVE_STRATEGIES: tuple[str, ...] = ("infogain", "grade_boundary")
+"""Strategies that select on the empirical-Bayes posterior."""
+
+_AUDIT_STREAM = 0xA0D17  # a separate random stream: audits never shift the main selection
 
 
 @dataclass(frozen=True)
@@ -66,6 +93,15 @@ class WorkflowState:
             batch selects exactly what an uninterrupted one would.
         prior_precision: ridge of the Bradley-Terry fit.
         min_resampling_net_size: ``MIN_RESAMPLING_NET_SIZE``.
+        audit_share: ``AUDIT_SHARE``, the share of each wave spent on audit pairs.
+        anchor_grades: anchor node -> known grade index (0 = lowest), for
+            ``grade_boundary``.
+        n_grades: grades on the scale, for ``grade_boundary``.
+        robust_reliability_fn: computes the design-robust reliability after every fit
+            (the ``TARGET_RELIABILITY`` rule needs it); see :func:`robust_reliability_hook`.
+        wave_modes: the mode of every pair of the last planned wave, in order.
+        selection_scores: fixed scores that selection uses instead of the fit (the
+            benchmark's oracle: pairing on the true qualities); ``None`` in real batches.
     """
 
     n_nodes: int
@@ -93,6 +129,11 @@ class WorkflowState:
     modes: list[str] = field(default_factory=list)
     keys: list[int] = field(default_factory=list)
     robust_reliability_fn: RobustReliabilityFn | None = None
+    audit_share: float = 0.0
+    anchor_grades: Mapping[int, int] = field(default_factory=dict)
+    n_grades: int = 0
+    wave_modes: list[Mode] = field(default_factory=list)
+    selection_scores: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = self.n_nodes
@@ -104,6 +145,7 @@ class WorkflowState:
         if self.scores.shape != (n,):
             self.scores = np.zeros(n)
         self._wave_start_successes = 0
+        self._posterior: tuple[int, EmpiricalBayesFit] | None = None
 
     # ------------------------------------------------------------------ facts
 
@@ -163,22 +205,92 @@ class WorkflowState:
     # ------------------------------------------------------------------ waves
 
     def plan_wave(self) -> list[PlannedPair]:
-        """The ordered pairs of the next wave (empty: the mode can produce no pair)."""
+        """The ordered pairs of the next wave (empty: the mode can produce no pair).
+
+        :attr:`wave_modes` is set to the mode of each pair (the current mode, or
+        :attr:`Mode.AUDIT` for the audit pairs, which come last).
+        """
+        self.wave_modes = []
         size = min(self.wave_size, self.budget_left)
         if size <= 0:
             return []
+        scores, se, precision = self.scores, None, self.prior_precision
+        weights = None
+        if self.selection_scores is not None:
+            scores = np.asarray(self.selection_scores, dtype=float)
+        elif self.strategy in ADAPTIVE_STRATEGIES and self.successes:
+            eb = self.posterior()
+            scores = np.asarray(eb.fit.scores)
+            se = None if eb.fit.se is None else np.asarray(eb.fit.se)
+            precision = 1.0 / eb.prior_sd**2
+            weights = self._grade_uncertainty(scores, se)
         state = PairingState(
             n_nodes=self.n_nodes,
-            scores=self.scores,
+            scores=scores,
             a_counts=self.a_counts.copy(),
             b_counts=self.b_counts.copy(),
             orientation_counts=self._orientation_mapping(),
             pass_remaining=frozenset(self.pass_remaining),
             orientation_matrix=self.orientation,
+            se=se,
+            grade_uncertainty=weights,
+            prior_precision=precision,
         )
-        rng = np.random.default_rng([self.seed, self.waves_completed + 1])
+        wave = self.waves_completed + 1
+        rng = np.random.default_rng([self.seed, wave])
         self._wave_start_successes = self.successes
-        return select_pairs(state, self.mode, size, rng, strategy=self.strategy)
+        n_audit = 0
+        if self.audit_share > 0:
+            audit_rng = np.random.default_rng([self.seed, wave, _AUDIT_STREAM])
+            expected = self.audit_share * size
+            n_audit = min(size - 1, int(expected) + int(audit_rng.random() < expected % 1))
+        pairs = select_pairs(state, self.mode, size - n_audit, rng, strategy=self.strategy)
+        self.wave_modes = [self.mode] * len(pairs)
+        if pairs and n_audit > 0:
+            audits = self._audit_pairs(state, pairs, n_audit, audit_rng)
+            pairs += audits
+            self.wave_modes += [Mode.AUDIT] * len(audits)
+        return pairs
+
+    def _audit_pairs(
+        self,
+        state: PairingState,
+        chosen: Sequence[PlannedPair],
+        k: int,
+        rng: np.random.Generator,
+    ) -> list[PlannedPair]:
+        """``k`` uniformly random audit pairs, none chosen in the wave or in the pass."""
+        a_counts = state.a_counts.copy()
+        b_counts = state.b_counts.copy()
+        for p in chosen:
+            a_counts[p.a] += 1
+            b_counts[p.b] += 1
+        blocked = {p.edge for p in chosen}
+        if self.mode == Mode.RESAMPLING:
+            blocked |= self.pass_remaining
+        audit_state = replace(
+            state, a_counts=a_counts, b_counts=b_counts, in_flight=frozenset(blocked)
+        )
+        return select_pairs(audit_state, Mode.AUDIT, k, rng)
+
+    def _grade_uncertainty(self, scores: np.ndarray, se: np.ndarray | None) -> np.ndarray | None:
+        """``grade_boundary`` weights from the posterior (``None``: uniform)."""
+        if self.strategy != "grade_boundary" or not self.anchor_grades or se is None:
+            return None
+        anchors = sorted(self.anchor_grades)
+        return grade_weights(
+            scores, np.square(se), anchors, [self.anchor_grades[a] for a in anchors], self.n_grades
+        )
+
+    def posterior(self) -> EmpiricalBayesFit:
+        """The empirical-Bayes posterior of the successes so far (cached until the next one)."""
+        if self._posterior is None or self._posterior[0] != len(self.keys):
+            first, second, first_won = self.comparison_arrays()
+            self._posterior = (
+                len(self.keys),
+                empirical_bayes_fit(self.n_nodes, first, second, first_won),
+            )
+        return self._posterior[1]
 
     def _orientation_mapping(self) -> dict[tuple[int, int], tuple[int, int]]:
         return {
@@ -194,6 +306,11 @@ class WorkflowState:
             np.asarray(self.second, dtype=np.int64)[order],
             np.asarray(self.first_won, dtype=bool)[order],
         )
+
+    def comparison_modes(self) -> list[str]:
+        """The mode of every success, in the key order of :meth:`comparison_arrays`."""
+        order = np.argsort(np.asarray(self.keys, dtype=np.int64), kind="stable")
+        return [self.modes[i] for i in order]
 
     def fit(self, *, compute_se: bool, order_effect: bool = False) -> BTFit:
         """Bradley-Terry fit of the successful comparisons (warm start from the last fit)."""
@@ -274,6 +391,36 @@ class WorkflowState:
             self.mode = Mode.RESAMPLING
         elif decision.action == Action.REQUEST_MORE_COMPARISONS:
             self.mode = Mode.COVERAGE
+
+
+def robust_reliability_hook(
+    nodes: Sequence[int] | None = None, method: str = "posterior"
+) -> RobustReliabilityFn:
+    """A :data:`RobustReliabilityFn` for :attr:`WorkflowState.robust_reliability_fn`.
+
+    It runs :func:`cj_runner.core.robust.robust_reliability` on the batch's successful
+    comparisons (with their modes, the batch seed and the fit's ridge) over ``nodes``
+    (e.g. the students; default all nodes).
+    """
+    subset = None if nodes is None else [int(i) for i in nodes]
+
+    def hook(state: WorkflowState, fit: BTFit) -> float | None:
+        first, second, first_won = state.comparison_arrays()
+        result = robust_reliability(
+            state.n_nodes,
+            first,
+            second,
+            first_won,
+            modes=state.comparison_modes(),
+            seed=state.seed,
+            prior_precision=state.prior_precision,
+            nodes=subset,
+            method=method,
+            posterior=state.posterior() if method == "posterior" else None,
+        )
+        return result.value
+
+    return hook
 
 
 def exhausted_decision() -> Decision:

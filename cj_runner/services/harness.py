@@ -9,7 +9,7 @@ judge of the same accuracy.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +18,13 @@ from scipy import stats
 from cj_runner.config import Settings, continuation_limits
 from cj_runner.core.bt import BTFit
 from cj_runner.core.continuation import Decision
-from cj_runner.core.workflow import WaveEnd, WorkflowState, exhausted_decision
+from cj_runner.core.workflow import (
+    RobustReliabilityFn,
+    WaveEnd,
+    WorkflowState,
+    exhausted_decision,
+    robust_reliability_hook,
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,8 @@ class HarnessResult:
     history: list[WaveRecord] = field(default_factory=list)
     final_fit: BTFit | None = None
     workflow: WorkflowState | None = None
+    true_reliability: float = float("nan")
+    robust_reliability: float | None = None
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -102,6 +110,11 @@ def run_harness(
     seed: int = 0,
     on_wave: Callable[[WorkflowState, WaveEnd], None] | None = None,
     workflow: WorkflowState | None = None,
+    anchor_grades: Mapping[int, int] | None = None,
+    n_grades: int = 0,
+    robust_fn: RobustReliabilityFn | None = None,
+    selection_scores: np.ndarray | None = None,
+    cost_per_call_usd: float = 0.0,
 ) -> HarnessResult:
     """Run one synthetic batch to its stop.
 
@@ -112,9 +125,24 @@ def run_harness(
         n_students: students among the nodes (default all), for the small-net rule.
         seed: the batch seed (selection) and the judge's draws.
         on_wave: called after every wave (metrics collection).
-        workflow: a pre-built state (e.g. with a robust-reliability hook).
+        workflow: a pre-built state (the arguments below are then ignored).
+        anchor_grades: anchor node -> grade index (``grade_boundary``); the other nodes
+            are the students.
+        n_grades: grades on the scale.
+        robust_fn: the robust-reliability hook; by default, when ``TARGET_RELIABILITY``
+            is set, :func:`robust_reliability_hook` over the students, as the executor.
+        selection_scores: pair on these fixed scores instead of the fit (the oracle:
+            ``judge.true_scores`` with the ``swiss`` strategy).
+        cost_per_call_usd: money each call sent costs (for ``MAX_COST_USD``).
+
+    Spearman, Kendall and the true reliability (squared Pearson correlation of the scores
+    with the truth) are taken over the students.
     """
     n = len(judge.true_scores)
+    anchors = dict(anchor_grades or {})
+    students = np.array([i for i in range(n) if i not in anchors], dtype=np.intp)
+    if robust_fn is None and settings.TARGET_RELIABILITY is not None:
+        robust_fn = robust_reliability_hook(students.tolist())
     wf = workflow or WorkflowState(
         n_nodes=n,
         n_students=n if n_students is None else n_students,
@@ -125,7 +153,13 @@ def run_harness(
         seed=seed,
         prior_precision=settings.BT_PRIOR_PRECISION,
         min_resampling_net_size=settings.MIN_RESAMPLING_NET_SIZE,
+        audit_share=settings.AUDIT_SHARE,
+        anchor_grades=anchors,
+        n_grades=n_grades,
+        robust_reliability_fn=robust_fn,
+        selection_scores=selection_scores,
     )
+    truth = np.asarray(judge.true_scores, dtype=float)[students]
     judge_rng = np.random.default_rng([seed, 0xC0FFEE])
     history: list[WaveRecord] = []
     decision: Decision | None = None
@@ -136,16 +170,17 @@ def run_harness(
             decision = exhausted_decision()
             break
         mode = wf.mode.value
-        for pair in pairs:
+        for pair, pair_mode in zip(pairs, wf.wave_modes, strict=True):
             if wf.calls_sent >= wf.total_budget:
                 break
             wf.count_call()
+            wf.cost_usd += cost_per_call_usd
             key += 1
             winner = judge.judge(pair.a, pair.b, judge_rng)
             if winner is None:
                 wf.record_failure()
             else:
-                wf.record_success(pair.a, pair.b, winner, mode, key=key)
+                wf.record_success(pair.a, pair.b, winner, pair_mode.value, key=key)
         end = wf.end_wave(wf.waves_completed + 1, [(p.a, p.b) for p in pairs])
         decision = end.decision
         history.append(
@@ -157,7 +192,7 @@ def run_harness(
                 calls=wf.calls_sent,
                 max_score_change=end.max_score_change,
                 ssr=end.ssr,
-                spearman=spearman(wf.scores, judge.true_scores),
+                spearman=spearman(wf.scores[students], truth),
                 decision=end.decision.action.value,
                 reason=end.decision.reason.value,
                 robust_reliability=end.robust_reliability,
@@ -166,19 +201,32 @@ def run_harness(
         if on_wave is not None:
             on_wave(wf, end)
     final = wf.fit(compute_se=True) if wf.successes else None
-    scores = final.scores if final is not None else wf.scores
+    scores = np.asarray(final.scores if final is not None else wf.scores)[students]
+    last_robust = next(
+        (h.robust_reliability for h in reversed(history) if h.robust_reliability is not None),
+        None,
+    )
     return HarnessResult(
         stop_reason=decision.reason.value,
         status="FAILED" if decision.action.value == "FINALIZE_FAILURE" else "COMPLETED",
         waves=wf.waves_completed,
         comparisons=wf.successes,
         calls_sent=wf.calls_sent,
-        spearman=spearman(scores, judge.true_scores),
-        kendall=kendall(scores, judge.true_scores),
+        spearman=spearman(scores, truth),
+        kendall=kendall(scores, truth),
         history=history,
         final_fit=final,
         workflow=wf,
+        true_reliability=true_reliability(scores, truth),
+        robust_reliability=last_robust,
     )
+
+
+def true_reliability(scores: np.ndarray, truth: np.ndarray) -> float:
+    """Squared Pearson correlation of the scores with the truth (nan when undefined)."""
+    if len(scores) < 2 or np.ptp(scores) == 0 or np.ptp(truth) == 0:
+        return float("nan")
+    return float(np.corrcoef(scores, truth)[0, 1] ** 2)
 
 
 def latent_sd_for_accuracy(q: float, samples: int = 200_000, seed: int = 0) -> float:
