@@ -97,7 +97,7 @@ def summary_renderable(s: dict[str, Any]) -> Group:
     )
     rel = f"SSR {_fmt(s['ssr'])}"
     if s.get("robust_reliability") is not None:
-        rel += f"; split-half {_fmt(s['robust_reliability'])}"
+        rel += f"; design-robust {_fmt(s['robust_reliability'])}"
     head.add_row("reliability", rel)
     if s.get("reliability_warning"):
         head.add_row("[yellow]warning[/]", s["reliability_warning"])

@@ -240,7 +240,17 @@ def ranking_renderable(r: dict[str, Any]) -> Group:
     )
     rows = [
         ("batch", _batch_line(r)),
-        ("reliability", f"SSR {fmt(r['ssr'])}{order}"),
+        (
+            "reliability",
+            f"SSR {fmt(r['ssr'])}; design-robust {fmt(r['robust_reliability'])}"
+            + (
+                f" (± {fmt(r['robust_reliability_sd'])})"
+                if r["robust_reliability_sd"] is not None
+                else ""
+            )
+            + order,
+        ),
+        *([("warning", r["reliability_warning"])] if r["reliability_warning"] else []),
         (
             "misfits",
             f"{len(r['misfits'])} above {r['misfit_threshold']} (infit or outfit): "

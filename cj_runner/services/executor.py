@@ -42,7 +42,7 @@ import numpy as np
 from cj_runner.config import Settings, continuation_limits
 from cj_runner.core.continuation import Action, Decision, StopReason
 from cj_runner.core.models import GradeScale, Mode
-from cj_runner.core.workflow import WorkflowState, exhausted_decision
+from cj_runner.core.workflow import WorkflowState, exhausted_decision, robust_reliability_hook
 from cj_runner.errors import BatchLockedError, JudgeError, UserError
 from cj_runner.judges.base import AssignmentText, EssayText, Judge, JudgeRequest, Verdict
 from cj_runner.judges.retry import RetryPolicy, sleep_before_retry
@@ -98,7 +98,7 @@ class _OpenWave:
     """A wave that was planned but not closed when the last run stopped."""
 
     wave: int
-    mode: str
+    mode: str | None  # the wave's mode (None: only audit pairs; keep the stored mode)
     asked: list[tuple[int, int]]
     unfinished: list[_Slot]
 
@@ -201,6 +201,14 @@ class BatchExecutor:
     def _workflow(self, state: dict[str, Any]) -> WorkflowState:
         """The workflow state as stored after the last closed wave."""
         settings = self.settings
+        students = [n.idx for n in self.nodes if not n.is_anchor]
+        anchor_grades: dict[int, int] = {}
+        if self.grade_scale is not None:
+            anchor_grades = {
+                n.idx: self.grade_scale.index(n.known_grade)
+                for n in self.nodes
+                if n.is_anchor and n.known_grade in self.grade_scale.grades
+            }
         return WorkflowState(
             n_nodes=len(self.nodes),
             n_students=sum(1 for n in self.nodes if not n.is_anchor),
@@ -215,6 +223,14 @@ class BatchExecutor:
             waves_completed=int(state.get("iteration") or 0),
             pass_count=int(state.get("resampling_pass_count") or 0),
             pass_remaining={(int(p[0]), int(p[1])) for p in state.get("pass_remaining") or []},
+            audit_share=settings.AUDIT_SHARE,
+            anchor_grades=anchor_grades,
+            n_grades=len(self.grade_scale.grades) if self.grade_scale is not None else 0,
+            robust_reliability_fn=(
+                robust_reliability_hook(students)
+                if settings.TARGET_RELIABILITY is not None
+                else None
+            ),
         )
 
     # ------------------------------------------------------------ helpers
@@ -281,7 +297,9 @@ class BatchExecutor:
             wave = int(last["wave"])
             if wave > self.wf.waves_completed:
                 if open_wave is None:
-                    open_wave = _OpenWave(wave, last["mode"], [], [])
+                    open_wave = _OpenWave(wave, None, [], [])
+                if open_wave.mode is None and last["mode"] != Mode.AUDIT.value:
+                    open_wave.mode = last["mode"]  # audit pairs come last in a wave
                 open_wave.asked.append((last["a_idx"], last["b_idx"]))
             pair = (int(last["a_idx"]), int(last["b_idx"]))
             if last["status"] in ("success", "failed"):
@@ -367,7 +385,8 @@ class BatchExecutor:
         decision: Decision | None = None
         if open_wave is not None:
             # the last run stopped inside a wave: finish that wave first
-            self.wf.mode = Mode(open_wave.mode)
+            if open_wave.mode is not None:
+                self.wf.mode = Mode(open_wave.mode)
             decision = await self._wave(open_wave.wave, open_wave.unfinished, open_wave.asked)
         elif self._last_decision is not None and self._last_decision[0] in (
             Action.FINALIZE_SCORING.value,
@@ -405,13 +424,13 @@ class BatchExecutor:
     def _plan_wave(self, wave_no: int) -> list[_Slot]:
         pairs = self.wf.plan_wave()
         slots = []
-        for pair in pairs:
+        for pair, mode in zip(pairs, self.wf.wave_modes, strict=True):
             slots.append(
                 _Slot(
                     slot=self.next_slot,
                     a=pair.a,
                     b=pair.b,
-                    mode=self.wf.mode.value,
+                    mode=mode.value,
                     wave=wave_no,
                     repeat_index=self.wf.repeat_index(pair.a, pair.b),
                     ask_index=self.asks.get((pair.a, pair.b), 0),

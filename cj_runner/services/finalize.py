@@ -18,6 +18,7 @@ from cj_runner.core.reliability import (
     position_a_win_share,
     scale_separation_reliability,
 )
+from cj_runner.core.robust import robust_reliability
 from cj_runner.core.workflow import WorkflowState
 from cj_runner.storage import Store
 from cj_runner.storage import repository as repo
@@ -89,6 +90,49 @@ def projection_for(
     )
 
 
+ROBUST_WARNING_MARGIN = 0.05
+"""Warn when SSR exceeds the design-robust reliability by more than this."""
+
+
+def _robust(
+    n: int,
+    nodes: Sequence[repo.NodeRecord],
+    workflow: WorkflowState,
+    settings: Settings,
+    first: ArrayLike,
+    second: ArrayLike,
+    first_won: ArrayLike,
+    ssr: float | None,
+) -> dict[str, Any]:
+    """The design-robust reliability of the students' scores, and the SSR warning."""
+    students = [node.idx for node in nodes if not node.is_anchor]
+    robust = robust_reliability(
+        n,
+        first,
+        second,
+        first_won,
+        modes=workflow.comparison_modes(),
+        seed=workflow.seed,
+        prior_precision=settings.BT_PRIOR_PRECISION,
+        nodes=students,
+    )
+    value = _finite(robust.value)
+    out: dict[str, Any] = {
+        "robust_reliability": {
+            "value": value,
+            "method": robust.method,
+            "posterior_sd": _finite(robust.detail.get("posterior_sd")),
+            "audit_comparisons": int(robust.detail.get("audit_n", 0)),
+        }
+    }
+    if value is not None and ssr is not None and ssr - value > ROBUST_WARNING_MARGIN:
+        out["reliability_warning"] = (
+            f"SSR {ssr:.2f} exceeds the design-robust reliability {value:.2f} by more than "
+            f"{ROBUST_WARNING_MARGIN}: adaptive pairing inflates SSR; trust the robust figure"
+        )
+    return out
+
+
 async def finalize_batch(
     store: Store,
     batch_id: str,
@@ -119,6 +163,7 @@ async def finalize_batch(
         infit, outfit = infit_outfit(n, f, s, w, fit.scores, fit.order_effect or 0.0)
         share = position_a_win_share(w)
         state["ssr"] = _finite(scale_separation_reliability(fit.scores, fit.se))
+        extra.update(_robust(n, nodes, workflow, settings, first, second, first_won, state["ssr"]))
         state["order_effect"] = _finite(fit.order_effect)
         state["order_effect_se"] = _finite(fit.order_effect_se)
         extra.update(

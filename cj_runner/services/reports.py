@@ -309,6 +309,7 @@ def _grade_of_student(data: BatchData) -> dict[int, str | None]:
 def ranking_report(data: BatchData) -> dict[str, Any]:
     """Nodes by score, with SE, 95% interval, comparisons, wins, infit/outfit and misfits."""
     state = data.batch.state
+    robust = data.extra.get("robust_reliability") or {}
     outcomes = data.outcomes
     n = len(data.nodes)
     wins = np.zeros(n, dtype=np.int64)
@@ -351,6 +352,10 @@ def ranking_report(data: BatchData) -> dict[str, Any]:
     return {
         **_header(data),
         "ssr": _num(state.get("ssr")),
+        "robust_reliability": _num(robust.get("value")),
+        "robust_reliability_method": robust.get("method"),
+        "robust_reliability_sd": _num(robust.get("posterior_sd")),
+        "reliability_warning": data.extra.get("reliability_warning"),
         "order_effect": _num(state.get("order_effect")),
         "order_effect_se": _num(state.get("order_effect_se")),
         "misfit_threshold": MISFIT_THRESHOLD,

@@ -73,6 +73,10 @@ KEYS: dict[str, list[str]] = {
     "ranking": [
         *HEADER,
         "ssr",
+        "robust_reliability",
+        "robust_reliability_method",
+        "robust_reliability_sd",
+        "reliability_warning",
         "order_effect",
         "order_effect_se",
         "misfit_threshold",
