@@ -125,7 +125,8 @@ def summary_renderable(s: dict[str, Any]) -> Group:
             f" [dim](anchor {row['known_grade']})[/]" if row["is_anchor"] else ""
         )
         top.add_row(str(row["rank"]), label, _fmt(row["score"]), _fmt(row["se"]))
-    return Group(Panel(head, title="cj-runner summary", title_align="left"), top)
+    panel = Panel(head, title="cj-runner summary", title_align="left")
+    return Group(panel, top) if s["top"] else Group(panel)
 
 
 class ProgressView:
