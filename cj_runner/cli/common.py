@@ -9,15 +9,16 @@ import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from cj_runner import __version__
 from cj_runner.errors import CJError, StorageError, UserError
-from cj_runner.storage import Store, open_store, resolve_db_url
-from cj_runner.storage.engine import sqlite_path
+
+if TYPE_CHECKING:
+    from cj_runner.storage import Store
 
 T = TypeVar("T")
 
@@ -53,6 +54,9 @@ def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 async def open_db(db: str | None, *, must_exist: bool = False) -> Store:
     """Open the store named by ``--db`` / ``CJ_DB``; migrations run automatically."""
+    from cj_runner.storage import open_store, resolve_db_url
+    from cj_runner.storage.engine import sqlite_path
+
     url = resolve_db_url(db)
     path = sqlite_path(url)
     if must_exist and path is not None and not path.exists():

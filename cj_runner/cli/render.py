@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cj_runner.services.executor import ProgressEvent
+if TYPE_CHECKING:
+    from cj_runner.services.executor import ProgressEvent
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

@@ -8,7 +8,7 @@ import contextlib
 import signal
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,25 +24,17 @@ from cj_runner.cli.common import (
     version_callback,
     with_db,
 )
-from cj_runner.cli.render import ProgressView, plan_table, summary_renderable
-from cj_runner.config import settings_from_stored
 from cj_runner.errors import UserError
-from cj_runner.judges.registry import build_judge
-from cj_runner.services.batches import (
-    JudgeOverrides,
-    RunRequest,
-    create_batch,
-    plan_summary,
-    prepare,
-    prepare_local,
-    stored_judge_config,
-)
-from cj_runner.services.dry_run import write_envelope
-from cj_runner.services.executor import BatchExecutor, RunResult
-from cj_runner.services.summary import build_summary
-from cj_runner.storage import Store, resolve_db_url
-from cj_runner.storage import repository as repo
-from cj_runner.storage.engine import sqlite_path
+
+if TYPE_CHECKING:
+    from cj_runner.services.batches import RunRequest
+    from cj_runner.services.executor import RunResult
+    from cj_runner.storage import Store
+    from cj_runner.storage import repository as repo
+
+# Heavy modules (numpy, scipy, SQLAlchemy, Alembic, httpx) are imported inside the
+# commands, so `--help` and errors on bad arguments come back at once.
+
 
 app = typer.Typer(
     name="cj-run",
@@ -111,6 +103,8 @@ def _request(
     judge_base_url: str | None = None,
     batch_name: str | None = None,
 ) -> RunRequest:
+    from cj_runner.services.batches import JudgeOverrides, RunRequest
+
     flags: dict[str, Any] = {
         "MAX_PAIRWISE_COMPARISONS": max_comparisons,
         "SEED": seed,
@@ -164,6 +158,11 @@ def plan(
 
     Reads inputs and the assignment's anchors; writes nothing; calls no judge.
     """
+    from cj_runner.cli.render import plan_table
+    from cj_runner.services.batches import plan_summary, prepare, prepare_local
+    from cj_runner.storage import resolve_db_url
+    from cj_runner.storage.engine import sqlite_path
+
     _check_format(fmt, ("table", "json"))
     request = _request(inventory, assignment_id, profile, judge, max_comparisons, sets)
 
@@ -183,6 +182,8 @@ def plan(
 
 
 async def _plan_with_store(store: Store, request: RunRequest, local: Any) -> dict[str, Any]:
+    from cj_runner.services.batches import plan_summary, prepare
+
     return plan_summary(await prepare(store, request, local))
 
 
@@ -211,6 +212,9 @@ def dry_run(
 ) -> None:
     """Validate everything and write the request envelope (settings, nodes, first-wave
     prompts) as JSON; no judge call, nothing stored."""
+    from cj_runner.services.batches import plan_summary, prepare, prepare_local
+    from cj_runner.services.dry_run import write_envelope
+
     request = _request(
         inventory,
         assignment_id,
@@ -251,6 +255,14 @@ def _install_signals(stop: asyncio.Event) -> None:
 async def _run_batch(
     store: Store, batch_id: str, *, quiet: bool, use_cache: bool
 ) -> tuple[RunResult, dict[str, Any]]:
+    from cj_runner.cli.render import ProgressView
+    from cj_runner.config import settings_from_stored
+    from cj_runner.judges.registry import build_judge
+    from cj_runner.services.batches import stored_judge_config
+    from cj_runner.services.executor import BatchExecutor
+    from cj_runner.services.summary import build_summary
+    from cj_runner.storage import repository as repo
+
     batch = await repo.find_batch(store, batch_id)
     nodes = await repo.load_nodes(store, batch.id)
     settings = settings_from_stored(batch.settings)
@@ -293,6 +305,8 @@ async def _run_batch(
 
 
 def _report_run(result: RunResult, summary: dict[str, Any], *, as_json: bool, quiet: bool) -> None:
+    from cj_runner.cli.render import summary_renderable
+
     if as_json:
         emit_text(dump_json(summary), None)
     elif not quiet:
@@ -347,6 +361,9 @@ def execute(
 ) -> None:
     """Run a batch to its stop: coverage, resampling, scoring, grades. Exit 0 when
     COMPLETED, 1 when FAILED, 2 on bad input, 130 when interrupted."""
+    from cj_runner.judges.registry import build_judge
+    from cj_runner.services.batches import create_batch, plan_summary, prepare, prepare_local
+
     request = _request(
         inventory,
         assignment_id,
@@ -397,6 +414,7 @@ def resume(
 ) -> None:
     """Continue a batch that did not finish (crash, Ctrl-C): answered comparisons are
     kept, calls in flight are counted as sent and re-asked if budget remains."""
+    from cj_runner.storage import repository as repo
 
     async def body() -> tuple[RunResult, dict[str, Any]]:
         store = await open_db(db, must_exist=True)
@@ -420,6 +438,8 @@ def resume(
 @app.command("list")
 def list_batches(db: Db = None, fmt: Format = "table") -> None:
     """List the batches in the database, newest first."""
+    from cj_runner.storage import repository as repo
+
     _check_format(fmt, ("table", "json"))
 
     async def body() -> list[repo.BatchRecord]:

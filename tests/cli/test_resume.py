@@ -393,10 +393,10 @@ def test_resume_json_after_sigkill_prints_the_execute_summary(
 def test_a_second_process_is_refused_and_a_dead_ones_lock_is_taken_over(
     db_url: str, tmp_path: Path, launcher: Launcher
 ) -> None:
-    profile = write_profile(  # LOWER5, 40 calls, two at a time, 60 ms each: over a second
+    profile = write_profile(  # LOWER5, 40 calls, two at a time, 200 ms each: about 4 s
         tmp_path / "slow.yaml",
         {**SETTINGS, "MAX_PAIRWISE_COMPARISONS": 60, "MAX_CONCURRENT_REQUESTS": 2},
-        {**SLOW_JUDGE, "latency": {"distribution": "fixed", "median_ms": 60}, "errors": {}},
+        {**SLOW_JUDGE, "latency": {"distribution": "fixed", "median_ms": 200}, "errors": {}},
     )
     execute = ["execute", "--inventory", str(LOWER5), "--profile", str(profile), "--db", db_url]
     first = launcher.start([*execute, "--batch-name", "busy", "--quiet"])
