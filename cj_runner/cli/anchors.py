@@ -10,13 +10,13 @@ from rich.table import Table
 
 from cj_runner.cli.common import (
     DB_HELP,
+    VersionOption,
     console,
     dump_json,
     emit_text,
     fail,
     open_db,
     run_async,
-    version_callback,
     with_db,
 )
 from cj_runner.services.anchors import read_registration, register
@@ -35,12 +35,7 @@ Db = Annotated[str | None, typer.Option("--db", help=DB_HELP)]
 
 @app.callback()
 def _main(
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=version_callback, is_eager=True, help="Show the version."
-        ),
-    ] = False,
+    version: VersionOption = False,
 ) -> None:
     """Register and list anchor essays (essays with known grades) per assignment."""
 

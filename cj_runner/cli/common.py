@@ -9,7 +9,7 @@ import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -78,6 +78,12 @@ def version_callback(value: bool) -> None:
     if value:
         console.print(f"cj-runner {__version__}")
         raise typer.Exit(0)
+
+
+VersionOption = Annotated[
+    bool,
+    typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version."),
+]
 
 
 def dump_json(obj: Any) -> str:

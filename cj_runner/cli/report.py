@@ -14,6 +14,7 @@ from rich.console import Console, RenderableType
 
 from cj_runner.cli.common import (
     DB_HELP,
+    VersionOption,
     console,
     dump_json,
     emit_text,
@@ -21,7 +22,6 @@ from cj_runner.cli.common import (
     fail,
     run_async,
     to_csv,
-    version_callback,
     with_db,
 )
 from cj_runner.cli.render import summary_renderable
@@ -59,12 +59,7 @@ Output = Annotated[
 
 @app.callback()
 def _main(
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=version_callback, is_eager=True, help="Show the version."
-        ),
-    ] = False,
+    version: VersionOption = False,
 ) -> None:
     """Reports on a batch: summary, fairness, coverage, ranking, grades, HTML."""
 

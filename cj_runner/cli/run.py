@@ -14,6 +14,7 @@ import typer
 
 from cj_runner.cli.common import (
     DB_HELP,
+    VersionOption,
     console,
     dump_json,
     emit_text,
@@ -21,7 +22,6 @@ from cj_runner.cli.common import (
     fail,
     open_db,
     run_async,
-    version_callback,
     with_db,
 )
 from cj_runner.errors import UserError
@@ -130,12 +130,7 @@ def _request(
 
 @app.callback()
 def _main(
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=version_callback, is_eager=True, help="Show the version."
-        ),
-    ] = False,
+    version: VersionOption = False,
 ) -> None:
     """Run Comparative Judgement batches with an LLM (or mock) judge."""
 

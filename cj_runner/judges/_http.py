@@ -33,6 +33,8 @@ import httpx
 
 from cj_runner.errors import FatalJudgeError, JudgeError, RateLimited, TransientJudgeError
 from cj_runner.judges.config import JudgeConfig
+from cj_runner.judges.prompts import PromptTemplate
+from cj_runner.judges.ratelimit import RateLimiter, SleepFn
 
 ClockFn = Callable[[], float]
 
@@ -205,3 +207,44 @@ def usage_int(usage: Any, key: str, fallback: int) -> int:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
     return fallback
+
+
+class HTTPJudge:
+    """What the real judges share: identity and prices, the pooled client, the rate limiter.
+
+    Subclasses build their provider's headers and URL and call this ``__init__``.
+    """
+
+    def __init__(
+        self,
+        config: JudgeConfig,
+        *,
+        api_key: str | None,
+        template: PromptTemplate,
+        url: str,
+        headers: Mapping[str, str],
+        transport: httpx.AsyncBaseTransport | None,
+        sleep: SleepFn,
+        clock: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.model = config.model
+        self.prompt_hash = template.hash
+        self.price_input_per_mtok = config.price_input_per_mtok
+        self.price_output_per_mtok = config.price_output_per_mtok
+        self.url = url
+        self._template = template
+        self._secret = api_key
+        self._clock = clock
+        self._client = make_client(config, dict(headers), transport)
+        self._limiter = RateLimiter(
+            config.requests_per_minute, config.tokens_per_minute, clock=clock, sleep=sleep
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, model={self.model!r}, url={self.url!r})"
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()

@@ -32,7 +32,6 @@ from cj_runner.judges.prompts import (
     render_prompt,
     verdict_from_mapping,
 )
-from cj_runner.judges.ratelimit import RateLimiter
 
 SleepFn = Callable[[float], Awaitable[None]]
 
@@ -52,7 +51,7 @@ def messages_url(base_url: str) -> str:
     return f"{root}/v1/messages"
 
 
-class AnthropicJudge:
+class AnthropicJudge(_http.HTTPJudge):
     """A :class:`~cj_runner.judges.base.Judge` for the Anthropic Messages API."""
 
     def __init__(
@@ -65,16 +64,6 @@ class AnthropicJudge:
         sleep: SleepFn = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.config = config
-        self.name = config.name
-        self.model = config.model
-        self.prompt_hash = template.hash
-        self.price_input_per_mtok = config.price_input_per_mtok
-        self.price_output_per_mtok = config.price_output_per_mtok
-        self.url = messages_url(config.effective_base_url or "")
-        self._template = template
-        self._secret = api_key
-        self._clock = clock
         headers = {
             "accept": "application/json",
             "anthropic-version": ANTHROPIC_VERSION,
@@ -82,13 +71,16 @@ class AnthropicJudge:
         }
         if api_key:
             headers[config.api_key_header or "x-api-key"] = api_key
-        self._client = _http.make_client(config, headers, transport)
-        self._limiter = RateLimiter(
-            config.requests_per_minute, config.tokens_per_minute, clock=clock, sleep=sleep
+        super().__init__(
+            config,
+            api_key=api_key,
+            template=template,
+            url=messages_url(config.effective_base_url or ""),
+            headers=headers,
+            transport=transport,
+            sleep=sleep,
+            clock=clock,
         )
-
-    def __repr__(self) -> str:
-        return f"AnthropicJudge(name={self.name!r}, model={self.model!r}, url={self.url!r})"
 
     def build_payload(self, system: str, user: str) -> dict[str, Any]:
         """The JSON body of one Messages request."""
@@ -159,7 +151,3 @@ class AnthropicJudge:
             model=self.model,
             prompt_hash=self.prompt_hash,
         )
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._client.aclose()

@@ -31,7 +31,6 @@ from cj_runner.judges.prompts import (
     parse_verdict_json,
     render_prompt,
 )
-from cj_runner.judges.ratelimit import RateLimiter
 
 SleepFn = Callable[[float], Awaitable[None]]
 
@@ -59,7 +58,7 @@ def _content_text(content: Any) -> str:
     return ""
 
 
-class OpenAICompatJudge:
+class OpenAICompatJudge(_http.HTTPJudge):
     """A :class:`~cj_runner.judges.base.Judge` for OpenAI-compatible chat-completions servers."""
 
     def __init__(
@@ -72,31 +71,23 @@ class OpenAICompatJudge:
         sleep: SleepFn = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.config = config
-        self.name = config.name
-        self.model = config.model
-        self.prompt_hash = template.hash
-        self.price_input_per_mtok = config.price_input_per_mtok
-        self.price_output_per_mtok = config.price_output_per_mtok
         self.structured_output = config.structured_output
-        base_url = config.effective_base_url or ""
-        self.url = f"{base_url}/chat/completions"
-        self._template = template
-        self._secret = api_key
-        self._clock = clock
         headers = {"accept": "application/json", **config.extra_headers}
         if api_key:
             if config.api_key_header:
                 headers[config.api_key_header] = api_key
             else:
                 headers["authorization"] = f"Bearer {api_key}"
-        self._client = _http.make_client(config, headers, transport)
-        self._limiter = RateLimiter(
-            config.requests_per_minute, config.tokens_per_minute, clock=clock, sleep=sleep
+        super().__init__(
+            config,
+            api_key=api_key,
+            template=template,
+            url=f"{config.effective_base_url or ''}/chat/completions",
+            headers=headers,
+            transport=transport,
+            sleep=sleep,
+            clock=clock,
         )
-
-    def __repr__(self) -> str:
-        return f"OpenAICompatJudge(name={self.name!r}, model={self.model!r}, url={self.url!r})"
 
     def build_payload(self, system: str, user: str, *, structured: bool) -> dict[str, Any]:
         """The JSON body of one chat-completions request."""
@@ -171,7 +162,3 @@ class OpenAICompatJudge:
             model=self.model,
             prompt_hash=self.prompt_hash,
         )
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._client.aclose()
