@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -19,8 +19,9 @@ from cj_runner.cli.common import (
     run_async,
     with_db,
 )
-from cj_runner.services.anchors import read_registration, register
-from cj_runner.storage import repository as repo
+
+if TYPE_CHECKING:
+    from cj_runner.storage import repository as repo
 
 app = typer.Typer(
     name="cj-anchors",
@@ -67,6 +68,7 @@ def register_cmd(
     db: Db = None,
 ) -> None:
     """Register anchors; idempotent by text checksum (registering twice changes nothing)."""
+    from cj_runner.services.anchors import read_registration, register
 
     async def body() -> repo.RegisterResult:
         registration = read_registration(
@@ -99,6 +101,8 @@ def list_cmd(
     db: Db = None,
 ) -> None:
     """List registered anchors with their grades."""
+    from cj_runner.storage import repository as repo
+
     if fmt not in ("table", "json"):
         raise fail("--format must be table or json")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console, RenderableType
@@ -27,15 +27,19 @@ from cj_runner.cli.common import (
 from cj_runner.cli.render import summary_renderable
 from cj_runner.cli.render_reports import renderable_for
 from cj_runner.errors import UserError
-from cj_runner.services.reports import (
-    build_report,
-    parse_mode,
-    report_columns,
-    report_rows,
-)
-from cj_runner.services.summary import build_summary
-from cj_runner.storage import Store
-from cj_runner.storage import repository as repo
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from cj_runner.storage import Store
+
+
+def _reports() -> ModuleType:
+    """The report builders, imported on first use so `--help` answers at once."""
+    from cj_runner.services import reports
+
+    return reports
+
 
 app = typer.Typer(
     name="cj-report",
@@ -94,14 +98,17 @@ def _emit(kind: str, data: dict[str, Any], fmt: str, output: Path | None) -> Non
     if fmt == "json":
         emit_text(dump_json(data), output)
     elif fmt == "csv":
-        emit_text(to_csv(report_rows(kind, data), report_columns(kind, data)), output)
+        emit_text(
+            to_csv(_reports().report_rows(kind, data), _reports().report_columns(kind, data)),
+            output,
+        )
     else:
         _print_table(renderable_for(kind, data), output)
 
 
 def _report(kind: str, batch: str, fmt: str, output: Path | None, db: str | None) -> None:
     _check_format(fmt)
-    data = _load(db, lambda store: build_report(store, kind, batch))
+    data = _load(db, lambda store: _reports().build_report(store, kind, batch))
     _emit(kind, data, fmt, output)
 
 
@@ -115,6 +122,8 @@ def summary(batch: Batch, fmt: Fmt = "table", output: Output = None, db: Db = No
     CSV: one row with the scalar fields.
     """
     _check_format(fmt)
+    from cj_runner.services.summary import build_summary
+
     data = _load(db, lambda store: build_summary(store, batch))
     if fmt == "json":
         emit_text(dump_json(data), output)
@@ -152,12 +161,14 @@ def fairness(
     """
     _check_format(fmt)
     try:
-        selected = parse_mode(mode)
+        selected = _reports().parse_mode(mode)
     except UserError as exc:
         raise fail(str(exc)) from None
     data = _load(
         db,
-        lambda store: build_report(store, "fairness", batch, mode=selected, max_skew=max_skew),
+        lambda store: _reports().build_report(
+            store, "fairness", batch, mode=selected, max_skew=max_skew
+        ),
     )
     _emit("fairness", data, fmt, output)
     above = data["nodes_above_max_skew"]
@@ -218,6 +229,7 @@ def html(
 
     # matplotlib is imported only when an HTML report is asked for
     from cj_runner.services.html_report import build_html
+    from cj_runner.storage import repository as repo
 
     async def body(store: Store) -> tuple[str, str]:
         record = await repo.find_batch(store, batch)
