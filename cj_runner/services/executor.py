@@ -28,9 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import socket
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,13 +41,14 @@ from cj_runner.config import Settings, continuation_limits
 from cj_runner.core.continuation import Action, Decision, StopReason
 from cj_runner.core.models import GradeScale, Mode
 from cj_runner.core.workflow import WorkflowState, exhausted_decision, robust_reliability_hook
-from cj_runner.errors import BatchLockedError, JudgeError, UserError
-from cj_runner.judges.base import AssignmentText, EssayText, Judge, JudgeRequest, Verdict
-from cj_runner.judges.retry import RetryPolicy, sleep_before_retry
+from cj_runner.errors import BatchLockedError, UserError
+from cj_runner.judges.base import AssignmentText, EssayText, Judge
+from cj_runner.judges.retry import RetryPolicy
+from cj_runner.services.calls import CallOutcome, CallRunner, Slot
 from cj_runner.services.finalize import finalize_batch
 from cj_runner.storage import Store
 from cj_runner.storage import repository as repo
-from cj_runner.storage.recorder import AttemptResult, PlannedRow, Recorder, SentAttempt
+from cj_runner.storage.recorder import AttemptResult, PlannedRow, Recorder
 
 HEARTBEAT_S = 10.0
 INTERRUPT_GRACE_S = 5.0
@@ -78,29 +77,13 @@ ProgressCallback = Callable[[ProgressEvent], None]
 
 
 @dataclass
-class _Slot:
-    """One logical comparison of the current wave."""
-
-    slot: int
-    a: int
-    b: int
-    mode: str
-    wave: int
-    repeat_index: int
-    next_attempt: int = 1  # the stored row number of the next call
-    planned_row: bool = True  # attempt 1 row exists as ``planned``
-    judge_attempt: int = 1  # the attempt number the judge sees (lost calls do not count)
-    ask_index: int = 0  # earlier comparisons of this ordered pair that finished, any outcome
-
-
-@dataclass
 class _OpenWave:
     """A wave that was planned but not closed when the last run stopped."""
 
     wave: int
     mode: str | None  # the wave's mode (None: only audit pairs; keep the stored mode)
     asked: list[tuple[int, int]]
-    unfinished: list[_Slot]
+    unfinished: list[Slot]
 
 
 @dataclass
@@ -187,6 +170,7 @@ class BatchExecutor:
         self.cache_identity: str = getattr(judge, "cache_identity", judge.model)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.recorder: Recorder | None = None
+        self.calls: CallRunner | None = None
         self.lost_on_resume = 0
         self.lost_total = 0
         self.cache_hits = 0
@@ -260,7 +244,7 @@ class BatchExecutor:
             + self.tokens_out * self.judge.price_output_per_mtok
         ) / 1e6
 
-    def _count_ask(self, slot: _Slot) -> None:
+    def _count_ask(self, slot: Slot) -> None:
         """A comparison of this ordered pair finished (success or for good failed)."""
         key = (slot.a, slot.b)
         self.asks[key] = self.asks.get(key, 0) + 1
@@ -317,7 +301,7 @@ class BatchExecutor:
                 # after every one of its comparisons finished
                 planned = last["status"] == "planned"
                 open_wave.unfinished.append(
-                    _Slot(
+                    Slot(
                         slot=slot_no,
                         a=last["a_idx"],
                         b=last["b_idx"],
@@ -380,6 +364,22 @@ class BatchExecutor:
 
     async def _run(self) -> RunResult:
         open_wave = await self._rebuild()
+        assert self.recorder is not None
+        self.calls = CallRunner(
+            judge=self.judge,
+            recorder=self.recorder,
+            texts=self.texts,
+            assignment=self.assignment,
+            retry_policy=self.retry_policy,
+            budget=self.wf,
+            seed=self.batch.seed,
+            stop_event=self.stop_event,
+            sleep=self._sleep,
+            cache=self.cache if self.use_cache else None,
+            cache_identity=self.cache_identity,
+            on_attempt=self._on_attempt,
+            on_done=self._on_done,
+        )
         await repo.set_status(self.store, self.batch.id, "RUNNING", owner=self.owner)
         self._emit("start", self.wf.waves_completed)
         decision: Decision | None = None
@@ -410,7 +410,7 @@ class BatchExecutor:
             decision = await self._wave(wave_no, slots, [(s.a, s.b) for s in slots])
 
     async def _wave(
-        self, wave_no: int, slots: list[_Slot], asked: list[tuple[int, int]]
+        self, wave_no: int, slots: list[Slot], asked: list[tuple[int, int]]
     ) -> Decision | None:
         """Run a wave's calls, then close it; ``None`` when interrupted.
 
@@ -421,12 +421,12 @@ class BatchExecutor:
             return None
         return await self._end_wave(wave_no, asked)
 
-    def _plan_wave(self, wave_no: int) -> list[_Slot]:
+    def _plan_wave(self, wave_no: int) -> list[Slot]:
         pairs = self.wf.plan_wave()
         slots = []
         for pair, mode in zip(pairs, self.wf.wave_modes, strict=True):
             slots.append(
-                _Slot(
+                Slot(
                     slot=self.next_slot,
                     a=pair.a,
                     b=pair.b,
@@ -439,10 +439,12 @@ class BatchExecutor:
             self.next_slot += 1
         return slots
 
-    async def _run_wave(self, wave_no: int, slots: list[_Slot]) -> None:
+    async def _run_wave(self, wave_no: int, slots: list[Slot]) -> None:
         self._emit("wave_start", wave_no)
         semaphore = asyncio.Semaphore(self.settings.MAX_CONCURRENT_REQUESTS)
-        tasks = [asyncio.create_task(self._run_slot(s, semaphore)) for s in slots]
+        calls = self.calls
+        assert calls is not None
+        tasks = [asyncio.create_task(calls.run(s, semaphore)) for s in slots]
         stop_wait = asyncio.create_task(self.stop_event.wait())
         try:
             pending: set[asyncio.Future[Any]] = set(tasks)
@@ -468,160 +470,26 @@ class BatchExecutor:
         assert self.recorder is not None
         await self.recorder.flush()
 
-    async def _run_slot(self, slot: _Slot, semaphore: asyncio.Semaphore) -> None:
-        assert self.recorder is not None
-        recorder = self.recorder
-        attempt = slot.next_attempt
-        judge_attempt = slot.judge_attempt
-        a_text, b_text = self.texts[slot.a], self.texts[slot.b]
-        cache_key = (a_text.checksum, b_text.checksum, slot.repeat_index)
-        while True:
-            if self.stop_event.is_set():
-                return  # planned rows stay planned; resume sends them
-            async with semaphore:
-                if self.stop_event.is_set():
-                    return
-                if self.use_cache and attempt == 1 and cache_key in self.cache:
-                    await self._record_cached(slot, self.cache[cache_key])
-                    return
-                if self.wf.calls_sent >= self.wf.total_budget:
-                    if attempt == 1:
-                        await recorder.cancel(slot.slot, 1)
-                    else:
-                        await recorder.mark_failed(slot.slot, attempt - 1)
-                        self.wf.record_failure()
-                        self._count_ask(slot)
-                    return
-                call_no = self.wf.count_call()
-                await recorder.sent(
-                    SentAttempt(
-                        slot=slot.slot,
-                        attempt=attempt,
-                        call_no=call_no,
-                        a_idx=slot.a,
-                        b_idx=slot.b,
-                        mode=slot.mode,
-                        wave=slot.wave,
-                        repeat_index=slot.repeat_index,
-                        model=self.judge.model,
-                        prompt_hash=self.judge.prompt_hash,
-                        sent_at=repo.utcnow(),
-                    )
-                )
-                request = JudgeRequest(
-                    essay_a=a_text,
-                    essay_b=b_text,
-                    assignment=self.assignment,
-                    attempt=judge_attempt,
-                    repeat_index=slot.repeat_index,
-                    ask_index=slot.ask_index,
-                )
-                started = time.perf_counter()
-                error: JudgeError | None = None
-                verdict: Verdict | None = None
-                try:
-                    verdict = await self.judge.judge(request)
-                except JudgeError as exc:
-                    error = exc
-                except Exception as exc:  # a bug in a judge must not lose the batch
-                    error = JudgeError("internal", f"{type(exc).__name__}: {exc}")
-                latency = time.perf_counter() - started
-            if verdict is not None:
-                await self._record_success(slot, attempt, verdict, latency)
-                return
-            assert error is not None
-            # an interrupt does not turn a retryable error into a failure: the attempt
-            # is stored as ``retried`` and the next run asks again
-            retry = (
-                error.transient
-                and judge_attempt < self.retry_policy.max_attempts
-                and self.wf.calls_sent < self.wf.total_budget
-            )
-            await recorder.result(
-                AttemptResult(
-                    slot=slot.slot,
-                    attempt=attempt,
-                    status="retried" if retry else "failed",
-                    received_at=repo.utcnow(),
-                    error_kind=error.kind,
-                    error_message=error.message[:2000],
-                    latency_s=latency,
-                )
-            )
+    def _on_attempt(self, slot: Slot, result: AttemptResult) -> None:
+        """A call's result was stored: count its tokens; report a failed one."""
+        if result.status == "success":
+            if not result.cached:
+                self._add_tokens(result.tokens_in or 0, result.tokens_out or 0)
+        else:
             self._emit("call", slot.wave)
-            if not retry:
-                self.wf.record_failure()
-                self._count_ask(slot)
-                return
-            if self.stop_event.is_set():
-                return
-            rng = random.Random(f"{self.batch.seed}:{slot.slot}:{attempt}")
-            await sleep_before_retry(
-                self.retry_policy, judge_attempt, error, rng, sleep=self._sleep
-            )
-            attempt += 1
-            judge_attempt += 1
 
-    async def _record_success(
-        self, slot: _Slot, attempt: int, verdict: Verdict, latency: float
-    ) -> None:
-        assert self.recorder is not None
-        a_sum, b_sum = self.texts[slot.a].checksum, self.texts[slot.b].checksum
-        await self.recorder.result(
-            AttemptResult(
-                slot=slot.slot,
-                attempt=attempt,
-                status="success",
-                received_at=repo.utcnow(),
-                winner=verdict.winner,
-                confidence=verdict.confidence,
-                justification=verdict.justification,
-                tokens_in=verdict.tokens_in,
-                tokens_out=verdict.tokens_out,
-                latency_s=verdict.latency_s or latency,
-                cache_key=(
-                    (self.cache_identity, self.judge.prompt_hash, a_sum, b_sum, slot.repeat_index)
-                    if self.use_cache
-                    else None
-                ),
-            )
-        )
-        self._add_tokens(verdict.tokens_in, verdict.tokens_out)
-        self.wf.record_success(slot.a, slot.b, verdict.winner, slot.mode, key=slot.slot)
-        self._count_ask(slot)
-        self._wave_successes[slot.wave] = self._wave_successes.get(slot.wave, 0) + 1
-        if self.use_cache:
-            self.cache[(a_sum, b_sum, slot.repeat_index)] = {
-                "winner": verdict.winner,
-                "confidence": verdict.confidence,
-                "justification": verdict.justification,
-                "tokens_in": verdict.tokens_in,
-                "tokens_out": verdict.tokens_out,
-            }
-        self._emit("call", slot.wave)
-
-    async def _record_cached(self, slot: _Slot, hit: dict[str, Any]) -> None:
-        assert self.recorder is not None
-        await self.recorder.result(
-            AttemptResult(
-                slot=slot.slot,
-                attempt=1,
-                status="success",
-                received_at=repo.utcnow(),
-                winner=hit["winner"],
-                confidence=hit["confidence"],
-                justification=hit["justification"],
-                tokens_in=hit["tokens_in"],
-                tokens_out=hit["tokens_out"],
-                latency_s=0.0,
-                cached=True,
-            )
-        )
-        self.cache_hits += 1
-        self.wf.record_success(slot.a, slot.b, str(hit["winner"]), slot.mode, key=slot.slot)
-        self._count_ask(slot)
-        self._wave_successes[slot.wave] = self._wave_successes.get(slot.wave, 0) + 1
-        self._emit("call", slot.wave)
+    def _on_done(self, slot: Slot, outcome: CallOutcome) -> None:
+        """A comparison ended: update the workflow state."""
+        if outcome.status == "success":
+            assert outcome.verdict is not None
+            self.cache_hits += int(outcome.cached)
+            self.wf.record_success(slot.a, slot.b, outcome.verdict.winner, slot.mode, key=slot.slot)
+            self._count_ask(slot)
+            self._wave_successes[slot.wave] = self._wave_successes.get(slot.wave, 0) + 1
+            self._emit("call", slot.wave)
+        elif outcome.status == "failed":
+            self.wf.record_failure()
+            self._count_ask(slot)
 
     # ------------------------------------------------------------ wave end
 

@@ -1,0 +1,266 @@
+"""One comparison's calls: cache lookup, budget, the stored ``sent`` row, the judge, retries.
+
+The executor schedules comparisons (:class:`Slot`) and owns the batch's state; a
+:class:`CallRunner` asks the judge for one comparison until it has an answer, fails for
+good, runs out of budget or is stopped, and stores every attempt on the way:
+
+* the call is stored as ``sent`` (with its ``call_no``) before it goes out, and its answer
+  the moment it arrives;
+* every stored attempt result is passed to ``on_attempt`` (tokens, progress), and the
+  comparison's end to ``on_done`` (the executor updates its workflow state there);
+* retries wait as :mod:`cj_runner.judges.retry` says; the budget (``CallBudget``) is
+  checked before each call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from cj_runner.errors import JudgeError
+from cj_runner.judges.base import AssignmentText, EssayText, Judge, JudgeRequest, Verdict
+from cj_runner.judges.retry import RetryPolicy, SleepFn, sleep_before_retry
+from cj_runner.storage import repository as repo
+from cj_runner.storage.recorder import AttemptResult, Recorder, SentAttempt
+
+#: A cached answer: winner, confidence, justification, tokens_in, tokens_out.
+CachedAnswer = dict[str, Any]
+CacheKey = tuple[str, str, int]
+
+
+@dataclass
+class Slot:
+    """One logical comparison of a wave."""
+
+    slot: int
+    a: int
+    b: int
+    mode: str
+    wave: int
+    repeat_index: int
+    next_attempt: int = 1  # the stored row number of the next call
+    planned_row: bool = True  # attempt 1 row exists as ``planned``
+    judge_attempt: int = 1  # the attempt number the judge sees (lost calls do not count)
+    ask_index: int = 0  # earlier comparisons of this ordered pair that finished, any outcome
+
+
+class CallBudget(Protocol):
+    """The batch's call budget (:class:`~cj_runner.core.workflow.WorkflowState` is one)."""
+
+    calls_sent: int
+    total_budget: int
+
+    def count_call(self) -> int:
+        """Count one call sent; returns its number (1 = first of the batch)."""
+        ...
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """How one comparison's calls ended.
+
+    ``status``: ``success`` (``verdict`` set; ``cached`` when it came from the cache),
+    ``failed`` (for good: a permanent error, retries used up, or no budget for a retry),
+    ``cancelled`` (no budget for the first call), ``stopped`` (the run is stopping; the
+    comparison stays unfinished and a resume asks it).
+    """
+
+    status: Literal["success", "failed", "cancelled", "stopped"]
+    attempt: int = 0
+    verdict: Verdict | None = None
+    cached: bool = False
+
+
+AttemptListener = Callable[[Slot, AttemptResult], None]
+DoneListener = Callable[[Slot, CallOutcome], None]
+
+
+class CallRunner:
+    """Runs the calls of one comparison at a time (many concurrently) for one batch run."""
+
+    def __init__(
+        self,
+        *,
+        judge: Judge,
+        recorder: Recorder,
+        texts: Sequence[EssayText],
+        assignment: AssignmentText,
+        retry_policy: RetryPolicy,
+        budget: CallBudget,
+        seed: int,
+        stop_event: asyncio.Event,
+        sleep: SleepFn,
+        cache: dict[CacheKey, CachedAnswer] | None,
+        cache_identity: str,
+        on_attempt: AttemptListener,
+        on_done: DoneListener,
+    ) -> None:
+        self.judge = judge
+        self.recorder = recorder
+        self.texts = texts
+        self.assignment = assignment
+        self.retry_policy = retry_policy
+        self.budget = budget
+        self.seed = seed
+        self.stop_event = stop_event
+        self.sleep = sleep
+        self.cache = cache  # None: the cache is off
+        self.cache_identity = cache_identity
+        self.on_attempt = on_attempt
+        self.on_done = on_done
+
+    def _cache_key(self, slot: Slot) -> CacheKey:
+        return (self.texts[slot.a].checksum, self.texts[slot.b].checksum, slot.repeat_index)
+
+    def _done(self, slot: Slot, outcome: CallOutcome) -> CallOutcome:
+        self.on_done(slot, outcome)
+        return outcome
+
+    async def run(self, slot: Slot, semaphore: asyncio.Semaphore) -> CallOutcome:
+        """Ask the judge for ``slot`` until it ends (see :class:`CallOutcome`)."""
+        recorder = self.recorder
+        budget = self.budget
+        attempt = slot.next_attempt
+        judge_attempt = slot.judge_attempt
+        a_text, b_text = self.texts[slot.a], self.texts[slot.b]
+        cache_key = self._cache_key(slot)
+        while True:
+            if self.stop_event.is_set():
+                return CallOutcome("stopped", attempt)  # planned rows stay planned
+            async with semaphore:
+                if self.stop_event.is_set():
+                    return CallOutcome("stopped", attempt)
+                if self.cache is not None and attempt == 1 and cache_key in self.cache:
+                    return await self._record_cached(slot, self.cache[cache_key])
+                if budget.calls_sent >= budget.total_budget:
+                    if attempt == 1:
+                        await recorder.cancel(slot.slot, 1)
+                        return self._done(slot, CallOutcome("cancelled", attempt))
+                    await recorder.mark_failed(slot.slot, attempt - 1)
+                    return self._done(slot, CallOutcome("failed", attempt - 1))
+                call_no = budget.count_call()
+                await recorder.sent(
+                    SentAttempt(
+                        slot=slot.slot,
+                        attempt=attempt,
+                        call_no=call_no,
+                        a_idx=slot.a,
+                        b_idx=slot.b,
+                        mode=slot.mode,
+                        wave=slot.wave,
+                        repeat_index=slot.repeat_index,
+                        model=self.judge.model,
+                        prompt_hash=self.judge.prompt_hash,
+                        sent_at=repo.utcnow(),
+                    )
+                )
+                request = JudgeRequest(
+                    essay_a=a_text,
+                    essay_b=b_text,
+                    assignment=self.assignment,
+                    attempt=judge_attempt,
+                    repeat_index=slot.repeat_index,
+                    ask_index=slot.ask_index,
+                )
+                started = time.perf_counter()
+                error: JudgeError | None = None
+                verdict: Verdict | None = None
+                try:
+                    verdict = await self.judge.judge(request)
+                except JudgeError as exc:
+                    error = exc
+                except Exception as exc:  # a bug in a judge must not lose the batch
+                    error = JudgeError("internal", f"{type(exc).__name__}: {exc}")
+                latency = time.perf_counter() - started
+            if verdict is not None:
+                return await self._record_success(slot, attempt, verdict, latency)
+            assert error is not None
+            # an interrupt does not turn a retryable error into a failure: the attempt
+            # is stored as ``retried`` and the next run asks again
+            retry = (
+                error.transient
+                and judge_attempt < self.retry_policy.max_attempts
+                and budget.calls_sent < budget.total_budget
+            )
+            result = AttemptResult(
+                slot=slot.slot,
+                attempt=attempt,
+                status="retried" if retry else "failed",
+                received_at=repo.utcnow(),
+                error_kind=error.kind,
+                error_message=error.message[:2000],
+                latency_s=latency,
+            )
+            await recorder.result(result)
+            self.on_attempt(slot, result)
+            if not retry:
+                return self._done(slot, CallOutcome("failed", attempt))
+            if self.stop_event.is_set():
+                return CallOutcome("stopped", attempt)
+            rng = random.Random(f"{self.seed}:{slot.slot}:{attempt}")
+            await sleep_before_retry(self.retry_policy, judge_attempt, error, rng, sleep=self.sleep)
+            attempt += 1
+            judge_attempt += 1
+
+    async def _record_success(
+        self, slot: Slot, attempt: int, verdict: Verdict, latency: float
+    ) -> CallOutcome:
+        a_sum, b_sum = self.texts[slot.a].checksum, self.texts[slot.b].checksum
+        result = AttemptResult(
+            slot=slot.slot,
+            attempt=attempt,
+            status="success",
+            received_at=repo.utcnow(),
+            winner=verdict.winner,
+            confidence=verdict.confidence,
+            justification=verdict.justification,
+            tokens_in=verdict.tokens_in,
+            tokens_out=verdict.tokens_out,
+            latency_s=verdict.latency_s or latency,
+            cache_key=(
+                (self.cache_identity, self.judge.prompt_hash, a_sum, b_sum, slot.repeat_index)
+                if self.cache is not None
+                else None
+            ),
+        )
+        await self.recorder.result(result)
+        self.on_attempt(slot, result)
+        if self.cache is not None:
+            self.cache[(a_sum, b_sum, slot.repeat_index)] = {
+                "winner": verdict.winner,
+                "confidence": verdict.confidence,
+                "justification": verdict.justification,
+                "tokens_in": verdict.tokens_in,
+                "tokens_out": verdict.tokens_out,
+            }
+        return self._done(slot, CallOutcome("success", attempt, verdict))
+
+    async def _record_cached(self, slot: Slot, hit: CachedAnswer) -> CallOutcome:
+        result = AttemptResult(
+            slot=slot.slot,
+            attempt=1,
+            status="success",
+            received_at=repo.utcnow(),
+            winner=hit["winner"],
+            confidence=hit["confidence"],
+            justification=hit["justification"],
+            tokens_in=hit["tokens_in"],
+            tokens_out=hit["tokens_out"],
+            latency_s=0.0,
+            cached=True,
+        )
+        await self.recorder.result(result)
+        self.on_attempt(slot, result)
+        verdict = Verdict(
+            winner="A" if hit["winner"] == "A" else "B",
+            confidence=int(hit["confidence"]),
+            justification=str(hit["justification"] or ""),
+            tokens_in=int(hit["tokens_in"] or 0),
+            tokens_out=int(hit["tokens_out"] or 0),
+            cached=True,
+        )
+        return self._done(slot, CallOutcome("success", 1, verdict, cached=True))
