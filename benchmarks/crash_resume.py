@@ -15,7 +15,7 @@ before the kill must still be there unchanged (no answered comparison lost); no 
 may have two answers (none duplicated); the calls stored are exactly ``1..calls_sent``
 with ``calls_sent <= budget``. At the end the batch is ``COMPLETED`` and its answers are
 the reference run's, comparison for comparison (ordered pair, mode, wave and winner). What
-may differ is documented in the README (section Reliability): the ``lost`` rows (calls in flight at
+may differ is documented in docs/reliability.md: the ``lost`` rows (calls in flight at
 a kill, counted and asked again) and the call numbers after them.
 
 The processes are forked from a *fork server* that has imported cj-runner once, so a kill

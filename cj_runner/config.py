@@ -670,7 +670,7 @@ def settings_reference() -> list[tuple[str, str, str, str]]:
 
 
 def settings_markdown_table() -> str:
-    """The settings reference as a markdown table (in the README's Settings section)."""
+    """The settings reference as a markdown table (in docs/settings.md)."""
     lines = ["| setting | default | allowed | meaning |", "| --- | --- | --- | --- |"]
     for name, default, allowed, meaning in settings_reference():
         lines.append(f"| `{name}` | {default} | {allowed} | {meaning} |")

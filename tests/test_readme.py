@@ -1,4 +1,4 @@
-"""The README's commands work as written, and its settings reference is complete."""
+"""The README's commands work as written, and the settings reference is complete."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from cj_runner.config import setting_names, settings_markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+SETTINGS_DOC = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
 APPS = {"cj-run": run_app, "cj-anchors": anchors_app, "cj-report": report_app}
 
 
@@ -53,7 +54,17 @@ def test_readme_example_command_runs(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "grades" in result.output
 
 
-def test_every_setting_is_documented_in_the_readme() -> None:
+def test_every_setting_is_documented_in_docs_settings() -> None:
     for name in setting_names():
-        assert f"`{name}`" in README, name
-    assert settings_markdown_table().strip() in README
+        assert f"`{name}`" in SETTINGS_DOC, name
+    assert settings_markdown_table().strip() in SETTINGS_DOC
+
+
+def test_the_readme_is_a_short_guide_that_links_every_reference_page() -> None:
+    assert len(README.splitlines()) <= 300
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        if page.name != "README.md":
+            assert f"(docs/{page.name}" in README, page.name
+        assert f"({page.name})" in (ROOT / "docs" / "README.md").read_text(encoding="utf-8") or (
+            page.name == "README.md"
+        ), page.name

@@ -464,7 +464,7 @@ def fit_bt(
     random comparison graphs within about 0.1% of the exact SE on average and 3% for the
     worst 1% of nodes at 4 comparisons per node (0.7% at 10), where ``1 / sqrt`` of the
     diagonal of the information (``sirt::btm``'s SE) is 20% too small at 4 comparisons per
-    node and 9% at 10 (see the README, section Statistics). With ``prior_precision = 0`` it uses
+    node and 9% at 10 (see docs/statistics.md). With ``prior_precision = 0`` it uses
     :data:`DEFAULT_PRIOR_PRECISION` for this step, which only matters for long chain-like
     graphs. The order-effect SE is exact at every size (one extra conjugate-gradient
     solve).

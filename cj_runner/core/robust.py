@@ -33,7 +33,7 @@ squared correlation between the reported scores and the latent ("true") qualitie
     (Verhavert, Bouwer, Donche & De Maeyer 2019, "A meta-analysis on the reliability of
     comparative judgement", Assessment in Education 26(5); Crompvoets et al. 2020 discuss
     its bias). Both halves share the adaptive design, so this one is inflated too; it is
-    kept for comparison (the README's Performance section gives the measured figures).
+    kept for comparison (docs/performance.md gives the measured figures).
 
 When comparisons are marked as held-out audits (``modes`` equal to ``"audit"``: uniformly
 random pairs), the detail also reports how often the audits agree with the order fitted

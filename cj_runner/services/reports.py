@@ -3,7 +3,7 @@
 Each builder turns the stored batch into plain dicts and lists (JSON-ready: no numpy
 types, ``None`` instead of ``nan``); the CLI prints them as tables, JSON or CSV and the
 HTML report draws them. Nothing here prints. Key sets are part of the contract (they are
-documented in the README (section Reports) and pinned by a test): add keys, never rename them.
+documented in docs/reports.md and pinned by a test): add keys, never rename them.
 
 Everything is recomputed from the stored attempts (one row per judge call), not from the
 node counters, so ``fairness --mode`` can filter by phase and the reports agree with the

@@ -18,7 +18,7 @@ from tests.cli.helpers import LOWER5, REGULAR24, execute_json, register_example_
 KINDS = ("fairness", "coverage", "ranking", "grades")
 
 # ---------------------------------------------------------------- pinned JSON keys
-# The JSON of every report is a public contract (README, section Reports). Adding a key means
+# The JSON of every report is a public contract (docs/reports.md). Adding a key means
 # updating the docs and these lists; renaming or removing one breaks users' scripts.
 
 HEADER = ["batch_id", "batch_name", "status", "stop_reason"]
