@@ -467,6 +467,9 @@ class BatchExecutor:
             for task in late:
                 task.cancel()
             await asyncio.gather(stop_wait, *late, return_exceptions=True)
+            for task in tasks:  # read every failure, so none is reported "never retrieved"
+                if not task.cancelled():
+                    task.exception()
         assert self.recorder is not None
         await self.recorder.flush()
 

@@ -75,8 +75,10 @@ MOCK_CASES: dict[str, Case] = {
 }
 
 HTTP_CASES: dict[str, Case] = {
+    # a client timeout well above what a loaded machine needs for an answer, a delay
+    # far beyond it (the server wakes the delayed requests when the test ends)
     "timeouts": Case(
-        "COMPLETED", "timeout", faults=_burst(6, Fault("delay", delay_s=1.0)), timeout_s=0.3
+        "COMPLETED", "timeout", faults=_burst(6, Fault("delay", delay_s=60.0)), timeout_s=2.0
     ),
     "429 burst": Case(
         "COMPLETED", "rate_limit", faults=_burst(12, Fault("rate_limit", retry_after="0"))

@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 
 from benchmarks.crash_resume import clean_env
 from tests.cli.helpers import LOWER5, run, write_profile
+from tests.hostile_server import PATIENCE_S, HostileServer
 
 CONCURRENCY = 2
 SETTINGS = {
@@ -29,8 +29,7 @@ SETTINGS = {
     "USE_ANCHORS": False,
     "SEED": 5,
 }
-# a judge that takes 50 ms a call: LOWER5's 40 calls, two at a time, take about a second
-JUDGE = {"kind": "mock", "seed": 5, "latency": {"distribution": "fixed", "median_ms": 50}}
+HELD_FROM = 7  # the server holds calls 7 and 8 (two in flight) until the signal is sent
 
 
 def cj_run() -> str:
@@ -59,49 +58,58 @@ def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
 def test_signal_stops_the_batch_cleanly_and_resume_finishes_it(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
+    """Rendezvous, not timing: the server holds calls 7 and 8, so exactly 8 calls have been
+    sent when the signal goes out; they are released right after it (the grace period)."""
     db = tmp_path / "cj.db"
-    profile = write_profile(tmp_path / "slow.yaml", SETTINGS, JUDGE)
-    process = subprocess.Popen(
-        [cj_run(), "execute", "-i", str(LOWER5), "--profile", str(profile), "--db", str(db)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**clean_env(), "COLUMNS": "200"},
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while calls(db) < 6:
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "no call was sent"
-            time.sleep(0.005)
-        sent_at_signal = calls(db)
-        process.send_signal(sig)
-        _stdout, stderr = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 130, stderr
-    assert "Traceback" not in stderr
-    ((batch_id, status, reason),) = rows(db, "SELECT id, status, stop_reason FROM batches")
-    assert (status, reason) == ("INTERRUPTED", "interrupted")
-    assert f"Resume with: cj-run resume {batch_id}" in stderr
-    # stop sending: at most the calls already on their way when the signal arrived
-    stopped_at = calls(db)
-    assert sent_at_signal <= stopped_at <= sent_at_signal + CONCURRENCY
-    # what was in flight answered within the grace period and is stored; nothing is lost
-    statuses: dict[str, int] = dict(
-        rows(db, "SELECT status, COUNT(*) FROM comparisons GROUP BY status")
-    )
-    assert statuses.get("success", 0) == stopped_at
-    assert "sent" not in statuses and "lost" not in statuses
-    assert statuses.get("planned", 0) > 0  # the rest of the wave waits for the resume
-    assert rows(db, "SELECT calls_sent FROM batch_state") == [(stopped_at,)]
-    assert rows(db, "SELECT lock_owner FROM batches") == [(None,)]
+    with HostileServer() as server:
+        judge = {
+            "kind": "openai_compatible",
+            "name": "held",
+            "model": "held-model",
+            "base_url": server.url,
+            "timeout_s": 3600,
+        }
+        profile = write_profile(tmp_path / "held.yaml", SETTINGS, judge)
+        server.hold(HELD_FROM)
+        process = subprocess.Popen(
+            [cj_run(), "execute", "-i", str(LOWER5), "--profile", str(profile), "--db", str(db)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**clean_env(), "COLUMNS": "200"},
+        )
+        try:
+            server.wait_for(HELD_FROM + CONCURRENCY - 1)
+            sent_at_signal = calls(db)
+            process.send_signal(sig)
+            server.release()
+            _stdout, stderr = process.communicate(timeout=PATIENCE_S)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert sent_at_signal == HELD_FROM + CONCURRENCY - 1
+        assert process.returncode == 130, stderr
+        assert "Traceback" not in stderr
+        ((batch_id, status, reason),) = rows(db, "SELECT id, status, stop_reason FROM batches")
+        assert (status, reason) == ("INTERRUPTED", "interrupted")
+        assert f"Resume with: cj-run resume {batch_id}" in stderr
+        # stop sending: at most the calls already on their way when the signal arrived
+        stopped_at = calls(db)
+        assert stopped_at == sent_at_signal
+        # what was in flight answered within the grace period and is stored; nothing is lost
+        statuses: dict[str, int] = dict(
+            rows(db, "SELECT status, COUNT(*) FROM comparisons GROUP BY status")
+        )
+        assert statuses.get("success", 0) == stopped_at
+        assert "sent" not in statuses and "lost" not in statuses
+        assert statuses.get("planned", 0) > 0  # the rest of the wave waits for the resume
+        assert rows(db, "SELECT calls_sent FROM batch_state") == [(stopped_at,)]
+        assert rows(db, "SELECT lock_owner FROM batches") == [(None,)]
 
-    resumed = run(["resume", batch_id, "--db", str(db), "--json"])
-    assert resumed.exit_code == 0, resumed.output
-    summary = json.loads(resumed.stdout)
-    assert summary["status"] == "COMPLETED" and summary["stop_reason"] == "resampling_cap"
-    assert summary["calls_sent"] == summary["successful_comparisons"] == 40  # none paid twice
-    assert summary["max_skew"] == 0.0
+        resumed = run(["resume", batch_id, "--db", str(db), "--json"])
+        assert resumed.exit_code == 0, resumed.output
+        summary = json.loads(resumed.stdout)
+        assert summary["status"] == "COMPLETED" and summary["stop_reason"] == "resampling_cap"
+        assert summary["calls_sent"] == summary["successful_comparisons"] == 40  # none paid twice
+        assert summary["max_skew"] == 0.0

@@ -18,7 +18,6 @@ import asyncio
 import csv
 import json
 import random
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from cj_runner.services.executor import BatchExecutor, RunResult
 from cj_runner.storage import Store, open_store, resolve_db_url
 from cj_runner.storage import repository as repo
 from tests.cli.helpers import LOWER5, REGULAR24, run, write_profile
+from tests.hostile_server import PATIENCE_S, HostileServer
 
 SEED = 21
 SETTINGS: dict[str, Any] = {
@@ -111,6 +111,20 @@ class CrashingJudge:
         await self.inner.aclose()
 
 
+class StoppingJudge(CrashingJudge):
+    """The batch's judge; call number ``at_call`` sets ``stop`` (Ctrl-C) and answers."""
+
+    def __init__(self, inner: Judge, at_call: int, stop: asyncio.Event) -> None:
+        super().__init__(inner, at_call)
+        self.stop = stop
+
+    async def judge(self, request: JudgeRequest) -> Verdict:
+        self.calls += 1
+        if self.calls == self.at_call:
+            self.stop.set()
+        return await self.inner.judge(request)
+
+
 def crash_in(method: str, wave: int | None = None) -> type[BatchExecutor]:
     """An executor that dies on entering ``method`` (for wave ``wave``)."""
 
@@ -141,11 +155,15 @@ async def run_batch(
     executor: type[BatchExecutor] = BatchExecutor,
     crash_at_call: int | None = None,
     stop_event: asyncio.Event | None = None,
+    stop_at_call: int | None = None,
 ) -> RunResult:
     batch = await repo.find_batch(store, batch_id)
     judge: Any = build_judge(stored_judge_config(batch))
     if crash_at_call is not None:
         judge = CrashingJudge(judge, crash_at_call)
+    if stop_at_call is not None:
+        assert stop_event is not None
+        judge = StoppingJudge(judge, stop_at_call, stop_event)
     runner = executor(
         store,
         batch,
@@ -281,15 +299,8 @@ async def test_interrupt_stores_what_arrived_and_resume_finishes(
     try:
         batch_id = await new_batch(store, reference.inventory, reference.profile, "stopped")
         stop = asyncio.Event()
-
-        async def press_ctrl_c() -> None:
-            while len(await repo.load_attempts(store, batch_id)) < 50:
-                await asyncio.sleep(0.002)
-            stop.set()
-
-        pressing = asyncio.create_task(press_ctrl_c())
-        result = await run_batch(store, batch_id, stop_event=stop)
-        await pressing
+        # Ctrl-C is pressed as call 50 goes out (a rendezvous, not a race with the clock)
+        result = await run_batch(store, batch_id, stop_event=stop, stop_at_call=50)
         assert result.status == "INTERRUPTED" and result.interrupted
         book = await ledger(store, batch_id)
         assert book["status"] == "INTERRUPTED" and book["in_flight"] == 0
@@ -336,41 +347,39 @@ def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
         yield started
 
 
-SLOW_JUDGE = {**JUDGE, "latency": {"distribution": "fixed", "median_ms": 5}}
-
-
-def _wait_for_calls(db_url: str, batch: str, calls: int, timeout: float = 60.0) -> None:
-    async def count() -> int:
-        store = await open_store(resolve_db_url(db_url))
-        try:
-            record = await repo.find_batch(store, batch)
-            return int(record.state["calls_sent"])
-        except Exception:
-            return 0
-        finally:
-            await store.close()
-
-    deadline = time.monotonic() + timeout
-    while asyncio.run(count()) < calls:
-        assert time.monotonic() < deadline, "the batch did not start"
-        time.sleep(0.02)
+def hostile_judge(server: HostileServer) -> dict[str, Any]:
+    """A judge profile for the test's server (calls never time out: the server holds them
+    while the test acts, and releases them when it is done)."""
+    return {
+        "kind": "openai_compatible",
+        "name": "held",
+        "model": "held-model",
+        "base_url": server.url,
+        "timeout_s": 3600,
+        "max_connections": 8,
+    }
 
 
 def test_resume_json_after_sigkill_prints_the_execute_summary(
     db_url: str, tmp_path: Path, launcher: Launcher
 ) -> None:
-    profile = write_profile(tmp_path / "slow.yaml", SETTINGS, SLOW_JUDGE)
+    """Rendezvous, not timing: the server holds every call from the 30th on, so the batch
+    is mid-run (calls in flight) when it is killed, however slow the machine is."""
     inventory = twelve_essays(tmp_path)
-    execute = ["execute", "--inventory", str(inventory), "--profile", str(profile)]
-    child = launcher.start([*execute, "--db", db_url, "--batch-name", "killed", "--quiet"])
-    _wait_for_calls(db_url, "killed", 30)
-    child.kill()
-    resumed = run(["resume", "killed", "--db", db_url, "--json"])
-    assert resumed.exit_code == 0, resumed.output
-    summary = json.loads(resumed.stdout)
-    fresh = run([*execute, "--db", db_url, "--json", "--no-cache"])
-    assert fresh.exit_code == 0, fresh.output
-    reference = json.loads(fresh.stdout)
+    with HostileServer() as server:
+        profile = write_profile(tmp_path / "held.yaml", SETTINGS, hostile_judge(server))
+        execute = ["execute", "--inventory", str(inventory), "--profile", str(profile)]
+        server.hold(30)
+        child = launcher.start([*execute, "--db", db_url, "--batch-name", "killed", "--quiet"])
+        server.wait_for(30)
+        child.kill()
+        server.release()
+        resumed = run(["resume", "killed", "--db", db_url, "--json"])
+        assert resumed.exit_code == 0, resumed.output
+        summary = json.loads(resumed.stdout)
+        fresh = run([*execute, "--db", db_url, "--json", "--no-cache"])
+        assert fresh.exit_code == 0, fresh.output
+        reference = json.loads(fresh.stdout)
     assert list(summary) == list(reference)  # the same object, key for key
     same = (
         "status",
@@ -387,28 +396,35 @@ def test_resume_json_after_sigkill_prints_the_execute_summary(
     )
     assert {k: summary[k] for k in same} == {k: reference[k] for k in same}
     lost = summary["attempt_errors"].get("lost", 0)
+    assert lost >= 1  # the held calls were in flight at the kill
     assert summary["calls_sent"] == reference["calls_sent"] + lost
 
 
 def test_a_second_process_is_refused_and_a_dead_ones_lock_is_taken_over(
     db_url: str, tmp_path: Path, launcher: Launcher
 ) -> None:
-    profile = write_profile(  # LOWER5, 40 calls, two at a time, 200 ms each: about 4 s
-        tmp_path / "slow.yaml",
-        {**SETTINGS, "MAX_PAIRWISE_COMPARISONS": 60, "MAX_CONCURRENT_REQUESTS": 2},
-        {**SLOW_JUDGE, "latency": {"distribution": "fixed", "median_ms": 200}, "errors": {}},
-    )
-    execute = ["execute", "--inventory", str(LOWER5), "--profile", str(profile), "--db", db_url]
-    first = launcher.start([*execute, "--batch-name", "busy", "--quiet"])
-    _wait_for_calls(db_url, "busy", 3)
-    second = launcher.start(["resume", "busy", "--db", db_url])
-    assert second.wait(60) == 2
-    assert "being run by another process" in second.output()
-    assert "Traceback" not in second.output()
-    assert first.alive()  # the refused process did not disturb the running one
-    first.kill()  # SIGKILL: the lock stays behind, held by a dead pid
-    third = launcher.start(["resume", "busy", "--db", db_url, "--quiet"])
-    assert third.wait(60) == 0, third.output()
+    """The server holds the first process's 3rd call until the test releases it: the
+    first process is certainly mid-batch, holding the lock, while the second one starts."""
+    with HostileServer() as server:
+        profile = write_profile(
+            tmp_path / "held.yaml",
+            {**SETTINGS, "MAX_PAIRWISE_COMPARISONS": 60, "MAX_CONCURRENT_REQUESTS": 2},
+            hostile_judge(server),
+        )
+        execute = ["execute", "-i", str(LOWER5), "--profile", str(profile), "--db", db_url]
+        server.hold(3)
+        first = launcher.start([*execute, "--batch-name", "busy", "--quiet"])
+        server.wait_for(3)
+        second = launcher.start(["resume", "busy", "--db", db_url])
+        assert second.wait(PATIENCE_S) == 2
+        assert "being run by another process" in second.output()
+        assert "Traceback" not in second.output()
+        assert first.alive()  # the refused process did not disturb the running one
+        first.kill()  # SIGKILL: the lock stays behind, held by a dead pid
+        server.release()
+        third = launcher.start(["resume", "busy", "--db", db_url, "--quiet"])
+        assert third.wait(PATIENCE_S) == 0, third.output()
+        assert "Task exception was never retrieved" not in third.output()
     finished = run(["resume", "busy", "--db", db_url])
     assert finished.exit_code == 2
     assert "already finished (COMPLETED" in finished.stderr

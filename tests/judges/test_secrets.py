@@ -32,7 +32,7 @@ SCRIPTED = [
     Fault("empty_answer"),
     Fault("refusal"),
     Fault("close"),
-    Fault("delay", delay_s=2.0),  # beyond the client timeout
+    Fault("delay", delay_s=60.0),  # beyond the client timeout
 ]
 
 
@@ -59,7 +59,7 @@ async def _collect(judge: Judge, n: int) -> list[str]:
 
 def _client(server_url: str, kind: str, **fields: Any) -> Judge:
     config = JudgeConfig(
-        kind=kind, base_url=server_url, api_key_env="PLANTED_KEY", timeout_s=0.3, **fields
+        kind=kind, base_url=server_url, api_key_env="PLANTED_KEY", timeout_s=2.0, **fields
     )
     return build_judge(config, env={"PLANTED_KEY": SECRET})
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -125,13 +124,11 @@ async def test_retries_exhausted_raise_last_error(start_server: StartServer, kin
 
 @pytest.mark.parametrize("kind", APIS)
 async def test_client_timeout(start_server: StartServer, kind: str) -> None:
-    server = start_server(faults=FaultScript([Fault("delay", delay_s=3.0)]))
-    judge = client_for(server, kind, timeout_s=0.3)
-    started = time.monotonic()
-    with pytest.raises(TransientJudgeError) as info:
+    server = start_server(faults=FaultScript([Fault("delay", delay_s=60.0)]))
+    judge = client_for(server, kind, timeout_s=2.0)
+    with pytest.raises(TransientJudgeError) as info:  # long before the delay ends: a timeout
         await judge.judge(make_request())
     assert info.value.kind == "timeout"
-    assert time.monotonic() - started < 2.0
     # The next call (no fault scripted) succeeds on a fresh connection.
     assert (await judge.judge(make_request())).winner in ("A", "B")
     await judge.aclose()
