@@ -25,18 +25,20 @@ give the same wave; ties are never broken by node id.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 
 import numpy as np
 import numpy.typing as npt
 
+from cj_runner.core.candidates import CandidateGraph
 from cj_runner.core.models import Mode, PlannedPair
 from cj_runner.core.strategies import REGISTRY, SelectionProblem
 
 __all__ = [
     "STRATEGIES",
+    "OrientationCounts",
     "PairingState",
     "orient",
     "orientation_matrix",
@@ -70,6 +72,12 @@ class PairingState:
             ``orientation_counts`` and is used instead of it to find compared edges
             (see :func:`orientation_matrix`).
         prior_precision: ridge of the Bradley-Terry fit (``infogain``, ``grade_boundary``).
+        neighbours: optional, per node the nodes it has a successful comparison with
+            (must agree with ``orientation_counts``), with ``degree`` their sizes; a
+            caller that keeps them across waves (:class:`~cj_runner.core.workflow.
+            WorkflowState`) saves rebuilding them, so a coverage wave of the greedy
+            strategies costs ``O(n)`` per pair, whatever the comparisons so far.
+        degree: ``len(neighbours[i])`` for every node (with ``neighbours``).
     """
 
     n_nodes: int
@@ -83,6 +91,36 @@ class PairingState:
     grade_uncertainty: np.ndarray | None = None
     orientation_matrix: np.ndarray | None = None
     prior_precision: float = 0.01
+    neighbours: Sequence[Collection[int]] | None = None
+    degree: np.ndarray | None = None
+
+
+class OrientationCounts(Mapping[tuple[int, int], tuple[int, int]]):
+    """``orientation_counts`` as a live view of per-ordered-pair counts (no copy per wave).
+
+    ``ordered`` maps ``(a, b)`` to the successful comparisons asked as ``(a, b)``;
+    ``edges`` is the set of compared edges ``(lo, hi)``. Both are read, never copied, so
+    a caller that updates them as answers arrive hands selection an up-to-date mapping
+    in ``O(1)``.
+    """
+
+    def __init__(
+        self, ordered: Mapping[tuple[int, int], int], edges: Collection[tuple[int, int]]
+    ) -> None:
+        self._ordered = ordered
+        self._edges = edges
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[int, int]:
+        if key not in self._edges:
+            raise KeyError(key)
+        lo, hi = key
+        return self._ordered.get((lo, hi), 0), self._ordered.get((hi, lo), 0)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(self._edges)
+
+    def __len__(self) -> int:
+        return len(self._edges)
 
 
 def orientation_matrix(
@@ -151,7 +189,10 @@ def select_pairs(
     _check_state(state)
     if wave_size <= 0 or n < 2:
         return []
-    problem = _problem(state, mode, wave_size)
+    if strategy in _GRAPH_STRATEGIES and mode is not Mode.AUDIT:
+        problem = _graph_problem(state, mode, wave_size)
+    else:
+        problem = _problem(state, mode, wave_size)
     if mode is Mode.AUDIT:
         edges = REGISTRY["random"](problem, wave_size, rng)
     else:
@@ -318,4 +359,90 @@ def _problem(state: PairingState, mode: Mode, wave_size: int) -> SelectionProble
         ),
         comparisons=comparisons,
         prior_precision=state.prior_precision,
+    )
+
+
+_GRAPH_STRATEGIES = frozenset({"balanced", "swiss"})
+"""Strategies that work on a :class:`CandidateGraph` (no ``n x n`` matrix per wave)."""
+
+
+def _neighbours(state: PairingState) -> tuple[Sequence[Collection[int]], npt.NDArray[np.int64]]:
+    if state.neighbours is not None:
+        deg = state.degree
+        if deg is None:
+            deg = np.fromiter((len(x) for x in state.neighbours), dtype=np.int64)
+        return state.neighbours, np.asarray(deg, dtype=np.int64)
+    n = state.n_nodes
+    nbrs: list[set[int]] = [set() for _ in range(n)]
+    for (lo, hi), (fwd, rev) in state.orientation_counts.items():
+        if not (0 <= lo < hi < n):
+            raise ValueError(
+                "orientation_counts holds an edge outside the batch or not as (lo, hi)"
+            )
+        if fwd + rev > 0:
+            nbrs[lo].add(hi)
+            nbrs[hi].add(lo)
+    return nbrs, np.fromiter((len(x) for x in nbrs), dtype=np.int64, count=n)
+
+
+def _graph_problem(state: PairingState, mode: Mode, wave_size: int) -> SelectionProblem:
+    """The problem of :func:`_problem` for the greedy strategies, without ``n x n`` work.
+
+    Coverage: the complement of the compared and in-flight edges. Resampling: the pass
+    edges still to ask, with their comparison counts (levels) and complement sides.
+    """
+    n = state.n_nodes
+    in_flight = _edge_array(state.in_flight, n, "in_flight")
+    a_counts = np.asarray(state.a_counts, dtype=np.int64)
+    b_counts = np.asarray(state.b_counts, dtype=np.int64)
+    node_cap: int | None = None
+    if mode is Mode.COVERAGE:
+        nbrs, degree = _neighbours(state)
+        graph = CandidateGraph.complement_of(
+            n, nbrs, degree, [(int(a), int(b)) for a, b in in_flight.tolist()]
+        )
+    elif mode is Mode.RESAMPLING:
+        remaining = _edge_array(state.pass_remaining, n, "pass_remaining")
+        flying = {(int(a), int(b)) for a, b in in_flight.tolist()}
+        oc = state.orientation_counts
+        edges: list[tuple[int, int]] = []
+        counts: list[int] = []
+        sides: dict[tuple[int, int], int] = {}
+        for lo, hi in remaining.tolist():
+            if (lo, hi) in flying:
+                continue
+            fwd, rev = oc.get((lo, hi), (0, 0))
+            if fwd + rev <= 0:
+                continue  # never a new edge
+            edges.append((lo, hi))
+            counts.append(fwd + rev)
+            if fwd != rev:
+                s = 1 if rev > fwd else -1  # asked as (lo, hi) more often: lo goes to B
+                sides[(lo, hi)] = s
+                sides[(hi, lo)] = -s
+        graph = CandidateGraph(
+            n,
+            edges=np.asarray(edges, dtype=np.int64).reshape(-1, 2),
+            edge_counts=np.asarray(counts, dtype=np.int64),
+            sides=sides,
+        )
+        node_cap = resampling_node_cap(wave_size, n)
+    else:  # pragma: no cover - audit takes the matrix path
+        raise ValueError(f"no candidate graph for mode {mode!r}")
+    return SelectionProblem(
+        n_nodes=n,
+        candidates=None,
+        node_counts=(a_counts + b_counts).astype(np.float64),
+        scores=np.asarray(state.scores, dtype=np.float64),
+        mode=mode,
+        node_cap=node_cap,
+        imbalance=a_counts - b_counts,
+        se=None if state.se is None else np.asarray(state.se, dtype=np.float64),
+        grade_uncertainty=(
+            None
+            if state.grade_uncertainty is None
+            else np.asarray(state.grade_uncertainty, dtype=np.float64)
+        ),
+        prior_precision=state.prior_precision,
+        graph=graph,
     )

@@ -49,7 +49,7 @@ from cj_runner.core.continuation import (
 )
 from cj_runner.core.coverage import max_possible_pairs
 from cj_runner.core.models import Mode, PlannedPair, edge
-from cj_runner.core.pairing import PairingState, select_pairs
+from cj_runner.core.pairing import OrientationCounts, PairingState, select_pairs
 from cj_runner.core.reliability import scale_separation_reliability
 from cj_runner.core.robust import EmpiricalBayesFit, empirical_bayes_fit, robust_reliability
 from cj_runner.core.strategies import grade_weights
@@ -139,9 +139,12 @@ class WorkflowState:
         n = self.n_nodes
         self.a_counts = np.zeros(n, dtype=np.int64)
         self.b_counts = np.zeros(n, dtype=np.int64)
-        self.orientation = np.zeros((n, n), dtype=np.int64)
         self.ordered_counts: dict[tuple[int, int], int] = {}
         self.edges: set[tuple[int, int]] = set()
+        # kept across waves for selection (no n x n structure, nothing rebuilt per wave)
+        self.neighbours: list[set[int]] = [set() for _ in range(n)]
+        self.degree = np.zeros(n, dtype=np.int64)
+        self.orientation_counts = OrientationCounts(self.ordered_counts, self.edges)
         if self.scores.shape != (n,):
             self.scores = np.zeros(n)
         self._wave_start_successes = 0
@@ -193,9 +196,14 @@ class WorkflowState:
         self.modes.append(mode)
         self.a_counts[a] += 1
         self.b_counts[b] += 1
-        self.orientation[a, b] += 1
         self.ordered_counts[(a, b)] = self.ordered_counts.get((a, b), 0) + 1
-        self.edges.add(edge(a, b))
+        e = edge(a, b)
+        if e not in self.edges:
+            self.edges.add(e)
+            self.neighbours[a].add(b)
+            self.neighbours[b].add(a)
+            self.degree[a] += 1
+            self.degree[b] += 1
         self.successes += 1
 
     def record_failure(self) -> None:
@@ -229,9 +237,10 @@ class WorkflowState:
             scores=scores,
             a_counts=self.a_counts.copy(),
             b_counts=self.b_counts.copy(),
-            orientation_counts=self._orientation_mapping(),
+            orientation_counts=self.orientation_counts,
             pass_remaining=frozenset(self.pass_remaining),
-            orientation_matrix=self.orientation,
+            neighbours=self.neighbours,
+            degree=self.degree,
             se=se,
             grade_uncertainty=weights,
             prior_precision=precision,
@@ -291,12 +300,6 @@ class WorkflowState:
                 empirical_bayes_fit(self.n_nodes, first, second, first_won),
             )
         return self._posterior[1]
-
-    def _orientation_mapping(self) -> dict[tuple[int, int], tuple[int, int]]:
-        return {
-            (lo, hi): (int(self.orientation[lo, hi]), int(self.orientation[hi, lo]))
-            for lo, hi in self.edges
-        }
 
     def comparison_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(first, second, first_won)`` of the successes, in key order."""
