@@ -5,6 +5,7 @@ BATCH is the batch id or its name."""
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -43,7 +44,7 @@ def _reports() -> ModuleType:
 
 app = typer.Typer(
     name="cj-report",
-    help="Reports on a batch: summary, fairness, coverage, ranking, grades, HTML.",
+    help="Reports on a batch: summary, fairness, coverage, ranking, grades, comparisons, HTML.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -65,7 +66,7 @@ Output = Annotated[
 def _main(
     version: VersionOption = False,
 ) -> None:
-    """Reports on a batch: summary, fairness, coverage, ranking, grades, HTML."""
+    """Reports on a batch: summary, fairness, coverage, ranking, grades, comparisons, HTML."""
 
 
 # ---------------------------------------------------------------- output helpers
@@ -207,6 +208,42 @@ def grades(batch: Batch, fmt: Fmt = "table", output: Output = None, db: Db = Non
     CSV: one row per student with a p_<grade> column per grade.
     """
     _report("grades", batch, fmt, output, db)
+
+
+@app.command()
+def comparisons(
+    batch: Batch,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="csv (default), json or jsonl.")
+    ] = "csv",
+    successful: Annotated[
+        bool,
+        typer.Option("--successful", help="Only successful comparisons (one row per answer)."),
+    ] = False,
+    output: Output = None,
+    db: Db = None,
+) -> None:
+    """Every judge call of the batch, one row each: essays, positions, winner, judge.
+
+    Columns: batch_id, wave, mode, slot, attempt, call_no, essay_a, essay_b, winner (essay
+    id), winner_position (A/B), win_a, win_b (1/0), judge, model, confidence,
+    justification, tokens_in, tokens_out, cost_usd, latency_s, status, error_kind,
+    error_message, cached, repeat_index, sent_at, received_at. essay_a, essay_b, win_a,
+    win_b are BradleyTerry2's player1, player2, win1, win2 (see docs/reports.md for R and
+    pandas). --successful keeps only the successful comparisons.
+    """
+    if fmt not in ("csv", "json", "jsonl"):
+        raise fail(f"--format must be csv, json or jsonl; got {fmt!r}")
+    from cj_runner.services.export import COMPARISON_COLUMNS, build_comparisons
+
+    data = _load(db, lambda store: build_comparisons(store, batch, successful=successful))
+    rows = data["comparisons"]
+    if fmt == "json":
+        emit_text(dump_json(data), output)
+    elif fmt == "jsonl":
+        emit_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), output)
+    else:
+        emit_text(to_csv(rows, list(COMPARISON_COLUMNS)), output)
 
 
 @app.command()
