@@ -73,6 +73,12 @@ def summary_renderable(s: dict[str, Any]) -> Group:
         + (f", success rate {s['success_rate']:.3f}" if s["success_rate"] is not None else "")
         + (f"; {s['cache_hits']} from cache" if s.get("cache_hits") else ""),
     )
+    if s.get("cache_sources"):
+        head.add_row(
+            "cache",
+            "answers reused from batch "
+            + ", ".join(f"{batch} ({n})" for batch, n in s["cache_sources"].items()),
+        )
     if s.get("attempt_errors"):
         head.add_row("errors", ", ".join(f"{k}: {v}" for k, v in s["attempt_errors"].items() if k))
     head.add_row(

@@ -21,7 +21,7 @@ import httpx
 
 from cj_runner.errors import FatalJudgeError, JudgeError, TransientJudgeError
 from cj_runner.judges import _http
-from cj_runner.judges.base import JudgeRequest, Verdict
+from cj_runner.judges.base import JudgeRequest, Verdict, request_key
 from cj_runner.judges.config import JudgeConfig
 from cj_runner.judges.prompts import (
     ANSWER_NAME,
@@ -95,6 +95,13 @@ class AnthropicJudge(_http.HTTPJudge):
             payload["tools"] = [VERDICT_TOOL]
             payload["tool_choice"] = {"type": "tool", "name": ANSWER_NAME}
         return payload
+
+    def cache_key(self, request: JudgeRequest) -> str:
+        """The judgment cache key: a hash of the URL, the API version, the request body
+        (model, system, messages, sampling parameters, tools) and the repeat index."""
+        system, user = render_prompt(self._template, request)
+        body = {"anthropic-version": ANTHROPIC_VERSION, **self.build_payload(system, user)}
+        return request_key(self.url, body, request.repeat_index)
 
     async def judge(self, request: JudgeRequest) -> Verdict:
         """Ask the server for one verdict; raises a classified :class:`JudgeError`."""

@@ -7,9 +7,11 @@ executor) owns retries, backoff and the budget.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from cj_runner.core.models import Winner
 
@@ -77,9 +79,10 @@ class Judge(Protocol):
     ``judge`` returns a :class:`Verdict` or raises a
     :class:`cj_runner.errors.JudgeError` subclass; it never retries by itself.
 
-    A judge may also define ``cache_identity`` (str): the name its answers are cached
-    under (default: ``model``). The mock uses its whole behaviour, so two differently
-    configured mocks never share answers.
+    A judge may also define ``cache_key(request) -> str``: the judgment cache's key for
+    ``request``, a hash of everything the judge would send (endpoint, model, the full
+    rendered messages, sampling and reasoning parameters) and the repeat index; see
+    :func:`request_key`. A judge without it is keyed by :func:`fallback_cache_key`.
     """
 
     name: str
@@ -91,3 +94,46 @@ class Judge(Protocol):
     async def judge(self, request: JudgeRequest) -> Verdict: ...
 
     async def aclose(self) -> None: ...
+
+
+def request_key(endpoint: str, request_body: Mapping[str, Any], repeat_index: int) -> str:
+    """The judgment cache key of one request: a SHA-256 over the endpoint, the request body
+    as it would be sent (canonical JSON: sorted keys) and the repeat index.
+
+    Two requests share a key only when they would send the same bytes to the same place;
+    the repeat index keeps deliberate repeats of one ordered pair apart.
+    """
+    blob = json.dumps(
+        {"endpoint": endpoint, "body": request_body, "repeat_index": repeat_index},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def fallback_cache_key(judge: Judge, request: JudgeRequest) -> str:
+    """The cache key of a judge without ``cache_key``: its name, model and prompt hash, the
+    assignment's texts, the ordered essays and the repeat index."""
+    return request_key(
+        f"judge:{judge.name}",
+        {
+            "model": judge.model,
+            "prompt_hash": judge.prompt_hash,
+            "instructions": request.assignment.instructions,
+            "student_prompt": request.assignment.student_prompt,
+            "rubric": request.assignment.rubric,
+            "essay_a": request.essay_a.checksum,
+            "essay_b": request.essay_b.checksum,
+        },
+        request.repeat_index,
+    )
+
+
+def cache_key_of(judge: Judge, request: JudgeRequest) -> str:
+    """``judge.cache_key(request)`` when the judge defines it, else the fallback key."""
+    method = getattr(judge, "cache_key", None)
+    if callable(method):
+        return str(method(request))
+    return fallback_cache_key(judge, request)

@@ -30,10 +30,11 @@ import random
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from cj_runner.core.models import Winner
 from cj_runner.errors import FatalJudgeError, RateLimited, TransientJudgeError
-from cj_runner.judges.base import EssayText, JudgeRequest, Verdict
+from cj_runner.judges.base import EssayText, JudgeRequest, Verdict, request_key
 from cj_runner.judges.config import JudgeConfig
 from cj_runner.judges.prompts import PromptTemplate, estimate_tokens, render_prompt
 
@@ -170,14 +171,17 @@ def raise_for_mock_error(kind: str) -> None:
     raise ValueError(f"unknown mock error kind {kind!r}")
 
 
-def mock_fingerprint(config: JudgeConfig) -> str:
-    """A short hash of everything that shapes a mock's answers (not its name, prices or
-    latency): two mocks share cached answers only when they would answer alike."""
-    behaviour = config.model_dump(
+def mock_behaviour(config: JudgeConfig) -> dict[str, Any]:
+    """Everything that shapes a mock's answers (not its name, prices or latency)."""
+    return config.model_dump(
         mode="json",
         exclude={"name", "latency", "price_input_per_mtok", "price_output_per_mtok"},
     )
-    blob = json.dumps(behaviour, sort_keys=True).encode("utf-8")
+
+
+def mock_fingerprint(config: JudgeConfig) -> str:
+    """A short hash of :func:`mock_behaviour`: two mocks answer alike only when it agrees."""
+    blob = json.dumps(mock_behaviour(config), sort_keys=True).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -195,11 +199,18 @@ class MockJudge:
         self.name = config.name
         self.model = config.model
         self.prompt_hash = template.hash
-        self.cache_identity = f"{config.model}+mock:{mock_fingerprint(config)}"
+        self._behaviour = mock_behaviour(config)
         self.price_input_per_mtok = config.price_input_per_mtok
         self.price_output_per_mtok = config.price_output_per_mtok
         self._template = template
         self._sleep = sleep
+
+    def cache_key(self, request: JudgeRequest) -> str:
+        """The judgment cache key: the mock's whole behaviour, the rendered prompt and the
+        repeat index (two mocks share answers only when they would answer alike)."""
+        system, user = render_prompt(self._template, request)
+        body = {"behaviour": self._behaviour, "system": system, "user": user}
+        return request_key("mock:", body, request.repeat_index)
 
     def latent(self, essay: EssayText) -> float:
         """The latent quality this judge assigns to ``essay``."""

@@ -21,7 +21,7 @@ import httpx
 
 from cj_runner.errors import FatalJudgeError, JudgeError, TransientJudgeError
 from cj_runner.judges import _http
-from cj_runner.judges.base import JudgeRequest, Verdict
+from cj_runner.judges.base import JudgeRequest, Verdict, request_key
 from cj_runner.judges.config import JudgeConfig
 from cj_runner.judges.prompts import (
     ANSWER_NAME,
@@ -103,6 +103,14 @@ class OpenAICompatJudge(_http.HTTPJudge):
         if structured:
             payload["response_format"] = response_format()
         return payload
+
+    def cache_key(self, request: JudgeRequest) -> str:
+        """The judgment cache key: a hash of the URL, the request body this judge sends
+        first for ``request`` (model, messages, sampling parameters, answer format) and
+        the repeat index."""
+        system, user = render_prompt(self._template, request)
+        payload = self.build_payload(system, user, structured=self.config.structured_output)
+        return request_key(self.url, payload, request.repeat_index)
 
     async def _send(self, payload: dict[str, Any], tokens: int) -> tuple[httpx.Response, float]:
         await self._limiter.acquire(tokens)

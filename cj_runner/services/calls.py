@@ -22,14 +22,21 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from cj_runner.errors import JudgeError
-from cj_runner.judges.base import AssignmentText, EssayText, Judge, JudgeRequest, Verdict
+from cj_runner.judges.base import (
+    AssignmentText,
+    EssayText,
+    Judge,
+    JudgeRequest,
+    Verdict,
+    cache_key_of,
+)
 from cj_runner.judges.retry import RetryPolicy, SleepFn, sleep_before_retry
 from cj_runner.storage import repository as repo
-from cj_runner.storage.recorder import AttemptResult, Recorder, SentAttempt
+from cj_runner.storage.recorder import AttemptResult, CacheKey, Recorder, SentAttempt
 
-#: A cached answer: winner, confidence, justification, tokens_in, tokens_out.
+#: A cached answer: winner, confidence, justification, tokens_in, tokens_out and the
+#: ``batch_id`` that paid for it, by the request key (:func:`cache_key_of`).
 CachedAnswer = dict[str, Any]
-CacheKey = tuple[str, str, int]
 
 
 @dataclass
@@ -94,8 +101,8 @@ class CallRunner:
         seed: int,
         stop_event: asyncio.Event,
         sleep: SleepFn,
-        cache: dict[CacheKey, CachedAnswer] | None,
-        cache_identity: str,
+        cache: dict[str, CachedAnswer] | None,
+        batch_id: str,
         on_attempt: AttemptListener,
         on_done: DoneListener,
     ) -> None:
@@ -109,12 +116,21 @@ class CallRunner:
         self.stop_event = stop_event
         self.sleep = sleep
         self.cache = cache  # None: the cache is off
-        self.cache_identity = cache_identity
+        self.batch_id = batch_id
         self.on_attempt = on_attempt
         self.on_done = on_done
 
-    def _cache_key(self, slot: Slot) -> CacheKey:
-        return (self.texts[slot.a].checksum, self.texts[slot.b].checksum, slot.repeat_index)
+    def _cache_key(self, slot: Slot) -> str | None:
+        """The request's key in the judgment cache (None when the cache is off)."""
+        if self.cache is None:
+            return None
+        request = JudgeRequest(
+            essay_a=self.texts[slot.a],
+            essay_b=self.texts[slot.b],
+            assignment=self.assignment,
+            repeat_index=slot.repeat_index,
+        )
+        return cache_key_of(self.judge, request)
 
     def _done(self, slot: Slot, outcome: CallOutcome) -> CallOutcome:
         self.on_done(slot, outcome)
@@ -135,6 +151,7 @@ class CallRunner:
                 if self.stop_event.is_set():
                     return CallOutcome("stopped", attempt)
                 if self.cache is not None and attempt == 1 and cache_key in self.cache:
+                    assert cache_key is not None
                     return await self._record_cached(slot, self.cache[cache_key])
                 if budget.calls_sent >= budget.total_budget:
                     if attempt == 1:
@@ -177,7 +194,7 @@ class CallRunner:
                     error = JudgeError("internal", f"{type(exc).__name__}: {exc}")
                 latency = time.perf_counter() - started
             if verdict is not None:
-                return await self._record_success(slot, attempt, verdict, latency)
+                return await self._record_success(slot, attempt, verdict, latency, cache_key)
             assert error is not None
             # an interrupt does not turn a retryable error into a failure: the attempt
             # is stored as ``retried`` and the next run asks again
@@ -207,7 +224,7 @@ class CallRunner:
             judge_attempt += 1
 
     async def _record_success(
-        self, slot: Slot, attempt: int, verdict: Verdict, latency: float
+        self, slot: Slot, attempt: int, verdict: Verdict, latency: float, cache_key: str | None
     ) -> CallOutcome:
         a_sum, b_sum = self.texts[slot.a].checksum, self.texts[slot.b].checksum
         result = AttemptResult(
@@ -222,20 +239,21 @@ class CallRunner:
             tokens_out=verdict.tokens_out,
             latency_s=verdict.latency_s or latency,
             cache_key=(
-                (self.cache_identity, self.judge.prompt_hash, a_sum, b_sum, slot.repeat_index)
-                if self.cache is not None
+                CacheKey(cache_key, self.judge.model, a_sum, b_sum, slot.repeat_index)
+                if cache_key is not None
                 else None
             ),
         )
         await self.recorder.result(result)
         self.on_attempt(slot, result)
-        if self.cache is not None:
-            self.cache[(a_sum, b_sum, slot.repeat_index)] = {
+        if self.cache is not None and cache_key is not None:
+            self.cache[cache_key] = {
                 "winner": verdict.winner,
                 "confidence": verdict.confidence,
                 "justification": verdict.justification,
                 "tokens_in": verdict.tokens_in,
                 "tokens_out": verdict.tokens_out,
+                "batch_id": self.batch_id,
             }
         return self._done(slot, CallOutcome("success", attempt, verdict))
 
@@ -252,6 +270,7 @@ class CallRunner:
             tokens_out=hit["tokens_out"],
             latency_s=0.0,
             cached=True,
+            cache_source=hit.get("batch_id"),
         )
         await self.recorder.result(result)
         self.on_attempt(slot, result)

@@ -165,9 +165,8 @@ class BatchExecutor:
             base_delay_s=settings.RETRY_BASE_DELAY_S,
             max_delay_s=settings.RETRY_MAX_DELAY_S,
         )
-        self.cache: dict[tuple[str, str, int], dict[str, Any]] = {}
-        # what answers are reusable under: the model, or for a mock its whole behaviour
-        self.cache_identity: str = getattr(judge, "cache_identity", judge.model)
+        # the judgment cache: answers by request key (see Judge.cache_key)
+        self.cache: dict[str, dict[str, Any]] = {}
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.recorder: Recorder | None = None
         self.calls: CallRunner | None = None
@@ -323,9 +322,7 @@ class BatchExecutor:
         if waves and waves[-1]["decision"] and open_wave is None:
             self._last_decision = (waves[-1]["decision"], waves[-1]["reason"])
         if self.use_cache:
-            self.cache = await repo.cache_entries(
-                self.store, self.cache_identity, self.judge.prompt_hash
-            )
+            self.cache = await repo.cache_entries(self.store, self.judge.model)
         return open_wave
 
     # ------------------------------------------------------------ main loop
@@ -376,7 +373,7 @@ class BatchExecutor:
             stop_event=self.stop_event,
             sleep=self._sleep,
             cache=self.cache if self.use_cache else None,
-            cache_identity=self.cache_identity,
+            batch_id=self.batch.id,
             on_attempt=self._on_attempt,
             on_done=self._on_done,
         )

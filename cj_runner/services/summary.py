@@ -25,6 +25,15 @@ def outcomes_from_attempts(attempts: list[dict[str, Any]]) -> list[Outcome]:
     ]
 
 
+def _cache_sources(attempts: list[dict[str, Any]]) -> dict[str, int]:
+    """How many answers came from the cache, by the batch that paid for them (most first;
+    ``"unknown"`` for answers cached before the source was recorded)."""
+    sources = Counter(
+        r["cache_source"] or "unknown" for r in attempts if r["status"] == "success" and r["cached"]
+    )
+    return dict(sorted(sources.items(), key=lambda item: (-item[1], item[0])))
+
+
 def _duration_s(batch: repo.BatchRecord) -> float | None:
     if batch.finished_at is None:
         return None
@@ -71,6 +80,7 @@ async def build_summary(store: Store, batch_ref: str) -> dict[str, Any]:
         "success_rate": round(successes / finished, 6) if finished else None,
         "attempt_errors": dict(sorted(failure_kinds.items())),
         "cache_hits": sum(1 for r in attempts if r["status"] == "success" and r["cached"]),
+        "cache_sources": _cache_sources(attempts),
         "waves": state["iteration"],
         "resampling_pass_count": state["resampling_pass_count"],
         "max_possible_pairs": state["max_possible_pairs"],

@@ -69,6 +69,18 @@ class SentAttempt:
 
 
 @dataclass(frozen=True)
+class CacheKey:
+    """Where a paid answer goes in the judgment cache: the request's hash (the key) and,
+    for reading only, the model, the ordered essays and the repeat index."""
+
+    request_key: str
+    model: str
+    checksum_a: str
+    checksum_b: str
+    repeat_index: int
+
+
+@dataclass(frozen=True)
 class AttemptResult:
     """What came back for one call."""
 
@@ -85,7 +97,10 @@ class AttemptResult:
     tokens_out: int | None = None
     latency_s: float | None = None
     cached: bool = False
-    cache_key: tuple[str, str, str, str, int] | None = None
+    #: for a paid answer: where it goes in the judgment cache
+    cache_key: CacheKey | None = None
+    #: for an answer taken from the cache: the batch that paid for it
+    cache_source: str | None = None
 
 
 class Recorder:
@@ -261,10 +276,11 @@ class Recorder:
                         "v_tokens_out": r.tokens_out,
                         "v_latency_s": r.latency_s,
                         "v_cached": r.cached,
+                        "v_cache_source": r.cache_source,
                     }
                 )
                 if r.cache_key is not None and r.status == "success" and not r.cached:
-                    cache_rows.append(_cache_row(r))
+                    cache_rows.append(_cache_row(r, bid))
             elif kind in ("mark_failed", "cancel"):
                 slot, attempt = payload
                 set_status.append(
@@ -335,6 +351,7 @@ _RESULT_UPDATE = (
                 "tokens_out",
                 "latency_s",
                 "cached",
+                "cache_source",
             )
         }
     )
@@ -349,15 +366,16 @@ _STATUS_UPDATE = (
 )
 
 
-def _cache_row(r: AttemptResult) -> dict[str, Any]:
-    assert r.cache_key is not None
-    model, prompt_hash, ca, cb, repeat = r.cache_key
+def _cache_row(r: AttemptResult, batch_id: str) -> dict[str, Any]:
+    key = r.cache_key
+    assert key is not None
     return {
-        "model": model,
-        "prompt_hash": prompt_hash,
-        "checksum_a": ca,
-        "checksum_b": cb,
-        "repeat_index": repeat,
+        "request_key": key.request_key,
+        "model": key.model,
+        "batch_id": batch_id,
+        "checksum_a": key.checksum_a,
+        "checksum_b": key.checksum_b,
+        "repeat_index": key.repeat_index,
         "winner": r.winner,
         "confidence": r.confidence or 0,
         "justification": r.justification or "",
@@ -377,13 +395,7 @@ async def _cache_insert(conn: AsyncConnection, rows: list[dict[str, Any]]) -> No
     else:  # pragma: no cover - other databases: check first
         for values in rows:
             exists = await conn.execute(
-                select(T_CACHE.c.id).where(
-                    T_CACHE.c.model == values["model"],
-                    T_CACHE.c.prompt_hash == values["prompt_hash"],
-                    T_CACHE.c.checksum_a == values["checksum_a"],
-                    T_CACHE.c.checksum_b == values["checksum_b"],
-                    T_CACHE.c.repeat_index == values["repeat_index"],
-                )
+                select(T_CACHE.c.id).where(T_CACHE.c.request_key == values["request_key"])
             )
             if exists.first() is None:
                 await conn.execute(insert(T_CACHE).values(**values))

@@ -642,21 +642,11 @@ async def lock_holder(store: Store, batch_id: str) -> tuple[str | None, datetime
 # ---------------------------------------------------------------- judgment cache
 
 
-async def cache_lookup(
-    store: Store, model: str, prompt_hash: str, checksum_a: str, checksum_b: str, repeat: int
-) -> dict[str, Any] | None:
-    """A stored answer for exactly this model, prompt, ordered pair and repeat, or None."""
+async def cache_lookup(store: Store, request_key: str) -> dict[str, Any] | None:
+    """The stored answer for exactly this request (see :class:`JudgmentCacheRow`), or None."""
     async with store.engine.connect() as conn:
         row = (
-            await conn.execute(
-                select(T_CACHE).where(
-                    T_CACHE.c.model == model,
-                    T_CACHE.c.prompt_hash == prompt_hash,
-                    T_CACHE.c.checksum_a == checksum_a,
-                    T_CACHE.c.checksum_b == checksum_b,
-                    T_CACHE.c.repeat_index == repeat,
-                )
-            )
+            await conn.execute(select(T_CACHE).where(T_CACHE.c.request_key == request_key))
         ).first()
     return dict(row._mapping) if row is not None else None
 
@@ -781,26 +771,19 @@ async def mark_in_flight_lost(store: Store, batch_id: str) -> int:
     return int(result.rowcount or 0)
 
 
-async def cache_entries(
-    store: Store, model: str, prompt_hash: str
-) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """Every cached answer for ``model`` and ``prompt_hash``, keyed by (checksum A,
-    checksum B, repeat index)."""
+async def cache_entries(store: Store, model: str) -> dict[str, dict[str, Any]]:
+    """Every cached answer of ``model``, keyed by its request key; ``batch_id`` is the
+    batch that paid for it."""
     async with store.engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                select(T_CACHE).where(
-                    T_CACHE.c.model == model, T_CACHE.c.prompt_hash == prompt_hash
-                )
-            )
-        ).all()
+        rows = (await conn.execute(select(T_CACHE).where(T_CACHE.c.model == model))).all()
     return {
-        (r.checksum_a, r.checksum_b, r.repeat_index): {
+        r.request_key: {
             "winner": r.winner,
             "confidence": r.confidence,
             "justification": r.justification,
             "tokens_in": r.tokens_in,
             "tokens_out": r.tokens_out,
+            "batch_id": r.batch_id,
         }
         for r in rows
     }

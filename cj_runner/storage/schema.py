@@ -172,6 +172,8 @@ class ComparisonRow(Base):
     prompt_hash: Mapped[str | None] = mapped_column(String(64))
     repeat_index: Mapped[int] = mapped_column(Integer, default=0)
     cached: Mapped[bool] = mapped_column(Boolean, default=False)
+    # added by migration 0003: the batch that paid for a reused (cached) answer
+    cache_source: Mapped[str | None] = mapped_column(String(36))
 
 
 class WaveRow(Base):
@@ -209,15 +211,20 @@ class GradeProjectionRow(Base):
 
 
 class JudgmentCacheRow(Base):
-    """Answers reusable across batches: same model, prompt, essays, orientation, repeat."""
+    """Answers reusable across batches, keyed by a hash of the whole request.
+
+    ``request_key`` is the judge's :meth:`cache_key` of the request (endpoint, model, full
+    rendered messages, sampling and reasoning parameters, repeat index); the other key
+    columns are kept for reading only. ``batch_id`` is the batch that paid for the answer
+    (no foreign key: the answer outlives a deleted batch).
+    """
 
     __tablename__ = "judgment_cache"
-    __table_args__ = (
-        UniqueConstraint("model", "prompt_hash", "checksum_a", "checksum_b", "repeat_index"),
-    )
+    __table_args__ = (Index("ix_judgment_cache_model", "model"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_key: Mapped[str] = mapped_column(String(64), unique=True)
     model: Mapped[str] = mapped_column(String(200))
-    prompt_hash: Mapped[str] = mapped_column(String(64))
+    batch_id: Mapped[str | None] = mapped_column(String(36))
     checksum_a: Mapped[str] = mapped_column(String(64))
     checksum_b: Mapped[str] = mapped_column(String(64))
     repeat_index: Mapped[int] = mapped_column(Integer)

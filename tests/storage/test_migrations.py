@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from cj_runner.storage import open_store, resolve_db_url
+from cj_runner.storage.engine import head_revision
 from cj_runner.storage.schema import Base
 
 
@@ -28,11 +29,31 @@ async def test_first_migration_then_current_code_gives_current_schema(db_path: P
     assert "prompt_hash" not in _columns(db_path, "comparisons")
 
     store = await open_store(url)  # what every command does
-    assert await store.revision() == "0002"
+    assert await store.revision() == head_revision()
     await store.close()
     for table in Base.metadata.sorted_tables:
         assert table.name in _tables(db_path)
         assert {c.name for c in table.columns} == _columns(db_path, table.name), table.name
+
+
+async def test_a_0002_database_opens_and_its_old_cache_is_never_reused(db_path: Path) -> None:
+    url = resolve_db_url(str(db_path))
+    store = await open_store(url, revision="0002")
+    await store.close()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(
+            "INSERT INTO judgment_cache (model, prompt_hash, checksum_a, checksum_b, "
+            "repeat_index, winner, confidence, justification, tokens_in, tokens_out, "
+            "created_at) VALUES ('m', 'h', 'a', 'b', 0, 'A', 3, 'old', 1, 1, "
+            "'2025-01-01 00:00:00')"
+        )
+    store = await open_store(url)
+    assert await store.revision() == head_revision()
+    await store.close()
+    assert "request_key" in _columns(db_path, "judgment_cache")
+    assert "cache_source" in _columns(db_path, "comparisons")
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT count(*) FROM judgment_cache").fetchone() == (0,)
 
 
 async def test_sqlite_runs_in_wal_mode_with_foreign_keys(db_path: Path) -> None:

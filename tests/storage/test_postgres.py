@@ -22,7 +22,13 @@ from cj_runner.services.executor import lock_owner_alive
 from cj_runner.storage import Store, open_store, resolve_db_url
 from cj_runner.storage import engine as engine_mod
 from cj_runner.storage import repository as repo
-from cj_runner.storage.recorder import AttemptResult, PlannedRow, Recorder, SentAttempt
+from cj_runner.storage.recorder import (
+    AttemptResult,
+    CacheKey,
+    PlannedRow,
+    Recorder,
+    SentAttempt,
+)
 from cj_runner.storage.schema import Base
 from tests.cli.helpers import LOWER5, REGULAR24, execute_json, register_example_anchors
 
@@ -85,7 +91,7 @@ def _success(slot: int, attempt: int = 1, cache: bool = True) -> AttemptResult:
         tokens_in=10,
         tokens_out=5,
         latency_s=0.1,
-        cache_key=("m", "h", "ca", f"cb{slot % 2}", 0) if cache else None,
+        cache_key=CacheKey(f"key{slot % 2}", "m", "ca", f"cb{slot % 2}", 0) if cache else None,
     )
 
 
@@ -178,8 +184,9 @@ async def test_recorder_stores_every_call_before_and_after(db_url: str) -> None:
         assert by_key[(3, 1)]["status"] == "cancelled"  # its call number 3 stays counted
         batch = await repo.find_batch(store, batch_id)
         assert batch.state["calls_sent"] == 4
-        cache = await repo.cache_entries(store, "m", "h")
-        assert set(cache) == {("ca", "cb1", 0), ("ca", "cb0", 0)}
+        cache = await repo.cache_entries(store, "m")
+        assert set(cache) == {"key1", "key0"}
+        assert {entry["batch_id"] for entry in cache.values()} == {batch_id}
         for row in attempts:
             for key in ("sent_at", "received_at"):
                 if row[key] is not None:  # SQLite gives naive UTC, PostgreSQL aware
