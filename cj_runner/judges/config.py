@@ -69,6 +69,35 @@ class ErrorRates(_Strict):
         return self.timeout + self.rate_limit + self.server_error + self.malformed + self.refused
 
 
+class MockServerConfig(_Strict):
+    """How ``serve-mock`` speaks beyond the verdict (mock only): provider behaviours a real
+    client must survive. Rates are per request, drawn from their own seeded stream so the
+    verdicts stay those of the same profile without them."""
+
+    #: share of answers cut off at the length limit (``finish_reason: length``,
+    #: ``stop_reason: max_tokens``), billed at the request's whole token allowance
+    truncate: float = Field(default=0.0, ge=0.0, le=1.0)
+    #: reasoning output before the answer: ``inline`` (``<think>…</think>`` in the text,
+    #: holding a *different* verdict), ``blocks`` (Anthropic thinking blocks; OpenAI
+    #: ``reasoning_content``)
+    thinking: Literal["none", "inline", "blocks"] = "none"
+    #: models (shell patterns) that answer 400 to any request carrying ``temperature``
+    reject_temperature: list[str] = Field(default_factory=list)
+    #: every request fails for lack of money: OpenAI 429 ``insufficient_quota``,
+    #: Anthropic 400 "credit balance is too low"
+    quota_exhausted: bool = False
+    #: answer HTTP 500 to ``response_format: {"type": "json_schema"}`` like llama.cpp's
+    #: Python server (which accepts ``json_object`` with a ``schema``)
+    json_schema_500: bool = False
+    #: share of requests answered 529 ``overloaded_error`` (Anthropic) or 503 (OpenAI)
+    overloaded: float = Field(default=0.0, ge=0.0, le=1.0)
+    #: ``retry-after`` (seconds) sent with drawn 429s and overloads
+    retry_after_s: float = Field(default=1.0, ge=0.0)
+    #: the models served (shell patterns); others answer 404 ``model_not_found``.
+    #: Empty: any model is served (and echoed).
+    models: list[str] = Field(default_factory=list)
+
+
 class JudgeConfig(_Strict):
     """Everything needed to build one judge; see ``profiles/*.yaml`` for commented examples."""
 
@@ -106,6 +135,7 @@ class JudgeConfig(_Strict):
     always: Literal["A", "B"] | None = None
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     errors: ErrorRates = Field(default_factory=ErrorRates)
+    server: MockServerConfig = Field(default_factory=MockServerConfig)
 
     @field_validator("anchor_grade_latent", mode="before")
     @classmethod

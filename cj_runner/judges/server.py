@@ -1,41 +1,46 @@
-"""The mock judge served over HTTP, speaking the OpenAI and Anthropic wire formats.
+"""The mock judge served over HTTP (the plumbing): routes, checks, scripted faults.
 
 ``cj-run serve-mock`` runs it so anyone can try the real client path without a key, and
 the tests start it on ``127.0.0.1`` port 0. Endpoints:
 
 * ``POST /v1/chat/completions`` (also ``/chat/completions``): the OpenAI format, with or
-  without ``response_format``; ``usage.prompt_tokens``/``completion_tokens``.
+  without ``response_format``.
 * ``POST /v1/messages``: the Anthropic format (``anthropic-version`` header required); a
-  ``tool_use`` answer when the request has tools, JSON text otherwise;
-  ``usage.input_tokens``/``output_tokens``.
+  ``tool_use`` answer when the request has tools, JSON text otherwise.
 * ``GET /v1/models`` and ``GET /health``.
 
-The served mock reads essays A and B from the ``<essay_a>``/``<essay_b>`` blocks of the
-user message (the packaged template's delimiters) and decides like
+What it says, and how, is :mod:`cj_runner.judges.mock_dialects`: the providers' answer
+envelopes, error bodies and headers. The served mock reads essays A and B from the
+``<essay_a>``/``<essay_b>`` blocks of the user message (any other prompt is answered from
+its text features, see :func:`~cj_runner.judges.mock_dialects.essays_of`) and decides like
 :class:`~cj_runner.judges.mock.MockJudge`: latent from ``latent_by_checksum`` (SHA-256 hex
 of the essay's UTF-8 text) when given, else text features; the n-th request for the same
-ordered pair uses ``repeat_index = n``. Drawn errors become HTTP answers: timeout -> 408,
-rate_limit -> 429, server_error -> 500, malformed -> a non-JSON answer, refused -> a
-refusal. A :class:`FaultScript` overrides answers request by request for tests.
+ordered pair uses ``repeat_index = n``. Drawn errors become the provider's answers:
+timeout -> 408, rate_limit -> 429 with ``retry-after``, server_error -> 500, malformed -> a
+non-JSON answer, refused -> a refusal. The profile's ``server:`` section adds truncation,
+reasoning output, temperature rejection, quota errors, overloads, llama.cpp's 500 on
+``json_schema`` and a list of served models. A :class:`FaultScript` overrides answers
+request by request for tests.
 """
 
 from __future__ import annotations
 
 import collections
+import fnmatch
 import hashlib
 import json
-import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal
 
+from cj_runner.judges import mock_dialects as dialects
 from cj_runner.judges.config import JudgeConfig
 from cj_runner.judges.mock import decide, draw_rng, text_feature_latent
-from cj_runner.judges.prompts import ANSWER_NAME, estimate_tokens
+from cj_runner.judges.prompts import estimate_tokens
 
 FaultKind = Literal[
     "rate_limit",  # 429, with Retry-After when ``retry_after`` is set
@@ -48,11 +53,6 @@ FaultKind = Literal[
     "refusal",  # 200 with a refusal
     "close",  # close the connection without any response
 ]
-
-_ESSAY_BLOCK = {
-    "A": re.compile(r"<essay_a>\n(.*?)\n</essay_a>", re.DOTALL),
-    "B": re.compile(r"<essay_b>\n(.*?)\n</essay_b>", re.DOTALL),
-}
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,7 @@ class MockJudgeServer:
         self.requests: collections.deque[RecordedRequest] = collections.deque(maxlen=keep_requests)
         self._lock = threading.Lock()
         self._repeats: dict[tuple[str, str], int] = {}
+        self._serial = 0
         self._stopping = threading.Event()
         self._httpd = _Server((host, port), _Handler)
         self._httpd.owner = self
@@ -256,14 +257,15 @@ class MockJudgeServer:
         if seconds > 0:
             self._stopping.wait(seconds)
 
-    def answer_for(self, user_text: str) -> dict[str, Any] | str:
-        """The mock's answer to one prompt: ``{"error": kind}`` or the verdict fields; a
-        string when the prompt has no essay blocks."""
-        match_a = _ESSAY_BLOCK["A"].search(user_text)
-        match_b = _ESSAY_BLOCK["B"].search(user_text)
-        if match_a is None or match_b is None:
-            return "the user message has no <essay_a> and <essay_b> blocks"
-        text_a, text_b = match_a.group(1), match_b.group(1)
+    def _next_serial(self) -> int:
+        with self._lock:
+            self._serial += 1
+            return self._serial
+
+    def answer_for(self, user_text: str) -> ServedOutcome:
+        """The mock's answer to one prompt (any prompt: see
+        :func:`~cj_runner.judges.mock_dialects.essays_of`)."""
+        text_a, text_b, _ = dialects.essays_of(user_text)
         ca = hashlib.sha256(text_a.encode("utf-8")).hexdigest()
         cb = hashlib.sha256(text_b.encode("utf-8")).hexdigest()
         with self._lock:
@@ -271,14 +273,30 @@ class MockJudgeServer:
             self._repeats[(ca, cb)] = repeat + 1
         rng = draw_rng(self.config.seed, ca, cb, repeat, 1)
         decision = decide(self.config, self._latent(text_a), self._latent(text_b), rng)
+        # the served behaviours draw after the decision, so they leave verdicts unchanged
+        wire = self.config.server
+        overloaded = rng.random() < wire.overloaded
+        truncated = rng.random() < wire.truncate
         self._wait(decision.latency_s)
-        if decision.error is not None:
-            return {"error": decision.error}
-        return {
+        verdict = {
             "winner": decision.winner,
             "confidence": decision.confidence,
             "justification": decision.justification,
         }
+        error = decision.error if decision.error is not None else None
+        if error is None and overloaded:
+            error = "overloaded"
+        return ServedOutcome(error, verdict, truncated)
+
+
+@dataclass(frozen=True)
+class ServedOutcome:
+    """One drawn answer of the served mock: an error kind (the mock's kinds, or
+    ``overloaded``) or a verdict, and whether the answer is cut off."""
+
+    error: str | None
+    verdict: dict[str, Any]
+    truncated: bool = False
 
 
 def _text_of(content: Any) -> str:
@@ -289,6 +307,23 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+def _matches(model: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(model, pattern) for pattern in patterns)
+
+
+def _status_error(api: dialects.Api, status: int) -> str:
+    """The dialect's error name for a scripted HTTP status."""
+    if status == 401:
+        return "auth"
+    if status == 408:
+        return "timeout"
+    if status == 429:
+        return "rate_limit"
+    if status == 529 and api == "anthropic":
+        return "overloaded"
+    return "server_error" if status >= 500 else "bad_request"
+
+
 _INVALID = object()
 
 
@@ -297,6 +332,8 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go out in separate writes
     server: _Server
     _body: Any = None
+    _api: dialects.Api = "openai"
+    _serial: int = 0
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: no access log on stderr."""
@@ -308,6 +345,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
+            for name, value in dialects.id_headers(self._api, self._serial).items():
+                self.send_header(name, value)
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.end_headers()
@@ -319,26 +358,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, obj: Any, headers: Mapping[str, str] | None = None) -> None:
         self._send(status, json.dumps(obj).encode("utf-8"), headers)
 
-    def _error(
-        self, api: str, status: int, message: str, headers: Mapping[str, str] | None = None
-    ) -> None:
-        if api == "anthropic":
-            kind = {
-                400: "invalid_request_error",
-                401: "authentication_error",
-                403: "permission_error",
-                429: "rate_limit_error",
-                529: "overloaded_error",
-            }.get(status, "api_error")
-            self._json(
-                status, {"type": "error", "error": {"type": kind, "message": message}}, headers
+    def _send_reply(self, reply: dialects.Reply) -> None:
+        self._json(reply.status, reply.body, reply.headers)
+
+    def _error(self, name: str, **kwargs: Any) -> None:
+        self._send_reply(
+            dialects.error_reply(
+                self._api, name, serial=self._serial, model=self._model(), **kwargs
             )
-        else:
-            self._json(
-                status,
-                {"error": {"message": message, "type": "mock_error", "param": None, "code": None}},
-                headers,
-            )
+        )
 
     def _read_body(self) -> Any:
         length = int(self.headers.get("content-length") or 0)
@@ -352,54 +380,58 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         owner = self.server.owner
+        self._serial = owner._next_serial()
         path = self.path.split("?", 1)[0]
         owner._record(
             RecordedRequest("GET", path, {k.lower(): v for k, v in self.headers.items()}, None),
             False,
         )
         if path in ("/v1/models", "/models"):
+            served = owner.config.server.models or [owner.config.model]
             self._json(
                 200,
                 {
                     "object": "list",
                     "data": [
-                        {"id": owner.config.model, "object": "model", "owned_by": "cj-runner"}
+                        {"id": m, "object": "model", "created": 0, "owned_by": "cj-runner"}
+                        for m in served
                     ],
                 },
             )
         elif path == "/health":
             self._json(200, {"status": "ok"})
         else:
-            self._error("openai", 404, f"no route {path}")
+            self._error("bad_request", status=404, message=f"no route {path}")
 
     def do_POST(self) -> None:
         owner = self.server.owner
+        self._serial = owner._next_serial()
         path = self.path.split("?", 1)[0]
         headers = {k.lower(): v for k, v in self.headers.items()}
         body = self._body = self._read_body()
-        if path in ("/v1/chat/completions", "/chat/completions"):
-            api = "openai"
-        elif path in ("/v1/messages", "/messages"):
-            api = "anthropic"
-        else:
+        if path in ("/v1/messages", "/messages"):
+            self._api = "anthropic"
+        elif path not in ("/v1/chat/completions", "/chat/completions"):
             owner._record(RecordedRequest("POST", path, headers, body), False)
-            self._error("openai", 404, f"no route {path}")
+            self._error("bad_request", status=404, message=f"no route {path}")
             return
         owner._record(RecordedRequest("POST", path, headers, body), True)
-        problem = self._check_request(api, headers, body)
+        problem = self._check_request(headers, body)
         if problem is not None:
-            status, message = problem
-            self._error(api, status, message)
+            self._send_reply(problem)
             return
         fault = owner.faults.next_fault() if owner.faults is not None else None
-        if fault is not None and self._apply_fault(api, fault):
+        if fault is not None and self._apply_fault(fault):
             return
-        self._answer(api, body)
+        self._answer(body)
 
-    def _check_request(
-        self, api: str, headers: Mapping[str, str], body: Any
-    ) -> tuple[int, str] | None:
+    def _check_request(self, headers: Mapping[str, str], body: Any) -> dialects.Reply | None:
         owner = self.server.owner
+        api, serial, model = self._api, self._serial, self._model()
+
+        def error(name: str, **kwargs: Any) -> dialects.Reply:
+            return dialects.error_reply(api, name, serial=serial, model=model, **kwargs)
+
         if owner.api_key is not None:
             given = headers.get("x-api-key") if api == "anthropic" else None
             if given is None:
@@ -407,25 +439,43 @@ class _Handler(BaseHTTPRequestHandler):
                 given = auth[7:] if auth.lower().startswith("bearer ") else None
             if given != owner.api_key:
                 # Echo what was received, as some real servers do: clients must scrub it.
-                return 401, f"invalid API key provided: {given}"
+                return error("auth", message=f"Incorrect API key provided: {given}.")
         if not isinstance(body, dict):
-            return 400, "the request body must be a JSON object"
+            return error("bad_request", message="the request body must be a JSON object")
         if not isinstance(body.get("model"), str) or not isinstance(body.get("messages"), list):
-            return 400, "'model' and 'messages' are required"
+            return error("bad_request", message="'model' and 'messages' are required")
         if api == "anthropic":
             if "anthropic-version" not in headers:
-                return 400, "the anthropic-version header is required"
+                return error("bad_request", message="anthropic-version: header is required")
             if not isinstance(body.get("max_tokens"), int):
-                return 400, "'max_tokens' is required"
+                return error("bad_request", message="max_tokens: Field required")
         elif (
             owner.faults is not None
             and owner.faults.reject_response_format
             and "response_format" in body
         ):
-            return 400, "response_format of type json_schema is not supported by this server"
+            return error(
+                "bad_request",
+                message="response_format of type json_schema is not supported by this server",
+            )
+        wire = owner.config.server
+        if wire.models and not _matches(model, wire.models):
+            return error("model")
+        if wire.quota_exhausted:
+            return error("quota")
+        if "temperature" in body and _matches(model, wire.reject_temperature):
+            return error("temperature")
+        response_format = body.get("response_format")
+        if (
+            api == "openai"
+            and wire.json_schema_500
+            and isinstance(response_format, dict)
+            and response_format.get("type") == "json_schema"
+        ):
+            return error("json_schema")
         return None
 
-    def _apply_fault(self, api: str, fault: Fault) -> bool:
+    def _apply_fault(self, fault: Fault) -> bool:
         """Answer with ``fault``; returns False when a normal answer must follow."""
         owner = self.server.owner
         if fault.kind == "delay":
@@ -435,28 +485,32 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return True
         if fault.kind == "rate_limit":
-            extra = {"retry-after": fault.retry_after} if fault.retry_after is not None else {}
-            self._error(api, 429, "rate limit reached (scripted)", extra)
+            retry = float(fault.retry_after) if fault.retry_after is not None else None
+            self._error("rate_limit", message="rate limit reached (scripted)", retry_after_s=retry)
         elif fault.kind in ("server_error", "status"):
             message = "scripted error"
             if fault.echo_credentials:
                 creds = [self.headers.get(h) for h in ("authorization", "x-api-key")]
                 message += ": " + " ".join(c for c in creds if c)
-            self._error(api, fault.status or 500, message)
+            status = fault.status or 500
+            self._error(_status_error(self._api, status), status=status, message=message)
         elif fault.kind == "malformed_body":
             self._send(200, b'{"choices": [ this is not json')
         elif fault.kind == "malformed_answer":
-            self._reply(api, "I think essay A is better, but I will not say it in JSON.", None)
+            self._reply(
+                dialects.Answer("I think essay A is better, but I will not say it in JSON.")
+            )
         elif fault.kind == "empty_answer":
-            self._reply(api, "", None)
+            self._reply(dialects.Answer(""))
         elif fault.kind == "refusal":
-            self._refuse(api)
+            self._refuse()
         return True
 
     # --- answers -----------------------------------------------------------------
 
-    def _answer(self, api: str, body: dict[str, Any]) -> None:
+    def _answer(self, body: dict[str, Any]) -> None:
         owner = self.server.owner
+        wire = owner.config.server
         messages = body.get("messages", [])
         user_text = "".join(
             _text_of(m.get("content"))
@@ -464,29 +518,57 @@ class _Handler(BaseHTTPRequestHandler):
             if isinstance(m, dict) and m.get("role") == "user"
         )
         outcome = owner.answer_for(user_text)
-        if isinstance(outcome, str):
-            self._error(api, 400, outcome)
-            return
-        error = outcome.get("error")
-        if error == "timeout":
-            self._error(api, 408, "request timed out (mock)")
-        elif error == "rate_limit":
-            self._error(api, 429, "rate limit reached (mock)")
-        elif error == "server_error":
-            self._error(api, 500, "internal server error (mock)")
+        error = outcome.error
+        if error in ("timeout", "server_error"):
+            self._error(error)
+        elif error in ("rate_limit", "overloaded"):
+            self._error(error, retry_after_s=wire.retry_after_s)
         elif error == "malformed":
-            self._reply(api, "The better essay is A, probably.", None)
+            self._reply(dialects.Answer("The better essay is A, probably."))
         elif error == "refused":
-            self._refuse(api)
+            self._refuse()
         else:
-            structured = "tools" in body if api == "anthropic" else "response_format" in body
-            answer = json.dumps(outcome)
-            if structured:
-                self._reply(api, answer, outcome)
-            else:
-                self._reply(api, f"```json\n{answer}\n```", None)
+            structured = "tools" in body if self._api == "anthropic" else "response_format" in body
+            self._reply(self._verdict_answer(outcome, structured))
 
-    def _usage(self, api: str, answer_text: str) -> dict[str, int]:
+    def _verdict_answer(self, outcome: ServedOutcome, structured: bool) -> dialects.Answer:
+        wire = self.server.owner.config.server
+        verdict = outcome.verdict
+        text = dialects.verdict_text(verdict, structured=structured)
+        thinking: str | None = None
+        if wire.thinking != "none":
+            other = "B" if verdict["winner"] == "A" else "A"
+            draft = {"winner": other, "confidence": 2, "justification": "first impression"}
+            thinking = (
+                f"Let me weigh both essays. At first sight essay {other} looks stronger: "
+                f"{json.dumps(draft)}. On reflection the other one is better."
+            )
+        reasoning = estimate_tokens(thinking or "")
+        completion = estimate_tokens(text) + reasoning
+        if outcome.truncated:
+            allowance = self._max_tokens()
+            text = text[: max(1, len(text) // 3)]
+            completion = max(allowance, reasoning + 1)
+        return dialects.Answer(
+            text=text,
+            structured=verdict if structured else None,
+            thinking=thinking,
+            thinking_style=wire.thinking,
+            truncated=outcome.truncated,
+            prompt_tokens=self._prompt_tokens(),
+            completion_tokens=completion,
+            reasoning_tokens=reasoning,
+        )
+
+    def _max_tokens(self) -> int:
+        body = self._body if isinstance(self._body, dict) else {}
+        for key in ("max_completion_tokens", "max_tokens"):
+            value = body.get(key)
+            if isinstance(value, int) and value > 0:
+                return value
+        return self.server.owner.config.max_tokens
+
+    def _prompt_tokens(self) -> int:
         body = self._body
         prompt = 0
         if isinstance(body, dict):
@@ -495,14 +577,7 @@ class _Handler(BaseHTTPRequestHandler):
                     prompt += estimate_tokens(_text_of(message.get("content")))
             if isinstance(body.get("system"), str):
                 prompt += estimate_tokens(body["system"])
-        completion = estimate_tokens(answer_text)
-        if api == "anthropic":
-            return {"input_tokens": prompt, "output_tokens": completion}
-        return {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        }
+        return prompt
 
     def _model(self) -> str:
         # Echo the model asked for, as a server hosting "any" model would.
@@ -510,94 +585,20 @@ class _Handler(BaseHTTPRequestHandler):
         requested = body.get("model") if isinstance(body, dict) else None
         return requested if isinstance(requested, str) else self.server.owner.config.model
 
-    def _reply(self, api: str, text: str, tool_input: Mapping[str, Any] | None) -> None:
-        owner = self.server.owner
-        model = self._model()
-        with owner._lock:
-            serial = len(owner.request_times)
-        if api == "anthropic":
-            if tool_input is not None:
-                content: list[dict[str, Any]] = [
-                    {
-                        "type": "tool_use",
-                        "id": f"toolu_mock{serial}",
-                        "name": ANSWER_NAME,
-                        "input": dict(tool_input),
-                    }
-                ]
-                stop = "tool_use"
-            else:
-                content = [{"type": "text", "text": text}] if text else []
-                stop = "end_turn"
-            self._json(
-                200,
-                {
-                    "id": f"msg_mock{serial}",
-                    "type": "message",
-                    "role": "assistant",
-                    "model": model,
-                    "content": content,
-                    "stop_reason": stop,
-                    "stop_sequence": None,
-                    "usage": self._usage(api, text),
-                },
+    def _reply(self, answer: dialects.Answer) -> None:
+        if answer.prompt_tokens == 0 and answer.completion_tokens == 0:
+            answer = replace(
+                answer,
+                prompt_tokens=self._prompt_tokens(),
+                completion_tokens=estimate_tokens(answer.text),
             )
-        else:
-            self._json(
-                200,
-                {
-                    "id": f"chatcmpl-mock{serial}",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": text, "refusal": None},
-                            "logprobs": None,
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": self._usage(api, text),
-                },
-            )
+        build = (
+            dialects.anthropic_message if self._api == "anthropic" else dialects.openai_completion
+        )
+        self._json(200, build(answer, model=self._model(), serial=self._serial))
 
-    def _refuse(self, api: str) -> None:
-        model = self._model()
-        if api == "anthropic":
-            self._json(
-                200,
-                {
-                    "id": "msg_mock_refusal",
-                    "type": "message",
-                    "role": "assistant",
-                    "model": model,
-                    "content": [],
-                    "stop_reason": "refusal",
-                    "stop_sequence": None,
-                    "usage": {"input_tokens": 0, "output_tokens": 0},
-                },
-            )
-        else:
-            self._json(
-                200,
-                {
-                    "id": "chatcmpl-mock-refusal",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {
-                                "role": "assistant",
-                                "content": None,
-                                "refusal": "I can't help with that request.",
-                            },
-                            "logprobs": None,
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-                },
-            )
+    def _refuse(self) -> None:
+        body = dialects.refusal(
+            self._api, model=self._model(), serial=self._serial, prompt_tokens=self._prompt_tokens()
+        )
+        self._json(200, body)

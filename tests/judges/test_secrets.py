@@ -105,7 +105,7 @@ async def test_no_error_message_contains_the_key(start_server: StartServer, kind
     await judge.aclose()
 
     assert len(texts) > 40
-    assert any("invalid API key provided" in t for t in texts)
+    assert any("Incorrect API key provided" in t for t in texts)
     leaked = [t for t in texts if SECRET in t or SECRET[8:30] in t]
     assert leaked == []
 
