@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console, RenderableType
 
+from cj_runner.cli.cohort import cohort_report
 from cj_runner.cli.common import (
     DB_HELP,
     VersionOption,
@@ -276,6 +277,9 @@ def html(
     target = output if output is not None else Path(f"report-{batch_id}.html")
     target.write_text(page, encoding="utf-8")
     err_console.print(f"wrote {target}")
+
+
+app.command("cohort")(cohort_report)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cj_runner.cli.cohort import enqueue, worker
 from cj_runner.cli.common import (
     DB_HELP,
     VersionOption,
@@ -474,6 +475,10 @@ def list_batches(db: Db = None, fmt: Format = "table") -> None:
             r["created_at"],
         )
     console.print(table)
+
+
+app.command()(enqueue)
+app.command()(worker)
 
 
 @app.command()

@@ -34,7 +34,7 @@ import httpx
 from cj_runner.errors import FatalJudgeError, JudgeError, RateLimited, TransientJudgeError
 from cj_runner.judges.config import JudgeConfig
 from cj_runner.judges.prompts import PromptTemplate
-from cj_runner.judges.ratelimit import RateLimiter, SleepFn
+from cj_runner.judges.ratelimit import Limiter, RateLimiter, SleepFn
 
 ClockFn = Callable[[], float]
 
@@ -238,9 +238,14 @@ class HTTPJudge:
         self._secret = api_key
         self._clock = clock
         self._client = make_client(config, dict(headers), transport)
-        self._limiter = RateLimiter(
+        self._limiter: Limiter = RateLimiter(
             config.requests_per_minute, config.tokens_per_minute, clock=clock, sleep=sleep
         )
+
+    def use_limiter(self, limiter: Limiter) -> None:
+        """Wait on ``limiter`` before each request instead of this judge's own buckets
+        (a rate limit shared with other processes)."""
+        self._limiter = limiter
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, model={self.model!r}, url={self.url!r})"

@@ -13,9 +13,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
 
 ClockFn = Callable[[], float]
 SleepFn = Callable[[float], Awaitable[None]]
+
+
+@runtime_checkable
+class Limiter(Protocol):
+    """What a judge needs from a rate limit: wait before each request.
+
+    :class:`RateLimiter` is the in-process one; a limiter shared by several processes
+    (``cj_runner.storage.ratelimit``) is given to a judge by the services.
+    """
+
+    @property
+    def enabled(self) -> bool: ...
+
+    async def acquire(self, tokens: int) -> float: ...
 
 
 class TokenBucket:

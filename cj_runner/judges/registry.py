@@ -18,6 +18,7 @@ from cj_runner.judges.config import JudgeConfig, format_validation_error
 from cj_runner.judges.mock import MockJudge
 from cj_runner.judges.openai_compat import OpenAICompatJudge
 from cj_runner.judges.prompts import PromptTemplate, load_prompt_template
+from cj_runner.judges.ratelimit import Limiter
 
 SleepFn = Callable[[float], Awaitable[None]]
 
@@ -52,6 +53,7 @@ def build_judge(
     env: Mapping[str, str] | None = None,
     sleep: SleepFn = asyncio.sleep,
     transport: httpx.AsyncBaseTransport | None = None,
+    limiter: Limiter | None = None,
 ) -> Judge:
     """Build the judge a profile describes.
 
@@ -60,6 +62,8 @@ def build_judge(
         env: where API keys are read (default ``os.environ``).
         sleep: used by the mock's latency and the real judges' rate limiter.
         transport: an httpx transport for the real judges (tests).
+        limiter: a rate limit to wait on instead of the profile's in-process one (a
+            limit shared by several workers); the mock judge has none.
 
     Raises:
         ConfigError: a missing API key variable or an unreadable prompt template.
@@ -68,13 +72,18 @@ def build_judge(
     if config.kind == "mock":
         return MockJudge(config, template=template, sleep=sleep)
     api_key = resolve_api_key(config, env)
+    judge: OpenAICompatJudge | AnthropicJudge
     if config.kind == "openai_compatible":
-        return OpenAICompatJudge(
+        judge = OpenAICompatJudge(
             config, api_key=api_key, template=template, transport=transport, sleep=sleep
         )
-    return AnthropicJudge(
-        config, api_key=api_key, template=template, transport=transport, sleep=sleep
-    )
+    else:
+        judge = AnthropicJudge(
+            config, api_key=api_key, template=template, transport=transport, sleep=sleep
+        )
+    if limiter is not None:
+        judge.use_limiter(limiter)
+    return judge
 
 
 def apply_overrides(

@@ -263,24 +263,28 @@ def judge_record(config: JudgeConfig) -> dict[str, Any]:
 
 async def create_batch(store: Store, prepared: PreparedBatch, plan: dict[str, Any]) -> str:
     """Store a new batch (settings, judge, nodes, state) in one transaction."""
+    return await repo.create_batch(store, **batch_fields(prepared, plan))
+
+
+def batch_fields(prepared: PreparedBatch, plan: dict[str, Any]) -> dict[str, Any]:
+    """What is stored about a new batch (:func:`repository.insert_batch`'s arguments)."""
     settings = prepared.settings
     seed = settings.SEED if settings.SEED is not None else secrets.randbelow(2**31)
     stored_settings = settings.model_dump(mode="json")
     stored_settings["SEED"] = seed
-    return await repo.create_batch(
-        store,
-        name=prepared.request.batch_name,
-        assignment_id=prepared.assignment.id if prepared.assignment else None,
-        seed=seed,
-        settings=stored_settings,
-        judge=judge_record(prepared.judge_config),
-        judge_name=prepared.judge_config.name,
-        inventory=str(prepared.request.inventory),
-        plan=plan,
-        total_budget=prepared.total_budget,
-        nodes=prepared.nodes,
-        max_possible_pairs=max_possible_pairs(len(prepared.nodes)),
-    )
+    return {
+        "name": prepared.request.batch_name,
+        "assignment_id": prepared.assignment.id if prepared.assignment else None,
+        "seed": seed,
+        "settings": stored_settings,
+        "judge": judge_record(prepared.judge_config),
+        "judge_name": prepared.judge_config.name,
+        "inventory": str(prepared.request.inventory),
+        "plan": plan,
+        "total_budget": prepared.total_budget,
+        "nodes": prepared.nodes,
+        "max_possible_pairs": max_possible_pairs(len(prepared.nodes)),
+    }
 
 
 def stored_judge_config(batch: repo.BatchRecord) -> JudgeConfig:

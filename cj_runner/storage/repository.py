@@ -330,70 +330,102 @@ async def create_batch(
     max_possible_pairs: int,
 ) -> str:
     """Create a batch, its state and its nodes in one transaction; returns the batch id."""
-    batch_id = uuid.uuid4().hex[:12]
-    now = utcnow()
     try:
         async with store.engine.begin() as conn:
-            await conn.execute(
-                insert(T_BATCHES).values(
-                    id=batch_id,
-                    name=name,
-                    assignment_id=assignment_id,
-                    status="CREATED",
-                    stop_reason=None,
-                    seed=seed,
-                    settings_json=settings,
-                    judge_json=judge,
-                    judge_name=judge_name,
-                    inventory=inventory,
-                    plan_json=plan,
-                    created_at=now,
-                )
-            )
-            await conn.execute(
-                insert(T_STATE).values(
-                    batch_id=batch_id,
-                    total_budget=total_budget,
-                    calls_sent=0,
-                    successes=0,
-                    failures=0,
-                    iteration=0,
-                    current_mode="coverage",
-                    max_possible_pairs=max_possible_pairs,
-                    successful_pairs_count=0,
-                    unique_coverage_complete=False,
-                    resampling_pass_count=0,
-                    pass_remaining=[],
-                    tokens_in=0,
-                    tokens_out=0,
-                    cost_usd=0.0,
-                    extra_json={},
-                    updated_at=now,
-                )
-            )
-            await _put_texts(conn, ((n.checksum, n.text) for n in nodes))
-            await conn.execute(
-                insert(T_NODES),
-                [
-                    {
-                        "batch_id": batch_id,
-                        "idx": i,
-                        "essay_id": n.essay_id,
-                        "is_anchor": n.is_anchor,
-                        "known_grade": n.known_grade,
-                        "checksum": n.checksum,
-                        "metadata_json": dict(n.metadata),
-                        "comparison_count": 0,
-                        "a_count": 0,
-                        "b_count": 0,
-                    }
-                    for i, n in enumerate(nodes)
-                ],
+            return await insert_batch(
+                conn,
+                name=name,
+                assignment_id=assignment_id,
+                seed=seed,
+                settings=settings,
+                judge=judge,
+                judge_name=judge_name,
+                inventory=inventory,
+                plan=plan,
+                total_budget=total_budget,
+                nodes=nodes,
+                max_possible_pairs=max_possible_pairs,
             )
     except IntegrityError as exc:
         if name is not None and "name" in str(exc.orig).lower():
             raise InputError(f"--batch-name: a batch named {name!r} already exists") from exc
         raise
+
+
+async def insert_batch(
+    conn: AsyncConnection,
+    *,
+    name: str | None,
+    assignment_id: str | None,
+    seed: int,
+    settings: dict[str, Any],
+    judge: dict[str, Any],
+    judge_name: str,
+    inventory: str,
+    plan: dict[str, Any],
+    total_budget: int,
+    nodes: Sequence[NewNode],
+    max_possible_pairs: int,
+) -> str:
+    """Insert a batch, its state and its nodes inside the caller's transaction."""
+    batch_id = uuid.uuid4().hex[:12]
+    now = utcnow()
+    await conn.execute(
+        insert(T_BATCHES).values(
+            id=batch_id,
+            name=name,
+            assignment_id=assignment_id,
+            status="CREATED",
+            stop_reason=None,
+            seed=seed,
+            settings_json=settings,
+            judge_json=judge,
+            judge_name=judge_name,
+            inventory=inventory,
+            plan_json=plan,
+            created_at=now,
+        )
+    )
+    await conn.execute(
+        insert(T_STATE).values(
+            batch_id=batch_id,
+            total_budget=total_budget,
+            calls_sent=0,
+            successes=0,
+            failures=0,
+            iteration=0,
+            current_mode="coverage",
+            max_possible_pairs=max_possible_pairs,
+            successful_pairs_count=0,
+            unique_coverage_complete=False,
+            resampling_pass_count=0,
+            pass_remaining=[],
+            tokens_in=0,
+            tokens_out=0,
+            cost_usd=0.0,
+            extra_json={},
+            updated_at=now,
+        )
+    )
+    await _put_texts(conn, ((n.checksum, n.text) for n in nodes))
+    await conn.execute(
+        insert(T_NODES),
+        [
+            {
+                "batch_id": batch_id,
+                "idx": i,
+                "essay_id": n.essay_id,
+                "is_anchor": n.is_anchor,
+                "known_grade": n.known_grade,
+                "checksum": n.checksum,
+                "metadata_json": dict(n.metadata),
+                "comparison_count": 0,
+                "a_count": 0,
+                "b_count": 0,
+            }
+            for i, n in enumerate(nodes)
+        ],
+    )
     return batch_id
 
 

@@ -234,3 +234,35 @@ class JudgmentCacheRow(Base):
     tokens_in: Mapped[int] = mapped_column(Integer)
     tokens_out: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CohortQueueRow(Base):
+    """A batch in the cohort queue (added by the cohort-queue migration): which cohort
+    and class it belongs to, and which worker claimed it. Its progress is the batch's."""
+
+    __tablename__ = "cohort_queue"
+    __table_args__ = (
+        UniqueConstraint("cohort", "class_id"),
+        Index("ix_cohort_queue_claimed_by", "claimed_by"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), unique=True)
+    cohort: Mapped[str] = mapped_column(String(200))
+    class_id: Mapped[str] = mapped_column(String(200))
+    enqueued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claims: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RateBucketRow(Base):
+    """A token bucket shared by every process on the database (requests or tokens per
+    minute of one provider model). ``stamp`` is the database's clock in epoch seconds."""
+
+    __tablename__ = "rate_buckets"
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    rate_per_s: Mapped[float] = mapped_column(Float)
+    capacity: Mapped[float] = mapped_column(Float)
+    level: Mapped[float] = mapped_column(Float)
+    stamp: Mapped[float] = mapped_column(Float)
