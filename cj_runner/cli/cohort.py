@@ -260,8 +260,11 @@ def _cohort_table(report: dict[str, Any]) -> Any:
         f"{counts[s]} {s}" for s in ("done", "failed", "running", "queued")
     )
     table = Table(title=title, title_justify="left")
-    for col in ("class", "state", "stop", "students", "calls", "success", "SSR", "cost $"):
-        table.add_column(col, justify="left" if col in ("class", "state", "stop") else "right")
+    table.add_column("class")
+    table.add_column("state")
+    table.add_column("stop", min_width=14)
+    for col in ("students", "calls", "success", "SSR", "cost $"):
+        table.add_column(col, justify="right")
     for g in grades:
         table.add_column(g, justify="right")
     for c in report["per_class"]:
