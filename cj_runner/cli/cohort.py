@@ -259,11 +259,11 @@ def _cohort_table(report: dict[str, Any]) -> Any:
     title = f"Cohort {report['cohort']}: {report['classes']} classes - " + ", ".join(
         f"{counts[s]} {s}" for s in ("done", "failed", "running", "queued")
     )
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", pad_edge=False)
     table.add_column("class")
     table.add_column("state")
     table.add_column("stop", min_width=14)
-    for col in ("students", "calls", "success", "SSR", "cost $"):
+    for col in ("essays", "calls", "success", "SSR", "cost $"):
         table.add_column(col, justify="right")
     for g in grades:
         table.add_column(g, justify="right")
@@ -273,7 +273,7 @@ def _cohort_table(report: dict[str, Any]) -> Any:
             c["state"],
             c["stop_reason"] or "",
             _fmt(c["students"]),
-            f"{c['calls_sent']}/{c['total_budget']}",
+            str(c["calls_sent"]),
             _fmt(c["success_rate"]),
             _fmt(c["ssr"]),
             _fmt(c["cost_usd"], 4),
