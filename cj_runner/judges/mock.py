@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import math
 import random
 import re
@@ -177,12 +176,6 @@ def mock_behaviour(config: JudgeConfig) -> dict[str, Any]:
         mode="json",
         exclude={"name", "latency", "price_input_per_mtok", "price_output_per_mtok"},
     )
-
-
-def mock_fingerprint(config: JudgeConfig) -> str:
-    """A short hash of :func:`mock_behaviour`: two mocks answer alike only when it agrees."""
-    blob = json.dumps(mock_behaviour(config), sort_keys=True).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 class MockJudge:
