@@ -8,12 +8,19 @@ The SDKs talk to the server on 127.0.0.1 with retries off and a short timeout.
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
 import openai
 import pytest
+import yaml
 from anthropic.types import Message, TextBlock, ThinkingBlock, ToolUseBlock
 from openai.types.chat import ChatCompletion
 
@@ -326,3 +333,29 @@ def test_llama_cpp_style_500_on_json_schema_only(serve: Start) -> None:
     assert raised.value.type == "internal_server_error"
     answered = chat(server, response_format={"type": "json_object"})
     assert json.loads(answered.choices[0].message.content or "")["winner"] in ("A", "B")
+
+
+def test_the_serve_mock_command_serves_a_profiles_behaviours(tmp_path: Path) -> None:
+    profile = tmp_path / "quota.yaml"
+    profile.write_text(
+        yaml.safe_dump({"kind": "mock", "model": "m", "server": {"quota_exhausted": True}}),
+        encoding="utf-8",
+    )
+    cj_run = str(Path(sys.executable).with_name("cj-run"))
+    command = [cj_run, "serve-mock", "--port", "0", "--judge", str(profile)]
+    env = {**os.environ, "COLUMNS": "400"}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as child:
+        try:
+            assert child.stdout is not None
+            line = child.stdout.readline()  # blocks until the server says where it listens
+            url = re.search(r"serving on (http://127\.0\.0\.1:\d+/v1)", line)
+            assert url is not None, line
+            client = openai.OpenAI(base_url=url.group(1), api_key="k", max_retries=0, timeout=10)
+            with client, pytest.raises(openai.RateLimitError) as raised:
+                client.chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "Essay A: x. Essay B: y."}]
+                )
+            assert raised.value.code == "insufficient_quota"
+        finally:
+            child.send_signal(signal.SIGINT)
+            child.wait(30)
