@@ -50,6 +50,8 @@ def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         raise fail(str(exc), exc.exit_code) from None
     except KeyboardInterrupt:
         raise fail("interrupted", 130) from None
+    except (OSError, ValueError, ArithmeticError) as exc:  # a last resort: never a traceback
+        raise fail(f"{type(exc).__name__}: {exc}", 1) from None
 
 
 async def open_db(db: str | None, *, must_exist: bool = False) -> Store:

@@ -25,7 +25,7 @@ from cj_runner.cli.common import (
     run_async,
     with_db,
 )
-from cj_runner.errors import UserError
+from cj_runner.errors import CJError, UserError
 
 if TYPE_CHECKING:
     from cj_runner.services.batches import RunRequest
@@ -295,6 +295,16 @@ async def _run_batch(
     try:
         with view if view is not None else contextlib.nullcontext():
             result = await executor.run()
+    except UserError:
+        raise
+    except Exception as exc:
+        # never a traceback and never a silent RUNNING batch: what was answered is stored
+        # and the rest is asked again by a resume (calls in flight count as lost)
+        detail = " ".join(str(exc).split())[:300]
+        raise CJError(
+            f"batch {batch.id} stopped: {type(exc).__name__}: {detail}; the answers so far "
+            f"are stored. Resume with: cj-run resume {batch.id}"
+        ) from None
     finally:
         await judge.aclose()
     return result, await build_summary(store, batch.id)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from cj_runner.errors import JudgeError
+from cj_runner.errors import CJError, JudgeError, TransientJudgeError
 from cj_runner.judges.base import (
     AssignmentText,
     EssayText,
@@ -32,7 +32,14 @@ from cj_runner.judges.base import (
 )
 from cj_runner.judges.retry import RetryPolicy, SleepFn, sleep_before_retry
 from cj_runner.storage import repository as repo
-from cj_runner.storage.recorder import AttemptResult, CacheKey, Recorder, SentAttempt
+from cj_runner.storage.recorder import (
+    AttemptResult,
+    CacheKey,
+    Recorder,
+    SentAttempt,
+    UnstorableAnswer,
+)
+from cj_runner.storage.storable import valid_token_count
 
 #: A cached answer: winner, confidence, justification, tokens_in, tokens_out and the
 #: ``batch_id`` that paid for it, by the request key (:func:`cache_key_of`).
@@ -84,6 +91,24 @@ class CallOutcome:
 
 AttemptListener = Callable[[Slot, AttemptResult], None]
 DoneListener = Callable[[Slot, CallOutcome], None]
+
+
+def checked_verdict(verdict: Verdict) -> Verdict:
+    """``verdict``, when its token counts are believable.
+
+    Raises:
+        TransientJudgeError: kind ``bad_usage``: a token count that is negative, not an
+            integer or absurdly large (see :func:`~cj_runner.storage.storable.valid_token_count`).
+    """
+    for name in ("tokens_in", "tokens_out"):
+        value = getattr(verdict, name)
+        if not valid_token_count(value):
+            shown = repr(value)
+            shown = shown if len(shown) <= 40 else shown[:40] + "..."
+            raise TransientJudgeError(
+                "bad_usage", f"the judge reported an impossible token count: {name}={shown}"
+            )
+    return verdict
 
 
 class CallRunner:
@@ -187,14 +212,22 @@ class CallRunner:
                 error: JudgeError | None = None
                 verdict: Verdict | None = None
                 try:
-                    verdict = await self.judge.judge(request)
+                    verdict = checked_verdict(await self.judge.judge(request))
                 except JudgeError as exc:
                     error = exc
                 except Exception as exc:  # a bug in a judge must not lose the batch
                     error = JudgeError("internal", f"{type(exc).__name__}: {exc}")
                 latency = time.perf_counter() - started
             if verdict is not None:
-                return await self._record_success(slot, attempt, verdict, latency, cache_key)
+                try:
+                    return await self._record_success(slot, attempt, verdict, latency, cache_key)
+                except UnstorableAnswer as exc:
+                    self.on_attempt(slot, exc.result)
+                    return self._done(slot, CallOutcome("failed", attempt))
+                except CJError:
+                    raise  # the store itself failed, or the lock was taken over
+                except Exception as exc:  # handling one answer must not lose the batch
+                    return await self._record_internal(slot, attempt, exc, latency)
             assert error is not None
             # an interrupt does not turn a retryable error into a failure: the attempt
             # is stored as ``retried`` and the next run asks again
@@ -212,7 +245,11 @@ class CallRunner:
                 error_message=error.message[:2000],
                 latency_s=latency,
             )
-            await recorder.result(result)
+            try:
+                await recorder.result(result)
+            except UnstorableAnswer as exc:
+                self.on_attempt(slot, exc.result)
+                return self._done(slot, CallOutcome("failed", attempt))
             self.on_attempt(slot, result)
             if not retry:
                 return self._done(slot, CallOutcome("failed", attempt))
@@ -222,6 +259,26 @@ class CallRunner:
             await sleep_before_retry(self.retry_policy, judge_attempt, error, rng, sleep=self.sleep)
             attempt += 1
             judge_attempt += 1
+
+    async def _record_internal(
+        self, slot: Slot, attempt: int, exc: Exception, latency: float
+    ) -> CallOutcome:
+        """Store an unexpected error while handling an answer as that call's failure."""
+        result = AttemptResult(
+            slot=slot.slot,
+            attempt=attempt,
+            status="failed",
+            received_at=repo.utcnow(),
+            error_kind="internal",
+            error_message=f"handling the answer failed: {type(exc).__name__}: {exc}",
+            latency_s=latency,
+        )
+        try:
+            await self.recorder.result(result)
+        except UnstorableAnswer as again:
+            result = again.result
+        self.on_attempt(slot, result)
+        return self._done(slot, CallOutcome("failed", attempt))
 
     async def _record_success(
         self, slot: Slot, attempt: int, verdict: Verdict, latency: float, cache_key: str | None

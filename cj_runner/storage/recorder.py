@@ -11,6 +11,12 @@ row of call ``n`` is committed, the rows of calls ``1..n-1`` are too: after a cr
 calls stored are exactly ``1..max(call_no)``. With an ``owner``, every transaction first
 checks that this process still holds the batch's lock (and refreshes its heartbeat), so a
 process whose lock was taken over cannot write another row.
+
+One bad row never costs the others: every text is made storable first
+(:mod:`cj_runner.storage.storable`), and when a group's transaction still fails the group
+is written again row by row. A row that fails alone is stored as the call's error
+(``error_kind`` ``unstorable``, status ``failed``) and its caller gets
+:class:`UnstorableAnswer`; the other rows of the group are stored as they were.
 """
 
 from __future__ import annotations
@@ -18,17 +24,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cj_runner.errors import StorageError
+from cj_runner.errors import CJError, StorageError
 from cj_runner.storage.engine import Store
 from cj_runner.storage.repository import (
     T_CACHE,
@@ -37,6 +42,16 @@ from cj_runner.storage.repository import (
     fence,
     utcnow,
 )
+from cj_runner.storage.storable import storable_justification, storable_message, storable_text
+
+
+class UnstorableAnswer(StorageError):
+    """A call's result could not be stored as it came; it was stored as the call's error
+    (status ``failed``, ``error_kind`` ``unstorable``), with ``result`` the row written."""
+
+    def __init__(self, message: str, result: AttemptResult) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass(frozen=True)
@@ -168,6 +183,14 @@ class Recorder:
         """Wait until everything queued so far is committed."""
         await self._submit("flush", None)
 
+    async def _commit(self, batch: list[tuple[str, Any, asyncio.Future[None]]]) -> None:
+        if any(kind != "flush" for kind, _, _ in batch):
+            async with self._store.engine.begin() as conn:
+                if self._owner is not None:
+                    await fence(conn, self._batch_id, self._owner)
+                await self._apply(conn, batch)
+            self.commits += 1
+
     async def _run(self) -> None:
         while True:
             first = await self._queue.get()
@@ -175,26 +198,49 @@ class Recorder:
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                if any(kind != "flush" for kind, _, _ in batch):
-                    async with self._store.engine.begin() as conn:
-                        if self._owner is not None:
-                            await fence(conn, self._batch_id, self._owner)
-                        await self._apply(conn, batch)
-                    self.commits += 1
-            except BaseException as exc:
-                error: BaseException = exc
-                if isinstance(exc, SQLAlchemyError):
-                    detail = getattr(exc, "orig", None) or exc
-                    error = StorageError(f"cannot write to the database: {detail}")
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(error)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
+                await self._commit(batch)
+            except asyncio.CancelledError as exc:
+                _fail_all(batch, exc)
+                raise
+            except CJError as exc:  # lock taken over, or a row that is not planned
+                _fail_all(batch, exc)
+                continue
+            except Exception:  # one bad row: write the group row by row
+                await self._row_by_row(batch)
                 continue
             for _, _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)
+
+    async def _row_by_row(self, batch: list[tuple[str, Any, asyncio.Future[None]]]) -> None:
+        """Write each entry of a failed group in its own transaction, in order; a result
+        that fails alone is stored as its call's error instead."""
+        for entry in batch:
+            kind, payload, fut = entry
+            try:
+                await self._commit([entry])
+            except asyncio.CancelledError as exc:
+                _fail_all(batch, exc)
+                raise
+            except Exception as exc:
+                if kind != "result" or isinstance(exc, CJError):
+                    fut.set_exception(_storage_error(exc))
+                    continue
+                replacement = _unstorable(payload, exc)
+                try:
+                    await self._commit([("result", replacement, fut)])
+                except asyncio.CancelledError as again:
+                    _fail_all(batch, again)
+                    raise
+                except Exception as again:
+                    fut.set_exception(_storage_error(again))
+                    continue
+                fut.set_exception(
+                    UnstorableAnswer(replacement.error_message or "unstorable", replacement)
+                )
+                continue
+            if not fut.done():
+                fut.set_result(None)
 
     async def _apply(self, conn: AsyncConnection, batch: list[tuple[str, Any, Any]]) -> None:
         """Write one group: a few ``executemany`` statements, whatever its size.
@@ -259,7 +305,7 @@ class Recorder:
                         }
                     )
             elif kind == "result":
-                r: AttemptResult = payload
+                r: AttemptResult = storable_result(payload)
                 results.append(
                     {
                         "k_batch": bid,
@@ -364,6 +410,48 @@ _STATUS_UPDATE = (
         received_at=func.coalesce(_C.received_at, bindparam("v_now", type_=_C.received_at.type)),
     )
 )
+
+
+def storable_result(r: AttemptResult) -> AttemptResult:
+    """``r`` with every text made storable (:mod:`cj_runner.storage.storable`)."""
+    return replace(
+        r,
+        winner=storable_text(r.winner) if r.winner is not None else None,
+        justification=storable_justification(r.justification),
+        error_kind=storable_text(r.error_kind) if r.error_kind is not None else None,
+        error_message=storable_message(r.error_message),
+    )
+
+
+def _unstorable(r: AttemptResult, exc: BaseException) -> AttemptResult:
+    """The row stored instead of a result the database refused."""
+    detail = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+    return AttemptResult(
+        slot=r.slot,
+        attempt=r.attempt,
+        status="failed",
+        received_at=r.received_at,
+        error_kind="unstorable",
+        error_message=f"the answer could not be stored ({type(exc).__name__}: {detail})",
+        latency_s=r.latency_s,
+    )
+
+
+def _storage_error(exc: BaseException) -> BaseException:
+    if isinstance(exc, CJError):
+        return exc
+    detail = getattr(exc, "orig", None) or exc
+    return StorageError(f"cannot write to the database: {type(exc).__name__}: {detail}")
+
+
+def _fail_all(batch: list[tuple[str, Any, asyncio.Future[None]]], exc: BaseException) -> None:
+    for _, _, fut in batch:
+        if fut.done():
+            continue
+        if isinstance(exc, asyncio.CancelledError):
+            fut.cancel()
+        else:
+            fut.set_exception(_storage_error(exc))
 
 
 def _cache_row(r: AttemptResult, batch_id: str) -> dict[str, Any]:

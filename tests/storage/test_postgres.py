@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,10 @@ from cj_runner.storage.recorder import (
     PlannedRow,
     Recorder,
     SentAttempt,
+    UnstorableAnswer,
 )
 from cj_runner.storage.schema import Base
+from cj_runner.storage.storable import MAX_JUSTIFICATION_CHARS
 from tests.cli.helpers import LOWER5, REGULAR24, execute_json, register_example_anchors
 
 OWNER = "test-host:1:aaaa"
@@ -307,6 +310,58 @@ async def test_storage_errors_reach_the_caller_as_storage_error(db_url: str) -> 
             with pytest.raises(StorageError, match="cannot write"):
                 await recorder.plan([PlannedRow(1, 0, 1, "coverage", 1, 0)])  # same slot
             await recorder.flush()  # the writer survives a failed group
+    finally:
+        await store.close()
+
+
+async def test_one_unstorable_row_never_costs_the_others_of_its_group(db_url: str) -> None:
+    """Five answers committed as one group, one of them with a count the database cannot
+    hold (the executor refuses such counts first; this is the recorder's last line): the
+    other four are stored as they came, the bad one as its call's error."""
+    store = await _open(db_url)
+    try:
+        batch_id = await _batch(store)
+        await repo.acquire_lock(store, batch_id, OWNER)
+        slots = [1, 2, 3, 4, 5]
+        async with Recorder(store, batch_id, owner=OWNER) as recorder:
+            await recorder.plan([PlannedRow(s, 0, s % 3 + 1, "coverage", 1, 0) for s in slots])
+            await asyncio.gather(*(recorder.sent(_sent(s, 1, s)) for s in slots))
+            results = [_success(s, cache=False) for s in slots]
+            results[2] = replace(results[2], tokens_in=10**30, justification="nul \x00 \ud83d")
+            outcomes = await asyncio.gather(
+                *(recorder.result(r) for r in results), return_exceptions=True
+            )
+        assert [type(o).__name__ for o in outcomes] == [
+            "NoneType", "NoneType", "UnstorableAnswer", "NoneType", "NoneType",
+        ]  # fmt: skip
+        bad = outcomes[2]
+        assert isinstance(bad, UnstorableAnswer) and bad.result.error_kind == "unstorable"
+        rows = {r["slot"]: r for r in await repo.load_attempts(store, batch_id)}
+        assert [rows[s]["status"] for s in slots] == [
+            "success", "success", "failed", "success", "success",
+        ]  # fmt: skip
+        assert rows[3]["error_kind"] == "unstorable" and rows[3]["tokens_in"] is None
+        assert "could not be stored" in rows[3]["error_message"]
+    finally:
+        await store.close()
+
+
+async def test_text_is_made_storable_before_it_is_written(db_url: str) -> None:
+    store = await _open(db_url)
+    try:
+        batch_id = await _batch(store)
+        async with Recorder(store, batch_id) as recorder:
+            await recorder.plan([PlannedRow(1, 0, 1, "coverage", 1, 0)])
+            await recorder.sent(_sent(1, 1, 1))
+            await recorder.result(
+                replace(_success(1), justification="a\x00b\ud83dc" + "x" * 10_000)
+            )
+        (row,) = await repo.load_attempts(store, batch_id)
+        assert row["justification"].startswith("a\ufffdb\ufffdc")
+        assert len(row["justification"]) <= MAX_JUSTIFICATION_CHARS
+        assert row["justification"].endswith("more characters cut]")
+        cached = await repo.cache_entries(store, "m", "h")
+        assert all("\x00" not in v["justification"] for v in cached.values())
     finally:
         await store.close()
 
