@@ -13,6 +13,7 @@ YAML files looked up by name in ``$CJ_PROFILES_DIR``, ``./profiles`` and the rep
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import numbers
@@ -378,6 +379,25 @@ class _BadValue(ValueError):
     """A value of the wrong type; the message says what was expected."""
 
 
+def _whole_number(value: Any) -> int:
+    """``value`` as an int that fits the database's signed 64-bit columns."""
+    number: int | None = None
+    if isinstance(value, bool):
+        raise _BadValue("must be a whole number")
+    if isinstance(value, numbers.Integral):
+        number = int(value)
+    elif isinstance(value, numbers.Real) and float(value).is_integer():
+        number = int(float(value))
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = int(value.replace("_", ""))
+    if number is None:
+        raise _BadValue("must be a whole number")
+    if not -_SEED_LIMIT <= number < _SEED_LIMIT:
+        raise _BadValue(f"is too large (at most {_SEED_LIMIT - 1})")
+    return number
+
+
 def _coerce(name: str, value: Any) -> Any:
     """Turn a raw value (a string from env/--set, a YAML scalar, a flag) into the field's
     type without pydantic's lax conversions (no ``True`` as ``1``, no ``2.5`` as ``2``)."""
@@ -399,18 +419,7 @@ def _coerce(name: str, value: Any) -> Any:
             return bool(value)
         raise _BadValue("must be true or false")
     if kind.base is int:
-        if isinstance(value, bool):
-            raise _BadValue("must be a whole number")
-        if isinstance(value, numbers.Integral):
-            return int(value)
-        if isinstance(value, numbers.Real) and float(value).is_integer():
-            return int(float(value))
-        if isinstance(value, str):
-            try:
-                return int(value.replace("_", ""))
-            except ValueError:
-                pass
-        raise _BadValue("must be a whole number")
+        return _whole_number(value)
     if kind.base is float:
         if isinstance(value, bool):
             raise _BadValue("must be a number")

@@ -161,8 +161,8 @@ def _essay_id(raw: str) -> str:
 def _inside(base: Path, raw: str) -> tuple[Path, str]:
     """Resolve ``raw`` (relative to ``base``) lexically; refuse anything outside ``base``.
 
-    Returns the path to read and its normalised relative form. Symbolic links inside the
-    folder are followed when reading, as the user put them there.
+    Returns the path to read and its normalised relative form. A symbolic link is
+    followed only when its target is inside the folder too.
     """
     text = raw.strip().replace("\\", "/")
     if not text:
@@ -171,7 +171,15 @@ def _inside(base: Path, raw: str) -> tuple[Path, str]:
     full = Path(os.path.normpath(root / Path(text).expanduser()))
     if full == root or not full.is_relative_to(root):
         raise _Bad(f"path '{raw.strip()}' is outside the manifest's folder {base}")
+    _check_target(root, full)
     return full, full.relative_to(root).as_posix()
+
+
+def _check_target(root: Path, full: Path) -> None:
+    """Refuse ``full`` when it resolves (through symbolic links) outside ``root``."""
+    target = full.resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise _Bad(f"it is a link to {target}, outside the folder {root}")
 
 
 # --------------------------------------------------------------------------- manifests
@@ -334,6 +342,7 @@ def _folder_essays(folder: Path) -> tuple[list[Essay], list[str]]:
     for file in files:
         try:
             essay_id = _essay_id(file.stem)
+            _check_target(folder.absolute(), file.absolute())
             text = _text_file(file)
         except _Bad as exc:
             raise InputError(f"{file}: {exc}") from None

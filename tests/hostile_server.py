@@ -209,7 +209,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw)
         except ValueError:
             body = {}
-        number = owner._arrive(body, dict(self.headers.items()))
+        number = owner._arrive(body, {k.lower(): v for k, v in self.headers.items()})
         owner._maybe_hold(number)
         reply = owner.script(number, body) or Reply()
         if reply.close:

@@ -105,11 +105,23 @@ def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None)
     for row in rows:
         writer.writerow(
             {
-                k: json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v
+                k: csv_cell(json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v)
                 for k, v in row.items()
             }
         )
     return out.getvalue()
+
+
+#: First characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell that a spreadsheet cannot run: a *text* starting with ``= + - @``, tab or
+    CR gets a leading ``'`` (numbers, negative ones included, stay numbers)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def emit_text(text: str, output: Path | None) -> None:

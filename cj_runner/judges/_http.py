@@ -20,11 +20,15 @@ No message ever contains the API key: every message goes through :func:`scrub`.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import email.utils
 import functools
 import json
+import re
 import ssl
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -41,11 +45,119 @@ ClockFn = Callable[[], float]
 _SNIPPET = 300
 
 
+#: The most bytes of an answer body read; a longer answer fails the call (``malformed``).
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def _secret_forms(secret: str) -> tuple[list[str], list[str]]:
+    """The forms of ``secret`` a server might echo: ``(case-insensitive, exact)``.
+
+    Case-insensitive: the key itself (also upper- or lower-cased) and URL-encoded. Exact:
+    its base64 and URL-safe base64, at each of the three alignments it can have inside a
+    longer encoded text (only the characters that depend on the key alone).
+    """
+    loose = {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
+    exact: set[str] = set()
+    raw = secret.encode("utf-8")
+    for offset in range(3):
+        padded = b"\0" * offset + raw
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            text = encode(padded).decode("ascii").rstrip("=")
+            start = 4 if offset else 0  # the first group mixes in the bytes before the key
+            end = len(text) - (len(text) % 4 or 4)  # the last group may mix in bytes after it
+            middle = text[start:end]
+            if len(middle) >= 8:
+                exact.add(middle)
+    return sorted(loose, key=len, reverse=True), sorted(exact, key=len, reverse=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _secret_pattern(secret: str) -> re.Pattern[str]:
+    loose, exact = _secret_forms(secret)
+    parts = [f"(?i:{re.escape(form)})" for form in loose] + [re.escape(form) for form in exact]
+    return re.compile("|".join(parts))
+
+
 def scrub(text: str, secret: str | None) -> str:
-    """``text`` with every occurrence of ``secret`` replaced by ``***``."""
-    if secret:
-        text = text.replace(secret, "***")
-    return text
+    """``text`` with every form of ``secret`` a server might echo (itself in any case,
+    URL-encoded, base64) replaced by ``***``."""
+    if not secret or len(secret) < 4:
+        return text.replace(secret, "***") if secret else text
+    return _secret_pattern(secret).sub("***", text)
+
+
+def scrub_bytes(body: bytes, secret: str | None) -> bytes:
+    """:func:`scrub` for a response body (UTF-8; other bytes pass through unchanged)."""
+    if not secret:
+        return body
+    text = body.decode("utf-8", errors="surrogateescape")
+    cleaned = scrub(text, secret)
+    if cleaned is text or cleaned == text:
+        return body
+    return cleaned.encode("utf-8", errors="surrogateescape")
+
+
+class _WholeCallTransport(httpx.AsyncBaseTransport):
+    """A transport with one deadline for the whole call and a cap on the body.
+
+    httpx's ``timeout`` bounds each network operation, so a server trickling one byte per
+    second never times out; here connect, headers and body together must finish within
+    ``deadline_s``. The body is read (at most ``max_body`` bytes) and scrubbed of the API
+    key before anyone parses it, so no part of an answer can carry the key further.
+    """
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        *,
+        deadline_s: float,
+        max_body: int,
+        secret: str | None,
+    ) -> None:
+        self._inner = inner
+        self._deadline_s = deadline_s
+        self._max_body = max_body
+        self._secret = secret
+
+    def _timeout(self, request: httpx.Request) -> httpx.ReadTimeout:
+        return httpx.ReadTimeout(
+            f"no complete answer within timeout_s = {self._deadline_s:g} s", request=request
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._deadline_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await self._inner.handle_async_request(request)
+                chunks: list[bytes] = []
+                size = 0
+                try:
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > self._max_body:
+                            raise httpx.DecodingError(
+                                f"the answer body is larger than {self._max_body} bytes",
+                                request=request,
+                            )
+                        chunks.append(chunk)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            raise self._timeout(request) from None
+        body = scrub_bytes(b"".join(chunks), self._secret)
+        dropped = (b"content-length", b"content-encoding", b"transfer-encoding")
+        headers = [(k, v) for k, v in response.headers.raw if k.lower() not in dropped]
+        return httpx.Response(
+            response.status_code,
+            headers=headers,
+            content=body,
+            request=request,
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,19 +170,25 @@ def make_client(
     config: JudgeConfig,
     headers: Mapping[str, str],
     transport: httpx.AsyncBaseTransport | None = None,
+    *,
+    secret: str | None = None,
 ) -> httpx.AsyncClient:
-    """One pooled client per judge: ``max_connections`` connections, ``timeout_s`` timeout."""
+    """One pooled client per judge: ``max_connections`` connections; each call must finish
+    within ``timeout_s`` (connect, headers and body together); bodies are read up to
+    :data:`MAX_BODY_BYTES` and scrubbed of ``secret`` before they are parsed."""
     limits = httpx.Limits(
         max_connections=config.max_connections,
         max_keepalive_connections=config.max_connections,
     )
+    inner = transport or httpx.AsyncHTTPTransport(verify=_ssl_context(), limits=limits)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(config.timeout_s),
-        limits=limits,
-        headers=dict(headers),
-        transport=transport,
+        headers={"accept-encoding": "identity", **dict(headers)},
+        transport=_WholeCallTransport(
+            inner, deadline_s=config.timeout_s, max_body=MAX_BODY_BYTES, secret=secret
+        ),
         follow_redirects=False,
-        verify=_ssl_context(),
+        trust_env=False,  # a proxy from the environment would bypass the whole-call deadline
     )
 
 
@@ -103,22 +221,24 @@ def parse_retry_after(
     return max(0.0, (when - current).total_seconds())
 
 
-def error_detail(response: httpx.Response) -> str:
-    """A short description of an error response: the API's error message if any."""
+def error_detail(response: httpx.Response, secret: str | None = None) -> str:
+    """A short description of an error response: the API's error message if any; scrubbed
+    of ``secret`` *before* it is cut, so no part of a key survives the cut."""
     try:
         body: Any = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         text = response.text.strip().replace("\n", " ")
-        return text[:_SNIPPET]
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return str(err["message"])[:_SNIPPET]
-        if isinstance(err, str):
-            return err[:_SNIPPET]
-        if isinstance(body.get("message"), str):
-            return str(body["message"])[:_SNIPPET]
-    return json.dumps(body)[:_SNIPPET]
+    else:
+        text = json.dumps(body)
+        if isinstance(body, dict):
+            err = body.get("error")
+            if isinstance(err, dict) and isinstance(err.get("message"), str):
+                text = str(err["message"])
+            elif isinstance(err, str):
+                text = err
+            elif isinstance(body.get("message"), str):
+                text = str(body["message"])
+    return scrub(text, secret)[:_SNIPPET]
 
 
 def raise_for_status(response: httpx.Response, *, judge_name: str, secret: str | None) -> None:
@@ -126,7 +246,7 @@ def raise_for_status(response: httpx.Response, *, judge_name: str, secret: str |
     status = response.status_code
     if 200 <= status < 300:
         return
-    detail = scrub(error_detail(response), secret)
+    detail = error_detail(response, secret)
     message = f"judge {judge_name}: HTTP {status}" + (f": {detail}" if detail else "")
     if status == 429:
         raise RateLimited(message, retry_after=parse_retry_after(response.headers))
@@ -237,7 +357,7 @@ class HTTPJudge:
         self._template = template
         self._secret = api_key
         self._clock = clock
-        self._client = make_client(config, dict(headers), transport)
+        self._client = make_client(config, dict(headers), transport, secret=api_key)
         self._limiter: Limiter = RateLimiter(
             config.requests_per_minute, config.tokens_per_minute, clock=clock, sleep=sleep
         )

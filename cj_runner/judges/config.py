@@ -10,6 +10,8 @@ variable that holds it.
 from __future__ import annotations
 
 import re
+import unicodedata
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +31,29 @@ DEFAULT_BASE_URLS: dict[str, str] = {
 }
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_base_url(value: str) -> str:
+    """``value`` without a trailing ``/`` when it is a usable base URL: http or https, a
+    host, a valid port, no whitespace or control characters.
+
+    Raises:
+        ValueError: saying what is wrong (never echoing the value: it may hold a token).
+    """
+    if any(ch.isspace() or unicodedata.category(ch)[0] == "C" for ch in value):
+        raise ValueError("must not contain spaces, line breaks or control characters")
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    try:
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port (1-65535)") from None
+    if not parts.hostname:
+        raise ValueError("has no host name")
+    if port == 0:
+        raise ValueError("has an invalid port (1-65535)")
+    return value.rstrip("/")
 
 
 class _Strict(BaseModel):
@@ -115,7 +140,8 @@ class JudgeConfig(_Strict):
     #: Which request field carries ``max_tokens`` for OpenAI-compatible servers: newer
     #: OpenAI models want ``max_completion_tokens``; most local servers know ``max_tokens``.
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
-    timeout_s: float = Field(default=60.0, gt=0.0)
+    #: One deadline for the whole call (connect, headers and body together); finite.
+    timeout_s: float = Field(default=60.0, gt=0.0, allow_inf_nan=False)
     extra_headers: dict[str, str] = Field(default_factory=dict)
     price_input_per_mtok: float = Field(default=0.0, ge=0.0)
     price_output_per_mtok: float = Field(default=0.0, ge=0.0)
@@ -168,9 +194,7 @@ class JudgeConfig(_Strict):
     def _url(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+        return check_base_url(value)
 
     @property
     def effective_base_url(self) -> str | None:

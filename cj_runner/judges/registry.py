@@ -44,6 +44,12 @@ def resolve_api_key(config: JudgeConfig, env: Mapping[str, str] | None = None) -
             f"judge '{config.name}' needs an API key in the environment variable "
             f"{config.api_key_env}, which is not set"
         )
+    if not key.isascii() or not key.isprintable() or any(ch.isspace() for ch in key):
+        # an HTTP header cannot carry it; never echo the value
+        raise ConfigError(
+            f"the API key in {config.api_key_env} contains characters an HTTP header cannot "
+            "carry (non-ASCII, spaces or control characters); check that it was pasted whole"
+        )
     return key
 
 

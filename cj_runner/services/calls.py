@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from cj_runner.errors import CJError, JudgeError, TransientJudgeError
+from cj_runner.errors import CJError, JudgeError, RateLimited, TransientJudgeError
 from cj_runner.judges.base import (
     AssignmentText,
     EssayText,
@@ -242,7 +242,7 @@ class CallRunner:
                 status="retried" if retry else "failed",
                 received_at=repo.utcnow(),
                 error_kind=error.kind,
-                error_message=error.message[:2000],
+                error_message=self._with_wait(error),
                 latency_s=latency,
             )
             try:
@@ -259,6 +259,16 @@ class CallRunner:
             await sleep_before_retry(self.retry_policy, judge_attempt, error, rng, sleep=self.sleep)
             attempt += 1
             judge_attempt += 1
+
+    def _with_wait(self, error: JudgeError) -> str:
+        """The error's message, saying so when a server's Retry-After was cut short."""
+        cap = self.retry_policy.max_retry_after_s
+        if isinstance(error, RateLimited) and (error.retry_after or 0.0) > cap:
+            return (
+                f"{error.message} (the server asked to wait {error.retry_after:g} s; "
+                f"waiting at most RETRY_MAX_DELAY_S = {cap:g} s)"
+            )
+        return error.message
 
     async def _record_internal(
         self, slot: Slot, attempt: int, exc: Exception, latency: float

@@ -164,6 +164,8 @@ class BatchExecutor:
             max_attempts=settings.MAX_ATTEMPTS_PER_COMPARISON,
             base_delay_s=settings.RETRY_BASE_DELAY_S,
             max_delay_s=settings.RETRY_MAX_DELAY_S,
+            # a server's Retry-After never sleeps longer than RETRY_MAX_DELAY_S
+            max_retry_after_s=settings.RETRY_MAX_DELAY_S,
         )
         # the judgment cache: answers by request key (see Judge.cache_key)
         self.cache: dict[str, dict[str, Any]] = {}

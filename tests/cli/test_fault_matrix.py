@@ -24,6 +24,7 @@ import yaml
 from cj_runner.judges.config import JudgeConfig
 from cj_runner.judges.server import Fault, FaultScript, MockJudgeServer
 from tests.cli.helpers import LOWER5, run
+from tests.hostile_server import HostileServer, Reply, Script, answer_body, error_body
 
 ATTEMPTS = 3  # MAX_ATTEMPTS_PER_COMPARISON (default)
 # at most 4 connections at once: MockJudgeServer's listen backlog is 5, and a connection
@@ -209,3 +210,62 @@ def test_http_judge_faults(tmp_path: Path, kind: str, name: str) -> None:
         summary, book = check(tmp_path / "cj.db", ["--judge", str(path)], case)
         # the server saw exactly the calls stored: none unrecorded, none sent twice
         assert server.judge_requests == summary["calls_sent"] == len(book["calls"])
+
+
+# ---------------------------------------------------------------- a hostile server
+
+MIB = 1024 * 1024
+
+
+def _first(n: int, reply: Reply) -> Script:
+    def script(number: int, _request: dict[str, Any]) -> Reply | None:
+        return reply if number <= n else None
+
+    return script
+
+
+HOSTILE_CASES: dict[str, tuple[Case, Script]] = {
+    # one byte every 0.1 s, forever: no read ever waits timeout_s, only the whole-call
+    # deadline ends the call (without it the batch would never end)
+    "trickled body": (
+        Case("FAILED", "timeout", timeout_s=0.5),
+        lambda n, r: Reply(trickle_s=0.1),
+    ),
+    "headers never end": (
+        Case("FAILED", "timeout", timeout_s=0.5),
+        lambda n, r: Reply(stall_headers=True),
+    ),
+    "10 MiB answers": (
+        Case("COMPLETED", "malformed"),
+        _first(4, Reply(body=answer_body(justification="x" * (10 * MIB)))),
+    ),
+    "Retry-After 100000": (
+        Case("COMPLETED", "rate_limit"),
+        _first(8, Reply(status=429, headers={"Retry-After": "100000"}, body=error_body("wait"))),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_CASES))
+def test_hostile_server_faults(tmp_path: Path, name: str) -> None:
+    case, script = HOSTILE_CASES[name]
+    with HostileServer(script) as server:
+        profile = {
+            "kind": "openai_compatible",
+            "name": "hostile",
+            "model": "hostile-model",
+            "base_url": server.url,
+            "timeout_s": case.timeout_s,
+        }
+        path = tmp_path / "judge.yaml"
+        path.write_text(yaml.safe_dump(profile), encoding="utf-8")
+        summary, book = check(tmp_path / "cj.db", ["--judge", str(path)], case)
+        assert server.requests == summary["calls_sent"] == len(book["calls"])
+    with sqlite3.connect(tmp_path / "cj.db") as conn:
+        messages = [r[0] for r in conn.execute("SELECT error_message FROM comparisons")]
+    if case.error_kind == "timeout":
+        assert any("timeout_s = 0.5 s" in (m or "") for m in messages), messages[:3]
+    if name == "10 MiB answers":
+        assert any("larger than 1048576 bytes" in (m or "") for m in messages)
+    if name == "Retry-After 100000":
+        assert any("asked to wait 100000 s" in (m or "") for m in messages)
