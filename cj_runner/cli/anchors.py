@@ -70,6 +70,9 @@ def register_cmd(
     """Register anchors; idempotent by text checksum (registering twice changes nothing)."""
     from cj_runner.services.anchors import read_registration, register
 
+    if len(assignment_id) > 200:
+        raise fail(f"--assignment-id: at most 200 characters (got {len(assignment_id)})")
+
     async def body() -> repo.RegisterResult:
         registration = read_registration(
             assignment_id,

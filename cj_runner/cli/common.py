@@ -130,5 +130,15 @@ def emit_text(text: str, output: Path | None) -> None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         sys.stdout.flush()
     else:
+        write_output(output, text)
+
+
+def write_output(output: Path, text: str, option: str = "--output") -> None:
+    """Write ``text`` to the file ``output``; one line and exit 2 when it cannot be written
+    (a missing folder, a folder, a full disk)."""
+    try:
         output.write_text(text, encoding="utf-8")
-        err_console.print(f"wrote {output}")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise fail(f"{option} {output}: cannot write the file: {reason}") from None
+    err_console.print(f"wrote {output}")

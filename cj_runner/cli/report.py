@@ -20,11 +20,11 @@ from cj_runner.cli.common import (
     console,
     dump_json,
     emit_text,
-    err_console,
     fail,
     run_async,
     to_csv,
     with_db,
+    write_output,
 )
 from cj_runner.cli.render import summary_renderable
 from cj_runner.cli.render_reports import renderable_for
@@ -275,8 +275,7 @@ def html(
 
     batch_id, page = _load(db, body)
     target = output if output is not None else Path(f"report-{batch_id}.html")
-    target.write_text(page, encoding="utf-8")
-    err_console.print(f"wrote {target}")
+    write_output(target, page)
 
 
 app.command("cohort")(cohort_report)

@@ -232,7 +232,13 @@ def dry_run(
                 prepared = await prepare(store, request, local)
             finally:
                 await store.close()
-        return write_envelope(prepared, plan_summary(prepared), output_dir)
+        try:
+            return write_envelope(prepared, plan_summary(prepared), output_dir)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise UserError(
+                f"--output-dir {output_dir}: cannot write the envelope: {reason}"
+            ) from None
 
     path = run_async(body)
     console.print(f"wrote {path}")

@@ -127,8 +127,8 @@ class JudgeConfig(_Strict):
     """Everything needed to build one judge; see ``profiles/*.yaml`` for commented examples."""
 
     kind: JudgeKind = "mock"
-    name: str = Field(default="mock", min_length=1)
-    model: str = Field(default="mock-judge-1", min_length=1)
+    name: str = Field(default="mock", min_length=1, max_length=200)
+    model: str = Field(default="mock-judge-1", min_length=1, max_length=200)
     base_url: str | None = None
     api_key_env: str | None = Field(default=None, max_length=64)
     #: Header that carries the key instead of the API's usual one (``Authorization: Bearer``

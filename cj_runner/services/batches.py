@@ -13,7 +13,7 @@ from typing import Any
 from cj_runner.config import ResolvedProfile, Settings, load_grade_scale, load_settings
 from cj_runner.core.coverage import expected_coverage_waves, max_possible_pairs
 from cj_runner.core.models import GradeScale
-from cj_runner.errors import InputError
+from cj_runner.errors import InputError, UserError
 from cj_runner.inputs import Inventory, load_inventory
 from cj_runner.judges.base import AssignmentText, EssayText, JudgeRequest
 from cj_runner.judges.config import (
@@ -120,8 +120,24 @@ class LocalInputs:
     inventory: Inventory
 
 
+#: The longest batch name, assignment id, judge name or model the store keeps.
+MAX_NAME_CHARS = 200
+
+
+def check_name_length(option: str, value: str | None) -> None:
+    """Refuse a name longer than the database column that holds it.
+
+    Raises:
+        UserError: naming the option and the limit.
+    """
+    if value is not None and len(value) > MAX_NAME_CHARS:
+        raise UserError(f"{option}: at most {MAX_NAME_CHARS} characters (got {len(value)})")
+
+
 def prepare_local(request: RunRequest) -> LocalInputs:
     """Validate settings, judge and inventory (no database touched)."""
+    check_name_length("--batch-name", request.batch_name)
+    check_name_length("--assignment-id", request.assignment_id)
     profile = load_settings(request.profile, request.overrides, flag_values=request.flag_values)
     judge_config = resolve_judge_config(profile, request.judge, request.judge_overrides)
     inventory = load_inventory(request.inventory)

@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -577,10 +578,12 @@ async def build_html(store: Store, batch_ref: str) -> str:
     """Load the batch named by id or name and render its HTML report."""
     data = await load_batch_data(store, batch_ref)
     summary = await build_summary(store, data.batch.id)
-    return render_html(
-        summary,
-        ranking_report(data),
-        grades_report(data),
-        fairness_report(data),
-        coverage_report(data),
-    )
+    # essay ids are data: "$...$" in an id is text, never mathtext to parse
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return render_html(
+            summary,
+            ranking_report(data),
+            grades_report(data),
+            fairness_report(data),
+            coverage_report(data),
+        )

@@ -9,6 +9,7 @@ transaction. A database already at the wanted revision is only read.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -48,6 +49,11 @@ def resolve_db_url(db: str | None = None, env: Mapping[str, str] | None = None) 
         url = url.set(drivername="sqlite+aiosqlite")
     elif driver in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+asyncpg")
+    if url.drivername == "postgresql+asyncpg" and "sslmode" in url.query:
+        # libpq's name; asyncpg calls the same setting ``ssl`` (same values)
+        query = dict(url.query)
+        query["ssl"] = query.pop("sslmode")
+        url = url.set(query=query)
     return url.render_as_string(hide_password=False)
 
 
@@ -92,11 +98,43 @@ def head_revision() -> str:
     return head
 
 
-async def _migrate(engine: AsyncEngine, revision: str) -> None:
+def _known_revisions() -> set[str]:
+    return {script.revision for script in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()}
+
+
+def _tables(connection: Connection) -> list[str]:
+    return sorted(inspect(connection).get_table_names())
+
+
+async def _check_ours(conn: Any, current: str | None, where: str) -> None:
+    """Refuse a database this build must not write into: one of a newer schema, or a
+    SQLite file that holds tables but no cj-runner schema at all (a PostgreSQL database
+    may be shared with other applications' tables)."""
+    if current is not None:
+        if current not in _known_revisions():
+            raise StorageError(
+                f"{where} was written by a newer cj-runner (schema revision {current}); "
+                f"this build knows revisions up to {head_revision()}: upgrade cj-runner"
+            )
+        return
+    if conn.dialect.name != "sqlite":
+        return
+    tables = [t for t in await conn.run_sync(_tables) if t != "alembic_version"]
+    if tables:
+        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StorageError(
+            f"{where} is not a cj-runner database (it holds other tables: {shown}); "
+            "refused, nothing was written: give --db a new file or a cj-runner database"
+        )
+
+
+async def _migrate(engine: AsyncEngine, revision: str, where: str) -> None:
     target = head_revision() if revision == "head" else revision
     async with engine.connect() as conn:
-        if await conn.run_sync(_current_revision) == target:
+        current = await conn.run_sync(_current_revision)
+        if current == target:
             return
+        await _check_ours(conn, current, where)
         # one transaction for the whole upgrade (see the module docstring); a second
         # process opening the same new database waits here, then finds it done
         if engine.dialect.name == "sqlite":
@@ -153,16 +191,73 @@ async def open_store(url: str, *, revision: str = "head", migrate: bool = True) 
     A database written by an older version is migrated forward automatically.
     """
     path = sqlite_path(url)
-    if path is not None and not path.parent.exists():
-        raise StorageError(f"database folder does not exist: {path.parent}")
+    if path is not None:
+        _check_sqlite_file(path)
+    where = str(path) if path is not None else repr(make_url(url))
     engine = create_engine_for(url)
     try:
         if migrate:
-            await _migrate(engine, revision)
+            await _migrate(engine, revision, where)
     except SQLAlchemyError as exc:
         await engine.dispose()
-        raise StorageError(f"cannot open database {make_url(url)!r}: {exc}") from exc
+        detail = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        raise StorageError(f"cannot open database {where}: {detail}") from None
+    except (OSError, ValueError, TypeError, TimeoutError) as exc:  # refused, unknown host,
+        await engine.dispose()  # a bad sslmode ... (raised by the driver as they are)
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise StorageError(f"cannot connect to database {where}: {detail}") from None
     except BaseException:
         await engine.dispose()
         raise
     return Store(engine, url)
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _plain_tables(path: Path) -> list[str]:
+    """The tables of a SQLite file, read without changing it (no WAL switch, no pragmas);
+    empty when it cannot be read that way (the normal open then reports the problem)."""
+    try:
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return []
+    try:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    except sqlite3.Error:
+        return []
+    finally:
+        conn.close()
+    return sorted(str(r[0]) for r in rows)
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """Refuse, before anything is written, a SQLite path cj-runner cannot or must not use."""
+    if not path.parent.exists():
+        raise StorageError(f"database folder does not exist: {path.parent}")
+    if path.is_dir():
+        raise StorageError(f"--db: {path} is a folder, not a database file")
+    if not path.exists():
+        if not os.access(path.parent, os.W_OK):
+            raise StorageError(f"--db: cannot create {path}: the folder is read-only")
+        return
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise StorageError(f"--db: cannot read {path}: {exc.strerror or exc}") from None
+    if header and header != _SQLITE_HEADER:
+        raise StorageError(f"--db: {path} is not a SQLite database; refused, nothing was written")
+    if header:
+        tables = _plain_tables(path)
+        if tables and "alembic_version" not in tables:
+            shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+            raise StorageError(
+                f"{path} is not a cj-runner database (it holds other tables: {shown}); "
+                "refused, nothing was written: give --db a new file or a cj-runner database"
+            )
+    if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+        raise StorageError(
+            f"--db: {path} is read-only (cj-runner writes to its database and, with SQLite, "
+            "next to it); copy it somewhere writable"
+        )

