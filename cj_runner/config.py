@@ -393,8 +393,10 @@ def _whole_number(value: Any) -> int:
             number = int(value.replace("_", ""))
     if number is None:
         raise _BadValue("must be a whole number")
-    if not -_SEED_LIMIT <= number < _SEED_LIMIT:
-        raise _BadValue(f"is too large (at most {_SEED_LIMIT - 1})")
+    if number >= _SEED_LIMIT:  # beyond the database's 64-bit integers
+        raise _BadValue(f"must be < {_SEED_LIMIT}")
+    if number < -_SEED_LIMIT:
+        raise _BadValue(f"must be >= {-_SEED_LIMIT}")
     return number
 
 

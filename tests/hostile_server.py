@@ -115,6 +115,9 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     owner: HostileServer
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet: clients that were killed or timed out drop their connections."""
+
 
 class HostileServer:
     """The server in a background thread; a context manager."""

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from benchmarks.crash_resume import Launcher, crash_round
+from benchmarks.crash_resume import Launcher, Snapshot, check_invariants, crash_round, snapshot
 from cj_runner.config import settings_from_stored
 from cj_runner.judges.base import Judge, JudgeRequest, Verdict
 from cj_runner.judges.registry import build_judge
@@ -42,7 +42,7 @@ from cj_runner.services.executor import BatchExecutor, RunResult
 from cj_runner.storage import Store, open_store, resolve_db_url
 from cj_runner.storage import repository as repo
 from tests.cli.helpers import LOWER5, REGULAR24, run, write_profile
-from tests.hostile_server import PATIENCE_S, HostileServer
+from tests.hostile_server import PATIENCE_S, HostileServer, Reply, answer_body, winner_of
 
 SEED = 21
 SETTINGS: dict[str, Any] = {
@@ -457,3 +457,46 @@ def test_sigkill_at_20_random_points_loses_and_duplicates_nothing(
     assert result.kills_mid_run == 20
     assert result.lost_calls > 0  # kills landed with calls in flight
     assert result.calls_killed == result.calls_reference + result.lost_calls
+
+
+def test_sigkill_while_hostile_answers_are_stored(tmp_path: Path, launcher: Launcher) -> None:
+    """Every third answer carries a lone surrogate and a NUL. Five times, the server holds a
+    call, lets it go and the process is killed at once (while that answer is being made
+    storable and committed); after each kill the stored batch keeps every invariant of the
+    crash test. At the end every answer the server delivered is stored or its call
+    counted as lost, and no comparison has two answers."""
+
+    def script(number: int, request: dict[str, Any]) -> Reply | None:
+        if number % 3:
+            return None
+        text = "bad \ud83d and \x00 end"
+        return Reply(body=answer_body(winner=winner_of(request), justification=text))
+
+    db = tmp_path / "cj.db"
+    inventory = twelve_essays(tmp_path)
+    with HostileServer(script) as server:
+        profile = write_profile(tmp_path / "hostile.yaml", SETTINGS, hostile_judge(server))
+        argv = ["execute", "--inventory", str(inventory), "--profile", str(profile),
+                "--db", str(db), "--batch-name", "hostile", "--quiet"]  # fmt: skip
+        previous: Snapshot | None = None
+        for _ in range(5):
+            target = server.requests + 9
+            server.hold(target)
+            child = launcher.start(argv)
+            server.wait_for(target)
+            server.release()
+            child.kill()
+            snap = snapshot(db, "hostile")
+            assert check_invariants(snap, previous) == []
+            assert snap.status == "RUNNING"
+            previous = snap
+            argv = ["resume", "hostile", "--db", str(db), "--quiet"]
+        done = run(["resume", "hostile", "--db", str(db), "--json"])
+        assert done.exit_code == 0, done.output
+    final = snapshot(db, "hostile")
+    assert check_invariants(final, previous) == [] and final.status == "COMPLETED"
+    assert server.requests <= final.calls_sent  # a kill may fall between storing and sending
+    answered = len(final.successes)
+    assert answered <= server.delivered <= answered + final.lost
+    justifications = [row[9] for row in final.successes.values()]
+    assert "bad \ufffd and \ufffd end" in justifications
