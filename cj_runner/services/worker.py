@@ -230,9 +230,14 @@ class Worker:
         except BatchLockedError as exc:
             self.notify(f"{label}: {exc}")
             return
-        except UserError as exc:  # e.g. finished meanwhile by another worker
-            self.notify(f"{label}: skipped: {exc}")
-            return
+        except UserError as exc:
+            if (await repo.find_batch(self.store, batch_id)).status in queue.FINISHED:
+                self.notify(f"{label}: skipped: {exc}")  # another worker finished it
+                return
+            # e.g. the judge's API key is not set on this machine: every batch would fail
+            # the same way, so give the batch back and stop instead of spinning
+            await queue.release(self.store, batch_id, self.worker_id)
+            raise
         finally:
             for task in helpers:
                 task.cancel()

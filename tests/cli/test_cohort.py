@@ -207,3 +207,22 @@ def test_a_cohort_csv_enqueues_its_rows(db: Path, cohort: Path, tmp_path: Path) 
         ("y7/blue",),
         ("y7/red",),
     ]
+
+
+def test_a_worker_without_the_judges_key_gives_the_batch_back_and_stops(
+    db: Path, cohort: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert run(_enqueue(db, cohort, "--judge", "openai")).exit_code == 0
+    worked = run(["worker", "--db", str(db), "--quiet"])
+    assert worked.exit_code == 2
+    assert worked.output.strip().splitlines() == [
+        "error: judge 'openai' needs an API key in the environment variable OPENAI_API_KEY, "
+        "which is not set"
+    ]
+    assert query(db, "SELECT claimed_by, claims FROM cohort_queue ORDER BY id") == [
+        (None, 1),
+        (None, 0),
+        (None, 0),
+    ]
+    assert query(db, "SELECT count(*) FROM comparisons") == [(0,)]
