@@ -137,6 +137,8 @@ def test_a_dead_workers_batch_is_taken_over(db: Path, cohort: Path) -> None:
             "lock_heartbeat = '2020-01-01 00:00:00' WHERE id = ?",
             (dead, first),
         )
+    counts = json.loads(report(["cohort", "--db", str(db), "-f", "json"]).stdout)["counts"]
+    assert counts == {"done": 0, "failed": 0, "running": 1, "queued": 2}
     worked = run(["worker", "--db", str(db), "--stale-after", "60"])
     assert worked.exit_code == 0, worked.output
     assert f"y7/7A ({first}): taken over from {dead} (no heartbeat)" in worked.output
@@ -226,3 +228,18 @@ def test_a_worker_without_the_judges_key_gives_the_batch_back_and_stops(
         (None, 0),
     ]
     assert query(db, "SELECT count(*) FROM comparisons") == [(0,)]
+
+
+def test_failed_classes_are_reported_as_failed(db: Path, cohort: Path) -> None:
+    refusing = {**JUDGE, "errors": {"refused": 1.0}}
+    profile = write_profile(db.parent / "refusing.yaml", SETTINGS, refusing)
+    queued = run(
+        ["enqueue", str(cohort), "--cohort", "bad", "--assignment-id", "phones",
+         "--profile", str(profile), "--db", str(db)]
+    )  # fmt: skip
+    assert queued.exit_code == 0, queued.output
+    assert run(["worker", "--db", str(db), "--cohort", "bad"]).exit_code == 0
+    data = json.loads(report(["cohort", "bad", "--db", str(db), "-f", "json"]).stdout)
+    assert data["counts"] == {"done": 0, "failed": 3, "running": 0, "queued": 0}
+    assert {c["status"] for c in data["per_class"]} == {"FAILED"}
+    assert all(c["success_rate"] == 0.0 for c in data["per_class"])
