@@ -9,17 +9,27 @@ Every error the runner raises on purpose derives from :class:`CJError`::
     │   └── NotFoundError    a batch/assignment named on the command line does not exist
     ├── StorageError         the database could not be opened, migrated or written
     ├── BatchLockedError     another live process runs the same batch (exit 2)
-    └── JudgeError           one judge call failed; ``kind`` names what happened
-        ├── RateLimited      HTTP 429; ``retry_after`` seconds when the server said so
-        ├── TransientJudgeError  timeout, 5xx, dropped connection, malformed answer:
-        │                        worth retrying (a malformed answer that survives every
-        │                        retry is stored as the comparison's permanent error)
-        └── FatalJudgeError  refusal, auth or request error: not retried
+    └── JudgeError           one judge call failed; ``kind`` names what happened, ``usage``
+        │                    holds the tokens the provider billed for it (if any) and
+        │                    ``retry_after`` the wait the provider asked for (if any)
+        ├── TransientJudgeError  timeout, 5xx, dropped connection, malformed or truncated
+        │   │                    answer: worth retrying (a malformed answer that survives
+        │   │                    every retry is stored as the comparison's permanent error)
+        │   ├── RateLimited      HTTP 429 (not a quota error)
+        │   └── RequestRefused   the server refused a request form or parameter (kind
+        │                        ``unsupported``); the judge switched to the next form, so
+        │                        the same comparison is asked again at once
+        └── FatalJudgeError  refusal, or a request error of this one call: not retried
+            └── JudgeUnavailable  no call can succeed (bad key, no permission, no quota
+                                  or credit, unknown model, an invalid request with no
+                                  fallback): the batch stops sending at once
 
 The CLI catches :class:`UserError` and prints ``error: <message>`` without a traceback.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 
 class CJError(Exception):
@@ -59,16 +69,30 @@ class JudgeError(CJError):
 
     Attributes:
         kind: short machine-readable name (``timeout``, ``rate_limit``, ``server_error``,
-            ``connection``, ``malformed``, ``refused``, ``auth``, ``bad_request``).
+            ``connection``, ``malformed``, ``truncated``, ``unsupported``, ``refused``,
+            ``too_long``, ``auth``, ``permission``, ``quota``, ``model_not_found``,
+            ``bad_request``).
         transient: whether retrying the same call may succeed.
     """
 
     transient: bool = False
 
-    def __init__(self, kind: str, message: str = "") -> None:
+    def __init__(
+        self,
+        kind: str,
+        message: str = "",
+        *,
+        usage: TokenUsage | None = None,
+        retry_after: float | None = None,
+        transient: bool | None = None,
+    ) -> None:
         super().__init__(message or kind)
         self.kind = kind
         self.message = message or kind
+        self.usage = usage
+        self.retry_after = retry_after
+        if transient is not None:  # the server said whether to retry (``x-should-retry``)
+            self.transient = transient
 
 
 class TransientJudgeError(JudgeError):
@@ -80,12 +104,48 @@ class TransientJudgeError(JudgeError):
 class RateLimited(TransientJudgeError):
     """HTTP 429; ``retry_after`` is the server's requested wait in seconds, if any."""
 
-    def __init__(self, message: str = "", retry_after: float | None = None) -> None:
-        super().__init__("rate_limit", message or "rate limited (429)")
-        self.retry_after = retry_after
+    def __init__(
+        self,
+        message: str = "",
+        retry_after: float | None = None,
+        *,
+        usage: TokenUsage | None = None,
+        transient: bool | None = None,
+    ) -> None:
+        super().__init__(
+            "rate_limit",
+            message or "rate limited (429)",
+            usage=usage,
+            retry_after=retry_after,
+            transient=transient,
+        )
+
+
+class RequestRefused(TransientJudgeError):
+    """The server refused a request form or parameter; the judge now uses the next one."""
+
+    def __init__(self, message: str, *, usage: TokenUsage | None = None) -> None:
+        super().__init__("unsupported", message, usage=usage)
 
 
 class FatalJudgeError(JudgeError):
-    """Refusal, malformed answer, auth or request error: not retried further."""
+    """Refusal, or a request error of this one call: not retried further."""
 
     transient = False
+
+
+class JudgeUnavailable(FatalJudgeError):
+    """No call of the batch can succeed (auth, permission, quota, unknown model...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Tokens the provider reported for one call.
+
+    ``tokens_in`` counts every input token, ``tokens_cached`` the part of them read from
+    the provider's prompt cache (billed at the cached price where the profile gives one).
+    """
+
+    tokens_in: int = 0
+    tokens_out: int = 0
+    tokens_cached: int = 0

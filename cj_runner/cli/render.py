@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -79,6 +80,8 @@ def summary_renderable(s: dict[str, Any]) -> Group:
             "answers reused from batch "
             + ", ".join(f"{batch} ({n})" for batch, n in s["cache_sources"].items()),
         )
+    if s.get("judge_error"):
+        head.add_row("[red]judge error[/]", escape(str(s["judge_error"])))
     if s.get("attempt_errors"):
         head.add_row("errors", ", ".join(f"{k}: {v}" for k, v in s["attempt_errors"].items() if k))
     head.add_row(

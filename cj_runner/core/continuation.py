@@ -70,6 +70,7 @@ class StopReason(StrEnum):
     TARGET_MAX_SE = "target_max_se"
     MAX_COST = "max_cost"
     INTERRUPTED = "interrupted"
+    JUDGE_UNAVAILABLE = "judge_unavailable"  # bad key, no quota, unknown model...
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,13 @@
 """Plumbing shared by the HTTP judges: the client, error classification, secret scrubbing.
 
-Classification (what the executor sees):
+Classification (what the executor sees): HTTP error answers as
+:mod:`cj_runner.judges.provider_errors` says, and
 
 =====================================  ============================================
-HTTP 429                               ``RateLimited`` (``retry_after`` from
-                                       ``retry-after-ms`` or ``Retry-After``: seconds
-                                       or an HTTP date)
-HTTP 5xx, 529 (overloaded), 409        ``TransientJudgeError("server_error")``
-HTTP 408, ``httpx.TimeoutException``   ``TransientJudgeError("timeout")``
+``httpx.TimeoutException``             ``TransientJudgeError("timeout")``
 connection refused/reset, the server   ``TransientJudgeError("connection")``
 closing without an answer
-HTTP 401, 403                          ``FatalJudgeError("auth")``
-other 4xx, unsupported URL scheme      ``FatalJudgeError("bad_request")``
+unsupported URL scheme                 ``JudgeUnavailable("bad_request")``
 a body that is not the expected JSON   ``TransientJudgeError("malformed")``
 =====================================  ============================================
 
@@ -22,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
 import functools
 import json
 import re
@@ -30,14 +25,15 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import httpx
 
-from cj_runner.errors import FatalJudgeError, JudgeError, RateLimited, TransientJudgeError
+from cj_runner.errors import JudgeError, JudgeUnavailable, TransientJudgeError
 from cj_runner.judges.config import JudgeConfig
 from cj_runner.judges.prompts import PromptTemplate
+from cj_runner.judges.provider_errors import classify, error_body
+from cj_runner.judges.provider_errors import parse_retry_after as parse_retry_after
 from cj_runner.judges.ratelimit import Limiter, RateLimiter, SleepFn
 
 ClockFn = Callable[[], float]
@@ -192,35 +188,6 @@ def make_client(
     )
 
 
-def parse_retry_after(
-    headers: httpx.Headers, now: Callable[[], datetime] | None = None
-) -> float | None:
-    """Seconds a 429 asks us to wait: ``retry-after-ms``, else ``Retry-After`` (seconds or
-    an HTTP date); ``None`` when absent or unreadable."""
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            return max(0.0, float(millis) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    current = now() if now is not None else datetime.now(UTC)
-    return max(0.0, (when - current).total_seconds())
-
-
 def error_detail(response: httpx.Response, secret: str | None = None) -> str:
     """A short description of an error response: the API's error message if any; scrubbed
     of ``secret`` *before* it is cut, so no part of a key survives the cut."""
@@ -242,21 +209,14 @@ def error_detail(response: httpx.Response, secret: str | None = None) -> str:
 
 
 def raise_for_status(response: httpx.Response, *, judge_name: str, secret: str | None) -> None:
-    """Raise the classified :class:`JudgeError` for a non-2xx response; return on 2xx."""
+    """Raise the classified :class:`JudgeError` for a non-2xx response; return on 2xx
+    (classes by provider meaning: :mod:`cj_runner.judges.provider_errors`)."""
     status = response.status_code
     if 200 <= status < 300:
         return
     detail = error_detail(response, secret)
     message = f"judge {judge_name}: HTTP {status}" + (f": {detail}" if detail else "")
-    if status == 429:
-        raise RateLimited(message, retry_after=parse_retry_after(response.headers))
-    if status == 408:
-        raise TransientJudgeError("timeout", message)
-    if status >= 500 or status == 409:
-        raise TransientJudgeError("server_error", message)
-    if status in (401, 403):
-        raise FatalJudgeError("auth", message)
-    raise FatalJudgeError("bad_request", message)
+    raise classify(status, error_body(response.content), response.headers, message)
 
 
 def raise_transport_error(
@@ -271,7 +231,7 @@ def raise_transport_error(
     if isinstance(exc, httpx.TimeoutException):
         raise TransientJudgeError("timeout", f"judge {judge_name}: timed out ({text})") from None
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
-        raise FatalJudgeError("bad_request", f"judge {judge_name}: bad URL ({text})") from None
+        raise JudgeUnavailable("bad_request", f"judge {judge_name}: bad URL ({text})") from None
     raise TransientJudgeError(
         "connection", f"judge {judge_name}: connection failed ({type(exc).__name__}: {text})"
     ) from None
@@ -318,6 +278,13 @@ def with_judge_name(error: JudgeError, judge_name: str) -> JudgeError:
         error.message = prefix + error.message
         error.args = (error.message,)
     return error
+
+
+def join_url(base_url: str, path: str) -> str:
+    """``base_url`` + ``path``, with a query string kept at the end (Azure's
+    ``?api-version=...``)."""
+    base, sep, query = base_url.partition("?")
+    return base.rstrip("/") + path + (sep + query if sep else "")
 
 
 def usage_int(usage: Any, key: str, fallback: int) -> int:

@@ -46,7 +46,9 @@ class JudgeRequest:
     cache and a deterministic mock can tell repeats apart. ``ask_index`` counts the
     earlier comparisons of this ordered pair that finished with any outcome (answered, or
     failed after its retries), so a comparison asked again after a failure is a new draw
-    for the mock, while the cache keys on ``repeat_index``.
+    for the mock, while the cache keys on ``repeat_index``. ``after_truncation`` is set
+    when this comparison's last answer was cut off at the token limit: the judge asks
+    with its larger allowance (``max_tokens_ceiling``).
     """
 
     essay_a: EssayText
@@ -55,17 +57,20 @@ class JudgeRequest:
     attempt: int = 1
     repeat_index: int = 0
     ask_index: int = 0
+    after_truncation: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """A judge's answer to one ordered pair."""
+    """A judge's answer to one ordered pair (``tokens_cached``: the part of ``tokens_in``
+    the provider read from its prompt cache)."""
 
     winner: Winner
     confidence: int
     justification: str
     tokens_in: int = 0
     tokens_out: int = 0
+    tokens_cached: int = 0
     latency_s: float = 0.0
     model: str = ""
     prompt_hash: str = ""
@@ -83,6 +88,8 @@ class Judge(Protocol):
     ``request``, a hash of everything the judge would send (endpoint, model, the full
     rendered messages, sampling and reasoning parameters) and the repeat index; see
     :func:`request_key`. A judge without it is keyed by :func:`fallback_cache_key`.
+    It may define ``price_cached_input_per_mtok`` (float or None): the price of input
+    tokens read from the provider's prompt cache.
     """
 
     name: str

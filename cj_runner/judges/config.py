@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cj_runner.config import available_profiles, resolve_profile_path
 from cj_runner.errors import ConfigError
+from cj_runner.judges.capabilities import Capabilities, StructuredForm, resolve_capabilities
 
 JudgeKind = Literal["mock", "openai_compatible", "anthropic"]
 
@@ -135,20 +136,41 @@ class JudgeConfig(_Strict):
     #: for OpenAI-compatible servers, ``x-api-key`` for Anthropic), e.g. ``api-key`` for
     #: Azure OpenAI.
     api_key_header: str | None = Field(default=None, min_length=1)
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    #: ``null`` leaves it out of the request; a model that refuses it (see
+    #: :mod:`cj_runner.judges.capabilities`) never gets it.
+    temperature: float | None = Field(default=0.0, ge=0.0, le=2.0)
+    #: Sent when set (and the model takes it).
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     max_tokens: int = Field(default=512, ge=1)
+    #: The token allowance of the one retry after an answer was cut off at ``max_tokens``
+    #: (default: four times ``max_tokens``).
+    max_tokens_ceiling: int | None = Field(default=None, ge=1)
     #: Which request field carries ``max_tokens`` for OpenAI-compatible servers: newer
-    #: OpenAI models want ``max_completion_tokens``; most local servers know ``max_tokens``.
-    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    #: OpenAI models want ``max_completion_tokens``; most local servers know
+    #: ``max_tokens``. Empty: the built-in rule for the model decides.
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] | None = None
+    #: OpenAI ``reasoning_effort`` / Anthropic ``output_config.effort`` (sent when set).
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = (
+        None
+    )
+    #: Anthropic extended thinking: ``enabled`` (with ``thinking_budget_tokens``) or
+    #: ``adaptive``. Thinking text is never read as the verdict.
+    thinking: Literal["enabled", "adaptive"] | None = None
+    thinking_budget_tokens: int = Field(default=2048, ge=1024)
     #: One deadline for the whole call (connect, headers and body together); finite.
     timeout_s: float = Field(default=60.0, gt=0.0, allow_inf_nan=False)
     extra_headers: dict[str, str] = Field(default_factory=dict)
     price_input_per_mtok: float = Field(default=0.0, ge=0.0)
     price_output_per_mtok: float = Field(default=0.0, ge=0.0)
+    #: Price of input tokens read from the provider's prompt cache (empty: the input price).
+    price_cached_input_per_mtok: float | None = Field(default=None, ge=0.0)
     requests_per_minute: float | None = Field(default=None, gt=0.0)
     tokens_per_minute: float | None = Field(default=None, gt=0.0)
     max_connections: int = Field(default=32, ge=1)
-    structured_output: bool = True
+    #: ``true``: the model's built-in chain of structured-output forms; ``false``: JSON in
+    #: the text only; or the form to start with: ``json_schema``, ``json_object``,
+    #: ``tool``, ``none`` (a refused form falls back to the next one).
+    structured_output: bool | StructuredForm = True
     #: Optional path to a prompt template YAML (``system:`` and ``user:``); relative paths
     #: are resolved against the profile's folder. Empty: the packaged template.
     prompt_template: str | None = None
@@ -201,11 +223,51 @@ class JudgeConfig(_Strict):
         """``base_url``, or the provider's public URL for a real judge without one."""
         return self.base_url or DEFAULT_BASE_URLS.get(self.kind)
 
-    def cost(self, tokens_in: int, tokens_out: int) -> float:
-        """Price of ``tokens_in`` input and ``tokens_out`` output tokens (profile prices)."""
-        return (
-            tokens_in * self.price_input_per_mtok + tokens_out * self.price_output_per_mtok
-        ) / 1_000_000
+    @property
+    def capabilities(self) -> Capabilities:
+        """What requests to this model carry (built-in rules + this profile's overrides)."""
+        return resolve_capabilities(
+            self.kind,
+            self.model,
+            structured_output=self.structured_output,
+            max_tokens_param=self.max_tokens_param,
+            thinking=self.thinking is not None,
+        )
+
+    @property
+    def effective_max_tokens_ceiling(self) -> int:
+        """The token allowance after a truncated answer (at least ``max_tokens``)."""
+        return max(self.max_tokens, self.max_tokens_ceiling or 4 * self.max_tokens)
+
+    def cost(self, tokens_in: int, tokens_out: int, tokens_cached: int = 0) -> float:
+        """Price of ``tokens_in`` input (``tokens_cached`` of them from the provider's
+        prompt cache) and ``tokens_out`` output tokens (profile prices)."""
+        return token_cost(
+            tokens_in,
+            tokens_out,
+            tokens_cached,
+            price_in=self.price_input_per_mtok,
+            price_out=self.price_output_per_mtok,
+            price_cached=self.price_cached_input_per_mtok,
+        )
+
+
+def token_cost(
+    tokens_in: int,
+    tokens_out: int,
+    tokens_cached: int = 0,
+    *,
+    price_in: float,
+    price_out: float,
+    price_cached: float | None = None,
+) -> float:
+    """USD for the tokens at per-million prices; cached input tokens at ``price_cached``
+    (the input price when ``None``)."""
+    cached = min(max(tokens_cached, 0), tokens_in)
+    cached_price = price_in if price_cached is None else price_cached
+    return (
+        (tokens_in - cached) * price_in + cached * cached_price + tokens_out * price_out
+    ) / 1_000_000
 
 
 def format_validation_error(error: ValidationError, what: str) -> str:

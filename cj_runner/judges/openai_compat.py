@@ -1,27 +1,44 @@
 """A judge speaking the OpenAI chat-completions API (OpenAI, vLLM, llama.cpp, Ollama, gateways).
 
-``POST {base_url}/chat/completions`` with the system and user messages, ``temperature``,
-``max_tokens`` (or ``max_completion_tokens``, see the profile) and, when
-``structured_output`` is on, ``response_format = {"type": "json_schema", "json_schema":
-{"name": "record_verdict", "schema": ANSWER_SCHEMA, "strict": true}}`` - the body the
-official client sends for structured outputs. A server that answers 400/422 naming
-``response_format`` gets the same request once more without it, and the judge remembers to
-ask for JSON in the text from then on. A refusal (``message.refusal`` set, or
-``finish_reason == "content_filter"``) is a fatal ``refused`` error.
+``POST {base_url}/chat/completions`` (a query string in ``base_url``, such as Azure's
+``?api-version=``, stays at the end) with the system and user messages and what the
+model takes (:mod:`cj_runner.judges.capabilities`): ``temperature``/``top_p``, the token
+limit as ``max_tokens`` or ``max_completion_tokens``, ``reasoning_effort``, and the
+structured-output form (``response_format`` ``json_schema`` - the body the official client
+sends -, ``json_object`` with ``schema``, a forced function tool, or none).
+
+Every call is one HTTP request. When the server refuses a form or a parameter (400/422,
+or a 5xx naming ``response_format`` as llama.cpp's server does), the judge switches to the
+next form or leaves the parameter out from then on, and raises
+:class:`~cj_runner.errors.RequestRefused`: the caller asks again at once (another request,
+counted against the budget like any other).
+
+The answer is read from ``message.content`` (reasoning inside ``<think>`` tags is skipped),
+or from a ``tool_calls`` function's ``arguments``. ``finish_reason == "length"`` without a
+readable verdict is ``truncated``; a refusal (``message.refusal``, or ``finish_reason ==
+"content_filter"``) is a fatal ``refused`` error. Errors after an answer carry its usage.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 
-from cj_runner.errors import FatalJudgeError, JudgeError, TransientJudgeError
+from cj_runner.errors import (
+    FatalJudgeError,
+    JudgeError,
+    RequestRefused,
+    TokenUsage,
+    TransientJudgeError,
+)
 from cj_runner.judges import _http
 from cj_runner.judges.base import JudgeRequest, Verdict, request_key
+from cj_runner.judges.capabilities import StructuredForm
 from cj_runner.judges.config import JudgeConfig
 from cj_runner.judges.prompts import (
     ANSWER_NAME,
@@ -30,32 +47,76 @@ from cj_runner.judges.prompts import (
     estimate_tokens,
     parse_verdict_json,
     render_prompt,
+    verdict_from_mapping,
 )
+from cj_runner.judges.provider_errors import error_body, refused_parameter
 
 SleepFn = Callable[[float], Awaitable[None]]
 
 
-def response_format() -> dict[str, Any]:
-    """The ``response_format`` asking for an answer that matches :data:`ANSWER_SCHEMA`."""
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": ANSWER_NAME, "schema": ANSWER_SCHEMA, "strict": True},
-    }
+def response_format(form: StructuredForm = "json_schema") -> dict[str, Any] | None:
+    """The ``response_format`` of a structured-output form (``None``: no such field)."""
+    if form == "json_schema":
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": ANSWER_NAME, "schema": ANSWER_SCHEMA, "strict": True},
+        }
+    if form == "json_object":
+        return {"type": "json_object", "schema": ANSWER_SCHEMA}
+    return None
 
 
-def _mentions_response_format(response: httpx.Response) -> bool:
-    if response.status_code not in (400, 422):
-        return False
-    text = response.text.lower()
-    return any(word in text for word in ("response_format", "json_schema", "response format"))
+VERDICT_FUNCTION: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": ANSWER_NAME,
+        "description": "Record which essay is better, how confident you are, and why.",
+        "parameters": ANSWER_SCHEMA,
+        "strict": True,
+    },
+}
 
 
 def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # some servers send a list of content parts
-        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+        return "".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type", "text") == "text"
+        )
     return ""
+
+
+def _tool_arguments(message: dict[str, Any]) -> dict[str, Any] | None:
+    """The decoded ``arguments`` of the answer's function call, if it made one."""
+    calls = message.get("tool_calls")
+    if not isinstance(calls, list):
+        return None
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            continue
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except ValueError:
+                continue
+        if isinstance(arguments, dict):
+            return arguments
+    return None
+
+
+def openai_usage(usage: Any, prompt_tokens: int, output_text: str) -> TokenUsage:
+    """Tokens of an OpenAI ``usage`` object (estimates for the fields it lacks)."""
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    return TokenUsage(
+        tokens_in=_http.usage_int(usage, "prompt_tokens", prompt_tokens),
+        tokens_out=_http.usage_int(usage, "completion_tokens", estimate_tokens(output_text)),
+        tokens_cached=_http.usage_int(details, "cached_tokens", 0),
+    )
 
 
 class OpenAICompatJudge(_http.HTTPJudge):
@@ -71,7 +132,12 @@ class OpenAICompatJudge(_http.HTTPJudge):
         sleep: SleepFn = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.structured_output = config.structured_output
+        self.caps = config.capabilities
+        self.price_cached_input_per_mtok = config.price_cached_input_per_mtok
+        # what this batch learnt the server refuses: the form in use, parameters left out
+        self.form_index = 0
+        self.dropped: set[str] = set()
+        self.max_tokens_param = self.caps.max_tokens_param
         headers = {"accept": "application/json", **config.extra_headers}
         if api_key:
             if config.api_key_header:
@@ -82,39 +148,110 @@ class OpenAICompatJudge(_http.HTTPJudge):
             config,
             api_key=api_key,
             template=template,
-            url=f"{config.effective_base_url or ''}/chat/completions",
+            url=_http.join_url(config.effective_base_url or "", "/chat/completions"),
             headers=headers,
             transport=transport,
             sleep=sleep,
             clock=clock,
         )
 
-    def build_payload(self, system: str, user: str, *, structured: bool) -> dict[str, Any]:
-        """The JSON body of one chat-completions request."""
+    @property
+    def form(self) -> StructuredForm:
+        """The structured-output form requests use now."""
+        return self.caps.forms[min(self.form_index, len(self.caps.forms) - 1)]
+
+    @property
+    def structured_output(self) -> bool:
+        """Whether requests ask for a structured answer (any form but ``none``)."""
+        return self.form != "none"
+
+    def build_payload(
+        self,
+        system: str,
+        user: str,
+        *,
+        form: StructuredForm | None = None,
+        max_tokens: int | None = None,
+        learned: bool = True,
+    ) -> dict[str, Any]:
+        """The JSON body of one chat-completions request (``learned``: with what the
+        server refused so far left out)."""
+        config = self.config
+        form = self.form if form is None else form
+        dropped = self.dropped if learned else set()
         payload: dict[str, Any] = {
-            "model": self.config.model,
+            "model": config.model,
             "messages": [
                 {"role": "system", "content": system},
                 {"role": "user", "content": user},
             ],
-            "temperature": self.config.temperature,
-            self.config.max_tokens_param: self.config.max_tokens,
         }
-        if structured:
-            payload["response_format"] = response_format()
+        if config.temperature is not None and self._sends("temperature", dropped):
+            payload["temperature"] = config.temperature
+        if config.top_p is not None and self._sends("top_p", dropped):
+            payload["top_p"] = config.top_p
+        limit_param = self.max_tokens_param if learned else self.caps.max_tokens_param
+        payload[limit_param] = max_tokens or config.max_tokens
+        if config.reasoning_effort is not None and self._sends("reasoning_effort", dropped):
+            payload["reasoning_effort"] = config.reasoning_effort
+        fmt = response_format(form)
+        if fmt is not None:
+            payload["response_format"] = fmt
+        elif form == "tool":
+            payload["tools"] = [VERDICT_FUNCTION]
+            payload["tool_choice"] = {"type": "function", "function": {"name": ANSWER_NAME}}
         return payload
 
     def cache_key(self, request: JudgeRequest) -> str:
         """The judgment cache key: a hash of the URL, the request body this judge sends
-        first for ``request`` (model, messages, sampling parameters, answer format) and
-        the repeat index."""
+        first for ``request`` (model, messages, sampling parameters, answer format; before
+        any fallback the server forces, so the key does not change during a run) and the
+        repeat index."""
         system, user = render_prompt(self._template, request)
-        payload = self.build_payload(system, user, structured=self.config.structured_output)
+        payload = self.build_payload(system, user, form=self.caps.forms[0], learned=False)
         return request_key(self.url, payload, request.repeat_index)
 
-    async def _send(self, payload: dict[str, Any], tokens: int) -> tuple[httpx.Response, float]:
-        await self._limiter.acquire(tokens)
-        return await _http.post_json(
+    def _sends(self, part: str, dropped: set[str]) -> bool:
+        if part in dropped:
+            return False
+        if part == "temperature":
+            return self.caps.temperature
+        if part == "top_p":
+            return self.caps.top_p
+        if part == "reasoning_effort":
+            return self.caps.reasoning
+        return True
+
+    def _fall_back(self, part: str, form_index: int) -> str | None:
+        """Stop sending ``part`` (or move to the next form); what changed, or ``None``
+        when there is nothing left to fall back to."""
+        if part in ("response_format", "tools"):
+            if self.form_index > form_index:
+                return f"now asking with {self.form!r}"  # another call switched already
+            if form_index + 1 >= len(self.caps.forms):
+                return None
+            self.form_index = form_index + 1
+            return f"falling back to {self.form!r}"
+        if part == "max_tokens":
+            self.max_tokens_param = "max_completion_tokens"
+            return "sending max_completion_tokens instead"
+        self.dropped.add(part)
+        return f"leaving out {part!r} from now on"
+
+    async def judge(self, request: JudgeRequest) -> Verdict:
+        """Ask the server for one verdict (one HTTP request); raises a classified
+        :class:`JudgeError`."""
+        system, user = render_prompt(self._template, request)
+        prompt_tokens = estimate_tokens(system) + estimate_tokens(user)
+        max_tokens = (
+            self.config.effective_max_tokens_ceiling
+            if request.after_truncation
+            else self.config.max_tokens
+        )
+        form_index = self.form_index
+        payload = self.build_payload(system, user, form=self.form, max_tokens=max_tokens)
+        await self._limiter.acquire(prompt_tokens + max_tokens)
+        response, latency = await _http.post_json(
             self._client,
             self.url,
             payload,
@@ -122,20 +259,15 @@ class OpenAICompatJudge(_http.HTTPJudge):
             secret=self._secret,
             clock=self._clock,
         )
-
-    async def judge(self, request: JudgeRequest) -> Verdict:
-        """Ask the server for one verdict; raises a classified :class:`JudgeError`."""
-        system, user = render_prompt(self._template, request)
-        prompt_tokens = estimate_tokens(system) + estimate_tokens(user)
-        budget_tokens = prompt_tokens + self.config.max_tokens
-        structured = self.structured_output
-        payload = self.build_payload(system, user, structured=structured)
-        response, latency = await self._send(payload, budget_tokens)
-        if structured and _mentions_response_format(response):
-            # The server lacks structured output: ask for JSON in the text from now on.
-            self.structured_output = False
-            payload = self.build_payload(system, user, structured=False)
-            response, latency = await self._send(payload, budget_tokens)
+        status = response.status_code
+        if not 200 <= status < 300:
+            sent = set(payload) - {"model", "messages"}
+            part = refused_parameter(status, error_body(response.content), sent)
+            change = self._fall_back(part, form_index) if part is not None else None
+            if change is not None:
+                raise RequestRefused(
+                    f"judge {self.name}: HTTP {status}: the server refused {part!r}; {change}"
+                )
         _http.raise_for_status(response, judge_name=self.name, secret=self._secret)
         body = _http.json_body(response, judge_name=self.name)
         try:
@@ -145,27 +277,55 @@ class OpenAICompatJudge(_http.HTTPJudge):
 
     def _verdict(self, body: dict[str, Any], prompt_tokens: int, latency: float) -> Verdict:
         choices = body.get("choices")
+        usage = body.get("usage")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            raise TransientJudgeError("malformed", "the response has no choices")
+            raise TransientJudgeError(
+                "malformed",
+                "the response has no choices",
+                usage=openai_usage(usage, prompt_tokens, ""),
+            )
         choice = choices[0]
         message = choice.get("message")
         if not isinstance(message, dict):
-            raise TransientJudgeError("malformed", "the response has no message")
+            raise TransientJudgeError(
+                "malformed",
+                "the response has no message",
+                usage=openai_usage(usage, prompt_tokens, ""),
+            )
+        content = _content_text(message.get("content"))
+        tokens = openai_usage(usage, prompt_tokens, content)
         refusal = message.get("refusal")
         if refusal:
             text = _http.scrub(str(refusal), self._secret)[:200]
-            raise FatalJudgeError("refused", f"the model refused: {text}")
-        if choice.get("finish_reason") == "content_filter":
-            raise FatalJudgeError("refused", "the answer was withheld by a content filter")
-        content = _content_text(message.get("content"))
-        winner, confidence, justification = parse_verdict_json(content)
-        usage = body.get("usage")
+            raise FatalJudgeError("refused", f"the model refused: {text}", usage=tokens)
+        finish = choice.get("finish_reason")
+        if finish == "content_filter":
+            raise FatalJudgeError(
+                "refused", "the answer was withheld by a content filter", usage=tokens
+            )
+        arguments = _tool_arguments(message)
+        try:
+            if arguments is not None:
+                winner, confidence, justification = verdict_from_mapping(arguments)
+            else:
+                winner, confidence, justification = parse_verdict_json(content)
+        except JudgeError as error:
+            if finish == "length":
+                raise TransientJudgeError(
+                    "truncated",
+                    f"the answer was cut off at the token limit ({tokens.tokens_out} "
+                    f"output tokens, {error.message})",
+                    usage=tokens,
+                ) from None
+            error.usage = tokens
+            raise
         return Verdict(
             winner=winner,
             confidence=confidence,
             justification=justification,
-            tokens_in=_http.usage_int(usage, "prompt_tokens", prompt_tokens),
-            tokens_out=_http.usage_int(usage, "completion_tokens", estimate_tokens(content)),
+            tokens_in=tokens.tokens_in,
+            tokens_out=tokens.tokens_out,
+            tokens_cached=tokens.tokens_cached,
             latency_s=latency,
             model=self.model,
             prompt_hash=self.prompt_hash,

@@ -226,14 +226,37 @@ def verdict_from_mapping(obj: Mapping[str, Any]) -> tuple[Winner, int, str]:
     return winner, int(conf_value), justification.strip()
 
 
+_THINK_BLOCK = re.compile(r"<(think|thinking|reasoning)>.*?</\1\s*>", re.DOTALL | re.IGNORECASE)
+_THINK_OPEN = re.compile(r"<(think|thinking|reasoning)>", re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"</(think|thinking|reasoning)\s*>", re.IGNORECASE)
+
+
+def final_answer(text: str) -> str:
+    """``text`` without the model's reasoning: ``<think>...</think>`` blocks (and
+    ``<thinking>``, ``<reasoning>``) are removed; a block never closed runs to the end of
+    the text (the answer was cut off while thinking); text before a lone closing tag is
+    reasoning whose opening tag the server swallowed (some chat templates do)."""
+    text = _THINK_BLOCK.sub("", text)
+    closing = list(_THINK_CLOSE.finditer(text))
+    if closing:
+        text = text[closing[-1].end() :]
+    opening = _THINK_OPEN.search(text)
+    if opening:
+        text = text[: opening.start()]
+    return text
+
+
 def parse_verdict_json(text: str) -> tuple[Winner, int, str]:
     """Parse the judge's JSON answer, tolerating ```` ```json ```` fences and prose around it.
+
+    Reasoning text (:func:`final_answer`) is never read: the verdict is the final answer.
 
     Raises:
         TransientJudgeError: kind ``malformed`` for an empty answer, no JSON object, or an
             object that does not match :data:`ANSWER_SCHEMA`.
     """
-    if not text or not text.strip():
+    text = final_answer(text or "")
+    if not text.strip():
         raise TransientJudgeError("malformed", "empty answer")
     candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
     for candidate in candidates:

@@ -13,9 +13,9 @@ Judges never retry; the executor owns the loop and the budget (every attempt cou
 
 The wait before attempt ``n + 1`` is ``min(max_delay_s, base_delay_s * 2 ** (n - 1))``
 shrunk by a random share of up to ``jitter`` (so concurrent callers spread out), and never
-less than the server's ``Retry-After`` of a :class:`~cj_runner.errors.RateLimited`
-(capped at ``max_retry_after_s``). This module is the only place that sleeps between
-attempts.
+less than the wait the server asked for (``retry_after`` of any
+:class:`~cj_runner.errors.JudgeError`, capped at ``max_retry_after_s``). This module is
+the only place that sleeps between attempts.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from cj_runner.errors import JudgeError, RateLimited
+from cj_runner.errors import JudgeError
 
 SleepFn = Callable[[float], Awaitable[None]]
 
@@ -66,14 +66,15 @@ def should_retry(policy: RetryPolicy, attempt: int, error: JudgeError) -> bool:
 def retry_delay(policy: RetryPolicy, attempt: int, error: JudgeError, rng: random.Random) -> float:
     """Seconds to wait after attempt ``attempt`` (1 = first) failed with ``error``.
 
-    Exponential backoff with jitter; a :class:`RateLimited` error's ``retry_after`` is a
+    Exponential backoff with jitter; the wait the provider asked for (an error's
+    ``retry_after``: ``retry-after``, ``retry-after-ms``, ``x-ratelimit-reset-*``) is a
     lower bound (capped at ``policy.max_retry_after_s``).
     """
     exponent = max(0, attempt - 1)
     # Bound the exponent so huge attempt numbers cannot overflow a float.
     backoff = min(policy.max_delay_s, policy.base_delay_s * (2.0 ** min(exponent, 60)))
     delay = backoff * (1.0 - policy.jitter * rng.random())
-    if isinstance(error, RateLimited) and error.retry_after is not None:
+    if error.retry_after is not None:  # the provider said how long (429, 503, 529...)
         delay = max(delay, min(max(0.0, error.retry_after), policy.max_retry_after_s))
     return delay
 

@@ -9,7 +9,22 @@ good, runs out of budget or is stopped, and stores every attempt on the way:
 * every stored attempt result is passed to ``on_attempt`` (tokens, progress), and the
   comparison's end to ``on_done`` (the executor updates its workflow state there);
 * retries wait as :mod:`cj_runner.judges.retry` says; the budget (``CallBudget``) is
-  checked before each call.
+  checked before each call: every HTTP request is one stored attempt and one unit of
+  budget, a resend after a refused form included;
+* every attempt stores the tokens the provider reported, whatever became of the answer.
+
+What an error means for the comparison:
+
+* ``unsupported`` (:class:`~cj_runner.errors.RequestRefused`): the server refused a
+  request form or parameter and the judge switched; asked again at once, without using
+  up one of ``MAX_ATTEMPTS_PER_COMPARISON``;
+* ``truncated``: asked once more at once with the judge's larger token allowance; a
+  second truncation fails the comparison;
+* :class:`~cj_runner.errors.JudgeUnavailable` (bad key, no quota, unknown model...): no
+  call can succeed. :attr:`CallRunner.fatal` is set before any other call can start, so
+  no new call is sent; calls in flight finish; the executor ends the batch;
+* other transient errors are retried after a wait (the provider's, capped), others fail
+  the comparison.
 """
 
 from __future__ import annotations
@@ -21,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from cj_runner.errors import CJError, JudgeError, RateLimited, TransientJudgeError
+from cj_runner.errors import CJError, JudgeError, JudgeUnavailable, TransientJudgeError
 from cj_runner.judges.base import (
     AssignmentText,
     EssayText,
@@ -45,6 +60,10 @@ from cj_runner.storage.storable import valid_token_count
 #: ``batch_id`` that paid for it, by the request key (:func:`cache_key_of`).
 CachedAnswer = dict[str, Any]
 
+#: Fallbacks (refused forms or parameters) one comparison may go through: a guard only;
+#: each fallback changes the request, and there are few forms and parameters.
+MAX_FALLBACKS = 8
+
 
 @dataclass
 class Slot:
@@ -60,6 +79,7 @@ class Slot:
     planned_row: bool = True  # attempt 1 row exists as ``planned``
     judge_attempt: int = 1  # the attempt number the judge sees (lost calls do not count)
     ask_index: int = 0  # earlier comparisons of this ordered pair that finished, any outcome
+    truncations: int = 0  # answers of this comparison cut off at the token limit so far
 
 
 class CallBudget(Protocol):
@@ -100,7 +120,7 @@ def checked_verdict(verdict: Verdict) -> Verdict:
         TransientJudgeError: kind ``bad_usage``: a token count that is negative, not an
             integer or absurdly large (see :func:`~cj_runner.storage.storable.valid_token_count`).
     """
-    for name in ("tokens_in", "tokens_out"):
+    for name in ("tokens_in", "tokens_out", "tokens_cached"):
         value = getattr(verdict, name)
         if not valid_token_count(value):
             shown = repr(value)
@@ -144,6 +164,8 @@ class CallRunner:
         self.batch_id = batch_id
         self.on_attempt = on_attempt
         self.on_done = on_done
+        #: the error that made the judge unusable; set, no new call is sent
+        self.fatal: JudgeError | None = None
 
     def _cache_key(self, slot: Slot) -> str | None:
         """The request's key in the judgment cache (None when the cache is off)."""
@@ -167,6 +189,8 @@ class CallRunner:
         budget = self.budget
         attempt = slot.next_attempt
         judge_attempt = slot.judge_attempt
+        truncations = slot.truncations
+        fallbacks = 0
         a_text, b_text = self.texts[slot.a], self.texts[slot.b]
         cache_key = self._cache_key(slot)
         while True:
@@ -178,7 +202,7 @@ class CallRunner:
                 if self.cache is not None and attempt == 1 and cache_key in self.cache:
                     assert cache_key is not None
                     return await self._record_cached(slot, self.cache[cache_key])
-                if budget.calls_sent >= budget.total_budget:
+                if self.fatal is not None or budget.calls_sent >= budget.total_budget:
                     if attempt == 1:
                         await recorder.cancel(slot.slot, 1)
                         return self._done(slot, CallOutcome("cancelled", attempt))
@@ -207,6 +231,7 @@ class CallRunner:
                     attempt=judge_attempt,
                     repeat_index=slot.repeat_index,
                     ask_index=slot.ask_index,
+                    after_truncation=truncations > 0,
                 )
                 started = time.perf_counter()
                 error: JudgeError | None = None
@@ -215,6 +240,8 @@ class CallRunner:
                     verdict = checked_verdict(await self.judge.judge(request))
                 except JudgeError as exc:
                     error = exc
+                    if isinstance(exc, JudgeUnavailable) and self.fatal is None:
+                        self.fatal = exc  # before the semaphore lets another call start
                 except Exception as exc:  # a bug in a judge must not lose the batch
                     error = JudgeError("internal", f"{type(exc).__name__}: {exc}")
                 latency = time.perf_counter() - started
@@ -231,11 +258,31 @@ class CallRunner:
             assert error is not None
             # an interrupt does not turn a retryable error into a failure: the attempt
             # is stored as ``retried`` and the next run asks again
-            retry = (
-                error.transient
-                and judge_attempt < self.retry_policy.max_attempts
-                and budget.calls_sent < budget.total_budget
-            )
+            budget_left = budget.calls_sent < budget.total_budget
+            if isinstance(error, JudgeUnavailable):
+                retry = False
+            elif error.kind == "unsupported":
+                fallbacks += 1
+                retry = fallbacks <= MAX_FALLBACKS and budget_left
+            elif error.kind == "truncated":
+                truncations += 1
+                retry = (
+                    truncations == 1
+                    and judge_attempt < self.retry_policy.max_attempts
+                    and budget_left
+                )
+            else:
+                retry = (
+                    error.transient
+                    and judge_attempt < self.retry_policy.max_attempts
+                    and budget_left
+                )
+            usage = error.usage
+            if usage is not None and not all(
+                valid_token_count(n)
+                for n in (usage.tokens_in, usage.tokens_out, usage.tokens_cached)
+            ):
+                usage = None  # an impossible count is not stored (nor billed)
             result = AttemptResult(
                 slot=slot.slot,
                 attempt=attempt,
@@ -243,6 +290,9 @@ class CallRunner:
                 received_at=repo.utcnow(),
                 error_kind=error.kind,
                 error_message=self._with_wait(error),
+                tokens_in=usage.tokens_in if usage is not None else None,
+                tokens_out=usage.tokens_out if usage is not None else None,
+                tokens_cached=usage.tokens_cached if usage is not None else None,
                 latency_s=latency,
             )
             try:
@@ -255,15 +305,20 @@ class CallRunner:
                 return self._done(slot, CallOutcome("failed", attempt))
             if self.stop_event.is_set():
                 return CallOutcome("stopped", attempt)
-            rng = random.Random(f"{self.seed}:{slot.slot}:{attempt}")
-            await sleep_before_retry(self.retry_policy, judge_attempt, error, rng, sleep=self.sleep)
             attempt += 1
+            if error.kind == "unsupported":
+                continue  # the same question in the next form: at once, same attempt number
+            if error.kind != "truncated":
+                rng = random.Random(f"{self.seed}:{slot.slot}:{attempt - 1}")
+                await sleep_before_retry(
+                    self.retry_policy, judge_attempt, error, rng, sleep=self.sleep
+                )
             judge_attempt += 1
 
     def _with_wait(self, error: JudgeError) -> str:
         """The error's message, saying so when a server's Retry-After was cut short."""
         cap = self.retry_policy.max_retry_after_s
-        if isinstance(error, RateLimited) and (error.retry_after or 0.0) > cap:
+        if error.retry_after is not None and error.retry_after > cap:
             return (
                 f"{error.message} (the server asked to wait {error.retry_after:g} s; "
                 f"waiting at most RETRY_MAX_DELAY_S = {cap:g} s)"
@@ -304,6 +359,7 @@ class CallRunner:
             justification=verdict.justification,
             tokens_in=verdict.tokens_in,
             tokens_out=verdict.tokens_out,
+            tokens_cached=verdict.tokens_cached,
             latency_s=verdict.latency_s or latency,
             cache_key=(
                 CacheKey(cache_key, self.judge.model, a_sum, b_sum, slot.repeat_index)

@@ -43,6 +43,7 @@ from cj_runner.core.models import GradeScale, Mode
 from cj_runner.core.workflow import WorkflowState, exhausted_decision, robust_reliability_hook
 from cj_runner.errors import BatchLockedError, UserError
 from cj_runner.judges.base import AssignmentText, EssayText, Judge
+from cj_runner.judges.config import token_cost
 from cj_runner.judges.retry import RetryPolicy
 from cj_runner.services.calls import CallOutcome, CallRunner, Slot
 from cj_runner.services.finalize import finalize_batch
@@ -178,6 +179,7 @@ class BatchExecutor:
         self.asks: dict[tuple[int, int], int] = {}
         self.tokens_in = 0
         self.tokens_out = 0
+        self.tokens_cached = 0
         self.next_slot = 1
         self.lock_lost = False
         self._last_decision: tuple[str, str] | None = None
@@ -237,13 +239,19 @@ class BatchExecutor:
             )
         )
 
-    def _add_tokens(self, tokens_in: int, tokens_out: int) -> None:
+    def _add_tokens(self, tokens_in: int, tokens_out: int, tokens_cached: int = 0) -> None:
+        """Count the tokens of one billed attempt (any outcome) in the batch's cost."""
         self.tokens_in += tokens_in
         self.tokens_out += tokens_out
-        self.wf.cost_usd = (
-            self.tokens_in * self.judge.price_input_per_mtok
-            + self.tokens_out * self.judge.price_output_per_mtok
-        ) / 1e6
+        self.tokens_cached += tokens_cached
+        self.wf.cost_usd = token_cost(
+            self.tokens_in,
+            self.tokens_out,
+            self.tokens_cached,
+            price_in=self.judge.price_input_per_mtok,
+            price_out=self.judge.price_output_per_mtok,
+            price_cached=getattr(self.judge, "price_cached_input_per_mtok", None),
+        )
 
     def _count_ask(self, slot: Slot) -> None:
         """A comparison of this ordered pair finished (success or for good failed)."""
@@ -272,7 +280,11 @@ class BatchExecutor:
             if row["call_no"] is not None:
                 self.wf.calls_sent = max(self.wf.calls_sent, int(row["call_no"]))
             if not row["cached"]:
-                self._add_tokens(int(row["tokens_in"] or 0), int(row["tokens_out"] or 0))
+                self._add_tokens(
+                    int(row["tokens_in"] or 0),
+                    int(row["tokens_out"] or 0),
+                    int(row.get("tokens_cached") or 0),
+                )
         self.lost_total = sum(1 for r in attempts if r["error_kind"] == "lost")
         open_wave: _OpenWave | None = None
         for slot_no in sorted(by_slot):
@@ -311,7 +323,14 @@ class BatchExecutor:
                         repeat_index=last["repeat_index"],
                         next_attempt=int(last["attempt"]) + (0 if planned else 1),
                         planned_row=planned,
-                        judge_attempt=1 + sum(1 for r in rows if r["status"] == "retried"),
+                        # a resend after a refused form is the same attempt for the judge
+                        judge_attempt=1
+                        + sum(
+                            1
+                            for r in rows
+                            if r["status"] == "retried" and r["error_kind"] != "unsupported"
+                        ),
+                        truncations=sum(1 for r in rows if r["error_kind"] == "truncated"),
                         ask_index=self.asks.get(pair, 0),
                     )
                 )
@@ -418,7 +437,11 @@ class BatchExecutor:
         await self._run_wave(wave_no, slots)
         if self.stop_event.is_set():
             return None
-        return await self._end_wave(wave_no, asked)
+        decision = await self._end_wave(wave_no, asked)
+        if self.calls is not None and self.calls.fatal is not None:
+            # the judge cannot answer any call (bad key, no quota...): stop at once
+            return Decision(Action.FINALIZE_FAILURE, StopReason.JUDGE_UNAVAILABLE)
+        return decision
 
     def _plan_wave(self, wave_no: int) -> list[Slot]:
         pairs = self.wf.plan_wave()
@@ -474,10 +497,11 @@ class BatchExecutor:
 
     def _on_attempt(self, slot: Slot, result: AttemptResult) -> None:
         """A call's result was stored: count its tokens; report a failed one."""
-        if result.status == "success":
-            if not result.cached:
-                self._add_tokens(result.tokens_in or 0, result.tokens_out or 0)
-        else:
+        if not result.cached:  # every billed attempt counts, whatever its answer
+            self._add_tokens(
+                result.tokens_in or 0, result.tokens_out or 0, result.tokens_cached or 0
+            )
+        if result.status != "success":
             self._emit("call", slot.wave)
 
     def _on_done(self, slot: Slot, outcome: CallOutcome) -> None:
@@ -592,6 +616,11 @@ class BatchExecutor:
                     "cache_hits": self.cache_hits,
                     "lost_on_resume": self.lost_on_resume,
                     "lost_calls": self.lost_total,
+                    "judge_error": (
+                        self.calls.fatal.message
+                        if self.calls is not None and self.calls.fatal is not None
+                        else None
+                    ),
                 },
             },
         )

@@ -110,6 +110,7 @@ class AttemptResult:
     error_message: str | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
+    tokens_cached: int | None = None
     latency_s: float | None = None
     cached: bool = False
     #: for a paid answer: where it goes in the judgment cache
@@ -320,6 +321,7 @@ class Recorder:
                         "v_error_message": r.error_message,
                         "v_tokens_in": r.tokens_in,
                         "v_tokens_out": r.tokens_out,
+                        "v_tokens_cached": r.tokens_cached,
                         "v_latency_s": r.latency_s,
                         "v_cached": r.cached,
                         "v_cache_source": r.cache_source,
@@ -395,6 +397,7 @@ _RESULT_UPDATE = (
                 "error_message",
                 "tokens_in",
                 "tokens_out",
+                "tokens_cached",
                 "latency_s",
                 "cached",
                 "cache_source",

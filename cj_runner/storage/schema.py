@@ -174,6 +174,8 @@ class ComparisonRow(Base):
     cached: Mapped[bool] = mapped_column(Boolean, default=False)
     # added by migration 0003: the batch that paid for a reused (cached) answer
     cache_source: Mapped[str | None] = mapped_column(String(36))
+    # added by migration 0005: the part of tokens_in read from the provider's prompt cache
+    tokens_cached: Mapped[int | None] = mapped_column(Integer)
 
 
 class WaveRow(Base):

@@ -11,7 +11,14 @@ from typing import Any
 import httpx
 import pytest
 
-from cj_runner.errors import FatalJudgeError, JudgeError, RateLimited, TransientJudgeError
+from cj_runner.errors import (
+    FatalJudgeError,
+    JudgeError,
+    JudgeUnavailable,
+    RateLimited,
+    RequestRefused,
+    TransientJudgeError,
+)
 from cj_runner.judges._http import parse_retry_after
 from cj_runner.judges.anthropic import AnthropicJudge
 from cj_runner.judges.config import JudgeConfig
@@ -119,7 +126,7 @@ async def test_openai_request_shape_and_verdict() -> None:
         "model": "gpt-4o-mini",
         "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
         "temperature": 0.2,
-        "max_tokens": 77,
+        "max_completion_tokens": 77,
         "response_format": {
             "type": "json_schema",
             "json_schema": {"name": "record_verdict", "schema": ANSWER_SCHEMA, "strict": True},
@@ -162,27 +169,42 @@ async def test_key_in_a_custom_header() -> None:
     await judge.aclose()
 
 
-async def test_openai_falls_back_when_response_format_is_rejected() -> None:
+async def test_openai_falls_back_one_form_at_a_time_one_request_per_call() -> None:
     reject = httpx.Response(
         400, json={"error": {"message": "Unknown parameter: 'response_format'."}}
     )
     recorder = Recorder(
-        reject, httpx.Response(200, json=openai_ok("```json\n" + json.dumps(ANSWER) + "\n```"))
+        reject,
+        reject,
+        httpx.Response(200, json=openai_ok("```json\n" + json.dumps(ANSWER) + "\n```")),
     )
     judge = openai_judge(recorder)
+    with pytest.raises(RequestRefused) as info:
+        await judge.judge(make_request())
+    assert info.value.kind == "unsupported" and "json_object" in info.value.message
+    with pytest.raises(RequestRefused):
+        await judge.judge(make_request())
     verdict = await judge.judge(make_request())
     assert verdict.winner == "B"
-    assert ["response_format" in b for b in recorder.bodies] == [True, False]
+    formats = [b.get("response_format") for b in recorder.bodies]
+    assert formats == [
+        {
+            "type": "json_schema",
+            "json_schema": {"name": "record_verdict", "schema": ANSWER_SCHEMA, "strict": True},
+        },
+        {"type": "json_object", "schema": ANSWER_SCHEMA},
+        None,
+    ]
     await judge.judge(make_request())  # remembered: no response_format any more
-    assert "response_format" not in recorder.bodies[2]
-    assert len(recorder.requests) == 3
+    assert "response_format" not in recorder.bodies[3]
+    assert len(recorder.requests) == 4
     await judge.aclose()
 
 
 async def test_openai_other_400_is_fatal_without_fallback() -> None:
     recorder = Recorder(httpx.Response(400, json={"error": {"message": "model not found"}}))
     judge = openai_judge(recorder)
-    with pytest.raises(FatalJudgeError) as info:
+    with pytest.raises(JudgeUnavailable) as info:
         await judge.judge(make_request())
     assert info.value.kind == "bad_request" and "model not found" in str(info.value)
     assert len(recorder.requests) == 1
@@ -197,7 +219,9 @@ async def test_anthropic_request_shape_and_tool_verdict() -> None:
     sent = recorder.requests[0]
     assert str(sent.url) == "https://proxy.example/v1/messages"
     assert sent.headers["x-api-key"] == "sk-ant-test"
-    assert sent.headers["anthropic-version"] == "2023-06-01"
+    import anthropic._constants  # the official SDK: the version it sends
+
+    assert sent.headers["anthropic-version"] == anthropic._constants.ANTHROPIC_API_VERSION
     assert sent.headers["content-type"] == "application/json"
     assert "authorization" not in sent.headers
     system, user = render_prompt(TEMPLATE, request)
@@ -239,10 +263,10 @@ CLASSIFICATION: list[tuple[str, httpx.Response | Handler, type[JudgeError], str]
     ("503", _status(503), TransientJudgeError, "server_error"),
     ("529", _status(529), TransientJudgeError, "server_error"),
     ("408", _status(408), TransientJudgeError, "timeout"),
-    ("401", _status(401), FatalJudgeError, "auth"),
-    ("403", _status(403), FatalJudgeError, "auth"),
-    ("404", _status(404), FatalJudgeError, "bad_request"),
-    ("422", _status(422), FatalJudgeError, "bad_request"),
+    ("401", _status(401), JudgeUnavailable, "auth"),
+    ("403", _status(403), JudgeUnavailable, "permission"),
+    ("404", _status(404), JudgeUnavailable, "model_not_found"),
+    ("422", _status(422), JudgeUnavailable, "bad_request"),
     ("read timeout", _raise(httpx.ReadTimeout("slow")), TransientJudgeError, "timeout"),
     ("connect timeout", _raise(httpx.ConnectTimeout("slow")), TransientJudgeError, "timeout"),
     ("refused", _raise(httpx.ConnectError("refused")), TransientJudgeError, "connection"),

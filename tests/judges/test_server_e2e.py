@@ -12,7 +12,14 @@ from typing import Any
 import httpx
 import pytest
 
-from cj_runner.errors import FatalJudgeError, JudgeError, RateLimited, TransientJudgeError
+from cj_runner.errors import (
+    FatalJudgeError,
+    JudgeError,
+    JudgeUnavailable,
+    RateLimited,
+    RequestRefused,
+    TransientJudgeError,
+)
 from cj_runner.judges.base import Judge, JudgeRequest, Verdict
 from cj_runner.judges.config import ErrorRates, JudgeConfig
 from cj_runner.judges.registry import build_judge
@@ -140,8 +147,8 @@ FAULTS: list[tuple[Fault, type[JudgeError], str]] = [
     (Fault("empty_answer"), TransientJudgeError, "malformed"),
     (Fault("refusal"), FatalJudgeError, "refused"),
     (Fault("close"), TransientJudgeError, "connection"),
-    (Fault("status", status=401), FatalJudgeError, "auth"),
-    (Fault("status", status=400), FatalJudgeError, "bad_request"),
+    (Fault("status", status=401), JudgeUnavailable, "auth"),
+    (Fault("status", status=400), JudgeUnavailable, "bad_request"),
     (Fault("status", status=529), TransientJudgeError, "server_error"),
 ]
 
@@ -200,10 +207,13 @@ async def test_served_mock_error_rates(
 async def test_structured_output_fallback_against_server(start_server: StartServer) -> None:
     server = start_server(faults=FaultScript(reject_response_format=True))
     judge = client_for(server, "openai_compatible")
+    for _ in range(2):  # json_schema, then json_object: each one request, refused
+        with pytest.raises(RequestRefused):
+            await judge.judge(make_request())
     for _ in range(3):
         assert (await judge.judge(make_request())).winner in ("A", "B")
     bodies = [r.body for r in server.requests]
-    assert ["response_format" in b for b in bodies] == [True, False, False, False]
+    assert ["response_format" in b for b in bodies] == [True, True, False, False, False]
     await judge.aclose()
 
 
