@@ -50,6 +50,18 @@ def plan_table(plan: dict[str, Any]) -> Table:
         ),
         ("estimated cost (at most)", f"${plan['estimated_cost_usd']:.4f}"),
     ]
+    shape = plan.get("judge_request")
+    if shape:
+        rows.append(
+            (
+                "judge request",
+                f"{shape['base_url']}; rule {shape['rule']}; temperature "
+                + ("not sent" if shape["temperature"] is None else str(shape["temperature"]))
+                + f"; {shape['max_tokens_param']} {shape['max_tokens']}"
+                + f" ({shape['max_tokens_after_truncation']} after a truncation)"
+                + f"; structured output {' > '.join(shape['structured_output'])}",
+            )
+        )
     for key, value in rows:
         table.add_row(key, str(value))
     for warning in plan.get("warnings", []):

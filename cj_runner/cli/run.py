@@ -84,6 +84,13 @@ NoCache = Annotated[
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no summary.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")]
+JudgeModel = Annotated[str | None, typer.Option(help="Override the judge's model.")]
+JudgeTemperature = Annotated[float | None, typer.Option(help="Override the judge's temperature.")]
+JudgeMaxTokens = Annotated[int | None, typer.Option(help="Override the judge's max output tokens.")]
+JudgeBaseUrl = Annotated[
+    str | None,
+    typer.Option(envvar="CJ_JUDGE_BASE_URL", help="Override the judge's base URL."),
+]
 
 
 def _request(
@@ -147,6 +154,10 @@ def plan(
     judge: Judge = None,
     max_comparisons: MaxComparisons = None,
     sets: Sets = None,
+    judge_model: JudgeModel = None,
+    judge_temperature: JudgeTemperature = None,
+    judge_max_tokens: JudgeMaxTokens = None,
+    judge_base_url: JudgeBaseUrl = None,
     db: Db = None,
     fmt: Format = "table",
 ) -> None:
@@ -160,7 +171,18 @@ def plan(
     from cj_runner.storage.engine import sqlite_path
 
     _check_format(fmt, ("table", "json"))
-    request = _request(inventory, assignment_id, profile, judge, max_comparisons, sets)
+    request = _request(
+        inventory,
+        assignment_id,
+        profile,
+        judge,
+        max_comparisons,
+        sets,
+        judge_model=judge_model,
+        judge_temperature=judge_temperature,
+        judge_max_tokens=judge_max_tokens,
+        judge_base_url=judge_base_url,
+    )
 
     async def body() -> dict[str, Any]:
         local = prepare_local(request)
@@ -355,17 +377,10 @@ def execute(
     no_resampling: Annotated[
         bool, typer.Option("--no-resampling", help="No resampling passes (both caps 0).")
     ] = False,
-    judge_model: Annotated[str | None, typer.Option(help="Override the judge's model.")] = None,
-    judge_temperature: Annotated[
-        float | None, typer.Option(help="Override the judge's temperature.")
-    ] = None,
-    judge_max_tokens: Annotated[
-        int | None, typer.Option(help="Override the judge's max output tokens.")
-    ] = None,
-    judge_base_url: Annotated[
-        str | None,
-        typer.Option(envvar="CJ_JUDGE_BASE_URL", help="Override the judge's base URL."),
-    ] = None,
+    judge_model: JudgeModel = None,
+    judge_temperature: JudgeTemperature = None,
+    judge_max_tokens: JudgeMaxTokens = None,
+    judge_base_url: JudgeBaseUrl = None,
     no_cache: NoCache = False,
     db: Db = None,
     quiet: Quiet = False,

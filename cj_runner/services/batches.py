@@ -248,6 +248,7 @@ def plan_summary(prepared: PreparedBatch) -> dict[str, Any]:
         "judge": prepared.judge_config.name,
         "judge_kind": prepared.judge_config.kind,
         "model": prepared.judge_config.model,
+        "judge_request": judge_request_shape(prepared.judge_config),
         "students": students,
         "anchors": len(prepared.anchors),
         "anchors_by_grade": {g: by_grade.get(g, 0) for g in grades},
@@ -269,6 +270,26 @@ def plan_summary(prepared: PreparedBatch) -> dict[str, Any]:
         "estimated_output_tokens": tokens_out,
         "estimated_cost_usd": round(cost, 6),
         "warnings": list(prepared.inventory.warnings),
+    }
+
+
+def judge_request_shape(config: JudgeConfig) -> dict[str, Any] | None:
+    """What requests to the judge's model carry (``None`` for the mock): the built-in rule
+    that matched and the profile's overrides applied."""
+    if config.kind == "mock":
+        return None
+    caps = config.capabilities
+    return {
+        "rule": caps.rule,
+        "base_url": config.effective_base_url,
+        "temperature": config.temperature if caps.temperature else None,
+        "top_p": config.top_p if caps.top_p else None,
+        "max_tokens_param": caps.max_tokens_param,
+        "max_tokens": config.max_tokens,
+        "max_tokens_after_truncation": config.effective_max_tokens_ceiling,
+        "reasoning_effort": config.reasoning_effort if caps.reasoning else None,
+        "thinking": config.thinking if config.kind == "anthropic" else None,
+        "structured_output": list(caps.forms),
     }
 
 
