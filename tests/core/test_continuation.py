@@ -332,7 +332,11 @@ def test_decide_table(
 
 def test_every_reason_from_decide_is_in_the_table() -> None:
     reasons = {c[3].reason for c in CASES}
-    produced_elsewhere = {StopReason.EXHAUSTED, StopReason.INTERRUPTED}
+    produced_elsewhere = {
+        StopReason.EXHAUSTED,
+        StopReason.INTERRUPTED,
+        StopReason.JUDGE_UNAVAILABLE,  # the executor, on a fatal judge error
+    }
     assert reasons | produced_elsewhere == set(StopReason)
     assert {c[3].action for c in CASES} == set(Action)
 
@@ -361,6 +365,7 @@ def test_reason_values_are_the_stored_strings() -> None:
         "target_max_se",
         "max_cost",
         "interrupted",
+        "judge_unavailable",
     ]
 
 
