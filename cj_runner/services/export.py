@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from cj_runner.judges.config import token_cost
 from cj_runner.services.reports import BatchData, load_batch_data
 from cj_runner.storage import Store
 
@@ -56,12 +57,23 @@ def _time(value: Any) -> str | None:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
-def _cost(judge: dict[str, Any], tokens_in: int | None, tokens_out: int | None) -> float | None:
+def _cost(
+    judge: dict[str, Any], tokens_in: int | None, tokens_out: int | None, tokens_cached: int | None
+) -> float | None:
     if tokens_in is None and tokens_out is None:
         return None
-    price_in = float(judge.get("price_input_per_mtok") or 0.0)
-    price_out = float(judge.get("price_output_per_mtok") or 0.0)
-    return round(((tokens_in or 0) * price_in + (tokens_out or 0) * price_out) / 1e6, 8)
+    cached_price = judge.get("price_cached_input_per_mtok")
+    return round(
+        token_cost(
+            tokens_in or 0,
+            tokens_out or 0,
+            tokens_cached or 0,
+            price_in=float(judge.get("price_input_per_mtok") or 0.0),
+            price_out=float(judge.get("price_output_per_mtok") or 0.0),
+            price_cached=None if cached_price is None else float(cached_price),
+        ),
+        8,
+    )
 
 
 def comparison_rows(data: BatchData, *, successful: bool = False) -> list[dict[str, Any]]:
@@ -84,7 +96,9 @@ def comparison_rows(data: BatchData, *, successful: bool = False) -> list[dict[s
         cost = (
             0.0
             if attempt.get("cached")
-            else _cost(judge, attempt["tokens_in"], attempt["tokens_out"])
+            else _cost(
+                judge, attempt["tokens_in"], attempt["tokens_out"], attempt.get("tokens_cached")
+            )
         )
         rows.append(
             {

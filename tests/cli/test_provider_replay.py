@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cli.helpers import LOWER5, query, run
+from tests.cli.helpers import LOWER5, query, report, run
 from tests.replay import (
     Received,
     ReplayServer,
@@ -275,6 +275,11 @@ def test_cost_is_the_sum_of_every_attempts_reported_tokens(tmp_path: Path) -> No
     assert s["tokens_out"] == sum(u[1] for u in server.usage)
     assert s["tokens_cached"] == sum(u[2] for u in server.usage) > 0
     assert s["cost_usd"] == pytest.approx(server.billed(3.0, 15.0, 0.3), rel=1e-6)
+    exported = report(
+        ["comparisons", s["batch_id"], "--format", "json", "--db", str(tmp_path / "cj.db")]
+    )
+    per_call = [r["cost_usd"] or 0.0 for r in json.loads(exported.stdout)["comparisons"]]
+    assert sum(per_call) == pytest.approx(s["cost_usd"], rel=1e-6)
     assert {"truncated", "malformed"} <= set(s["attempt_errors"])
     # the verdict is always the final answer, never the one inside <think>
     winners = final_answers_read(tmp_path)
