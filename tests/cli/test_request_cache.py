@@ -126,7 +126,9 @@ def test_summary_table_names_the_batches_answers_came_from(tmp_path: Path) -> No
 
 def _judges(**changes: Any) -> list[Judge]:
     template = load_prompt_template()
-    base = {"model": "m", "base_url": "http://127.0.0.1:9/v1", **changes}
+    # a model that takes temperature under every kind's rules (Opus 4.7+ would not get it,
+    # so its key rightly ignores the temperature)
+    base = {"model": "claude-haiku-4-5", "base_url": "http://127.0.0.1:9/v1", **changes}
     return [
         MockJudge(JudgeConfig(**base), template=template),
         OpenAICompatJudge(
