@@ -57,8 +57,11 @@ def script(number: int, request: dict[str, Any]) -> Reply | None:
         return Reply(status=429, headers={"Retry-After": "0"}, body=error_body(echoes))
     if kind == 8:
         return Reply(body=answer_body(winner=winner_of(request), justification=echoes))
-    if number == 13:  # a fatal error: not retried
-        return Reply(status=400, body=error_body(f"bad request from {echoes}"))
+    if number == 13:  # an error of this call only (too long): not retried, the batch goes on
+        return Reply(
+            status=400,
+            body=error_body(f"This model's maximum context length is 8192 tokens; {echoes}"),
+        )
     return None
 
 
