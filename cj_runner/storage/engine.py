@@ -28,6 +28,8 @@ from cj_runner.errors import ConfigError, StorageError
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 DEFAULT_DB_FILE = "cj_runner.db"
 _MIGRATION_LOCK_ID = 0x636A72756E  # PostgreSQL advisory lock held while migrating ("cjrun")
+_BUSY_TIMEOUT_MS = 10_000  # SQLite: how long a write waits for another writer
+_MIGRATION_WAIT_MS = 300_000  # SQLite: how long an open waits for another's migration
 
 
 def resolve_db_url(db: str | None = None, env: Mapping[str, str] | None = None) -> str:
@@ -69,10 +71,11 @@ def sqlite_path(url: str) -> Path | None:
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    # the busy timeout first: switching a new file to WAL waits for a writer too
+    cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
 
 
@@ -138,11 +141,16 @@ async def _migrate(engine: AsyncEngine, revision: str, where: str) -> None:
         # one transaction for the whole upgrade (see the module docstring); a second
         # process opening the same new database waits here, then finds it done
         if engine.dialect.name == "sqlite":
+            # waiting for another process's migration is waiting, not a failure: a loaded
+            # machine can take longer than the ordinary busy timeout to migrate a new file
+            await conn.exec_driver_sql(f"PRAGMA busy_timeout={_MIGRATION_WAIT_MS}")
             await conn.exec_driver_sql("BEGIN IMMEDIATE")
         elif engine.dialect.name == "postgresql":
             await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})")
         await conn.run_sync(_upgrade, revision)
         await conn.commit()
+        if engine.dialect.name == "sqlite":
+            await conn.exec_driver_sql(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
 
 
 class Store:
