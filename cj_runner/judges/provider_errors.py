@@ -11,6 +11,8 @@ OpenAI and Anthropic APIs send them, then the status):
 404, ``model_not_found``, ``not_found_error``            ``JudgeUnavailable("model_not_found")``
 413, ``context_length_exceeded``, "prompt is too long"   ``FatalJudgeError("too_long")``
                                                          (this call only)
+4xx ``invalid_prompt``, ``content_policy_violation``,    ``FatalJudgeError("refused")``
+``content_filter`` (the pair's text was flagged)         (this call only)
 429                                                      ``RateLimited``
 408                                                      ``TransientJudgeError("timeout")``
 409, 5xx, 529 (overloaded)                               ``TransientJudgeError("server_error")``
@@ -161,6 +163,8 @@ def provider_wait(headers: Mapping[str, str], now: NowFn | None = None) -> float
 
 
 _QUOTA_WORDS = ("credit balance is too low", "exceeded your current quota", "insufficient_quota")
+_FLAGGED_CODES = ("invalid_prompt", "content_policy_violation", "content_filter")
+_FLAGGED_WORDS = ("flagged as potentially violating", "content management policy")
 _TOO_LONG_WORDS = (
     "prompt is too long",
     "maximum context length",
@@ -194,6 +198,10 @@ def classify(
         error = JudgeUnavailable("quota", message)
     elif status == 404 or body.code == "model_not_found" or body.type == "not_found_error":
         error = JudgeUnavailable("model_not_found", message)
+    elif 400 <= status < 500 and (
+        body.code in _FLAGGED_CODES or any(word in body.text for word in _FLAGGED_WORDS)
+    ):
+        error = FatalJudgeError("refused", message)  # this pair's text was flagged
     elif (
         status == 413
         or body.code == "context_length_exceeded"

@@ -311,6 +311,19 @@ def _err(status: int, body: object, headers: dict[str, str] | None = None) -> Ex
             "server_error",
         ),
         (400, {"error": {"message": "bad"}}, JudgeUnavailable, "bad_request"),
+        (
+            400,
+            {
+                "error": {
+                    "message": "Invalid prompt: your prompt was flagged as potentially "
+                    "violating our usage policy.",
+                    "type": "invalid_request_error",
+                    "code": "invalid_prompt",
+                }
+            },
+            FatalJudgeError,
+            "refused",
+        ),
     ],
 )
 def test_classification_by_provider_meaning(
