@@ -151,11 +151,11 @@ class Settings(BaseModel, frozen=True, extra="forbid"):
     )
     BT_PRIOR_PRECISION: float = Field(
         0.01,
-        ge=0,
+        gt=0,
         allow_inf_nan=False,
         description=(
             "Ridge (Gaussian prior) precision of the Bradley-Terry fit; keeps scores finite "
-            "for unbeaten or disconnected nodes."
+            "for unbeaten or disconnected nodes (0 is refused: the fit would diverge)."
         ),
     )
     FIT_ORDER_EFFECT: bool = Field(

@@ -224,11 +224,20 @@ def coverage_renderable(r: dict[str, Any]) -> Group:
 # ---------------------------------------------------------------- ranking
 
 
-def _fit_cell(value: float | None, threshold: float) -> str:
-    """A mean-square, red with a ``*`` when above the misfit threshold."""
-    if value is not None and value > threshold:
+def _fit_cell(value: float | None, flagged: bool) -> str:
+    """A fit statistic, red with a ``*`` when it flags the node as misfitting."""
+    if value is not None and flagged:
         return f"[bold red]{value:.2f}*[/]"
     return fmt(value, 2) + " "
+
+
+def _misfit_rule(r: dict[str, Any]) -> str:
+    if r.get("misfit_statistic") == "infit_zstd":
+        return (
+            f"standardised infit (ZSTD) above {r['misfit_threshold']} with at least "
+            f"{r['misfit_min_comparisons']} comparisons"
+        )
+    return f"infit or outfit above {r['misfit_threshold']}"
 
 
 def ranking_renderable(r: dict[str, Any]) -> Group:
@@ -253,13 +262,10 @@ def ranking_renderable(r: dict[str, Any]) -> Group:
         *([("warning", r["reliability_warning"])] if r["reliability_warning"] else []),
         (
             "misfits",
-            f"{len(r['misfits'])} above {r['misfit_threshold']} (infit or outfit): "
-            + _listing(r["misfits"]),
+            f"{len(r['misfits'])} ({_misfit_rule(r)}): " + _listing(r["misfits"]),
         ),
     ]
-    table = _data_table(
-        "Ranking", f"* misfit: infit or outfit above {r['misfit_threshold']}; n = comparisons"
-    )
+    table = _data_table("Ranking", f"* misfit: {_misfit_rule(r)}; n = comparisons")
     for col in ("rank", "essay", "score", "SE", "95% interval", "n", "wins"):
         table.add_column(
             col,
@@ -268,13 +274,17 @@ def ranking_renderable(r: dict[str, Any]) -> Group:
         )
     table.add_column("infit", justify="right", no_wrap=True)
     table.add_column("outfit", justify="right", no_wrap=True)
+    table.add_column("infit z", justify="right", no_wrap=True)
+    standardised = r.get("misfit_statistic") == "infit_zstd"
     for row in r["rows"]:
         interval = (
             f"[{row['ci95_low']:.2f}, {row['ci95_high']:.2f}]"
             if row["ci95_low"] is not None
             else "-"
         )
-        infit, outfit = (_fit_cell(row[k], r["misfit_threshold"]) for k in ("infit", "outfit"))
+        infit = _fit_cell(row["infit"], row["misfit"] and not standardised)
+        outfit = _fit_cell(row["outfit"], row["misfit"] and not standardised)
+        infit_z = _fit_cell(row.get("infit_z"), row["misfit"] and standardised)
         table.add_row(
             fmt(row["rank"]),
             _essay_label(row["essay_id"], row["is_anchor"], row["known_grade"]),
@@ -285,6 +295,7 @@ def ranking_renderable(r: dict[str, Any]) -> Group:
             str(row["wins"]),
             infit,
             outfit,
+            infit_z,
         )
     return Group(_head("Ranking", rows), table)
 

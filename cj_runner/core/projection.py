@@ -17,12 +17,13 @@
    most probable one, its probability the confidence, and ``sum_k k * P_k`` the expected
    grade index. Uncertainty of the boundaries themselves is not propagated.
 4. **Anchor health.** Two anchors are discordant when the one with the lower known grade has
-   the higher score; each discordant pair is reported as a warning.
+   the higher score by at least :data:`ANCHOR_WARNING_MIN_SE` combined standard errors
+   (``(x_low - x_high) / sqrt(se_low^2 + se_high^2)``); each discordant pair is reported as a
+   warning. Smaller reversals are within the noise of the scores and are not reported.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,6 +39,10 @@ FloatArray = NDArray[np.float64]
 DEFERRED_TOO_FEW_GRADES = "fewer than two distinct anchor grades"
 DEFERRED_NOT_CONNECTED = "anchors not connected to the students"
 DEFERRED_NO_ORDER = "anchor scores do not increase with their grades (the isotonic fit is flat)"
+
+ANCHOR_WARNING_MIN_SE: float = 1.0
+"""Smallest reversal of two anchors' scores, in combined standard errors, that is warned
+about (a reversal of 0.0 standard errors says nothing)."""
 
 _MAX_WARNINGS = 20
 _MIN_SE = 1e-12
@@ -189,14 +194,13 @@ def grade_probabilities(
 def _health_warnings(
     names: Sequence[str], grades: Sequence[str], idx: FloatArray, x: FloatArray, se: FloatArray
 ) -> list[str]:
-    lower, higher = np.nonzero((idx[:, None] < idx[None, :]) & (x[:, None] > x[None, :]))
-    pairs = sorted(
-        zip(lower.tolist(), higher.tolist(), strict=True),
-        key=lambda p: -(x[p[0]] - x[p[1]]) / math.hypot(se[p[0]], se[p[1]], _MIN_SE),
-    )
+    combined = np.maximum(np.hypot(se[:, None], se[None, :]), _MIN_SE)
+    gaps = (x[:, None] - x[None, :]) / combined
+    lower, higher = np.nonzero((idx[:, None] < idx[None, :]) & (gaps >= ANCHOR_WARNING_MIN_SE))
+    pairs = sorted(zip(lower.tolist(), higher.tolist(), strict=True), key=lambda p: -gaps[p])
     warnings = []
     for i, j in pairs[:_MAX_WARNINGS]:
-        gap = (x[i] - x[j]) / math.hypot(se[i], se[j], _MIN_SE)
+        gap = float(gaps[i, j])
         warnings.append(
             f"anchor {names[i]} (grade {grades[i]}, score {x[i]:.2f}) scored above "
             f"anchor {names[j]} (grade {grades[j]}, score {x[j]:.2f}): "

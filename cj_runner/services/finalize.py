@@ -14,9 +14,11 @@ from cj_runner.core.coverage import connected_components
 from cj_runner.core.models import GradeScale, edge
 from cj_runner.core.projection import ProjectionResult, project_grades
 from cj_runner.core.reliability import (
-    infit_outfit,
+    MISFIT_MIN_COMPARISONS,
+    MISFIT_Z_THRESHOLD,
     position_a_win_share,
     scale_separation_reliability,
+    standardized_fit,
 )
 from cj_runner.core.robust import robust_reliability
 from cj_runner.core.workflow import WorkflowState
@@ -160,7 +162,8 @@ async def finalize_batch(
         f = np.asarray(first, dtype=np.int64)
         s = np.asarray(second, dtype=np.int64)
         w = np.asarray(first_won, dtype=bool)
-        infit, outfit = infit_outfit(n, f, s, w, fit.scores, fit.order_effect or 0.0)
+        misfit = standardized_fit(n, f, s, w, fit.scores, fit.order_effect or 0.0)
+        infit, outfit = misfit.infit, misfit.outfit
         share = position_a_win_share(w)
         state["ssr"] = _finite(scale_separation_reliability(fit.scores, fit.se))
         extra.update(_robust(n, nodes, workflow, settings, first, second, first_won, state["ssr"]))
@@ -169,6 +172,13 @@ async def finalize_batch(
         extra.update(
             scores=[float(x) for x in fit.scores],
             log_likelihood=float(fit.log_likelihood),
+            misfit={
+                "statistic": "infit_zstd",
+                "threshold": MISFIT_Z_THRESHOLD,
+                "min_comparisons": MISFIT_MIN_COMPARISONS,
+                "infit_z": [_finite(x) for x in misfit.infit_z],
+                "outfit_z": [_finite(x) for x in misfit.outfit_z],
+            },
             position_a_share={
                 "share": share.share,
                 "low": share.low,

@@ -333,12 +333,17 @@ def _ranking_section(r: dict[str, Any]) -> str:
         ("wins", "wins", lambda x: x["wins"]),
         ("infit", "infit", lambda x: x["infit"]),
         ("outfit", "outfit", lambda x: x["outfit"]),
+        ("infit_z", "infit z", lambda x: x.get("infit_z")),
+        ("outfit_z", "outfit z", lambda x: x.get("outfit_z")),
         ("misfit", "misfit", lambda x: x["misfit"]),
     ]
     head = _facts(
         [
             ("SSR", r["ssr"]),
-            ("misfit threshold (infit or outfit)", r["misfit_threshold"]),
+            (
+                "misfit rule",
+                f"{r.get('misfit_statistic', 'mean_square')} above {r['misfit_threshold']}",
+            ),
             ("misfits", ", ".join(r["misfits"]) or "none"),
         ]
     )

@@ -24,7 +24,13 @@ import numpy as np
 from cj_runner.core.coverage import connected_components, degree_per_node
 from cj_runner.core.fairness import fairness_metrics, nodes_above
 from cj_runner.core.models import Mode, Outcome, edge
-from cj_runner.core.reliability import MISFIT_THRESHOLD, flag_misfits
+from cj_runner.core.reliability import (
+    MISFIT_MIN_COMPARISONS,
+    MISFIT_THRESHOLD,
+    MISFIT_Z_THRESHOLD,
+    flag_misfits,
+    flag_standardized_misfits,
+)
 from cj_runner.errors import UserError
 from cj_runner.services.summary import outcomes_from_attempts
 from cj_runner.storage import Store
@@ -306,6 +312,38 @@ def _grade_of_student(data: BatchData) -> dict[int, str | None]:
     return {int(p["node_idx"]): p["projected_grade"] for p in data.projections}
 
 
+def _misfits(
+    data: BatchData, degrees: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Standardised infit/outfit per node, the misfit flags and the rule that made them.
+
+    Batches scored before the standardised statistics were stored are flagged on the raw
+    mean-squares, as they were then.
+    """
+    n = len(data.nodes)
+    stored = data.extra.get("misfit") or {}
+    nan = np.full(n, np.nan)
+
+    def vector(key: str) -> np.ndarray:
+        values = stored.get(key)
+        if not isinstance(values, list) or len(values) != n:
+            return nan
+        return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+
+    infit_z, outfit_z = vector("infit_z"), vector("outfit_z")
+    if stored and not np.all(np.isnan(infit_z)):
+        threshold = float(stored.get("threshold", MISFIT_Z_THRESHOLD))
+        least = int(stored.get("min_comparisons", MISFIT_MIN_COMPARISONS))
+        flags = flag_standardized_misfits(infit_z, degrees, threshold, least)
+        rule = {"statistic": "infit_zstd", "threshold": threshold, "min_comparisons": least}
+        return infit_z, outfit_z, flags, rule
+    infit = np.array([np.nan if x.infit is None else x.infit for x in data.nodes], dtype=float)
+    outfit = np.array([np.nan if x.outfit is None else x.outfit for x in data.nodes], dtype=float)
+    flags = flag_misfits(infit, outfit) if n else np.zeros(0, dtype=bool)
+    rule = {"statistic": "mean_square", "threshold": MISFIT_THRESHOLD, "min_comparisons": 1}
+    return infit_z, outfit_z, flags, rule
+
+
 def ranking_report(data: BatchData) -> dict[str, Any]:
     """Nodes by score, with SE, 95% interval, comparisons, wins, infit/outfit and misfits."""
     state = data.batch.state
@@ -318,9 +356,7 @@ def ranking_report(data: BatchData) -> dict[str, Any]:
         wins[o.a if o.winner == "A" else o.b] += 1
         degrees[o.a] += 1
         degrees[o.b] += 1
-    infit = np.array([np.nan if x.infit is None else x.infit for x in data.nodes], dtype=float)
-    outfit = np.array([np.nan if x.outfit is None else x.outfit for x in data.nodes], dtype=float)
-    misfit = flag_misfits(infit, outfit) if n else np.zeros(0, dtype=bool)
+    infit_z, outfit_z, misfit, rule = _misfits(data, degrees)
     projected = _grade_of_student(data)
     scored = sorted(
         (x for x in data.nodes if x.score is not None),
@@ -347,6 +383,8 @@ def ranking_report(data: BatchData) -> dict[str, Any]:
                 "infit": _num(node.infit),
                 "outfit": _num(node.outfit),
                 "misfit": bool(misfit[node.idx]),
+                "infit_z": _num(infit_z[node.idx]),
+                "outfit_z": _num(outfit_z[node.idx]),
             }
         )
     return {
@@ -358,8 +396,10 @@ def ranking_report(data: BatchData) -> dict[str, Any]:
         "reliability_warning": data.extra.get("reliability_warning"),
         "order_effect": _num(state.get("order_effect")),
         "order_effect_se": _num(state.get("order_effect_se")),
-        "misfit_threshold": MISFIT_THRESHOLD,
+        "misfit_threshold": rule["threshold"],
         "misfits": [r["essay_id"] for r in rows if r["misfit"]],
+        "misfit_statistic": rule["statistic"],
+        "misfit_min_comparisons": rule["min_comparisons"],
         "rows": rows,
     }
 
@@ -496,6 +536,8 @@ RANKING_ROW_KEYS = (
     "infit",
     "outfit",
     "misfit",
+    "infit_z",
+    "outfit_z",
 )
 GRADE_STUDENT_KEYS = (
     "essay_id",

@@ -81,6 +81,8 @@ KEYS: dict[str, list[str]] = {
         "order_effect_se",
         "misfit_threshold",
         "misfits",
+        "misfit_statistic",
+        "misfit_min_comparisons",
         "rows",
     ],
     "grades": [
@@ -128,6 +130,8 @@ RANKING_ROW = [
     "infit",
     "outfit",
     "misfit",
+    "infit_z",
+    "outfit_z",
 ]
 BOUNDARY = ["lower", "upper", "score"]
 ANCHOR = ["essay_id", "grade", "score", "se", "fitted_index", "band"]

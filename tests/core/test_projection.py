@@ -180,19 +180,29 @@ def test_reversed_anchors_defer_and_warn() -> None:
 
 
 def test_anchor_health_flags_contradicting_anchors_only() -> None:
-    scores = np.array([0.0, -2.0, 0.5, 0.2, 2.0])
+    scores = np.array([0.0, -2.0, 0.7, 0.2, 2.0])
     se = np.full(5, 0.25)
     # anchor 2 (grade D) scored above anchor 3 (grade C)
     result = project_grades(scores, se, [1, 2, 3, 4], ["E", "D", "C", "B"], [0], FIVE)
     assert result.deferred_reason is None
     assert len(result.warnings) == 1
     assert (
-        "anchor node 2 (grade D, score 0.50) scored above anchor node 3 (grade C"
+        "anchor node 2 (grade D, score 0.70) scored above anchor node 3 (grade C"
         in (result.warnings[0])
     )
-    assert "0.8 standard errors" in result.warnings[0]
+    assert "1.4 standard errors" in result.warnings[0]
     fitted = {a.node: a.fitted_index for a in result.anchors}
     assert fitted[2] == fitted[3] == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize(("gap", "warned"), [(0.0, False), (0.35, False), (0.36, True)])
+def test_anchor_warnings_need_one_combined_standard_error(gap: float, warned: bool) -> None:
+    # combined SE of two anchors with SE 0.25 each: 0.354
+    scores = np.array([0.0, -2.0, 0.2 + gap, 0.2, 2.0])
+    se = np.full(5, 0.25)
+    result = project_grades(scores, se, [1, 2, 3, 4], ["E", "D", "C", "B"], [0], FIVE)
+    assert bool(result.warnings) == warned
+    assert all("0.0 standard errors" not in w for w in result.warnings)
 
 
 def test_scale_priors_are_used() -> None:
