@@ -69,6 +69,32 @@ def plan_table(plan: dict[str, Any]) -> Table:
     return table
 
 
+def health_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """Head rows that say the results are provisional or the judge carries no signal."""
+    from rich.markup import escape
+
+    lines: list[tuple[str, str]] = []
+    if report.get("provisional"):
+        lines.append(
+            (
+                "[bold yellow]provisional[/]",
+                "[yellow]the batch did not finish: scores and grades are from the "
+                "comparisons so far and will change[/]",
+            )
+        )
+    health = report.get("judge_health") or {}
+    if health.get("status") == "no_signal":
+        reasons = "; ".join(escape(str(r)) for r in health.get("reasons", []))
+        lines.append(
+            (
+                "[bold red]judge[/]",
+                "[bold red]NO USABLE SIGNAL: the results carry no signal and grades are "
+                f"not trustworthy[/] ({reasons})",
+            )
+        )
+    return lines
+
+
 def summary_renderable(s: dict[str, Any]) -> Group:
     """The one-screen summary of a batch."""
     status_style = {"COMPLETED": "green", "FAILED": "red"}.get(s["status"], "yellow")
@@ -79,6 +105,8 @@ def summary_renderable(s: dict[str, Any]) -> Group:
         "batch", f"{s['batch_id']}" + (f" ({s['batch_name']})" if s.get("batch_name") else "")
     )
     head.add_row("status", f"[{status_style}]{s['status']}[/]  stop reason: {s['stop_reason']}")
+    for label, line in health_lines(s):
+        head.add_row(label, line)
     head.add_row(
         "calls",
         f"{s['calls_sent']} sent of {s['total_budget']} budget; "

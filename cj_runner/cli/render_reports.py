@@ -15,6 +15,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from cj_runner.cli.render import health_lines
+
 __all__ = [
     "coverage_renderable",
     "fairness_renderable",
@@ -105,6 +107,7 @@ def fairness_renderable(r: dict[str, Any]) -> Group:
     ]
     rows = [
         ("batch", _batch_line(r)),
+        *health_lines(r),
         ("mode", r["mode"] or "all"),
         ("comparisons", str(r["comparisons"])),
         ("largest skew", f"{fmt(r['max_skew'])} (mean {fmt(r['mean_skew'])})"),
@@ -171,6 +174,7 @@ def coverage_renderable(r: dict[str, Any]) -> Group:
     net = {True: "small net", False: "regular batch", None: "-"}[r["is_small_net"]]
     rows = [
         ("batch", _batch_line(r)),
+        *health_lines(r),
         ("nodes", f"{r['nodes']} ({r['students']} students, {r['anchors']} anchors); {net}"),
         (
             "pairs",
@@ -249,6 +253,7 @@ def ranking_renderable(r: dict[str, Any]) -> Group:
     )
     rows = [
         ("batch", _batch_line(r)),
+        *health_lines(r),
         (
             "reliability",
             f"SSR {fmt(r['ssr'])}; design-robust {fmt(r['robust_reliability'])}"
@@ -307,6 +312,7 @@ def grades_renderable(r: dict[str, Any]) -> RenderableType:
     """Grade projection: students' grades and probabilities, anchors and boundaries."""
     rows = [
         ("batch", _batch_line(r)),
+        *health_lines(r),
         ("assignment", f"{r['assignment_id'] or '-'} (scale {r['grade_scale'] or '-'})"),
     ]
     if r["deferred_reason"]:

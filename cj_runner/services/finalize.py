@@ -11,7 +11,9 @@ from numpy.typing import ArrayLike
 from cj_runner.config import Settings
 from cj_runner.core.bt import BTFit, fit_bt
 from cj_runner.core.coverage import connected_components
-from cj_runner.core.models import GradeScale, edge
+from cj_runner.core.fairness import fairness_metrics
+from cj_runner.core.health import JudgeHealth, judge_health, null_likelihood_ratio_p
+from cj_runner.core.models import GradeScale, Mode, Outcome, edge
 from cj_runner.core.projection import ProjectionResult, project_grades
 from cj_runner.core.reliability import (
     MISFIT_MIN_COMPARISONS,
@@ -92,6 +94,61 @@ def projection_for(
     )
 
 
+NO_SIGNAL_DEFERRAL = "the judge carries no usable signal"
+
+
+def batch_judge_health(
+    n: int,
+    first: ArrayLike,
+    second: ArrayLike,
+    first_won: ArrayLike,
+    modes: Sequence[str],
+    fit: BTFit,
+    robust_value: float | None,
+) -> JudgeHealth:
+    """The judge-health verdict of a batch's successful comparisons and final fit."""
+    f = np.asarray(first, dtype=np.int64)
+    s = np.asarray(second, dtype=np.int64)
+    w = np.asarray(first_won, dtype=bool)
+    outcomes = [
+        Outcome(a=int(a), b=int(b), winner="A" if won else "B", mode=Mode(mode), wave=0)
+        for a, b, won, mode in zip(f, s, w, modes, strict=True)
+    ]
+    metrics = fairness_metrics(n, outcomes)
+    edges = sorted({edge(int(a), int(b)) for a, b in zip(f, s, strict=True)})
+    df = sum(len(c) - 1 for c in connected_components(n, edges))
+    p_value = null_likelihood_ratio_p(fit.log_likelihood, int(w.sum()), int(w.size), df)
+    return judge_health(
+        position_a_wins=int(w.sum()),
+        comparisons=int(w.size),
+        flip_rate=metrics.flip_rate,
+        flip_edges=metrics.flip_edges,
+        null_p_value=p_value,
+        robust_reliability=robust_value,
+    )
+
+
+def _no_signal_projection(
+    nodes: Sequence[repo.NodeRecord], health: JudgeHealth
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Grades deferred because the judge carries no signal: the reason, one row a student."""
+    reason = f"{NO_SIGNAL_DEFERRAL}: " + "; ".join(health.reasons)
+    info = {"deferred_reason": reason, "boundaries": {}, "warnings": [], "anchors": []}
+    rows: list[dict[str, Any]] = [
+        {
+            "node_idx": node.idx,
+            "projected_grade": None,
+            "confidence": None,
+            "expected_index": None,
+            "probabilities": {},
+            "deferred_reason": reason,
+        }
+        for node in nodes
+        if not node.is_anchor
+    ]
+    return info, rows
+
+
 ROBUST_WARNING_MARGIN = 0.05
 """Warn when SSR exceeds the design-robust reliability by more than this."""
 
@@ -167,6 +224,16 @@ async def finalize_batch(
         share = position_a_win_share(w)
         state["ssr"] = _finite(scale_separation_reliability(fit.scores, fit.se))
         extra.update(_robust(n, nodes, workflow, settings, first, second, first_won, state["ssr"]))
+        health = batch_judge_health(
+            n,
+            first,
+            second,
+            first_won,
+            workflow.comparison_modes(),
+            fit,
+            extra["robust_reliability"]["value"],
+        )
+        extra["judge_health"] = health.as_dict()
         state["order_effect"] = _finite(fit.order_effect)
         state["order_effect_se"] = _finite(fit.order_effect_se)
         extra.update(
@@ -202,7 +269,10 @@ async def finalize_batch(
                 }
             )
         edges = sorted({edge(a, b) for a, b in zip(first, second, strict=True)})
-        if grade_scale is not None and any(n.is_anchor for n in nodes) and status != "FAILED":
+        has_anchors = grade_scale is not None and any(n.is_anchor for n in nodes)
+        if has_anchors and status != "FAILED" and not health.signal:
+            extra["projection"], projections = _no_signal_projection(nodes, health)
+        elif has_anchors and grade_scale is not None and status != "FAILED":
             result = projection_for(fit, nodes, edges, grade_scale)
             extra["projection"] = {
                 "deferred_reason": result.deferred_reason,

@@ -275,6 +275,26 @@ def _figure(uri: str | None, alt: str, caption: str) -> str:
     )
 
 
+def _alerts(summary: dict[str, Any]) -> str:
+    """Banners for provisional results and a judge without usable signal."""
+    out = []
+    if summary.get("provisional"):
+        out.append(
+            '<p class="alert provisional" role="alert"><strong>Provisional results.</strong> '
+            "The batch did not finish: scores, intervals and grades are from the comparisons "
+            "so far and will change when it is resumed.</p>"
+        )
+    health = summary.get("judge_health") or {}
+    if health.get("status") == "no_signal":
+        reasons = "; ".join(html.escape(str(r)) for r in health.get("reasons", []))
+        out.append(
+            '<p class="alert no-signal" role="alert"><strong>The judge carries no usable '
+            "signal.</strong> The results carry no signal and grades are not trustworthy: "
+            f"{reasons}.</p>"
+        )
+    return "".join(out)
+
+
 def _section(section_id: str, title: str, body: str) -> str:
     return f'<section id="{section_id}"><h2>{html.escape(title)}</h2>{body}</section>'
 
@@ -473,6 +493,9 @@ body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 a
 max-width:1180px;padding:1rem 1.5rem;color:#1d1d1f;background:#fff}
 h1{font-size:1.5rem;margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem}
 nav a{margin-right:.8rem}section{margin:1.5rem 0}figure{margin:0}
+.alert{padding:.6rem .8rem;border-radius:4px;margin:.8rem 0}
+.provisional{background:#fff4d6;border:1px solid #e0b400}
+.no-signal{background:#fde2e1;border:1px solid #c62828}
 img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:.85rem;color:#555}
 table{border-collapse:collapse;margin:.6rem 0;font-size:.85rem}
 th,td{border:1px solid #ddd;padding:.2rem .5rem;text-align:left}
@@ -573,7 +596,7 @@ def render_html(
         f"<header><h1>{html.escape(title)}</h1>"
         f'<p class="meta">status {html.escape(str(summary["status"]))}, stop reason '
         f"{html.escape(str(summary['stop_reason']))}; cj-runner {html.escape(__version__)}</p>"
-        f"<nav>{nav}</nav></header><main>"
+        f"<nav>{nav}</nav>{_alerts(summary)}</header><main>"
         + "\n".join(sections)
         + f"</main><script>{_SCRIPT}</script></body></html>\n"
     )

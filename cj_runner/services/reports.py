@@ -32,7 +32,7 @@ from cj_runner.core.reliability import (
     flag_standardized_misfits,
 )
 from cj_runner.errors import UserError
-from cj_runner.services.summary import outcomes_from_attempts
+from cj_runner.services.summary import is_provisional, outcomes_from_attempts
 from cj_runner.storage import Store
 from cj_runner.storage import repository as repo
 
@@ -121,6 +121,8 @@ def _header(data: BatchData) -> dict[str, Any]:
         "batch_name": b.name,
         "status": b.status,
         "stop_reason": b.stop_reason,
+        "provisional": is_provisional(b.status, data.nodes),
+        "judge_health": data.extra.get("judge_health"),
     }
 
 
@@ -551,8 +553,12 @@ GRADE_STUDENT_KEYS = (
 )
 
 
-def report_columns(kind: str, report: dict[str, Any]) -> list[str]:
-    """The CSV columns of a report's main table (see :func:`report_rows`)."""
+BATCH_FLAG_KEYS = ("provisional", "judge_signal")
+"""Columns every CSV export ends with: the batch's provisional flag and whether the judge
+carries usable signal (empty when not assessed), repeated on each row."""
+
+
+def _table_columns(kind: str, report: dict[str, Any]) -> list[str]:
     if kind == "fairness":
         return list(FAIRNESS_NODE_KEYS)
     if kind == "coverage":
@@ -564,11 +570,25 @@ def report_columns(kind: str, report: dict[str, Any]) -> list[str]:
     raise ValueError(f"unknown report {kind!r}")
 
 
+def report_columns(kind: str, report: dict[str, Any]) -> list[str]:
+    """The CSV columns of a report's main table (see :func:`report_rows`)."""
+    return [*_table_columns(kind, report), *BATCH_FLAG_KEYS]
+
+
+def _batch_flags(report: dict[str, Any]) -> dict[str, Any]:
+    health = report.get("judge_health") or {}
+    return {
+        "provisional": bool(report.get("provisional")),
+        "judge_signal": health.get("signal"),
+    }
+
+
 def report_rows(kind: str, report: dict[str, Any]) -> list[dict[str, Any]]:
     """The main table of a report as flat rows (the CSV export).
 
     fairness: one row per node; coverage: one row per wave; ranking: one row per node;
-    grades: one row per student, with a ``p_<grade>`` column per grade.
+    grades: one row per student, with a ``p_<grade>`` column per grade. Every row ends
+    with :data:`BATCH_FLAG_KEYS`.
     """
     columns = report_columns(kind, report)
     if kind == "fairness":
@@ -582,7 +602,8 @@ def report_rows(kind: str, report: dict[str, Any]) -> list[dict[str, Any]]:
             {**s, **{f"p_{g}": s["probabilities"].get(g) for g in report["grades"]}}
             for s in report["students"]
         ]
-    return [{c: r.get(c) for c in columns} for r in source]
+    flags = _batch_flags(report)
+    return [{c: flags[c] if c in flags else r.get(c) for c in columns} for r in source]
 
 
 async def build_report(store: Store, kind: str, batch_ref: str, **options: Any) -> dict[str, Any]:

@@ -34,6 +34,12 @@ def _cache_sources(attempts: list[dict[str, Any]]) -> dict[str, int]:
     return dict(sorted(sources.items(), key=lambda item: (-item[1], item[0])))
 
 
+def is_provisional(status: str, nodes: list[repo.NodeRecord]) -> bool:
+    """Scores of a batch that did not finish (interrupted, or crashed while running) are
+    provisional: they come from the comparisons so far and will change on resume."""
+    return status not in ("COMPLETED", "FAILED") and any(x.score is not None for x in nodes)
+
+
 def _duration_s(batch: repo.BatchRecord) -> float | None:
     if batch.finished_at is None:
         return None
@@ -69,6 +75,7 @@ async def build_summary(store: Store, batch_ref: str) -> dict[str, Any]:
         "status": batch.status,
         "stop_reason": batch.stop_reason,
         "judge_error": extra.get("judge_error"),
+        "provisional": is_provisional(batch.status, nodes),
         "seed": batch.seed,
         "judge": batch.judge_name,
         "model": batch.judge.get("model"),
@@ -94,6 +101,8 @@ async def build_summary(store: Store, batch_ref: str) -> dict[str, Any]:
         "order_effect": state.get("order_effect"),
         "order_effect_se": state.get("order_effect_se"),
         "position_a_share": extra.get("position_a_share"),
+        "judge_health": extra.get("judge_health"),
+        "judge_signal": (extra.get("judge_health") or {}).get("signal"),
         "max_skew": fairness.max_skew,
         "mean_skew": fairness.mean_skew,
         "tokens_in": state["tokens_in"],

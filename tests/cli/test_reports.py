@@ -21,7 +21,7 @@ KINDS = ("fairness", "coverage", "ranking", "grades")
 # The JSON of every report is a public contract (docs/reports.md). Adding a key means
 # updating the docs and these lists; renaming or removing one breaks users' scripts.
 
-HEADER = ["batch_id", "batch_name", "status", "stop_reason"]
+HEADER = ["batch_id", "batch_name", "status", "stop_reason", "provisional", "judge_health"]
 KEYS: dict[str, list[str]] = {
     "fairness": [
         *HEADER,
@@ -292,7 +292,8 @@ def test_csv_is_the_main_table(batches: Batches, kind: str, which: str) -> None:
     columns = CSV_COLUMNS[kind]
     if kind == "grades":
         columns = columns + [f"p_{g}" for g in data["grades"]]
-    assert reader.fieldnames == columns
+    assert reader.fieldnames == [*columns, "provisional", "judge_signal"]
+    assert {(r["provisional"], r["judge_signal"]) for r in rows} <= {("False", "True")}
     table = {"fairness": "nodes", "coverage": "waves", "ranking": "rows", "grades": "students"}
     assert len(rows) == len(data[table[kind]])
     if kind == "ranking":
