@@ -8,6 +8,8 @@ Every error the runner raises on purpose derives from :class:`CJError`::
     │   ├── InputError       bad inventory, manifest, essay file, grade, anchor
     │   └── NotFoundError    a batch/assignment named on the command line does not exist
     ├── StorageError         the database could not be opened, migrated or written
+    ├── ScoringError         a fit failed at a wave end or in finalization: the batch is
+    │                        marked FAILED (stop reason ``scoring_error``), exit 1
     ├── BatchLockedError     another live process runs the same batch (exit 2)
     └── JudgeError           one judge call failed; ``kind`` names what happened, ``usage``
         │                    holds the tokens the provider billed for it (if any) and
@@ -62,6 +64,13 @@ class BatchLockedError(UserError):
 
 class StorageError(CJError):
     """The database could not be opened, migrated or written."""
+
+
+class ScoringError(CJError):
+    """Scoring failed (at a wave end or in finalization); the batch was marked FAILED with
+    the reason stored, so it never stays RUNNING."""
+
+    exit_code = 1
 
 
 class JudgeError(CJError):

@@ -276,15 +276,9 @@ def _install_signals(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
-async def _run_batch(
-    store: Store, batch_id: str, *, quiet: bool, use_cache: bool
-) -> tuple[RunResult, dict[str, Any]]:
-    from cj_runner.cli.render import ProgressView
+async def _batch_context(store: Store, batch_id: str) -> dict[str, Any]:
+    """A stored batch with its nodes, settings, assignment text and grade scale."""
     from cj_runner.config import settings_from_stored
-    from cj_runner.judges.registry import build_judge
-    from cj_runner.services.batches import stored_judge_config
-    from cj_runner.services.executor import BatchExecutor
-    from cj_runner.services.summary import build_summary
     from cj_runner.storage import repository as repo
 
     batch = await repo.find_batch(store, batch_id)
@@ -303,6 +297,26 @@ async def _run_batch(
             )
             if any(n.is_anchor for n in nodes):
                 scale = load_grade_scale(assignment.grade_scale)
+    return {
+        "batch": batch,
+        "nodes": nodes,
+        "settings": settings,
+        "assignment": assignment_text,
+        "grade_scale": scale,
+    }
+
+
+async def _run_batch(
+    store: Store, batch_id: str, *, quiet: bool, use_cache: bool
+) -> tuple[RunResult, dict[str, Any]]:
+    from cj_runner.cli.render import ProgressView
+    from cj_runner.judges.registry import build_judge
+    from cj_runner.services.batches import stored_judge_config
+    from cj_runner.services.executor import BatchExecutor
+    from cj_runner.services.summary import build_summary
+
+    context = await _batch_context(store, batch_id)
+    batch = context["batch"]
     judge = build_judge(stored_judge_config(batch))
     stop = asyncio.Event()
     _install_signals(stop)
@@ -311,11 +325,11 @@ async def _run_batch(
     executor = BatchExecutor(
         store,
         batch,
-        nodes,
+        context["nodes"],
         judge,
-        settings,
-        assignment=assignment_text,
-        grade_scale=scale,
+        context["settings"],
+        assignment=context["assignment"],
+        grade_scale=context["grade_scale"],
         progress=view,
         use_cache=use_cache,
         stop_event=stop,
@@ -455,6 +469,72 @@ def resume(
             return await _run_batch(
                 store, record.id, quiet=quiet or as_json, use_cache=not no_cache
             )
+        finally:
+            await store.close()
+
+    result, summary = run_async(body)
+    _report_run(result, summary, as_json=as_json, quiet=quiet)
+
+
+class _NoCalls:
+    """The judge of a batch that is finalized: it has the stored prices (for the cost) and
+    is never asked anything (so no API key is needed)."""
+
+    def __init__(self, name: str, model: str, price_in: float, price_out: float) -> None:
+        self.name, self.model, self.prompt_hash = name, model, ""
+        self.price_input_per_mtok, self.price_output_per_mtok = price_in, price_out
+
+    async def judge(self, request: Any) -> Any:
+        raise RuntimeError("cj-run finalize sends no judge calls")
+
+    async def aclose(self) -> None:
+        return None
+
+
+@app.command()
+def finalize(
+    batch: Annotated[str, typer.Argument(help="Batch id or name.")],
+    db: Db = None,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """End a batch that did not finish (interrupted or crashed) with what it has: scores,
+    intervals and grades from the comparisons so far; status COMPLETED, stop reason
+    finalized_early. No judge call is made. Refused while another process runs it."""
+    from cj_runner.services.batches import stored_judge_config
+    from cj_runner.services.executor import BatchExecutor
+    from cj_runner.services.summary import build_summary
+    from cj_runner.storage import repository as repo
+
+    async def body() -> tuple[RunResult, dict[str, Any]]:
+        store = await open_db(db, must_exist=True)
+        try:
+            record = await repo.find_batch(store, batch)
+            if record.status in ("COMPLETED", "FAILED"):
+                raise UserError(
+                    f"batch {record.id} already finished ({record.status}, "
+                    f"{record.stop_reason}); nothing to finalize"
+                )
+            context = await _batch_context(store, record.id)
+            config = stored_judge_config(record)
+            judge = _NoCalls(
+                config.name,
+                config.model,
+                config.price_input_per_mtok,
+                config.price_output_per_mtok,
+            )
+            executor = BatchExecutor(
+                store,
+                context["batch"],
+                context["nodes"],
+                judge,
+                context["settings"],
+                assignment=context["assignment"],
+                grade_scale=context["grade_scale"],
+                use_cache=False,
+            )
+            result = await executor.finalize_early()
+            return result, await build_summary(store, record.id)
         finally:
             await store.close()
 

@@ -71,6 +71,8 @@ class StopReason(StrEnum):
     MAX_COST = "max_cost"
     INTERRUPTED = "interrupted"
     JUDGE_UNAVAILABLE = "judge_unavailable"  # bad key, no quota, unknown model...
+    FINALIZED_EARLY = "finalized_early"
+    SCORING_ERROR = "scoring_error"
 
 
 @dataclass(frozen=True)

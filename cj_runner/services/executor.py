@@ -41,12 +41,12 @@ from cj_runner.config import Settings, continuation_limits
 from cj_runner.core.continuation import Action, Decision, StopReason
 from cj_runner.core.models import GradeScale, Mode
 from cj_runner.core.workflow import WorkflowState, exhausted_decision, robust_reliability_hook
-from cj_runner.errors import BatchLockedError, UserError
+from cj_runner.errors import BatchLockedError, ScoringError, UserError
 from cj_runner.judges.base import AssignmentText, EssayText, Judge
 from cj_runner.judges.config import token_cost
 from cj_runner.judges.retry import RetryPolicy
 from cj_runner.services.calls import CallOutcome, CallRunner, Slot
-from cj_runner.services.finalize import finalize_batch
+from cj_runner.services.finalize import fail_scoring, finalize_batch
 from cj_runner.storage import Store
 from cj_runner.storage import repository as repo
 from cj_runner.storage.recorder import AttemptResult, PlannedRow, Recorder
@@ -360,7 +360,11 @@ class BatchExecutor:
         try:
             async with Recorder(self.store, self.batch.id, owner=self.owner) as recorder:
                 self.recorder = recorder
-                return await self._run()
+                try:
+                    return await self._run()
+                except ScoringError as exc:
+                    await fail_scoring(self.store, self.batch.id, str(exc), self._state_values())
+                    raise
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -522,7 +526,13 @@ class BatchExecutor:
     async def _end_wave(self, wave_no: int, asked: list[tuple[int, int]]) -> Decision:
         mode = self.wf.mode
         # the refit runs in a thread so the lock's heartbeat keeps beating on big batches
-        end = await asyncio.to_thread(self.wf.end_wave, wave_no, asked)
+        try:
+            end = await asyncio.to_thread(self.wf.end_wave, wave_no, asked)
+        except Exception as exc:  # a failed fit must not leave the batch RUNNING
+            raise ScoringError(
+                f"batch {self.batch.id}: scoring failed at the end of wave {wave_no} "
+                f"({type(exc).__name__}: {exc}); the batch is marked FAILED"
+            ) from exc
         await repo.save_wave_end(
             self.store,
             self.batch.id,
@@ -591,6 +601,11 @@ class BatchExecutor:
         await repo.set_status(
             self.store, self.batch.id, "INTERRUPTED", "interrupted", owner=self.owner
         )
+        if self.wf.successes:
+            # provisional scores, intervals and grades from what the batch has; best
+            # effort: the batch is INTERRUPTED (and resumable) whatever happens here
+            with contextlib.suppress(Exception):
+                await self._store_results("INTERRUPTED", "interrupted", provisional=True)
         self._emit("finished", self.wf.waves_completed, reason="interrupted")
         return RunResult(self.batch.id, "INTERRUPTED", "interrupted", interrupted=True)
 
@@ -600,6 +615,19 @@ class BatchExecutor:
                 f"batch {self.batch.id} was taken over by another process; this one stopped"
             )
         status = "FAILED" if decision.action == Action.FINALIZE_FAILURE else "COMPLETED"
+        try:
+            await self._store_results(status, decision.reason.value)
+        except (BatchLockedError, UserError):
+            raise
+        except Exception as exc:  # a failed fit must not leave the batch RUNNING
+            raise ScoringError(
+                f"batch {self.batch.id}: final scoring failed ({type(exc).__name__}: {exc}); "
+                "the batch is marked FAILED"
+            ) from exc
+        self._emit("finished", self.wf.waves_completed, reason=decision.reason.value)
+        return RunResult(self.batch.id, status, decision.reason.value)
+
+    async def _store_results(self, status: str, reason: str, *, provisional: bool = False) -> None:
         await finalize_batch(
             self.store,
             self.batch.id,
@@ -608,11 +636,12 @@ class BatchExecutor:
             settings=self.settings,
             grade_scale=self.grade_scale,
             status=status,
-            stop_reason=decision.reason.value,
+            stop_reason=reason,
             state_values={
                 **self._state_values(),
                 "extra_json": {
                     "scores": [float(x) for x in self.wf.scores],
+                    "have_fit": self.wf.have_fit,
                     "cache_hits": self.cache_hits,
                     "lost_on_resume": self.lost_on_resume,
                     "lost_calls": self.lost_total,
@@ -623,6 +652,33 @@ class BatchExecutor:
                     ),
                 },
             },
+            provisional=provisional,
         )
-        self._emit("finished", self.wf.waves_completed, reason=decision.reason.value)
-        return RunResult(self.batch.id, status, decision.reason.value)
+
+    async def finalize_early(self) -> RunResult:
+        """End the batch now with what it has (``cj-run finalize``): no judge call is sent,
+        planned comparisons are cancelled; COMPLETED with stop reason ``finalized_early``.
+
+        Raises:
+            BatchLockedError: another live process runs this batch.
+            UserError: the batch already finished.
+            ScoringError: the final fit failed (the batch is then FAILED).
+        """
+        await repo.acquire_lock(self.store, self.batch.id, self.owner, owner_alive=lock_owner_alive)
+        try:
+            async with Recorder(self.store, self.batch.id, owner=self.owner) as recorder:
+                self.recorder = recorder
+                open_wave = await self._rebuild()
+                for slot in open_wave.unfinished if open_wave is not None else []:
+                    if slot.planned_row:
+                        await recorder.cancel(slot.slot, slot.next_attempt)
+                await recorder.flush()
+                decision = Decision(Action.FINALIZE_SCORING, StopReason.FINALIZED_EARLY)
+                try:
+                    return await self._finalize(decision)
+                except ScoringError as exc:
+                    await fail_scoring(self.store, self.batch.id, str(exc), self._state_values())
+                    raise
+        finally:
+            with contextlib.suppress(Exception):
+                await repo.release_lock(self.store, self.batch.id, self.owner)

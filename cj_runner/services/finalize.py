@@ -10,6 +10,7 @@ from numpy.typing import ArrayLike
 
 from cj_runner.config import Settings
 from cj_runner.core.bt import BTFit, fit_bt
+from cj_runner.core.continuation import StopReason
 from cj_runner.core.coverage import connected_components
 from cj_runner.core.fairness import fairness_metrics
 from cj_runner.core.health import JudgeHealth, judge_health, null_likelihood_ratio_p
@@ -192,6 +193,25 @@ def _robust(
     return out
 
 
+async def fail_scoring(
+    store: Store, batch_id: str, message: str, state_values: dict[str, Any]
+) -> None:
+    """Mark the batch FAILED because scoring raised (stop reason ``scoring_error``), with
+    the error stored in the state (``extra_json.error``): it never stays RUNNING."""
+    batch = await repo.find_batch(store, batch_id)
+    extra = dict(batch.state.get("extra_json") or {})
+    extra["error"] = message
+    await repo.save_final(
+        store,
+        batch_id,
+        status="FAILED",
+        stop_reason=StopReason.SCORING_ERROR.value,
+        state={**state_values, "extra_json": extra},
+        nodes=[],
+        projections=[],
+    )
+
+
 async def finalize_batch(
     store: Store,
     batch_id: str,
@@ -203,8 +223,14 @@ async def finalize_batch(
     status: str,
     stop_reason: str,
     state_values: dict[str, Any],
+    provisional: bool = False,
 ) -> None:
-    """Fit, score, project and store the batch's final state in one transaction."""
+    """Fit, score, project and store the batch's final state in one transaction.
+
+    With ``provisional`` (an interrupted batch) the same results are stored from the
+    comparisons so far, marked ``provisional``, and the workflow's own scores
+    (``extra_json.scores``, what a resume continues from) are left as they were.
+    """
     n = len(nodes)
     first, second, first_won = workflow.comparison_arrays()
     a_counts, b_counts = workflow.a_counts, workflow.b_counts
@@ -236,8 +262,11 @@ async def finalize_batch(
         extra["judge_health"] = health.as_dict()
         state["order_effect"] = _finite(fit.order_effect)
         state["order_effect_se"] = _finite(fit.order_effect_se)
+        if provisional:
+            extra["provisional"] = True
+        else:
+            extra["scores"] = [float(x) for x in fit.scores]
         extra.update(
-            scores=[float(x) for x in fit.scores],
             log_likelihood=float(fit.log_likelihood),
             misfit={
                 "statistic": "infit_zstd",

@@ -98,6 +98,7 @@ async def build_summary(store: Store, batch_ref: str) -> dict[str, Any]:
         "robust_reliability": (extra.get("robust_reliability") or {}).get("value"),
         "robust_reliability_method": (extra.get("robust_reliability") or {}).get("method"),
         "reliability_warning": extra.get("reliability_warning"),
+        "error": extra.get("error"),
         "order_effect": state.get("order_effect"),
         "order_effect_se": state.get("order_effect_se"),
         "position_a_share": extra.get("position_a_share"),

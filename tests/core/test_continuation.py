@@ -336,6 +336,8 @@ def test_every_reason_from_decide_is_in_the_table() -> None:
         StopReason.EXHAUSTED,
         StopReason.INTERRUPTED,
         StopReason.JUDGE_UNAVAILABLE,  # the executor, on a fatal judge error
+        StopReason.FINALIZED_EARLY,  # cj-run finalize
+        StopReason.SCORING_ERROR,  # the executor, when a fit raises
     }
     assert reasons | produced_elsewhere == set(StopReason)
     assert {c[3].action for c in CASES} == set(Action)
@@ -366,6 +368,8 @@ def test_reason_values_are_the_stored_strings() -> None:
         "max_cost",
         "interrupted",
         "judge_unavailable",
+        "finalized_early",
+        "scoring_error",
     ]
 
 
