@@ -46,7 +46,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 REGULAR24 = ROOT / "examples" / "regular24" / "manifest.csv"
@@ -213,6 +213,7 @@ def crash_profile(
     latency_ms: float = 4.0,
     budget: int = 1000,
     errors: dict[str, float] | None = None,
+    judge: dict[str, Any] | None = None,
 ) -> Path:
     """A CJ profile: regular batch shape (stability off, one resampling pass), a budget
     that does not bind, and a mock judge with fixed latency and transient errors."""
@@ -237,7 +238,8 @@ def crash_profile(
             "USE_ANCHORS": False,
             "SEED": seed,
         },
-        "judge": {
+        "judge": judge
+        or {
             "kind": "mock",
             "name": "mock-crash",
             "seed": seed,
@@ -398,6 +400,23 @@ def _run_to_end(launcher: Launcher, argv: Sequence[str], timeout: float) -> tupl
     return code, child.output()
 
 
+class Gate(Protocol):
+    """A judge server that can hold calls (see ``tests/hostile_server.py``)."""
+
+    requests: int
+
+    def hold(self, from_request: int) -> None: ...
+
+    def release(self) -> None: ...
+
+    def wait_for(self, requests: int) -> None: ...
+
+
+#: With a gate, the calls from this many after a kill point on are held: the process
+#: cannot finish before it is killed, and the kill still lands anywhere in between.
+HOLD_AHEAD = 6
+
+
 def crash_round(
     workdir: Path,
     launcher: Launcher,
@@ -409,12 +428,20 @@ def crash_round(
     max_extra_delay_s: float = 0.02,
     early_kills: int = 2,
     timeout: float = 120.0,
+    judge: dict[str, Any] | None = None,
+    gate: Gate | None = None,
 ) -> RoundResult:
-    """Run one reference and one killed run; see the module docstring."""
+    """Run one reference and one killed run; see the module docstring.
+
+    With ``judge`` (a judge profile for a server) and its ``gate``, a kill point is a
+    rendezvous rather than a race: the server holds the calls from ``HOLD_AHEAD`` after
+    the kill point on, so on a slow machine the process is still running when the kill
+    comes (the test suite runs this way; the benchmark races the mock judge).
+    """
     started = time.perf_counter()
     result = RoundResult(seed=seed)
     workdir.mkdir(parents=True, exist_ok=True)
-    profile = crash_profile(workdir, seed=seed, latency_ms=latency_ms)
+    profile = crash_profile(workdir, seed=seed, latency_ms=latency_ms, judge=judge)
     execute = ["execute", "--inventory", str(REGULAR24), "--profile", str(profile), "--quiet"]
 
     ref_db = workdir / "reference.db"
@@ -437,15 +464,25 @@ def crash_round(
     for _ in range(early_kills):
         plan.insert(rng.randrange(len(plan) + 1), None)
     previous: Snapshot | None = None
+    first_request = gate.requests if gate is not None else 0
     for target in plan:
         argv = (
             [*execute, "--db", str(db), "--batch-name", "crash"]
             if previous is None
             else ["resume", "crash", "--db", str(db), "--quiet"]
         )
+        if gate is not None and target is not None:
+            # requests of the killed run so far: calls sent, lost ones included
+            target = max(first_request + target, gate.requests + 1)
+            gate.hold(target + HOLD_AHEAD)
+        elif gate is not None:  # an early kill: the run cannot end before it either
+            gate.hold(gate.requests + HOLD_AHEAD)
         child = launcher.start(argv)
         if target is None:
             time.sleep(rng.uniform(0.0, 0.25))
+        elif gate is not None:
+            gate.wait_for(target)
+            time.sleep(rng.uniform(0.0, max_extra_delay_s))
         else:
             target = max(target, (previous.calls_sent if previous else 0) + 1)
             while child.alive() and calls_so_far(db) < target:
@@ -455,6 +492,8 @@ def crash_round(
             child.kill()
             result.kills += 1
             result.kills_mid_run += int(target is not None)
+            if gate is not None:
+                gate.release()
         else:
             code = child.wait(5)
             if code != 0:
@@ -470,6 +509,8 @@ def crash_round(
         if snap.status == "COMPLETED":
             break
 
+    if gate is not None:
+        gate.release()
     if previous is None or previous.status != "COMPLETED":
         argv = (
             ["resume", "crash", "--db", str(db), "--quiet"]

@@ -450,9 +450,20 @@ def test_sigkill_at_20_random_points_loses_and_duplicates_nothing(
 ) -> None:
     """``cj-run execute`` on the regular example, killed with SIGKILL at 20 points spread at
     random over the run (plus two kills right after a start), resumed each time. See
-    ``benchmarks/crash_resume.py`` for the checks made after every kill."""
+    ``benchmarks/crash_resume.py`` for the checks made after every kill. The judge is a
+    local server that holds the calls a few after each kill point until the kill, so
+    every kill lands mid-run however slow the machine."""
     seed = random.SystemRandom().randrange(1, 10_000)
-    result = crash_round(tmp_path / "round", launcher, seed=seed, kills=20, rng=random.Random(seed))
+    with HostileServer() as server:  # holds calls ahead of each kill point: no race
+        result = crash_round(
+            tmp_path / "round",
+            launcher,
+            seed=seed,
+            kills=20,
+            rng=random.Random(seed),
+            judge=hostile_judge(server),
+            gate=server,
+        )
     assert result.ok, f"seed {seed}: {result.problems}"
     assert result.kills_mid_run == 20
     assert result.lost_calls > 0  # kills landed with calls in flight
