@@ -176,16 +176,29 @@ def make_client(
         max_connections=config.max_connections,
         max_keepalive_connections=config.max_connections,
     )
-    inner = transport or httpx.AsyncHTTPTransport(verify=_ssl_context(), limits=limits)
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(config.timeout_s),
-        headers={"accept-encoding": "identity", **dict(headers)},
-        transport=_WholeCallTransport(
+
+    def guarded(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+        return _WholeCallTransport(
             inner, deadline_s=config.timeout_s, max_body=MAX_BODY_BYTES, secret=secret
-        ),
+        )
+
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(config.timeout_s),
+        limits=limits,
+        verify=_ssl_context(),
+        headers={"accept-encoding": "identity", **dict(headers)},
+        transport=transport,  # None: httpx's own, and proxies from the environment
         follow_redirects=False,
-        trust_env=False,  # a proxy from the environment would bypass the whole-call deadline
     )
+    # httpx offers no hook around its default and proxy transports (HTTPS_PROXY, ... get
+    # transports of their own), so each one is wrapped in place: the deadline, the cap
+    # and the scrubbing apply whichever way a call goes out
+    client._transport = guarded(client._transport)
+    client._mounts = {
+        pattern: None if mounted is None else guarded(mounted)
+        for pattern, mounted in client._mounts.items()
+    }
+    return client
 
 
 def error_detail(response: httpx.Response, secret: str | None = None) -> str:

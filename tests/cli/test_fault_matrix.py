@@ -269,3 +269,25 @@ def test_hostile_server_faults(tmp_path: Path, name: str) -> None:
         assert any("larger than 1048576 bytes" in (m or "") for m in messages)
     if name == "Retry-After 100000":
         assert any("asked to wait 100000 s" in (m or "") for m in messages)
+
+
+def test_the_whole_call_deadline_holds_through_a_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy from the environment gets its own transport in httpx: the deadline (and the
+    body cap and scrubbing) must apply through it too. The "proxy" trickles forever."""
+    with HostileServer(lambda n, r: Reply(trickle_s=0.1)) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url.removesuffix("/v1"))
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        profile = {
+            "kind": "openai_compatible",
+            "name": "proxied",
+            "model": "m",
+            "base_url": "http://judge.invalid/v1",
+            "timeout_s": 0.5,
+        }
+        path = tmp_path / "judge.yaml"
+        path.write_text(yaml.safe_dump(profile), encoding="utf-8")
+        summary, _ = check(tmp_path / "cj.db", ["--judge", str(path)], Case("FAILED", "timeout"))
+        assert proxy.requests == summary["calls_sent"] > 0

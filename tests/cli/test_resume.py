@@ -471,7 +471,7 @@ def test_sigkill_at_20_random_points_loses_and_duplicates_nothing(
 
 
 def test_sigkill_while_hostile_answers_are_stored(tmp_path: Path, launcher: Launcher) -> None:
-    """Every third answer carries a lone surrogate and a NUL. Five times, the server holds a
+    """Every third answer carries a lone surrogate and a NUL. Three times, the server holds a
     call, lets it go and the process is killed at once (while that answer is being made
     storable and committed); after each kill the stored batch keeps every invariant of the
     crash test. At the end every answer the server delivered is stored or its call
@@ -490,7 +490,7 @@ def test_sigkill_while_hostile_answers_are_stored(tmp_path: Path, launcher: Laun
         argv = ["execute", "--inventory", str(inventory), "--profile", str(profile),
                 "--db", str(db), "--batch-name", "hostile", "--quiet"]  # fmt: skip
         previous: Snapshot | None = None
-        for _ in range(5):
+        for _ in range(3):
             target = server.requests + 9
             server.hold(target)
             child = launcher.start(argv)
