@@ -42,10 +42,12 @@ from cj_runner.judges.prompts import ANSWER_NAME
 
 Api = Literal["openai", "anthropic"]
 
+#: llama-cpp-python's server (0.3.36) answering ``response_format: {"type": "json_schema"}``
 _JSON_SCHEMA_REJECTION = (
-    "1 validation error for CreateChatCompletionRequest\nresponse_format.type\n"
-    "  Input should be 'text' or 'json_object' [type=literal_error, "
-    "input_value='json_schema', input_type=str]"
+    "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', "
+    "'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
+    "'ctx': {'expected': \"'text' or 'json_object'\"}}\n\n  File \"llama_cpp/server/app.py\", "
+    "line 376, in create_chat_completion\n    POST /v1/chat/completions"
 )
 
 
