@@ -35,7 +35,7 @@ pytestmark = [
     pytest.mark.skipif(
         not LLAMA_URL,
         reason="CJ_TEST_LLAMA_URL is not set: start llama.cpp's server with "
-        "`bash .ci/services.d/llama.sh start` (needs the llama-cpp-python wheel)",
+        "`CJ_CI_LLAMA=1 bash .ci/services.d/llama.sh start` (needs the llama-cpp-python wheel)",
     ),
 ]
 
