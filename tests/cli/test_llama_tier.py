@@ -160,6 +160,7 @@ def test_lower5_against_llama_cpp_with_smollm2(tmp_path: Path, proxy: _Proxy) ->
         "stop_reason": summary["stop_reason"],
         "errors": summary["attempt_errors"],
         "wall_s": round(wall, 1),
+        "judge_health": summary["judge_health"],
     }
     print("\nllama.cpp tier:", json.dumps(measured))
 
@@ -168,3 +169,5 @@ def test_lower5_against_llama_cpp_with_smollm2(tmp_path: Path, proxy: _Proxy) ->
     # every token the server reported is stored, and no other
     assert [served_in, served_out] == list(stored), measured
     assert summary["tokens_in"] == served_in and summary["tokens_out"] == served_out
+    # a 135M model answers by position: the judge-health warning must say so
+    assert summary["judge_health"]["signal"] is False, measured
