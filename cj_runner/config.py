@@ -7,8 +7,8 @@ Effective settings are built in layers, later layers winning::
 
 Every value is checked when it is read; a bad one raises :class:`ConfigError` with one
 line naming the setting, the value and where it came from. Profiles and grade scales are
-YAML files looked up by name in ``$CJ_PROFILES_DIR``, ``./profiles`` and the repository's
-``profiles/`` folder (in that order), or given as a path.
+YAML files looked up by name in ``$CJ_PROFILES_DIR``, ``./profiles`` and the package's
+shipped ``cj_runner/profiles`` (in that order), or given as a path.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ Source = Literal["default", "profile", "env", "flag"]
 
 ENV_PREFIX = "CJ_"
 PROFILES_DIR_ENV = "CJ_PROFILES_DIR"
+SHIPPED_PROFILES = Path(cj_runner.__file__).resolve().parent / "profiles"
+"""The profiles and grade scales that ship inside the package (package data)."""
 DEFAULT_PROFILE = "default"
 GRADE_SCALES_FILE = "grade_scales.yaml"
 PROFILE_KEYS = ("name", "description", "settings", "judge")
@@ -261,14 +263,15 @@ def _load_yaml(path: Path, what: str) -> Any:
 
 def profile_dirs(env: Mapping[str, str] | None = None) -> list[Path]:
     """Folders searched for ``<name>.yaml``: ``$CJ_PROFILES_DIR`` (may list several,
-    separated by the OS path separator), ``./profiles``, the repository's ``profiles/``."""
+    separated by the OS path separator), ``./profiles``, then the profiles shipped inside
+    the package (``cj_runner/profiles``, installed with every wheel)."""
     env = os.environ if env is None else env
     dirs: list[Path] = []
     for part in (env.get(PROFILES_DIR_ENV) or "").split(os.pathsep):
         if part.strip():
             dirs.append(Path(part.strip()).expanduser())
     dirs.append(Path.cwd() / "profiles")
-    dirs.append(Path(cj_runner.__file__).resolve().parents[1] / "profiles")
+    dirs.append(SHIPPED_PROFILES)
     unique: list[Path] = []
     for folder in dirs:
         if not any(_same_dir(folder, seen) for seen in unique):

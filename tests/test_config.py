@@ -327,7 +327,7 @@ def test_retry_delays_must_be_ordered(pdir: Path) -> None:
 
 @given(st.integers(min_value=-(10**6), max_value=10**6))
 def test_budget_accepted_exactly_when_positive(value: int) -> None:
-    env = {"CJ_PROFILES_DIR": str(REPO / "profiles")}
+    env = {"CJ_PROFILES_DIR": str(REPO / "cj_runner" / "profiles")}
     try:
         resolved = load_settings(None, [f"MAX_PAIRWISE_COMPARISONS={value}"], env)
     except ConfigError as exc:
@@ -494,7 +494,7 @@ def test_yaml_merge_keys_may_be_overridden(pdir: Path) -> None:
 
 
 def test_shipped_profiles_load() -> None:
-    for path in sorted((REPO / "profiles").glob("*.yaml")):
+    for path in sorted((REPO / "cj_runner" / "profiles").glob("*.yaml")):
         keys = config._top_level_keys(path)
         if path.name == "grade_scales.yaml" or keys is None or "kind" in keys:
             continue
@@ -506,7 +506,7 @@ def test_shipped_profiles_load() -> None:
 
 
 def test_shipped_grade_scales() -> None:
-    path = REPO / "profiles" / "grade_scales.yaml"
+    path = REPO / "cj_runner" / "profiles" / "grade_scales.yaml"
     assert {"eng5", "numeric6"} <= set(grade_scale_names(path))
     eng5 = load_grade_scale("eng5", path)
     assert eng5.grades == ("F", "E", "D", "C", "B", "A")

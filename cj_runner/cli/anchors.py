@@ -48,7 +48,7 @@ def register_cmd(
     ],
     assignment_id: Annotated[str, typer.Option(help="Assignment the anchors belong to.")],
     grade_scale: Annotated[
-        str, typer.Option(help="Grade scale name from profiles/grade_scales.yaml.")
+        str, typer.Option(help="Grade scale name from grade_scales.yaml (shipped: eng5, numeric6).")
     ],
     instructions: Annotated[
         Path | None, typer.Option(help="Judge instructions (text file).")

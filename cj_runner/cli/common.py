@@ -22,6 +22,42 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+
+def _plain_help() -> None:
+    """Help without type tags on flags and without braces around arguments.
+
+    typer 0.29 renders every option with its Python type (``--quiet <bool>``, also
+    ``--help <bool>``) and a required argument as ``{batch}``. A flag takes no value, so
+    it gets no tag; arguments read ``BATCH`` as in every other command-line tool. Older
+    typers do not have these hooks and render cleanly already.
+    """
+    core: Any = getattr(typer, "core", None)
+    option = getattr(core, "TyperOption", None)
+    argument = getattr(core, "TyperArgument", None)
+    if option is not None and hasattr(option, "display_type_rich"):
+        original = option.display_type_rich
+
+        def display_type_rich(self: Any, ctx: Any) -> str | None:
+            if getattr(self, "is_flag", False) or getattr(self, "count", False):
+                return None
+            result: str | None = original(self, ctx)
+            return result
+
+        option.display_type_rich = display_type_rich
+    if argument is not None and hasattr(argument, "_usage_display_name"):
+
+        def usage_name(self: Any) -> str:
+            name = str(self.metavar or self.name or "").upper()
+            name = name if self.required else f"[{name}]"
+            return name + ("..." if self.nargs != 1 else "")
+
+        argument._usage_display_name = usage_name
+    if argument is not None and hasattr(argument, "display_name_raw"):
+        argument.display_name_raw = property(lambda self: str(self.metavar or self.name).upper())
+
+
+_plain_help()
+
 console = Console(highlight=False, soft_wrap=False)
 err_console = Console(stderr=True, highlight=False)
 

@@ -37,9 +37,19 @@ if TYPE_CHECKING:
 # commands, so `--help` and errors on bad arguments come back at once.
 
 
+APP_HELP = (
+    "Run Comparative Judgement batches with an LLM (or mock) judge.\n\n"
+    "Two kinds of profile: a CJ profile (--profile NAME or FILE.yaml) holds a batch's "
+    "settings (budget, wave size, stopping rules) and may name a judge; a judge profile "
+    "(--judge NAME or FILE.yaml) says who answers: the API kind, model, base URL, prices, "
+    "rate limits and the NAME of the environment variable holding the key. --judge "
+    "overrides the CJ profile's judge. Shipped judge profiles: openai, anthropic, "
+    "local_openai_compatible, mock_default, mock_server."
+)
+
 app = typer.Typer(
     name="cj-run",
-    help="Run Comparative Judgement batches with an LLM (or mock) judge.",
+    help=APP_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -63,7 +73,8 @@ AssignmentId = Annotated[
     typer.Option(help="Assignment whose anchors, instructions and rubric join the batch."),
 ]
 Profile = Annotated[
-    str | None, typer.Option(help="Profile name (profiles/NAME.yaml) or YAML path.")
+    str | None,
+    typer.Option(help="CJ profile (the batch's settings and judge): a name or a YAML path."),
 ]
 Judge = Annotated[
     str | None,
@@ -140,7 +151,7 @@ def _request(
 def _main(
     version: VersionOption = False,
 ) -> None:
-    """Run Comparative Judgement batches with an LLM (or mock) judge."""
+    """Run Comparative Judgement batches with an LLM (or mock) judge (see --help)."""
 
 
 # ---------------------------------------------------------------- plan
@@ -228,8 +239,10 @@ def dry_run(
     batch_name: Annotated[str | None, typer.Option(help="Name for the batch.")] = None,
     db: Db = None,
 ) -> None:
-    """Validate everything and write the request envelope (settings, nodes, first-wave
-    prompts) as JSON; no judge call, nothing stored."""
+    """Check everything and write the first wave's prompts; no judge call is paid for.
+
+    Writes the request envelope (settings, nodes, first-wave prompts) as JSON; nothing
+    is stored in the database."""
     from cj_runner.services.batches import plan_summary, prepare, prepare_local
     from cj_runner.services.dry_run import write_envelope
 
@@ -400,8 +413,9 @@ def execute(
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
-    """Run a batch to its stop: coverage, resampling, scoring, grades. Exit 0 when
-    COMPLETED, 1 when FAILED, 2 on bad input, 130 when interrupted."""
+    """Run a batch to its stop: coverage, resampling, scoring, grades.
+
+    Exit 0 when COMPLETED, 1 when FAILED, 2 on bad input, 130 when interrupted."""
     from cj_runner.judges.registry import build_judge
     from cj_runner.services.batches import create_batch, plan_summary, prepare, prepare_local
 
@@ -453,8 +467,10 @@ def resume(
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
-    """Continue a batch that did not finish (crash, Ctrl-C): answered comparisons are
-    kept, calls in flight are counted as sent and re-asked if budget remains."""
+    """Continue a batch that did not finish (crash, Ctrl-C).
+
+    Answered comparisons are kept; calls in flight are counted as sent and asked again
+    if budget remains."""
     from cj_runner.storage import repository as repo
 
     async def body() -> tuple[RunResult, dict[str, Any]]:
@@ -543,11 +559,15 @@ def finalize(
 
 
 @app.command("list")
-def list_batches(db: Db = None, fmt: Format = "table") -> None:
-    """List the batches in the database, newest first."""
+def list_batches(
+    db: Db = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+) -> None:
+    """List the batches in the database, newest first (ids are never cut short)."""
+    from cj_runner.cli.common import to_csv
     from cj_runner.storage import repository as repo
 
-    _check_format(fmt, ("table", "json"))
+    _check_format(fmt, ("table", "json", "csv"))
 
     async def body() -> list[repo.BatchRecord]:
         return await with_db(db, repo.list_batches, must_exist=True)
@@ -570,11 +590,18 @@ def list_batches(db: Db = None, fmt: Format = "table") -> None:
     if fmt == "json":
         emit_text(dump_json(rows), None)
         return
+    if fmt == "csv":
+        emit_text(to_csv(rows, list(rows[0]) if rows else ["batch_id"]), None)
+        return
     from rich.table import Table
 
-    table = Table(title="Batches")
-    for col in ("batch_id", "name", "status", "stop_reason", "calls", "judge", "created_at"):
-        table.add_column(col)
+    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold underline")
+    # ids and names are what users copy into other commands: never wrapped or cut
+    for col in ("batch_id", "name"):
+        longest = max((len(r[col] or "") for r in rows), default=0)
+        table.add_column(col, no_wrap=True, min_width=max(longest, len(col)))
+    for col in ("status", "stop", "calls", "judge", "created (UTC)"):
+        table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(
             r["batch_id"],
@@ -583,7 +610,7 @@ def list_batches(db: Db = None, fmt: Format = "table") -> None:
             r["stop_reason"] or "",
             f"{r['calls_sent']}/{r['total_budget']}",
             r["judge"],
-            r["created_at"],
+            str(r["created_at"]).replace("T", " ")[:16],
         )
     console.print(table)
 
@@ -608,9 +635,10 @@ def harness(
     sets: Sets = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per run.")] = False,
 ) -> None:
-    """Convergence harness: the workflow's own selection, continuation and scoring on
-    synthetic nets with a simulated judge, in memory; prints stop reason, waves,
-    comparisons and Spearman with the truth."""
+    """Convergence harness: the workflow on synthetic nets, in memory.
+
+    The workflow's own selection, continuation and scoring with a simulated judge; prints
+    stop reason, waves, comparisons and Spearman with the truth."""
     import numpy as np
 
     from cj_runner.config import load_settings
