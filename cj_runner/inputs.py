@@ -337,6 +337,20 @@ def _folder_essays(folder: Path) -> tuple[list[Essay], list[str]]:
         for p in entries
         if p.suffix.lower() in MANIFEST_SUFFIXES and p.is_file()
     ]
+    skipped = [
+        p.name
+        for p in entries
+        if not p.name.startswith(".")
+        and p.suffix.lower() not in (*ESSAY_SUFFIXES, *MANIFEST_SUFFIXES)
+        and p.is_file()
+    ]
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (
+            f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        )
+        warnings.append(
+            f"{folder}: skipped {len(skipped)} file(s) that are not .txt or .md: {shown}"
+        )
     seen: dict[str, Path] = {}
     essays: list[Essay] = []
     for file in files:

@@ -135,7 +135,8 @@ def test_folder_inventory(tmp_path: Path) -> None:
     assert inventory.essays[0].text == "Essay A"
     assert inventory.essays[0].checksum == checksum("Essay A")
     assert inventory.essays[0].metadata == {}
-    assert len(inventory.warnings) == 1 and "manifest.csv is ignored" in inventory.warnings[0]
+    assert len(inventory.warnings) == 2 and "manifest.csv is ignored" in inventory.warnings[0]
+    assert inventory.warnings[1].endswith("skipped 1 file(s) that are not .txt or .md: notes.pdf")
 
 
 def test_folder_ids_with_spaces_and_unicode(tmp_path: Path) -> None:

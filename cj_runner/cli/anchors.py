@@ -14,9 +14,12 @@ from cj_runner.cli.common import (
     console,
     dump_json,
     emit_text,
+    err_console,
     fail,
+    json_errors,
     open_db,
     run_async,
+    to_csv,
     with_db,
 )
 
@@ -39,6 +42,7 @@ def _main(
     version: VersionOption = False,
 ) -> None:
     """Register and list anchor essays (essays with known grades) per assignment."""
+    json_errors(False)
 
 
 @app.command("register")
@@ -89,10 +93,19 @@ def register_cmd(
             await store.close()
 
     result = run_async(body)
-    console.print(
+    line = (
         f"assignment {assignment_id}: {result.added} anchor(s) added, "
         f"{result.unchanged} unchanged, {result.removed} removed"
     )
+    if result.updated:
+        line += "; updated: " + ", ".join(result.updated)
+    console.print(line, markup=False, highlight=False)
+    if result.kept:
+        err_console.print(
+            f"note: {result.kept} registered anchor(s) of {assignment_id} are not in this "
+            "manifest and were kept (--replace makes the manifest the whole set)",
+            markup=False,
+        )
 
 
 @app.command("list")
@@ -100,14 +113,15 @@ def list_cmd(
     assignment_id: Annotated[
         str | None, typer.Option(help="Only this assignment's anchors.")
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
     db: Db = None,
 ) -> None:
     """List registered anchors with their grades."""
     from cj_runner.storage import repository as repo
 
-    if fmt not in ("table", "json"):
-        raise fail("--format must be table or json")
+    if fmt not in ("table", "json", "csv"):
+        raise fail("--format must be table, json or csv")
+    json_errors(fmt == "json")
 
     async def body() -> list[repo.AnchorRecord]:
         return await with_db(
@@ -129,6 +143,9 @@ def list_cmd(
     ]
     if fmt == "json":
         emit_text(dump_json(rows), None)
+        return
+    if fmt == "csv":
+        emit_text(to_csv(rows, list(rows[0]) if rows else ["assignment_id"]), None)
         return
     table = Table(title="Anchors")
     for col in ("assignment", "id", "file", "grade", "words", "checksum"):

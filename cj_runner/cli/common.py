@@ -67,10 +67,29 @@ DB_HELP = (
 )
 
 
+_json_errors = False
+
+
+def json_errors(enabled: bool) -> None:
+    """With JSON output asked for, errors are also printed as JSON on stdout.
+
+    Every app's callback resets it, so one invocation never inherits another's choice.
+    """
+    global _json_errors
+    _json_errors = enabled
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print ``error: message`` on stderr and return the Exit to raise."""
+    """Print ``error: message`` on stderr and return the Exit to raise.
+
+    With JSON output (:func:`json_errors`), stdout gets ``{"error": ..., "exit_code": ...}``
+    too, so a script that parses stdout sees the error instead of nothing.
+    """
+    text = " ".join(message.split())
     # plain text: one line, never wrapped, and no markup parsing of user data
-    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    typer.echo(f"error: {text}", err=True)
+    if _json_errors:
+        typer.echo(json.dumps({"error": text, "exit_code": code}, ensure_ascii=False))
     return typer.Exit(code)
 
 

@@ -21,6 +21,7 @@ from cj_runner.cli.common import (
     dump_json,
     emit_text,
     fail,
+    json_errors,
     run_async,
     to_csv,
     with_db,
@@ -68,6 +69,7 @@ def _main(
     version: VersionOption = False,
 ) -> None:
     """Reports on a batch: summary, fairness, coverage, ranking, grades, comparisons, HTML."""
+    json_errors(False)
 
 
 # ---------------------------------------------------------------- output helpers
@@ -76,6 +78,7 @@ def _main(
 def _check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise fail(f"--format must be table, json or csv; got {fmt!r}")
+    json_errors(fmt == "json")
 
 
 def _load(db: str | None, body: Callable[[Store], Awaitable[Any]]) -> Any:
@@ -176,6 +179,7 @@ def fairness(
     above = data["nodes_above_max_skew"]
     if above:
         shown = ", ".join(above[:10]) + (f" and {len(above) - 10} more" if len(above) > 10 else "")
+        json_errors(False)  # the report on stdout is the JSON; the gate's verdict is stderr
         raise fail(f"{len(above)} node(s) have an A/B skew above {max_skew}: {shown}", 1)
 
 
@@ -235,6 +239,7 @@ def comparisons(
     """
     if fmt not in ("csv", "json", "jsonl"):
         raise fail(f"--format must be csv, json or jsonl; got {fmt!r}")
+    json_errors(fmt in ("json", "jsonl"))
     from cj_runner.services.export import COMPARISON_COLUMNS, build_comparisons
 
     data = _load(db, lambda store: build_comparisons(store, batch, successful=successful))

@@ -21,14 +21,17 @@ from cj_runner.cli.common import (
     emit_text,
     err_console,
     fail,
+    json_errors,
     open_db,
     run_async,
     with_db,
 )
+from cj_runner.cli.run_support import LogFile, Verbose, call_log, check_judge_lines, print_check
 from cj_runner.errors import CJError, UserError
 
 if TYPE_CHECKING:
     from cj_runner.services.batches import RunRequest
+    from cj_runner.services.calllog import CallLog
     from cj_runner.services.executor import RunResult
     from cj_runner.storage import Store
     from cj_runner.storage import repository as repo
@@ -94,7 +97,13 @@ NoCache = Annotated[
     bool, typer.Option("--no-cache", help="Do not reuse stored answers (judgment cache).")
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no summary.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")]
+AsJson = Annotated[
+    bool, typer.Option("--json", help="Print the summary as one JSON object (--format json).")
+]
+SummaryFormat = Annotated[
+    str, typer.Option("--format", help="The summary as a table or as one JSON object (json).")
+]
+
 JudgeModel = Annotated[str | None, typer.Option(help="Override the judge's model.")]
 JudgeTemperature = Annotated[float | None, typer.Option(help="Override the judge's temperature.")]
 JudgeMaxTokens = Annotated[int | None, typer.Option(help="Override the judge's max output tokens.")]
@@ -102,6 +111,14 @@ JudgeBaseUrl = Annotated[
     str | None,
     typer.Option(envvar="CJ_JUDGE_BASE_URL", help="Override the judge's base URL."),
 ]
+
+
+def _summary_json(fmt: str, as_json: bool) -> bool:
+    """``--format table|json`` with ``--json`` as its alias; JSON errors with JSON output."""
+    _check_format(fmt, ("table", "json"))
+    wanted = as_json or fmt == "json"
+    json_errors(wanted)
+    return wanted
 
 
 def _request(
@@ -152,6 +169,7 @@ def _main(
     version: VersionOption = False,
 ) -> None:
     """Run Comparative Judgement batches with an LLM (or mock) judge (see --help)."""
+    json_errors(False)
 
 
 # ---------------------------------------------------------------- plan
@@ -171,10 +189,19 @@ def plan(
     judge_base_url: JudgeBaseUrl = None,
     db: Db = None,
     fmt: Format = "table",
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Also check the judge: its key variable is set and its server answers "
+            "(one free GET /models; not counted against any budget).",
+        ),
+    ] = False,
 ) -> None:
     """Show what a batch would do: nodes, anchors, budget, nC2, waves, tokens and cost.
 
-    Reads inputs and the assignment's anchors; writes nothing; calls no judge.
+    Reads inputs and the assignment's anchors; writes nothing; calls no judge (with
+    --check, one free request checks the judge's key and server).
     """
     from cj_runner.cli.render import plan_table
     from cj_runner.services.batches import plan_summary, prepare, prepare_local
@@ -182,6 +209,7 @@ def plan(
     from cj_runner.storage.engine import sqlite_path
 
     _check_format(fmt, ("table", "json"))
+    json_errors(fmt == "json")
     request = _request(
         inventory,
         assignment_id,
@@ -200,10 +228,16 @@ def plan(
         url = resolve_db_url(db)
         path = sqlite_path(url)
         if assignment_id is None or (path is not None and not path.exists()):
-            return plan_summary(await prepare(None, request, local))
-        return await with_db(db, lambda store: _plan_with_store(store, request, local))
+            summary = plan_summary(await prepare(None, request, local))
+        else:
+            summary = await with_db(db, lambda store: _plan_with_store(store, request, local))
+        if check:
+            summary["judge_check"] = await check_judge_lines(local.judge_config)
+        return summary
 
     result = run_async(body)
+    if check and fmt != "json":
+        print_check(result["judge_check"])
     if fmt == "json":
         emit_text(dump_json(result), None)
     else:
@@ -259,6 +293,7 @@ def dry_run(
 
     async def body() -> Path:
         local = prepare_local(request)
+        print_check(await check_judge_lines(local.judge_config))
         if assignment_id is None:
             prepared = await prepare(None, request, local)
         else:
@@ -320,7 +355,7 @@ async def _batch_context(store: Store, batch_id: str) -> dict[str, Any]:
 
 
 async def _run_batch(
-    store: Store, batch_id: str, *, quiet: bool, use_cache: bool
+    store: Store, batch_id: str, *, quiet: bool, use_cache: bool, log: CallLog | None = None
 ) -> tuple[RunResult, dict[str, Any]]:
     from cj_runner.cli.render import ProgressView
     from cj_runner.judges.registry import build_judge
@@ -346,7 +381,12 @@ async def _run_batch(
         progress=view,
         use_cache=use_cache,
         stop_event=stop,
+        call_log=log,
     )
+    if log is not None:
+        log.note(
+            f"batch {batch.id}: judge {judge.name} ({judge.model}) {getattr(judge, 'url', '')}"
+        )
     try:
         with view if view is not None else contextlib.nullcontext():
             result = await executor.run()
@@ -372,6 +412,12 @@ def _report_run(result: RunResult, summary: dict[str, Any], *, as_json: bool, qu
         emit_text(dump_json(summary), None)
     elif not quiet:
         console.print(summary_renderable(summary))
+    if result.unreachable:
+        raise fail(
+            f"{result.unreachable}; the batch stopped at once (INTERRUPTED, nothing else "
+            f"sent): fix the server or start again with the right --judge-base-url; "
+            f"cj-run resume {result.batch_id} continues it once the server answers"
+        )
     if result.interrupted:
         err_console.print(
             f"interrupted: answers so far are stored. Resume with: cj-run resume {result.batch_id}"
@@ -412,10 +458,14 @@ def execute(
     db: Db = None,
     quiet: Quiet = False,
     as_json: AsJson = False,
+    fmt: SummaryFormat = "table",
+    verbose: Verbose = False,
+    log_file: LogFile = None,
 ) -> None:
     """Run a batch to its stop: coverage, resampling, scoring, grades.
 
     Exit 0 when COMPLETED, 1 when FAILED, 2 on bad input, 130 when interrupted."""
+    as_json = _summary_json(fmt, as_json)
     from cj_runner.judges.registry import build_judge
     from cj_runner.services.batches import create_batch, plan_summary, prepare, prepare_local
 
@@ -451,7 +501,10 @@ def execute(
             batch_id = await create_batch(store, prepared, plan_summary(prepared))
             if not quiet and not as_json:
                 err_console.print(f"batch {batch_id} created")
-            return await _run_batch(store, batch_id, quiet=quiet or as_json, use_cache=not no_cache)
+            with call_log(verbose, log_file) as log:
+                return await _run_batch(
+                    store, batch_id, quiet=quiet or as_json, use_cache=not no_cache, log=log
+                )
         finally:
             await store.close()
 
@@ -462,15 +515,27 @@ def execute(
 @app.command()
 def resume(
     batch: Annotated[str, typer.Argument(help="Batch id or name.")],
+    max_comparisons: Annotated[
+        int | None,
+        typer.Option(
+            help="New call budget of the batch (raise or lower it; never below the calls "
+            "already sent).",
+            min=1,
+        ),
+    ] = None,
     no_cache: NoCache = False,
     db: Db = None,
     quiet: Quiet = False,
     as_json: AsJson = False,
+    fmt: SummaryFormat = "table",
+    verbose: Verbose = False,
+    log_file: LogFile = None,
 ) -> None:
     """Continue a batch that did not finish (crash, Ctrl-C).
 
     Answered comparisons are kept; calls in flight are counted as sent and asked again
     if budget remains."""
+    as_json = _summary_json(fmt, as_json)
     from cj_runner.storage import repository as repo
 
     async def body() -> tuple[RunResult, dict[str, Any]]:
@@ -482,9 +547,16 @@ def resume(
                     f"batch {record.id} already finished ({record.status}, "
                     f"{record.stop_reason}); nothing to resume"
                 )
-            return await _run_batch(
-                store, record.id, quiet=quiet or as_json, use_cache=not no_cache
-            )
+            if max_comparisons is not None:
+                old, sent = await repo.set_total_budget(store, record.id, max_comparisons)
+                if old != max_comparisons and not (quiet or as_json):
+                    err_console.print(
+                        f"budget {old} -> {max_comparisons} calls ({sent} already sent)"
+                    )
+            with call_log(verbose, log_file) as log:
+                return await _run_batch(
+                    store, record.id, quiet=quiet or as_json, use_cache=not no_cache, log=log
+                )
         finally:
             await store.close()
 
@@ -568,6 +640,7 @@ def list_batches(
     from cj_runner.storage import repository as repo
 
     _check_format(fmt, ("table", "json", "csv"))
+    json_errors(fmt == "json")
 
     async def body() -> list[repo.BatchRecord]:
         return await with_db(db, repo.list_batches, must_exist=True)
@@ -633,12 +706,19 @@ def harness(
     error_rate: Annotated[float, typer.Option(help="Probability that a comparison fails.")] = 0.0,
     profile: Profile = None,
     sets: Sets = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per run.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per run (--format json).")
+    ] = False,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
 ) -> None:
     """Convergence harness: the workflow on synthetic nets, in memory.
 
     The workflow's own selection, continuation and scoring with a simulated judge; prints
     stop reason, waves, comparisons and Spearman with the truth."""
+    _check_format(fmt, ("table", "json", "csv"))
+    if as_json:
+        fmt = "json"
+    json_errors(fmt == "json")
     import numpy as np
 
     from cj_runner.config import load_settings
@@ -676,8 +756,13 @@ def harness(
         return body()
 
     rows = run_async(wrapper)
-    if as_json:
+    if fmt == "json":
         emit_text(dump_json(rows if replicates > 1 else rows[0]), None)
+        return
+    if fmt == "csv":
+        from cj_runner.cli.common import to_csv
+
+        emit_text(to_csv(rows), None)
         return
     from rich.table import Table
 

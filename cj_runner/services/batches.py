@@ -7,6 +7,7 @@ import secrets
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,15 @@ async def prepare(
                 metadata={k: str(v) for k, v in anchor.metadata.items()},
             )
         )
+    student_texts = {e.checksum: e.essay_id for e in inventory.essays}
+    same = [
+        f"{request.inventory}: essay {student_texts[a.checksum]!r} has the same text as anchor "
+        f"{Path(a.source_name).name!r} (grade {a.grade}); both take part in the batch"
+        for a in anchors
+        if a.checksum in student_texts
+    ]
+    if same:
+        inventory = dc_replace(inventory, warnings=(*inventory.warnings, *same))
     clashes = [c for c, k in Counter(n.checksum for n in nodes if n.is_anchor).items() if k > 1]
     if clashes:  # pragma: no cover - registration refuses duplicate anchor texts
         raise InputError("two anchors have the same text")

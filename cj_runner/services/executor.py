@@ -87,6 +87,10 @@ class _OpenWave:
     unfinished: list[Slot]
 
 
+UNREACHABLE_AFTER = 3
+"""Connection failures, before any answer, after which a run stops (nothing else sent)."""
+
+
 @dataclass
 class RunResult:
     """How a run ended."""
@@ -95,6 +99,8 @@ class RunResult:
     status: str
     stop_reason: str | None
     interrupted: bool = False
+    unreachable: str | None = None
+    """Set when the run stopped because its first calls could not reach the judge."""
 
 
 def lock_owner_alive(owner: str) -> bool:
@@ -137,6 +143,7 @@ class BatchExecutor:
         use_cache: bool = True,
         stop_event: asyncio.Event | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        call_log: Callable[[Slot, AttemptResult], None] | None = None,
     ) -> None:
         self.store = store
         self.batch = batch
@@ -149,6 +156,10 @@ class BatchExecutor:
         self.use_cache = use_cache
         self.stop_event = stop_event or asyncio.Event()
         self._sleep = sleep
+        self.call_log = call_log
+        self.unreachable: str | None = None
+        self._connection_failures = 0
+        self._judge_answered = False
         self.wf = self._workflow(batch.state)
         self.texts = [
             EssayText(
@@ -501,12 +512,32 @@ class BatchExecutor:
 
     def _on_attempt(self, slot: Slot, result: AttemptResult) -> None:
         """A call's result was stored: count its tokens; report a failed one."""
+        if self.call_log is not None:
+            self.call_log(slot, result)
+        self._watch_connection(result)
         if not result.cached:  # every billed attempt counts, whatever its answer
             self._add_tokens(
                 result.tokens_in or 0, result.tokens_out or 0, result.tokens_cached or 0
             )
         if result.status != "success":
             self._emit("call", slot.wave)
+
+    def _watch_connection(self, result: AttemptResult) -> None:
+        """Stop at once when the run's first calls all fail to connect: a wrong base URL
+        or a server that is down would otherwise spend the budget on nothing."""
+        if result.error_kind != "connection" or result.cached:
+            self._judge_answered = True
+            return
+        if self._judge_answered or self.unreachable is not None:
+            return
+        self._connection_failures += 1
+        if self._connection_failures >= UNREACHABLE_AFTER:
+            url = getattr(self.judge, "url", None)
+            where = f" at {url}" if url else ""
+            self.unreachable = (
+                f"cannot reach the judge{where}: {result.error_message or 'connection failed'}"
+            )
+            self.stop_event.set()
 
     def _on_done(self, slot: Slot, outcome: CallOutcome) -> None:
         """A comparison ended: update the workflow state."""
@@ -607,7 +638,13 @@ class BatchExecutor:
             with contextlib.suppress(Exception):
                 await self._store_results("INTERRUPTED", "interrupted", provisional=True)
         self._emit("finished", self.wf.waves_completed, reason="interrupted")
-        return RunResult(self.batch.id, "INTERRUPTED", "interrupted", interrupted=True)
+        return RunResult(
+            self.batch.id,
+            "INTERRUPTED",
+            "interrupted",
+            interrupted=True,
+            unreachable=self.unreachable,
+        )
 
     async def _finalize(self, decision: Decision) -> RunResult:
         if not await repo.heartbeat(self.store, self.batch.id, self.owner):

@@ -17,6 +17,7 @@ import base64
 import html
 import io
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,6 +54,8 @@ SECTION_IDS: tuple[str, ...] = (
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 
+_AGGREGATE_ABOVE = 100  # above this many nodes the positions plot becomes a histogram
+_SSR_FLOOR = -1.0  # the SSR axis stops here; lower values are drawn clipped
 _LABEL_LIMIT = 60  # above this many nodes, plots leave out the essay ids on the axis
 _DPI = 96
 _STUDENT = "#3b6ea5"
@@ -140,10 +143,16 @@ def scores_plot(ranking: dict[str, Any], grades: dict[str, Any]) -> str | None:
 
 
 def positions_plot(fairness: dict[str, Any]) -> str | None:
-    """A and B counts per node: A above the axis, B below, so imbalance stands out."""
+    """A and B counts per node: A above the axis, B below, so imbalance stands out.
+
+    Above :data:`_AGGREGATE_ABOVE` nodes one bar per node is unreadable: the plot shows
+    instead how many nodes have each A − B difference.
+    """
     nodes = fairness["nodes"]
     if not nodes:
         return None
+    if len(nodes) > _AGGREGATE_ABOVE:
+        return _positions_histogram(fairness)
     fig = Figure(figsize=(11, 4), layout="constrained")
     ax = fig.add_subplot()
     xs = list(range(len(nodes)))
@@ -163,8 +172,38 @@ def positions_plot(fairness: dict[str, Any]) -> str | None:
     return _png(fig)
 
 
-def convergence_plot(coverage: dict[str, Any]) -> str | None:
-    """Largest score change and SSR after each wave."""
+def _positions_histogram(fairness: dict[str, Any]) -> str:
+    nodes = fairness["nodes"]
+    diffs = Counter(int(n["a_count"]) - int(n["b_count"]) for n in nodes)
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    ax = fig.add_subplot()
+    xs = sorted(diffs)
+    ax.bar(xs, [diffs[x] for x in xs], 0.8, color=_A_COLOUR)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlim(min(xs[0], -1) - 1, max(xs[-1], 1) + 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("A − B: times shown first minus times shown second")
+    ax.set_ylabel("nodes")
+    ax.set_title(
+        f"Positions: {len(nodes)} nodes by A − B (largest skew {fairness['max_skew']:.3f})"
+    )
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def clip_to_floor(
+    points: Sequence[tuple[int, float]], floor: float
+) -> tuple[list[tuple[int, float]], list[int]]:
+    """Points with values below ``floor`` raised to it (so they stay inside the axes), and
+    the x of those that were raised."""
+    shown = [(x, max(v, floor)) for x, v in points]
+    return shown, [x for x, v in points if v < floor]
+
+
+def convergence_plot(coverage: dict[str, Any], robust: float | None = None) -> str | None:
+    """Largest score change and SSR after each wave (SSR below the axis floor is drawn on
+    the floor with a down-pointing marker); the final robust reliability as a line."""
     waves = coverage["waves"]
     if not waves:
         return None
@@ -186,10 +225,33 @@ def convergence_plot(coverage: dict[str, Any]) -> str | None:
     ssr = [w["ssr"] for w in waves]
     pts = [(x, s) for x, s in zip(xs, ssr, strict=True) if s is not None and math.isfinite(s)]
     if pts:
-        right.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, color=_ANCHOR)
-        low = min(p[1] for p in pts)
-        # early waves can give very negative SSR; keep the useful range readable
-        right.set_ylim(max(low, -1.0) - 0.05, 1.02)
+        # early waves can give very negative SSR: clip at the floor so every point stays
+        # inside the axes, and mark the clipped ones
+        shown, clipped = clip_to_floor(pts, _SSR_FLOOR)
+        right.plot(
+            [p[0] for p in shown], [p[1] for p in shown], "o-", ms=3, color=_ANCHOR, label="SSR"
+        )
+        if clipped:
+            right.plot(
+                clipped,
+                [_SSR_FLOOR] * len(clipped),
+                "v",
+                ms=7,
+                color="#aa3333",
+                label=f"SSR below {_SSR_FLOOR:g} (clipped)",
+            )
+        low = min(p[1] for p in shown)
+        right.set_ylim(min(low, 0.0) - 0.08, 1.05)
+    if robust is not None and math.isfinite(robust):
+        right.axhline(
+            robust,
+            color=_STUDENT,
+            ls="--",
+            lw=1.0,
+            label=f"robust reliability (final) {robust:.3f}",
+        )
+    if pts or robust is not None:
+        right.legend(fontsize=8, loc="lower right")
     right.set_xlabel("wave")
     right.set_ylabel("SSR")
     right.set_title("Scale separation reliability per wave")
@@ -252,9 +314,10 @@ def _table(table_id: str, columns: Sequence[Column], rows: Sequence[dict[str, An
         body.append("<tr>" + "".join(cells) + "</tr>")
     if not rows:
         body.append(f'<tr><td colspan="{len(columns)}">no rows</td></tr>')
+    # a wide table scrolls inside its own box instead of widening the page
     return (
-        f'<table id="{table_id}" class="sortable"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table>"
+        f'<div class="wide"><table id="{table_id}" class="sortable"><thead><tr>{head}</tr>'
+        f"</thead><tbody>{''.join(body)}</tbody></table></div>"
     )
 
 
@@ -299,6 +362,24 @@ def _section(section_id: str, title: str, body: str) -> str:
     return f'<section id="{section_id}"><h2>{html.escape(title)}</h2>{body}</section>'
 
 
+def _robust(report: dict[str, Any]) -> str:
+    """The design-robust reliability beside SSR, with its method and SD when known."""
+    value = report.get("robust_reliability")
+    if value is None or not math.isfinite(value):
+        return "-"
+    text = f"{value:.3f}"
+    sd = report.get("robust_reliability_sd")
+    if sd is not None and math.isfinite(sd):
+        text += f" (SD {sd:.3f})"
+    method = report.get("robust_reliability_method")
+    if method:
+        text += f", {method}"
+    warning = report.get("reliability_warning")
+    if warning:
+        text += f"; {warning}"
+    return text
+
+
 def _summary_section(s: dict[str, Any]) -> str:
     share = s.get("position_a_share") or {}
     grades = s.get("grades") or {}
@@ -320,6 +401,7 @@ def _summary_section(s: dict[str, Any]) -> str:
             f"{s['resampling_pass_count']} resampling pass(es); {s['waves']} waves",
         ),
         ("SSR", s.get("ssr")),
+        ("robust reliability", _robust(s)),
         ("largest A/B skew", s.get("max_skew")),
     ]
     if share and share.get("share") is not None and math.isfinite(share["share"]):
@@ -360,6 +442,7 @@ def _ranking_section(r: dict[str, Any]) -> str:
     head = _facts(
         [
             ("SSR", r["ssr"]),
+            ("robust reliability", _robust(r)),
             (
                 "misfit rule",
                 f"{r.get('misfit_statistic', 'mean_square')} above {r['misfit_threshold']}",
@@ -492,7 +575,8 @@ _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;
 max-width:1180px;padding:1rem 1.5rem;color:#1d1d1f;background:#fff}
 h1{font-size:1.5rem;margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem}
-nav a{margin-right:.8rem}section{margin:1.5rem 0}figure{margin:0}
+nav{display:flex;flex-wrap:wrap;gap:.2rem .8rem}section{margin:1.5rem 0}figure{margin:0}
+.wide{overflow-x:auto;max-width:100%}th,td{overflow-wrap:anywhere}
 .alert{padding:.6rem .8rem;border-radius:4px;margin:.8rem 0}
 .provisional{background:#fff4d6;border:1px solid #e0b400}
 .no-signal{background:#fde2e1;border:1px solid #c62828}
@@ -501,7 +585,7 @@ table{border-collapse:collapse;margin:.6rem 0;font-size:.85rem}
 th,td{border:1px solid #ddd;padding:.2rem .5rem;text-align:left}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 table.sortable th{cursor:pointer;background:#f4f4f6}
-table.facts th{background:#f4f4f6;width:16rem}.empty{color:#777}
+table.facts th{background:#f4f4f6;width:30%;max-width:16rem}.empty{color:#777}
 .meta{color:#666;font-size:.85rem}
 """
 
@@ -559,18 +643,20 @@ def render_html(
             _figure(
                 positions_plot(fairness),
                 "A and B counts per node",
-                "How often each node was shown first (A) and second (B).",
+                "How often each node was shown first (A) and second (B); above "
+                f"{_AGGREGATE_ABOVE} nodes, how many nodes have each difference A − B.",
             ),
         ),
         _section(
             "convergence",
             "Convergence",
             _figure(
-                convergence_plot(coverage),
+                convergence_plot(coverage, summary.get("robust_reliability")),
                 "largest score change and SSR per wave",
                 "Largest change of any node's score since the previous wave (the stability "
                 "rule) and the scale separation reliability after each wave (its axis stops "
-                "at -1: early waves can be far below).",
+                "at -1: lower values, common in early waves, are drawn on the floor with a "
+                "red marker); the dashed line is the final design-robust reliability.",
             ),
         ),
         _section(

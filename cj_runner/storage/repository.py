@@ -91,6 +91,11 @@ class RegisterResult:
     unchanged: int
     removed: int
     assignment_changed: bool
+    updated: tuple[str, ...] = ()
+    """What changed on an existing assignment: ``grade scale``, ``instructions``,
+    ``student prompt``, ``rubric``, and ``grade of FILE`` per re-graded anchor."""
+    kept: int = 0
+    """Registered anchors not in this manifest, kept because ``replace`` was not set."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +211,7 @@ async def register_anchors(
             await conn.execute(select(T_ASSIGNMENTS).where(T_ASSIGNMENTS.c.id == assignment.id))
         ).first()
         changed = False
+        updated: list[str] = []
         if row is None:
             await conn.execute(
                 insert(T_ASSIGNMENTS).values(
@@ -232,6 +238,7 @@ async def register_anchors(
             for key, text in update_texts.items():
                 if text is not None and getattr(row, key) != text:
                     values[key] = text
+            updated.extend(k.replace("_", " ") for k in values if k != "grades")
             if values:
                 await conn.execute(
                     update(T_ASSIGNMENTS)
@@ -263,6 +270,7 @@ async def register_anchors(
                     .where(T_ANCHORS.c.id == old.id)
                     .values(grade=anchor.grade, source_name=anchor.source_name)
                 )
+                updated.append(f"grade of {anchor.source_name} {old.grade} -> {anchor.grade}")
                 added += 1
                 continue
             await conn.execute(
@@ -276,14 +284,15 @@ async def register_anchors(
                 )
             )
             added += 1
-        removed = 0
-        if replace:
-            keep = {a.checksum for a in anchors}
-            gone = [r.id for c, r in existing.items() if c not in keep]
-            if gone:
-                await conn.execute(delete(T_ANCHORS).where(T_ANCHORS.c.id.in_(gone)))
-                removed = len(gone)
-    return RegisterResult(added, unchanged, removed, changed)
+        removed = kept = 0
+        keep = {a.checksum for a in anchors}
+        gone = [r.id for c, r in existing.items() if c not in keep]
+        if replace and gone:
+            await conn.execute(delete(T_ANCHORS).where(T_ANCHORS.c.id.in_(gone)))
+            removed = len(gone)
+        elif gone:
+            kept = len(gone)
+    return RegisterResult(added, unchanged, removed, changed, tuple(updated), kept)
 
 
 async def list_anchors(store: Store, assignment_id: str | None = None) -> list[AnchorRecord]:
@@ -788,6 +797,41 @@ async def set_status(
         if owner is not None:
             await fence(conn, batch_id, owner)
         await conn.execute(update(T_BATCHES).where(T_BATCHES.c.id == batch_id).values(**values))
+
+
+async def set_total_budget(store: Store, batch_id: str, budget: int) -> tuple[int, int]:
+    """Change an unfinished batch's call budget; returns (old budget, calls sent).
+
+    Raises:
+        InputError: ``budget`` is below the calls already sent (they are spent).
+    """
+    async with store.engine.begin() as conn:
+        row = (
+            await conn.execute(
+                select(T_STATE.c.total_budget, T_STATE.c.calls_sent).where(
+                    T_STATE.c.batch_id == batch_id
+                )
+            )
+        ).one()
+        # after a crash the state may lag the stored calls: count those too
+        stored = (
+            await conn.execute(
+                select(func.max(T_COMPARISONS.c.call_no)).where(
+                    T_COMPARISONS.c.batch_id == batch_id
+                )
+            )
+        ).scalar()
+        old, sent = int(row.total_budget), max(int(row.calls_sent or 0), int(stored or 0))
+        if budget < sent:
+            raise InputError(
+                f"--max-comparisons {budget}: the batch already sent {sent} call(s); "
+                f"the budget cannot go below that"
+            )
+        if budget != old:
+            await conn.execute(
+                update(T_STATE).where(T_STATE.c.batch_id == batch_id).values(total_budget=budget)
+            )
+    return old, sent
 
 
 async def mark_in_flight_lost(store: Store, batch_id: str) -> int:

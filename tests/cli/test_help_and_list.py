@@ -72,3 +72,26 @@ def test_list_never_cuts_ids_or_names(tmp_path: Path) -> None:
     assert [(r["batch_id"], r["name"]) for r in rows] == [(summary["batch_id"], LONG_NAME)]
     listed = json.loads(run(["list", "--db", str(db), "--format", "json"]).stdout)
     assert listed[0]["batch_id"] == summary["batch_id"]
+
+
+def test_format_json_is_the_summary_of_json_and_errors_are_json_too(tmp_path: Path) -> None:
+    db = tmp_path / "cj.db"
+    args = ["--inventory", str(LOWER5), "--profile", "mock_lower5", "--max-comparisons", "10"]
+    by_format = run(["execute", "--db", str(db), *args, "--format", "json"])
+    by_alias = run(["execute", "--db", str(db), *args, "--json"])
+    assert by_format.exit_code == by_alias.exit_code == 0
+    assert list(json.loads(by_format.stdout)) == list(json.loads(by_alias.stdout))
+    for invoke, argv in (
+        (run, ["resume", "nope", "--db", str(db), "--format", "json"]),
+        (run, ["resume", "nope", "--db", str(db), "--json"]),
+        (run, ["list", "--db", str(tmp_path / "missing.db"), "--format", "json"]),
+        (report, ["ranking", "nope", "--db", str(db), "--format", "json"]),
+        (report, ["comparisons", "nope", "--db", str(db), "--format", "jsonl"]),
+    ):
+        result = invoke(argv)
+        assert result.exit_code == 2, argv
+        error = json.loads(result.stdout)
+        assert error["exit_code"] == 2 and error["error"], argv
+        assert result.stderr.startswith("error: ")
+    plain = run(["resume", "nope", "--db", str(db)])  # the JSON choice does not linger
+    assert plain.exit_code == 2 and plain.stdout == ""

@@ -251,3 +251,113 @@ def test_console_check_catches_a_broken_page(tmp_path: Path) -> None:
     problems = console_problems(log)
     assert any("Uncaught" in p for p in problems)
     assert any("Content Security Policy" in p for p in problems)
+
+
+# ---------------------------------------------------------------- nothing overflows
+
+OVERFLOW_PROBE = """<script>
+window.addEventListener("load", function () {
+  var vw = document.documentElement.clientWidth, bad = [];
+  document.querySelectorAll("body *").forEach(function (el) {
+    for (var p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+      if (getComputedStyle(p).overflowX !== "visible") { return; }  // scrolls inside a box
+    }
+    var r = el.getBoundingClientRect();
+    if (r.width > 0 && (r.right > vw + 1 || r.left < -1)) {
+      bad.push(el.tagName + (el.id ? "#" + el.id : "") + " " + Math.round(r.left) + ".."
+               + Math.round(r.right));
+    }
+  });
+  var out = document.createElement("pre");
+  out.id = "overflow-probe";
+  out.textContent = JSON.stringify({vw: vw, page: document.documentElement.scrollWidth,
+                                    bad: bad});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def overflow(binary: str, page: Path, tmp_path: Path, width: int) -> dict[str, object]:
+    """Open ``page`` at ``width`` pixels with a probe listing elements outside the page."""
+    probed = tmp_path / f"probe-{width}.html"
+    probed.write_text(
+        page.read_text(encoding="utf-8").replace("</body>", OVERFLOW_PROBE + "</body>"),
+        encoding="utf-8",
+    )
+    args = chromium_args(binary, probed, tmp_path / f"profile-{width}", "--dump-dom")
+    args = [a if not a.startswith("--window-size") else f"--window-size={width},1500" for a in args]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.search(r'<pre id="overflow-probe">(.*?)</pre>', done.stdout, re.DOTALL)
+    assert found, "the probe did not run"
+    import html as html_module
+    import json
+
+    result: dict[str, object] = json.loads(html_module.unescape(found.group(1)))
+    return result
+
+
+@pytest.mark.browser
+@browser
+@pytest.mark.parametrize("width", [1200, 640])
+def test_no_element_overflows_the_page(pages: Pages, tmp_path: Path, width: int) -> None:
+    binary = CHROMIUM
+    assert binary is not None
+    probe = overflow(binary, pages.regular, tmp_path, width)
+    assert probe["bad"] == [], probe
+    assert probe["page"] == probe["vw"]  # no horizontal scroll bar on the page itself
+
+
+@pytest.mark.browser
+@browser
+def test_overflow_probe_catches_a_wide_element(tmp_path: Path) -> None:
+    binary = CHROMIUM
+    assert binary is not None
+    wide = tmp_path / "wide.html"
+    wide.write_text(
+        '<!DOCTYPE html><html><body><div id="wide" style="width:3000px">x</div></body></html>',
+        encoding="utf-8",
+    )
+    probe = overflow(binary, wide, tmp_path, 800)
+    assert any(str(b).startswith("DIV#wide") for b in probe["bad"])  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- readable at any size
+
+
+def test_positions_plot_aggregates_above_a_hundred_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cj_runner.services import html_report
+
+    nodes = [
+        {"essay_id": f"e{i}", "a_count": 5, "b_count": 5 + (i % 3), "is_anchor": False}
+        for i in range(600)
+    ]
+    fairness = {"nodes": nodes, "max_skew": 0.2}
+    uri = html_report.positions_plot(fairness)
+    assert uri is not None
+    assert not_blank(mpimg.imread(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])), "png"))
+    seen: list[int] = []
+    monkeypatch.setattr(
+        html_report, "_positions_histogram", lambda f: seen.append(len(f["nodes"])) or "x"
+    )
+    assert html_report.positions_plot(fairness) == "x" and seen == [600]
+    assert html_report.positions_plot({"nodes": nodes[:100], "max_skew": 0.2}) != "x"
+
+
+def test_ssr_below_the_axis_floor_is_drawn_on_it() -> None:
+    from cj_runner.services.html_report import clip_to_floor, convergence_plot
+
+    shown, clipped = clip_to_floor([(1, -6.771), (2, -0.145), (3, 0.9)], -1.0)
+    assert shown == [(1, -1.0), (2, -0.145), (3, 0.9)] and clipped == [1]
+    waves = [
+        {"wave": 1, "max_score_change": None, "ssr": -6.771},
+        {"wave": 2, "max_score_change": 5.8, "ssr": -0.145},
+        {"wave": 3, "max_score_change": 0.3, "ssr": 0.92},
+    ]
+    assert convergence_plot({"waves": waves, "score_stability_threshold": 0.05}, 0.9)
+
+
+def test_robust_reliability_stands_beside_ssr(pages: Pages) -> None:
+    page = pages.regular.read_text(encoding="utf-8")
+    assert page.count("robust reliability") >= 2  # summary and ranking
+    assert "final design-robust reliability" in page
