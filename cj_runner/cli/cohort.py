@@ -52,7 +52,8 @@ def enqueue(
         typer.Option(help="Assignment whose anchors, instructions and rubric join every class."),
     ] = None,
     profile: Annotated[
-        str | None, typer.Option(help="Profile name (profiles/NAME.yaml) or YAML path.")
+        str | None,
+        typer.Option(help="CJ profile (the batch's settings and judge): a name or a YAML path."),
     ] = None,
     judge: Annotated[
         str | None,
