@@ -61,7 +61,8 @@ async def check_judge(
             text = scrub(str(exc) or type(exc).__name__, judge._secret)
             raise UserError(
                 f"judge {config.name}: cannot reach {url} ({type(exc).__name__}: {text}); "
-                "check --judge-base-url / the profile's base_url and that the server runs"
+                "check the base URL (--judge-base-url, CJ_JUDGE_BASE_URL or the profile's "
+                "base_url) and that the server runs"
             ) from None
         status = response.status_code
         if status in (401, 403):

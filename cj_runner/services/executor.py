@@ -523,9 +523,15 @@ class BatchExecutor:
             self._emit("call", slot.wave)
 
     def _watch_connection(self, result: AttemptResult) -> None:
-        """Stop at once when the run's first calls all fail to connect: a wrong base URL
-        or a server that is down would otherwise spend the budget on nothing."""
-        if result.error_kind != "connection" or result.cached:
+        """Stop at once when the run's first calls all fail to connect (no connection could
+        be made: a wrong base URL, a server that is down), which would otherwise spend the
+        budget on nothing."""
+        # only "could not connect at all": a server that accepts and then drops the
+        # connection is there, and its errors are retried as usual
+        refused = result.error_kind == "connection" and "ConnectError" in (
+            result.error_message or ""
+        )
+        if not refused or result.cached:
             self._judge_answered = True
             return
         if self._judge_answered or self.unreachable is not None:
