@@ -413,6 +413,7 @@ def _report_run(result: RunResult, summary: dict[str, Any], *, as_json: bool, qu
     elif not quiet:
         console.print(summary_renderable(summary))
     if result.unreachable:
+        json_errors(False)  # the summary above is the JSON output; the error goes to stderr
         raise fail(
             f"{result.unreachable}; the batch stopped at once (INTERRUPTED, nothing else "
             f"sent): fix the server or start again with the right --judge-base-url; "
