@@ -47,7 +47,7 @@ async def check_judge(
 ) -> JudgeCheck:
     """Check ``config``'s key variable and server; raises a one-line UserError if not usable."""
     if config.kind == "mock":
-        return JudgeCheck(config.name, None, (f"judge {config.name}: the mock judge, no network",))
+        return JudgeCheck(config.name, None, ())  # the mock: nothing to check, nothing said
     judge = build_judge(config, transport=transport) if transport else build_judge(config)
     try:
         assert isinstance(judge, HTTPJudge)
