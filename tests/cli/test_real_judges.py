@@ -129,20 +129,22 @@ def test_client_side_rate_limit_is_respected_at_the_server(
             "--max-comparisons",
             "80",
             "--set",
-            "MAX_CONCURRENT_REQUESTS=16",
+            "MAX_CONCURRENT_REQUESTS=4",
         ],
     )
     assert s["status"] == "COMPLETED"
     assert server.judge_requests == 80
     # 1200/min = 20/s, with one second's allowance (20) as the most that can go at once:
-    # any window of T seconds sees at most 20 + 20 T requests (+1 for the edges). Without
-    # the limiter the 80 zero-latency calls all land within about a second.
+    # any window of T seconds sees at most 20 + 20 T requests leave the client (+1 for the
+    # edges). They are counted where they arrive, and a loaded machine can delay requests
+    # that left apart and deliver them together: at most one per concurrency slot (4).
+    # Without the limiter the 80 zero-latency calls all land within about a second.
     times = sorted(server.request_times)
     for window in (0.5, 1.0, 2.0):
         most = max(
             sum(1 for t in times[i:] if t - start <= window) for i, start in enumerate(times)
         )
-        assert most <= 20 + 20 * window + 1, (window, most)
+        assert most <= 20 + 20 * window + 1 + 4, (window, most)
 
 
 def test_retry_after_and_server_errors_are_retried_and_stored(
