@@ -114,7 +114,7 @@ class Settings(BaseModel, frozen=True, extra="forbid"):
         description="Longest delay in seconds between attempts (at least RETRY_BASE_DELAY_S).",
     )
     MATCHING_STRATEGY: MatchingStrategy = Field(
-        "balanced",
+        "infogain",
         description=(
             "How pairs are chosen inside coverage and resampling mode: `balanced` (fewest "
             "comparisons, then close scores), `random`, `swiss` (nearest score among the "

@@ -79,7 +79,7 @@ def test_default_profile_gives_the_spec_defaults(pdir: Path) -> None:
         "MAX_CONCURRENT_REQUESTS": 8,
     }
     assert {k: getattr(s, k) for k in spec} == spec
-    assert s.MATCHING_STRATEGY == "balanced" and s.SEED is None and s.FIT_ORDER_EFFECT
+    assert s.MATCHING_STRATEGY == "infogain" and s.SEED is None and s.FIT_ORDER_EFFECT
 
 
 def test_without_any_default_profile_the_builtin_defaults_apply(

@@ -91,7 +91,8 @@ def _the_example_exports_one_row_per_attempt_in_bradleyterry2_layout(db: Path) -
     ranking = runner.invoke(
         report_app, ["ranking", batch_id, "--format", "json"], catch_exceptions=False
     )
-    scores = {row["essay_id"]: row["score"] for row in json.loads(ranking.stdout)["rows"]}
+    rows_json = json.loads(ranking.stdout)["rows"]
+    scores = {row["essay_id"]: row["mle_score"] for row in rows_json}  # the MLE fields
     ids = sorted(scores)
     index = {essay: i for i, essay in enumerate(ids)}
     fit = fit_bt(

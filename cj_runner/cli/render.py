@@ -145,10 +145,16 @@ def summary_renderable(s: dict[str, Any]) -> Group:
             else ""
         ),
     )
-    rel = f"SSR {_fmt(s['ssr'])}"
+    rel = ""
     if s.get("robust_reliability") is not None:
-        rel += f"; design-robust {_fmt(s['robust_reliability'])}"
+        rel = f"design-robust {_fmt(s['robust_reliability'])}"
+        if s.get("robust_reliability_sd") is not None:
+            rel += f" ± {_fmt(s['robust_reliability_sd'])}"
+        rel += "; "
+    rel += f"SSR {_fmt(s['ssr'])}" + (f" ({s['ssr_note']})" if s.get("ssr_note") else "")
     head.add_row("reliability", rel)
+    if s.get("interval"):
+        head.add_row("scores", str(s["interval"]))
     if s.get("reliability_warning"):
         head.add_row("[yellow]warning[/]", s["reliability_warning"])
     head.add_row(

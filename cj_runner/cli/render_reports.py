@@ -254,14 +254,17 @@ def ranking_renderable(r: dict[str, Any]) -> Group:
     rows = [
         ("batch", _batch_line(r)),
         *health_lines(r),
+        ("scores", r["interval"] or "-"),
         (
             "reliability",
-            f"SSR {fmt(r['ssr'])}; design-robust {fmt(r['robust_reliability'])}"
+            f"design-robust {fmt(r['robust_reliability'])}"
             + (
                 f" (± {fmt(r['robust_reliability_sd'])})"
                 if r["robust_reliability_sd"] is not None
                 else ""
             )
+            + f"; SSR {fmt(r['ssr'])}"
+            + (f" ({r['ssr_note']})" if r["ssr_note"] else "")
             + order,
         ),
         *([("warning", r["reliability_warning"])] if r["reliability_warning"] else []),
@@ -270,7 +273,11 @@ def ranking_renderable(r: dict[str, Any]) -> Group:
             f"{len(r['misfits'])} ({_misfit_rule(r)}): " + _listing(r["misfits"]),
         ),
     ]
-    table = _data_table("Ranking", f"* misfit: {_misfit_rule(r)}; n = comparisons")
+    table = _data_table(
+        "Ranking",
+        f"score, SE, 95% interval: {r['interval'] or '-'}; "
+        f"* misfit: {_misfit_rule(r)}; n = comparisons",
+    )
     for col in ("rank", "essay", "score", "SE", "95% interval", "n", "wins"):
         table.add_column(
             col,

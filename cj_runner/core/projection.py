@@ -15,7 +15,16 @@
    (``b_{-1} = -inf``, ``b_{K-1} = +inf``); these are multiplied by the scale's prior
    probabilities (uniform when none are given) and normalised. The projected grade is the
    most probable one, its probability the confidence, and ``sum_k k * P_k`` the expected
-   grade index. Uncertainty of the boundaries themselves is not propagated.
+   grade index. This is the rule when only the students' SEs are known.
+3a. **Joint uncertainty** (spec §8; used by the batch scoring, :func:`joint_grade_probabilities`).
+   Given the joint posterior ``N(m, Sigma)`` of all scores, anchors' draws
+   ``x_a ~ N(m_a, Sigma_aa)`` (seeded, :data:`DEFAULT_DRAWS` of them) each give their own
+   isotonic fit and boundaries; each student's score given that draw is normal with the
+   conditional mean ``m_s + Sigma_sa Sigma_aa^-1 (x_a - m_a)`` and variance
+   ``Sigma_ss - Sigma_sa Sigma_aa^-1 Sigma_as``, whose band probabilities (rule 3) are
+   averaged over the draws (a Rao-Blackwellised Monte Carlo: smooth in the scores and
+   deterministic for a seed). So the probabilities carry the uncertainty of the anchors'
+   scores, of the fit through them and of the student's own score, with their correlations.
 4. **Anchor health.** Two anchors are discordant when the one with the lower known grade has
    the higher score by at least :data:`ANCHOR_WARNING_MIN_SE` combined standard errors
    (``(x_low - x_high) / sqrt(se_low^2 + se_high^2)``); each discordant pair is reported as a
@@ -46,6 +55,9 @@ about (a reversal of 0.0 standard errors says nothing)."""
 
 _MAX_WARNINGS = 20
 _MIN_SE = 1e-12
+
+DEFAULT_DRAWS = 1000
+"""Anchor draws of the joint Monte Carlo (rule 3a); its error is below 0.01 per probability."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +203,70 @@ def grade_probabilities(
     return np.asarray(weighted / total, dtype=np.float64)
 
 
+def joint_grade_probabilities(
+    mean: ArrayLike,
+    covariance: ArrayLike,
+    anchor_nodes: Sequence[int],
+    anchor_indices: ArrayLike,
+    student_nodes: Sequence[int],
+    n_grades: int,
+    priors: ArrayLike,
+    rng: np.random.Generator,
+    draws: int = DEFAULT_DRAWS,
+) -> FloatArray | None:
+    """Grade probabilities with the anchors', the fit's and the students' uncertainty.
+
+    Rule 3a of the module docstring.
+
+    Args:
+        mean: posterior mean score of every node.
+        covariance: their posterior covariance (``n x n``).
+        anchor_nodes: node indices of the anchors.
+        anchor_indices: the anchors' known grade indices.
+        student_nodes: node indices of the students.
+        n_grades: grades on the scale.
+        priors: ``n_grades`` prior grade probabilities (need not be normalised).
+        rng: the random generator of the anchor draws.
+        draws: anchor draws.
+
+    Returns:
+        An array ``(len(student_nodes), n_grades)`` whose rows sum to 1, or ``None`` when
+        no draw gives an increasing isotonic fit.
+    """
+    m = np.asarray(mean, dtype=np.float64)
+    cov = np.asarray(covariance, dtype=np.float64)
+    a = np.asarray(anchor_nodes, dtype=np.intp)
+    s = np.asarray(student_nodes, dtype=np.intp)
+    idx = np.asarray(anchor_indices, dtype=np.float64)
+    s_aa = cov[np.ix_(a, a)]
+    s_sa = cov[np.ix_(s, a)]
+    scale = max(float(np.mean(np.diag(s_aa))), 1e-12)
+    # K = Sigma_sa Sigma_aa^-1 (a tiny jitter keeps exactly dependent anchors solvable)
+    gain = np.linalg.solve(s_aa + 1e-9 * scale * np.eye(a.size), s_sa.T).T
+    cond_var = np.diag(cov)[s] - np.sum(gain * s_sa, axis=1)
+    cond_sd = np.sqrt(np.maximum(cond_var, 0.0))
+    values, vectors = np.linalg.eigh(s_aa)
+    root = vectors * np.sqrt(np.maximum(values, 0.0))
+    anchor_draws = m[a][:, None] + root @ rng.standard_normal((a.size, max(1, draws)))
+    total = np.zeros((s.size, n_grades))
+    used = 0
+    ones = np.ones(n_grades)
+    for d in range(anchor_draws.shape[1]):
+        x = anchor_draws[:, d]
+        calibration = calibrate(x, idx, n_grades)
+        if calibration is None:
+            continue
+        cond_mean = m[s] + gain @ (x - m[a])
+        total += grade_probabilities(cond_mean, cond_sd, calibration[1], ones)
+        used += 1
+    if used == 0:
+        return None
+    weighted = total / used * np.asarray(priors, dtype=np.float64)[None, :]
+    sums = weighted.sum(axis=1, keepdims=True)
+    sums[sums <= 0] = 1.0
+    return np.asarray(weighted / sums, dtype=np.float64)
+
+
 def _health_warnings(
     names: Sequence[str], grades: Sequence[str], idx: FloatArray, x: FloatArray, se: FloatArray
 ) -> list[str]:
@@ -221,6 +297,8 @@ def project_grades(
     *,
     connected: bool = True,
     labels: Sequence[str] | None = None,
+    covariance: ArrayLike | None = None,
+    seed: int = 0,
 ) -> ProjectionResult:
     """Project grades for the students from the anchors' scores and known grades (spec §8).
 
@@ -238,6 +316,10 @@ def project_grades(
             caller checks the graph); ``False`` defers the projection.
         labels: a name per node (e.g. essay ids) for the anchor health warnings; the
             default names nodes by index (``node 7``).
+        covariance: the joint posterior covariance of ``scores``; when given, the
+            probabilities carry the boundaries' uncertainty too (rule 3a, seeded by
+            ``seed``); otherwise only the students' SEs (rule 3).
+        seed: seeds the anchor draws of rule 3a.
 
     Returns:
         A :class:`ProjectionResult`; deferred, with a reason, when fewer than two distinct
@@ -289,7 +371,20 @@ def project_grades(
     ]
     grades = scale.grades
     boundaries = {f"{grades[k]}|{grades[k + 1]}": float(cuts[k]) for k in range(len(grades) - 1)}
-    probs = grade_probabilities(theta[students], errors[students], cuts, priors)
+    probs = None
+    if covariance is not None:
+        probs = joint_grade_probabilities(
+            theta,
+            covariance,
+            anchors,
+            a_idx,
+            students,
+            len(scale.grades),
+            priors,
+            np.random.default_rng(seed),
+        )
+    if probs is None:
+        probs = grade_probabilities(theta[students], errors[students], cuts, priors)
     ks = np.arange(len(grades), dtype=np.float64)
     rows = []
     for node, p in zip(students, probs, strict=True):

@@ -102,6 +102,8 @@ class WorkflowState:
         wave_modes: the mode of every pair of the last planned wave, in order.
         selection_scores: fixed scores that selection uses instead of the fit (the
             benchmark's oracle: pairing on the true qualities); ``None`` in real batches.
+        order_effect: the per-wave fits (progress, stability, SSR) include the order
+            effect, as the final fit does with ``FIT_ORDER_EFFECT``.
     """
 
     n_nodes: int
@@ -134,6 +136,7 @@ class WorkflowState:
     n_grades: int = 0
     wave_modes: list[Mode] = field(default_factory=list)
     selection_scores: np.ndarray | None = None
+    order_effect: bool = False
 
     def __post_init__(self) -> None:
         n = self.n_nodes
@@ -363,7 +366,9 @@ class WorkflowState:
         robust: float | None = None
         if self.successes:
             need_se = self.n_nodes <= EXACT_WAVE_SE_MAX_N or self.limits.target_max_se is not None
-            fit = self.fit(compute_se=need_se)
+            fit = self.fit(
+                compute_se=need_se, order_effect=self.order_effect and self.successes >= 2
+            )
             if self.have_fit:
                 max_change = max_score_change(self.scores, fit.scores)
             self.scores = np.asarray(fit.scores, dtype=float)

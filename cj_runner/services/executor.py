@@ -222,6 +222,7 @@ class BatchExecutor:
             pass_count=int(state.get("resampling_pass_count") or 0),
             pass_remaining={(int(p[0]), int(p[1])) for p in state.get("pass_remaining") or []},
             audit_share=settings.AUDIT_SHARE,
+            order_effect=settings.FIT_ORDER_EFFECT,
             anchor_grades=anchor_grades,
             n_grades=len(self.grade_scale.grades) if self.grade_scale is not None else 0,
             robust_reliability_fn=(

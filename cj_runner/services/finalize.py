@@ -15,6 +15,12 @@ from cj_runner.core.coverage import connected_components
 from cj_runner.core.fairness import fairness_metrics
 from cj_runner.core.health import JudgeHealth, judge_health, null_likelihood_ratio_p
 from cj_runner.core.models import GradeScale, Mode, Outcome, edge
+from cj_runner.core.posterior import (
+    INTERVAL_LABEL,
+    MLE_INTERVAL_LABEL,
+    ScorePosterior,
+    score_posterior,
+)
 from cj_runner.core.projection import ProjectionResult, project_grades
 from cj_runner.core.reliability import (
     MISFIT_MIN_COMPARISONS,
@@ -62,6 +68,32 @@ def final_fit(
     )
 
 
+def final_posterior(
+    n: int,
+    first: ArrayLike,
+    second: ArrayLike,
+    first_won: ArrayLike,
+    settings: Settings,
+    seed: int = 0,
+) -> ScorePosterior:
+    """The scores and intervals users are shown: the hierarchical posterior
+    (:mod:`cj_runner.core.posterior`, seeded), order effect as in :func:`final_fit`."""
+    f = np.asarray(first, dtype=np.int64)
+    order = bool(settings.FIT_ORDER_EFFECT and len(f) >= 2)
+    return score_posterior(n, f, second, first_won, order_effect=order, seed=seed)
+
+
+SSR_INFLATED_NOTE = (
+    "SSR of the maximum likelihood scores: pairing on current scores ({strategy}) inflates it"
+)
+
+
+def ssr_note(settings: Settings) -> str | None:
+    """Why SSR overstates the reliability under this design, or ``None`` (random pairs)."""
+    strategy = str(settings.MATCHING_STRATEGY)
+    return None if strategy == "random" else SSR_INFLATED_NOTE.format(strategy=strategy)
+
+
 def anchors_connected(n: int, edges: Sequence[tuple[int, int]], is_anchor: Sequence[bool]) -> bool:
     """Whether every student shares a connected component with at least one anchor."""
     anchor_set = {i for i, a in enumerate(is_anchor) if a}
@@ -74,15 +106,17 @@ def anchors_connected(n: int, edges: Sequence[tuple[int, int]], is_anchor: Seque
 
 
 def projection_for(
-    fit: BTFit,
+    fit: ScorePosterior,
     nodes: Sequence[repo.NodeRecord],
     edges: Sequence[tuple[int, int]],
     scale: GradeScale,
+    seed: int = 0,
 ) -> ProjectionResult:
-    """Grade projection of the students from the anchors of this batch."""
+    """Grade projection of the students from the anchors of this batch, with the joint
+    uncertainty of anchors and students (posterior covariance, seeded Monte Carlo)."""
     is_anchor = [n.is_anchor for n in nodes]
     anchors = [n.idx for n in nodes if n.is_anchor]
-    assert fit.se is not None
+    covariance = fit.covariance if fit.covariance is not None else np.diag(np.square(fit.se))
     return project_grades(
         fit.scores,
         fit.se,
@@ -91,6 +125,8 @@ def projection_for(
         student_nodes=[n.idx for n in nodes if not n.is_anchor],
         scale=scale,
         connected=anchors_connected(len(nodes), edges, is_anchor),
+        covariance=covariance,
+        seed=seed,
         labels=[n.essay_id for n in nodes],
     )
 
@@ -183,7 +219,8 @@ def _robust(
             "method": robust.method,
             "posterior_sd": _finite(robust.detail.get("posterior_sd")),
             "audit_comparisons": int(robust.detail.get("audit_n", 0)),
-        }
+        },
+        "ssr_note": ssr_note(settings),
     }
     if value is not None and ssr is not None and ssr - value > ROBUST_WARNING_MARGIN:
         out["reliability_warning"] = (
@@ -260,8 +297,20 @@ async def finalize_batch(
             extra["robust_reliability"]["value"],
         )
         extra["judge_health"] = health.as_dict()
-        state["order_effect"] = _finite(fit.order_effect)
-        state["order_effect_se"] = _finite(fit.order_effect_se)
+        post = final_posterior(n, f, s, w, settings, workflow.seed)
+        state["order_effect"] = _finite(post.order_effect)
+        state["order_effect_se"] = _finite(post.order_effect_se)
+        extra.update(
+            interval=INTERVAL_LABEL,
+            mle={
+                "label": MLE_INTERVAL_LABEL,
+                "scores": [float(x) for x in fit.scores],
+                "se": [float(x) for x in fit.se],
+                "order_effect": _finite(fit.order_effect),
+                "order_effect_se": _finite(fit.order_effect_se),
+            },
+            posterior={"prior_sd": post.prior_sd, "log_prior_sd_se": _finite(post.log_prior_sd_se)},
+        )
         if provisional:
             extra["provisional"] = True
         else:
@@ -288,8 +337,8 @@ async def finalize_batch(
             node_values.append(
                 {
                     "idx": i,
-                    "score": float(fit.scores[i]),
-                    "se": float(fit.se[i]),
+                    "score": float(post.scores[i]),
+                    "se": float(post.se[i]),
                     "comparison_count": int(comps[i]),
                     "a_count": int(a_counts[i]),
                     "b_count": int(b_counts[i]),
@@ -302,8 +351,9 @@ async def finalize_batch(
         if has_anchors and status != "FAILED" and not health.signal:
             extra["projection"], projections = _no_signal_projection(nodes, health)
         elif has_anchors and grade_scale is not None and status != "FAILED":
-            result = projection_for(fit, nodes, edges, grade_scale)
+            result = projection_for(post, nodes, edges, grade_scale, workflow.seed)
             extra["projection"] = {
+                "method": "joint Monte Carlo over the posterior of anchors and students",
                 "deferred_reason": result.deferred_reason,
                 "boundaries": result.boundaries,
                 "warnings": result.warnings,

@@ -154,6 +154,7 @@ def run_harness(
         prior_precision=settings.BT_PRIOR_PRECISION,
         min_resampling_net_size=settings.MIN_RESAMPLING_NET_SIZE,
         audit_share=settings.AUDIT_SHARE,
+        order_effect=settings.FIT_ORDER_EFFECT,
         anchor_grades=anchors,
         n_grades=n_grades,
         robust_reliability_fn=robust_fn,
@@ -200,7 +201,11 @@ def run_harness(
         )
         if on_wave is not None:
             on_wave(wf, end)
-    final = wf.fit(compute_se=True) if wf.successes else None
+    final = (
+        wf.fit(compute_se=True, order_effect=wf.order_effect and wf.successes >= 2)
+        if wf.successes
+        else None
+    )
     scores = np.asarray(final.scores if final is not None else wf.scores)[students]
     last_robust = next(
         (h.robust_reliability for h in reversed(history) if h.robust_reliability is not None),

@@ -103,7 +103,7 @@ def scores_plot(ranking: dict[str, Any], grades: dict[str, Any]) -> str | None:
             ecolor=colour,
             alpha=0.85,
             capsize=2,
-            label=f"{label} (95% interval)",
+            label=f"{label} (95% posterior interval)",
         )
         if is_anchor:
             for i, r in pts:
@@ -400,8 +400,10 @@ def _summary_section(s: dict[str, Any]) -> str:
             f"{s['successful_pairs_count']} of {s['max_possible_pairs']} pairs; "
             f"{s['resampling_pass_count']} resampling pass(es); {s['waves']} waves",
         ),
+        ("scores", s.get("interval") or "-"),
         ("SSR", s.get("ssr")),
         ("robust reliability", _robust(s)),
+        *([("SSR note", s["ssr_note"])] if s.get("ssr_note") else []),
         ("largest A/B skew", s.get("max_skew")),
     ]
     if share and share.get("share") is not None and math.isfinite(share["share"]):
@@ -431,6 +433,8 @@ def _ranking_section(r: dict[str, Any]) -> str:
         ("se", "SE", lambda x: x["se"]),
         ("low", "95% low", lambda x: x["ci95_low"]),
         ("high", "95% high", lambda x: x["ci95_high"]),
+        ("mle", "MLE score", lambda x: x["mle_score"]),
+        ("mle_se", "MLE SE", lambda x: x["mle_se"]),
         ("n", "comparisons", lambda x: x["comparisons"]),
         ("wins", "wins", lambda x: x["wins"]),
         ("infit", "infit", lambda x: x["infit"]),
@@ -441,6 +445,8 @@ def _ranking_section(r: dict[str, Any]) -> str:
     ]
     head = _facts(
         [
+            ("score, SE, 95% interval", r["interval"] or "-"),
+            ("MLE score, MLE SE", r["mle_interval"] or "-"),
             ("SSR", r["ssr"]),
             ("robust reliability", _robust(r)),
             (
@@ -632,9 +638,9 @@ def render_html(
             _figure(
                 scores_plot(ranking, grades),
                 "scores with 95% intervals",
-                "Each point is a node's Bradley-Terry score with its 95% interval "
-                "(score ± 1.96 SE); anchors are labelled with their known grade; dashed lines "
-                "are the grade boundaries of the anchor calibration.",
+                "Each point is a node's Bradley-Terry score with its 95% interval: "
+                f"{ranking.get('interval') or '-'}; anchors are labelled with their known "
+                "grade; dashed lines are the grade boundaries of the anchor calibration.",
             ),
         ),
         _section(

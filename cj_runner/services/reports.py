@@ -24,6 +24,7 @@ import numpy as np
 from cj_runner.core.coverage import connected_components, degree_per_node
 from cj_runner.core.fairness import fairness_metrics, nodes_above
 from cj_runner.core.models import Mode, Outcome, edge
+from cj_runner.core.posterior import LEGACY_INTERVAL_LABEL
 from cj_runner.core.reliability import (
     MISFIT_MIN_COMPARISONS,
     MISFIT_THRESHOLD,
@@ -55,6 +56,7 @@ REPORT_KINDS: tuple[str, ...] = ("fairness", "coverage", "ranking", "grades")
 
 Z95 = 1.959963984540054
 """Standard normal 97.5% quantile: the 95% interval of a score is ``score ± Z95 * SE``."""
+
 
 NO_ANCHORS = "the batch has no anchors"
 NOT_FINISHED = "the batch has not been scored yet"
@@ -346,10 +348,30 @@ def _misfits(
     return infit_z, outfit_z, flags, rule
 
 
+def interval_label(data: BatchData) -> str | None:
+    """What the shown ``score``, ``se`` and 95% interval are (``None``: not scored)."""
+    if not any(x.score is not None for x in data.nodes):
+        return None
+    return str(data.extra.get("interval") or LEGACY_INTERVAL_LABEL)
+
+
+def _mle(data: BatchData) -> tuple[dict[str, Any], list[Any], list[Any]]:
+    mle = dict(data.extra.get("mle") or {})
+    n = len(data.nodes)
+    scores = list(mle.get("scores") or [None] * n)
+    se = list(mle.get("se") or [None] * n)
+    return mle, scores, se
+
+
 def ranking_report(data: BatchData) -> dict[str, Any]:
-    """Nodes by score, with SE, 95% interval, comparisons, wins, infit/outfit and misfits."""
+    """Nodes by score, with SE, 95% interval, comparisons, wins, infit/outfit and misfits.
+
+    ``score``, ``se`` and ``ci95_*`` are the posterior's (``interval`` says so);
+    ``mle_score`` and ``mle_se`` the maximum likelihood fit's (``mle_interval``).
+    """
     state = data.batch.state
     robust = data.extra.get("robust_reliability") or {}
+    mle, mle_scores, mle_se = _mle(data)
     outcomes = data.outcomes
     n = len(data.nodes)
     wins = np.zeros(n, dtype=np.int64)
@@ -380,6 +402,8 @@ def ranking_report(data: BatchData) -> dict[str, Any]:
                 "se": se,
                 "ci95_low": score - half if score is not None and half is not None else None,
                 "ci95_high": score + half if score is not None and half is not None else None,
+                "mle_score": _num(mle_scores[node.idx]),
+                "mle_se": _num(mle_se[node.idx]),
                 "comparisons": int(degrees[node.idx]),
                 "wins": int(wins[node.idx]),
                 "infit": _num(node.infit),
@@ -391,13 +415,18 @@ def ranking_report(data: BatchData) -> dict[str, Any]:
         )
     return {
         **_header(data),
+        "interval": interval_label(data),
+        "mle_interval": mle.get("label"),
         "ssr": _num(state.get("ssr")),
+        "ssr_note": data.extra.get("ssr_note"),
         "robust_reliability": _num(robust.get("value")),
         "robust_reliability_method": robust.get("method"),
         "robust_reliability_sd": _num(robust.get("posterior_sd")),
         "reliability_warning": data.extra.get("reliability_warning"),
         "order_effect": _num(state.get("order_effect")),
         "order_effect_se": _num(state.get("order_effect_se")),
+        "mle_order_effect": _num(mle.get("order_effect")),
+        "mle_order_effect_se": _num(mle.get("order_effect_se")),
         "misfit_threshold": rule["threshold"],
         "misfits": [r["essay_id"] for r in rows if r["misfit"]],
         "misfit_statistic": rule["statistic"],
@@ -498,6 +527,8 @@ def grades_report(data: BatchData) -> dict[str, Any]:
         "assignment_id": data.batch.assignment_id,
         "grade_scale": data.assignment.grade_scale if data.assignment else None,
         "grades": grades,
+        "interval": interval_label(data),
+        "probability_method": projection.get("method"),
         "projected": deferred is None and any(s["projected_grade"] for s in students),
         "deferred_reason": deferred,
         "distribution": {g: distribution[g] for g in grades if distribution[g]},
@@ -533,6 +564,8 @@ RANKING_ROW_KEYS = (
     "se",
     "ci95_low",
     "ci95_high",
+    "mle_score",
+    "mle_se",
     "comparisons",
     "wins",
     "infit",

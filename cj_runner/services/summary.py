@@ -8,6 +8,7 @@ from typing import Any
 
 from cj_runner.core.fairness import fairness_metrics
 from cj_runner.core.models import Mode, Outcome
+from cj_runner.core.posterior import LEGACY_INTERVAL_LABEL
 from cj_runner.storage import Store
 from cj_runner.storage import repository as repo
 
@@ -94,8 +95,11 @@ async def build_summary(store: Store, batch_ref: str) -> dict[str, Any]:
         "max_possible_pairs": state["max_possible_pairs"],
         "successful_pairs_count": state["successful_pairs_count"],
         "unique_coverage_complete": bool(state["unique_coverage_complete"]),
+        "interval": extra.get("interval") or (LEGACY_INTERVAL_LABEL if ranked else None),
         "ssr": state.get("ssr"),
+        "ssr_note": extra.get("ssr_note"),
         "robust_reliability": (extra.get("robust_reliability") or {}).get("value"),
+        "robust_reliability_sd": (extra.get("robust_reliability") or {}).get("posterior_sd"),
         "robust_reliability_method": (extra.get("robust_reliability") or {}).get("method"),
         "reliability_warning": extra.get("reliability_warning"),
         "error": extra.get("error"),

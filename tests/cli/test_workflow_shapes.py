@@ -14,6 +14,7 @@ SHAPE_SETTINGS = {
     "SCORE_STABILITY_THRESHOLD": 0.0,  # stability off: the shapes run to their caps
     "MAX_ITERATIONS": 200,
     "USE_ANCHORS": False,
+    "MATCHING_STRATEGY": "balanced",  # spec §6's order, pinned: the default is infogain
     "SEED": 11,
 }
 CLEAN_JUDGE = {"kind": "mock", "seed": 3, "noise": 1.0, "latency": {"distribution": "zero"}}

@@ -1,0 +1,438 @@
+"""Calibration benchmark (issue 13): are the numbers users are shown honest?
+
+Synthetic nets through the convergence harness (:mod:`cj_runner.services.harness`, which
+drives the executor's own ``WorkflowState``: the real selection, continuation and
+scoring code). Per size ``n`` (students), matching strategy and replicate:
+
+* latent qualities ``~ N(0, sd^2)`` with ``sd`` such that the judge is right on a random
+  pair 80% of the time; four anchors at the true 20/40/60/80 percentiles with grades
+  0..3 (``n + 4`` nodes; cpe = 2 x comparisons / nodes); a judge that follows the
+  Bradley-Terry model with an order effect of +0.1 logit for position A;
+* the run goes to 20 cpe with stability off; after the wave crossing 8, 10, 12 and 20
+  cpe it records, over the students, how often the 95% interval covers the (centred)
+  true score: the **reported** interval (the hierarchical posterior of
+  :mod:`cj_runner.core.posterior`, as the batch scoring shows) and the **MLE** one
+  (``score ± 1.96 Fisher SE`` of the final fit, order effect included); at 10 cpe
+  whether the order effect's 95% interval covers +0.1 (reported and MLE); at 8, 12 and
+  20 cpe every student's projected grade and confidence (joint Monte Carlo over the
+  posterior of anchors and students, :func:`cj_runner.core.projection.project_grades`)
+  against the grade of its true score on the anchors' true calibration; at 12 cpe the
+  share of students the misfit flags mark (a well-behaved judge: false alarms).
+* misfit detection: ``random`` pairing to 20 cpe with one planted erratic student (judged
+  at random); is it flagged?
+* the stop check (n = 100): ``TARGET_RELIABILITY=0.8`` with ``AUDIT_SHARE=0.1`` per
+  strategy; the robust reliability at the stop against the true one (squared correlation
+  of the reported scores with the truth), and whether ``value ± 1.96 SD`` covers it.
+
+Run: ``python benchmarks/bench_calibration.py`` (about 10 minutes on one core) or
+``--quick`` (about a minute, few replicates: a smoke run, not the figures). ``--workers``
+runs replicates in parallel. Output: the tables on stdout, markdown to ``--markdown``.
+"""
+
+from __future__ import annotations
+
+import os
+
+# one BLAS thread per worker process: the parallelism is over replicates
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import itertools  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections import defaultdict  # noqa: E402
+from collections.abc import Iterable  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from functools import cache  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from cj_runner.config import Settings  # noqa: E402
+from cj_runner.core.bt import fit_bt  # noqa: E402
+from cj_runner.core.models import GradeScale  # noqa: E402
+from cj_runner.core.posterior import score_posterior  # noqa: E402
+from cj_runner.core.projection import calibrate, project_grades  # noqa: E402
+from cj_runner.core.reliability import flag_misfits, infit_outfit  # noqa: E402
+from cj_runner.core.robust import robust_reliability  # noqa: E402
+from cj_runner.core.workflow import WaveEnd, WorkflowState  # noqa: E402
+from cj_runner.services.harness import (  # noqa: E402
+    SimulatedJudge,
+    latent_sd_for_accuracy,
+    run_harness,
+    true_reliability,
+)
+
+STRATEGIES = ("random", "balanced", "swiss", "infogain", "grade_boundary")
+ACCURACY = 0.80
+ETA = 0.1
+CHECKPOINTS = (8, 10, 12, 20)
+COVERAGE_CPE = (8, 12, 20)
+GRADE_CPE = (8, 12, 20)
+ETA_CPE = 10
+MISFIT_CPE = 12
+ANCHOR_PERCENTILES = (0.2, 0.4, 0.6, 0.8)
+SCALE = GradeScale(name="four", grades=("D", "C", "B", "A"))
+Z95 = 1.959963984540054
+BINS = (0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0001)
+MIN_BIN = 50
+STOP_SIZE = 100
+FULL_REPLICATES = (40, 16)  # per strategy at n <= 30 and above
+FULL_STOP_REPLICATES = 6
+FULL_DETECT_REPLICATES = 30
+
+
+@dataclass(frozen=True)
+class BTJudge(SimulatedJudge):
+    """A judge that follows the Bradley-Terry model exactly, with an order effect (logit);
+    ``erratic`` nodes are judged at random."""
+
+    eta: float = ETA
+    erratic: tuple[int, ...] = ()
+
+    def p_a_wins(self, a: int, b: int) -> float:
+        if a in self.erratic or b in self.erratic:
+            return 0.5
+        diff = float(self.true_scores[a] - self.true_scores[b]) + self.eta
+        return 1.0 / (1.0 + math.exp(-diff))
+
+
+@dataclass(frozen=True)
+class Task:
+    kind: str  # "coverage", "detect" or "stop"
+    n: int
+    strategy: str
+    replicate: int
+
+
+@cache
+def _sd() -> float:
+    return latent_sd_for_accuracy(ACCURACY)
+
+
+def make_net(n: int, replicate: int) -> tuple[np.ndarray, dict[int, int]]:
+    """True qualities of ``n`` students + 4 anchors (last), and the anchors' grades."""
+    z = np.random.default_rng([13, n, replicate]).standard_normal(n)
+    anchors = np.asarray(stats.norm.ppf(ANCHOR_PERCENTILES))
+    return np.concatenate([z, anchors]) * _sd(), {n + k: k for k in range(4)}
+
+
+def _settings(strategy: str, **extra: Any) -> Settings:
+    return Settings(
+        MATCHING_STRATEGY=strategy, SCORE_STABILITY_THRESHOLD=0, MAX_ITERATIONS=100_000, **extra
+    )
+
+
+def _checkpoint(
+    wf: WorkflowState, cpe: int, truth: np.ndarray, anchors: dict[int, int], out: dict[str, Any]
+) -> None:
+    n = wf.n_nodes
+    students = np.array([i for i in range(n) if i not in anchors], dtype=np.intp)
+    first, second, won = wf.comparison_arrays()
+    centred = (truth - truth.mean())[students]
+    mle = fit_bt(n, first, second, won, order_effect=True)
+    post = score_posterior(n, first, second, won, order_effect=True, seed=wf.seed + cpe)
+    assert mle.se is not None and mle.order_effect is not None
+    assert mle.order_effect_se is not None and post.order_effect is not None
+    assert post.order_effect_se is not None
+    if cpe in COVERAGE_CPE:
+        out[f"cov_rep_{cpe}"] = float(
+            np.mean(np.abs(post.scores[students] - centred) <= Z95 * post.se[students])
+        )
+        out[f"cov_mle_{cpe}"] = float(
+            np.mean(np.abs(mle.scores[students] - centred) <= Z95 * mle.se[students])
+        )
+    if cpe == ETA_CPE:
+        out["eta_rep"] = (post.order_effect, post.order_effect_se)
+        out["eta_mle"] = (mle.order_effect, mle.order_effect_se)
+    if cpe in GRADE_CPE:
+        nodes = sorted(anchors)
+        true_cal = calibrate(truth[nodes], [anchors[a] for a in nodes], 4)
+        assert true_cal is not None
+        true_grade = np.searchsorted(true_cal[1], truth[students])
+        result = project_grades(
+            post.scores,
+            post.se,
+            nodes,
+            [SCALE.grades[anchors[a]] for a in nodes],
+            students.tolist(),
+            SCALE,
+            covariance=post.covariance,
+            seed=wf.seed,
+        )
+        if result.deferred_reason is None:  # else: the anchors' fit came out flat
+            out[f"grades_{cpe}"] = [
+                (p.confidence, SCALE.index(p.grade) == int(t))
+                for p, t in zip(result.students, true_grade, strict=True)
+            ]
+    if cpe == MISFIT_CPE:
+        infit, outfit = infit_outfit(n, first, second, won, mle.scores, mle.order_effect)
+        out["misfit_rate"] = float(np.mean(flag_misfits(infit, outfit)[students]))
+
+
+def run_coverage(task: Task) -> dict[str, Any]:
+    truth, anchors = make_net(task.n, task.replicate)
+    nodes = len(truth)
+    judge = BTJudge(true_scores=truth)
+    out: dict[str, Any] = {"task": task}
+    pending = list(CHECKPOINTS)
+
+    def on_wave(wf: WorkflowState, end: WaveEnd) -> None:
+        while pending and 2.0 * wf.successes / nodes >= pending[0]:
+            _checkpoint(wf, pending.pop(0), truth, anchors, out)
+
+    run_harness(
+        judge,
+        _settings(task.strategy),
+        total_budget=max(CHECKPOINTS) * nodes // 2 + 1,
+        n_students=task.n,
+        seed=1000 * task.replicate + task.n,
+        on_wave=on_wave,
+        anchor_grades=anchors,
+        n_grades=4,
+    )
+    return out
+
+
+def run_detect(task: Task) -> dict[str, Any]:
+    truth, anchors = make_net(task.n, 500 + task.replicate)
+    nodes = len(truth)
+    judge = BTJudge(true_scores=truth, erratic=(0,))
+    result = run_harness(
+        judge,
+        _settings(task.strategy),
+        total_budget=20 * nodes // 2,
+        n_students=task.n,
+        seed=7000 + task.replicate,
+        anchor_grades=anchors,
+        n_grades=4,
+    )
+    assert result.workflow is not None
+    first, second, won = result.workflow.comparison_arrays()
+    mle = fit_bt(nodes, first, second, won, order_effect=True)
+    infit, outfit = infit_outfit(nodes, first, second, won, mle.scores, mle.order_effect or 0.0)
+    return {"task": task, "detected": bool(flag_misfits(infit, outfit)[0])}
+
+
+def run_stop(task: Task) -> dict[str, Any]:
+    truth, anchors = make_net(task.n, 900 + task.replicate)
+    nodes = len(truth)
+    students = [i for i in range(nodes) if i not in anchors]
+    result = run_harness(
+        BTJudge(true_scores=truth),
+        _settings(task.strategy, TARGET_RELIABILITY=0.8, AUDIT_SHARE=0.1),
+        total_budget=40 * nodes // 2,
+        n_students=task.n,
+        seed=9000 + task.replicate,
+        anchor_grades=anchors,
+        n_grades=4,
+    )
+    wf = result.workflow
+    assert wf is not None
+    first, second, won = wf.comparison_arrays()
+    post = score_posterior(nodes, first, second, won, order_effect=True, seed=wf.seed)
+    robust = robust_reliability(
+        nodes, first, second, won, modes=wf.comparison_modes(), seed=wf.seed, nodes=students
+    )
+    shown = post.scores[students]
+    return {
+        "task": task,
+        "robust": robust.value,
+        "robust_sd": robust.detail.get("posterior_sd"),
+        "ssr_mle": robust.detail.get("ssr"),
+        "true": true_reliability(shown, truth[students]),
+        "cpe": 2.0 * wf.successes / nodes,
+    }
+
+
+def _run(task: Task) -> dict[str, Any]:
+    if task.kind == "coverage":
+        return run_coverage(task)
+    if task.kind == "detect":
+        return run_detect(task)
+    return run_stop(task)
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _pct(x: float) -> str:
+    return "-" if not math.isfinite(x) else f"{100 * x:.1f}"
+
+
+def coverage_table(results: list[dict[str, Any]], sizes: Iterable[int]) -> list[str]:
+    head = " | ".join(f"{c} cpe" for c in COVERAGE_CPE)
+    lines = [
+        "Coverage of 95% intervals, % (reported posterior / MLE ± 1.96 SE)",
+        f"| n | strategy | {head} |",
+        "|---|---|" + "---|" * len(COVERAGE_CPE),
+    ]
+    for n in sizes:
+        for s in STRATEGIES:
+            rows = [r for r in results if r["task"].n == n and r["task"].strategy == s]
+            cells = []
+            for c in COVERAGE_CPE:
+                rep = [r[f"cov_rep_{c}"] for r in rows if f"cov_rep_{c}" in r]
+                mle = [r[f"cov_mle_{c}"] for r in rows if f"cov_mle_{c}" in r]
+                cells.append(
+                    f"{_pct(float(np.mean(rep)) if rep else math.nan)} / "
+                    f"{_pct(float(np.mean(mle)) if mle else math.nan)}"
+                )
+            lines.append(f"| {n} | {s} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def grade_table(results: list[dict[str, Any]], strategies: Iterable[str]) -> list[str]:
+    lines = [
+        "Grade confidence vs observed accuracy (all sizes, 8/12/20 cpe; bins with >= "
+        f"{MIN_BIN} students)",
+        "| strategy | stated confidence | students | mean stated | observed | gap (points) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in strategies:
+        pairs = [
+            p
+            for r in results
+            if r["task"].strategy == s
+            for c in GRADE_CPE
+            for p in r.get(f"grades_{c}", [])
+        ]
+        if not pairs:
+            continue
+        conf = np.array([p[0] for p in pairs])
+        ok = np.array([p[1] for p in pairs], dtype=float)
+        for lo, hi in itertools.pairwise(BINS):
+            sel = (conf >= lo) & (conf < hi)
+            if sel.sum() < MIN_BIN:
+                continue
+            stated, observed = float(conf[sel].mean()), float(ok[sel].mean())
+            lines.append(
+                f"| {s} | {lo:.2f}-{min(hi, 1.0):.2f} | {int(sel.sum())} | {_pct(stated)} | "
+                f"{_pct(observed)} | {100 * (observed - stated):+.1f} |"
+            )
+    return lines
+
+
+def eta_table(results: list[dict[str, Any]], sizes: Iterable[int]) -> list[str]:
+    lines = [
+        f"Order effect at {ETA_CPE} cpe (true +{ETA} logit): coverage of the 95% interval",
+        "| n | runs | reported: mean, coverage % | MLE: mean, coverage % |",
+        "|---|---|---|---|",
+    ]
+    for n in sizes:
+        rows = [r for r in results if r["task"].n == n and "eta_rep" in r]
+        if not rows:
+            continue
+        cells = []
+        for key in ("eta_rep", "eta_mle"):
+            est = np.array([r[key][0] for r in rows])
+            se = np.array([r[key][1] for r in rows])
+            cov = float(np.mean(np.abs(est - ETA) <= Z95 * se))
+            cells.append(f"{est.mean():+.3f}, {_pct(cov)}")
+        lines.append(f"| {n} | {len(rows)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def misfit_table(results: list[dict[str, Any]], detect: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "Misfit flags (the current infit/outfit mean-square rule; the standardised "
+        "statistic of issue 13 item 5 replaces it when it lands)",
+        "| false alarms at 12 cpe, % of students | planted erratic essay flagged at 20 cpe |",
+        "|---|---|",
+    ]
+    rates = [r["misfit_rate"] for r in results if "misfit_rate" in r]
+    found = [d["detected"] for d in detect]
+    lines.append(
+        f"| {_pct(float(np.mean(rates)) if rates else math.nan)} | "
+        f"{_pct(float(np.mean(found)) if found else math.nan)} ({len(found)} runs) |"
+    )
+    return lines
+
+
+def stop_table(results: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        f"Robust reliability at a TARGET_RELIABILITY=0.8 stop (n = {STOP_SIZE}, AUDIT_SHARE=0.1)",
+        "| strategy | runs | cpe at stop | mean error | RMS error | within 0.05 | "
+        "value ± 1.96 SD covers | mean SD | SSR (MLE) - true |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in STRATEGIES:
+        rows = [r for r in results if r["task"].strategy == s and r["robust"] is not None]
+        if not rows:
+            continue
+        err = np.array([r["robust"] - r["true"] for r in rows])
+        sd = np.array([r["robust_sd"] or 0.0 for r in rows])
+        ssr = np.array([(r["ssr_mle"] or math.nan) - r["true"] for r in rows])
+        lines.append(
+            f"| {s} | {len(rows)} | {np.mean([r['cpe'] for r in rows]):.1f} | "
+            f"{err.mean():+.3f} | {math.sqrt(float(np.mean(err**2))):.3f} | "
+            f"{_pct(float(np.mean(np.abs(err) <= 0.05)))} | "
+            f"{_pct(float(np.mean(np.abs(err) <= Z95 * sd)))} | {sd.mean():.3f} | "
+            f"{np.nanmean(ssr):+.3f} |"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run (few replicates)")
+    parser.add_argument("--sizes", default="24,100")
+    parser.add_argument("--replicates", default=None, help="per size, e.g. 40,10")
+    parser.add_argument("--stop-replicates", type=int, default=None)
+    parser.add_argument("--detect-replicates", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--markdown", type=Path, default=None)
+    args = parser.parse_args(argv)
+    sizes = [int(x) for x in args.sizes.split(",")]
+    if args.replicates:
+        reps = [int(x) for x in args.replicates.split(",")]
+    else:
+        small, large = (4, 1) if args.quick else FULL_REPLICATES
+        reps = [small if n <= 30 else large for n in sizes]
+    stop_reps = args.stop_replicates
+    if stop_reps is None:
+        stop_reps = 1 if args.quick else FULL_STOP_REPLICATES
+    detect_reps = args.detect_replicates
+    if detect_reps is None:
+        detect_reps = 4 if args.quick else FULL_DETECT_REPLICATES
+    tasks = [
+        Task("coverage", n, s, r)
+        for n, k in zip(sizes, reps, strict=True)
+        for s in STRATEGIES
+        for r in range(k)
+    ]
+    tasks += [Task("detect", 24, "random", r) for r in range(detect_reps)]
+    tasks += [Task("stop", STOP_SIZE, s, r) for s in STRATEGIES for r in range(stop_reps)]
+    start = time.perf_counter()
+    if args.workers > 1:
+        with ProcessPoolExecutor(args.workers) as pool:
+            results = list(pool.map(_run, tasks))
+    else:
+        results = [_run(t) for t in tasks]
+    elapsed = time.perf_counter() - start
+    cover = [r for r in results if r["task"].kind == "coverage"]
+    detect = [r for r in results if r["task"].kind == "detect"]
+    stop = [r for r in results if r["task"].kind == "stop"]
+    grouped: dict[str, list[str]] = defaultdict(list)
+    grouped["coverage"] = coverage_table(cover, sizes)
+    grouped["grades"] = grade_table(cover, STRATEGIES)
+    grouped["eta"] = eta_table(cover, sizes)
+    grouped["misfit"] = misfit_table(cover, detect)
+    grouped["stop"] = stop_table(stop)
+    text = "\n\n".join("\n".join(v) for v in grouped.values())
+    command = "python benchmarks/bench_calibration.py " + " ".join(argv or sys.argv[1:])
+    text = f"{text}\n\n{len(tasks)} runs in {elapsed:.0f} s (`{command.strip()}`)\n"
+    print(text)
+    if args.markdown is not None:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
