@@ -39,7 +39,8 @@ def test_a_judge_that_always_answers_a_carries_no_signal(db: Path, tmp_path: Pat
     assert isinstance(health, dict)
     assert health["status"] == "no_signal" and health["signal"] is False
     assert summary["judge_signal"] is False
-    assert any("picked position A in 160 of 160" in r for r in health["reasons"])
+    n = summary["successful_comparisons"]  # the default infogain may stop on stability
+    assert any(f"picked position A in {n} of {n}" in r for r in health["reasons"])
     grades = summary["grades"]
     assert isinstance(grades, dict)
     assert grades["projected"] is False and grades["distribution"] == {}
