@@ -9,7 +9,8 @@ temporary folder holding a copy of ``examples/`` and a fresh SQLite database, wi
 100-column terminal, the mock judge and the seeds of the shipped profiles, and replaces
 each command's output by what it prints now (stdout and stderr, as a terminal shows
 them). Batch ids and timestamps, which change on every run, are replaced by fixed
-stand-ins of the same length, so tables keep their shape.
+stand-ins of the same length, so tables keep their shape; a cohort worker's id and
+the durations in its lines are replaced too.
 
 README.md runs first on an empty database. Every docs page then starts from a copy of the
 database the README left behind, plus the LOWER5 small net as ``lower5-demo`` (so the
@@ -40,6 +41,10 @@ DOCS_SETUP = [
 ]
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(\+00:00|Z)?")
 BATCH_ID = re.compile(r"(?<![0-9a-zA-Z])[0-9a-f]{12}(?![0-9a-zA-Z])")
+# A cohort worker's id (host:pid:tag) and a batch's duration in its lines (cj-run worker).
+WORKER_ID = re.compile(r"(?<=worker )[^\s:]+:\d+:[0-9a-f]{8}\b")
+WORKER_ID_CSV = re.compile(r"(?<=,)[^\s,:]+:\d+:[0-9a-f]{8}(?=,)")
+DURATION = re.compile(r"(?<=\) in )\d+\.\d s$", re.MULTILINE)
 
 
 def pages(root: Path) -> list[Path]:
@@ -61,6 +66,9 @@ class Normaliser:
                 seed = f"batch-{len(self.ids) + 1}".encode()
                 self.ids[found] = hashlib.sha256(seed).hexdigest()[:12]
         text = BATCH_ID.sub(lambda m: self.ids.get(m.group(0), m.group(0)), text)
+        text = WORKER_ID.sub("host:4242:0f1e2d3c", text)
+        text = WORKER_ID_CSV.sub("host:4242:0f1e2d3c", text)
+        text = DURATION.sub("1.0 s", text)
         return TIMESTAMP.sub(lambda m: _fixed_time(m.group(0)), text)
 
 
