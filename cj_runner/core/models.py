@@ -38,6 +38,9 @@ class AttemptStatus(StrEnum):
     """Status of one stored judge call (one row of ``comparisons``).
 
     ``planned``: chosen for a wave, not sent yet (not counted against the budget).
+    ``released``: planned, and its first call may go out without waiting for its ``sent``
+    row to commit; after a crash it counts as sent (``lost``), after a clean stop as
+    planned.
     ``sent``: the call went out and no answer is stored yet (in flight, or lost in a crash).
     ``success``: a verdict is stored. ``retried``: a transient error; another attempt
     followed. ``failed``: the comparison's last attempt failed; no more attempts.
@@ -46,6 +49,7 @@ class AttemptStatus(StrEnum):
     """
 
     PLANNED = "planned"
+    RELEASED = "released"
     SENT = "sent"
     SUCCESS = "success"
     RETRIED = "retried"

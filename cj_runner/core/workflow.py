@@ -215,14 +215,22 @@ class WorkflowState:
 
     # ------------------------------------------------------------------ waves
 
-    def plan_wave(self) -> list[PlannedPair]:
+    def plan_wave(
+        self, wave_no: int | None = None, pending: Sequence[tuple[int, int]] = ()
+    ) -> list[PlannedPair]:
         """The ordered pairs of the next wave (empty: the mode can produce no pair).
 
         :attr:`wave_modes` is set to the mode of each pair (the current mode, or
         :attr:`Mode.AUDIT` for the audit pairs, which come last).
+
+        Pipelined waves (spec §5a): ``wave_no`` (default: the wave after the last closed
+        one) seeds the wave's generator, and ``pending`` lists the ordered pairs of the
+        waves planned earlier and not closed yet. They count as calls in flight: each
+        takes one call of the budget, its edge is no candidate and is not asked again in
+        the pass, and its nodes' A/B counts include it, as if it had been answered.
         """
         self.wave_modes = []
-        size = min(self.wave_size, self.budget_left)
+        size = min(self.wave_size, self.budget_left - len(pending))
         if size <= 0:
             return []
         scores, se, precision = self.scores, None, self.prior_precision
@@ -235,20 +243,31 @@ class WorkflowState:
             se = None if eb.fit.se is None else np.asarray(eb.fit.se)
             precision = 1.0 / eb.prior_sd**2
             weights = self._grade_uncertainty(scores, se)
+        a_counts = self.a_counts.copy()
+        b_counts = self.b_counts.copy()
+        flying: set[tuple[int, int]] = set()
+        for a, b in pending:
+            a_counts[a] += 1
+            b_counts[b] += 1
+            flying.add(edge(a, b))
+        remaining = self.pass_remaining
+        if flying and remaining:
+            remaining = remaining - flying
         state = PairingState(
             n_nodes=self.n_nodes,
             scores=scores,
-            a_counts=self.a_counts.copy(),
-            b_counts=self.b_counts.copy(),
+            a_counts=a_counts,
+            b_counts=b_counts,
             orientation_counts=self.orientation_counts,
-            pass_remaining=frozenset(self.pass_remaining),
+            in_flight=frozenset(flying),
+            pass_remaining=frozenset(remaining),
             neighbours=self.neighbours,
             degree=self.degree,
             se=se,
             grade_uncertainty=weights,
             prior_precision=precision,
         )
-        wave = self.waves_completed + 1
+        wave = self.waves_completed + 1 if wave_no is None else wave_no
         rng = np.random.default_rng([self.seed, wave])
         self._wave_start_successes = self.successes
         n_audit = 0
@@ -277,7 +296,7 @@ class WorkflowState:
         for p in chosen:
             a_counts[p.a] += 1
             b_counts[p.b] += 1
-        blocked = {p.edge for p in chosen}
+        blocked = {p.edge for p in chosen} | state.in_flight
         if self.mode == Mode.RESAMPLING:
             blocked |= self.pass_remaining
         audit_state = replace(

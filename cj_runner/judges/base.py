@@ -44,11 +44,11 @@ class JudgeRequest:
     ``attempt`` counts calls for this comparison (1 = first); ``repeat_index`` counts how
     often this exact ordered pair was asked before in the batch (0 = first time), so a
     cache and a deterministic mock can tell repeats apart. ``ask_index`` counts the
-    earlier comparisons of this ordered pair that finished with any outcome (answered, or
-    failed after its retries), so a comparison asked again after a failure is a new draw
-    for the mock, while the cache keys on ``repeat_index``. ``after_truncation`` is set
-    when this comparison's last answer was cut off at the token limit: the judge asks
-    with its larger allowance (``max_tokens_ceiling``).
+    earlier comparisons of this ordered pair planned in the batch (whatever their
+    outcome), so a comparison asked again after a failure is a new draw for the mock,
+    while the cache keys on ``repeat_index``. ``after_truncation`` is set when this
+    comparison's last answer was cut off at the token limit: the judge asks with its
+    larger allowance (``max_tokens_ceiling``).
     """
 
     essay_a: EssayText

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -78,7 +78,7 @@ class Slot:
     next_attempt: int = 1  # the stored row number of the next call
     planned_row: bool = True  # attempt 1 row exists as ``planned``
     judge_attempt: int = 1  # the attempt number the judge sees (lost calls do not count)
-    ask_index: int = 0  # earlier comparisons of this ordered pair that finished, any outcome
+    ask_index: int = 0  # earlier comparisons of this ordered pair planned in the batch
     truncations: int = 0  # answers of this comparison cut off at the token limit so far
 
 
@@ -110,6 +110,7 @@ class CallOutcome:
 
 
 AttemptListener = Callable[[Slot, AttemptResult], None]
+ReleaseGate = Callable[[Slot], Awaitable[None]]
 DoneListener = Callable[[Slot, CallOutcome], None]
 
 
@@ -150,6 +151,7 @@ class CallRunner:
         batch_id: str,
         on_attempt: AttemptListener,
         on_done: DoneListener,
+        release: ReleaseGate | None = None,
     ) -> None:
         self.judge = judge
         self.recorder = recorder
@@ -166,6 +168,9 @@ class CallRunner:
         self.on_done = on_done
         #: the error that made the judge unusable; set, no new call is sent
         self.fatal: JudgeError | None = None
+        # set: a first call goes out once ``release`` committed its comparison's release,
+        # without waiting for its sent row (Recorder.sent_ahead); None: always wait
+        self.release = release
 
     def _cache_key(self, slot: Slot) -> str | None:
         """The request's key in the judgment cache (None when the cache is off)."""
@@ -202,6 +207,12 @@ class CallRunner:
                 if self.cache is not None and attempt == 1 and cache_key in self.cache:
                     assert cache_key is not None
                     return await self._record_cached(slot, self.cache[cache_key])
+                ahead = self.release is not None and attempt == 1 and slot.planned_row
+                if ahead:
+                    assert self.release is not None
+                    await self.release(slot)
+                    if self.stop_event.is_set():
+                        return CallOutcome("stopped", attempt)
                 if self.fatal is not None or budget.calls_sent >= budget.total_budget:
                     if attempt == 1:
                         await recorder.cancel(slot.slot, 1)
@@ -209,21 +220,24 @@ class CallRunner:
                     await recorder.mark_failed(slot.slot, attempt - 1)
                     return self._done(slot, CallOutcome("failed", attempt - 1))
                 call_no = budget.count_call()
-                await recorder.sent(
-                    SentAttempt(
-                        slot=slot.slot,
-                        attempt=attempt,
-                        call_no=call_no,
-                        a_idx=slot.a,
-                        b_idx=slot.b,
-                        mode=slot.mode,
-                        wave=slot.wave,
-                        repeat_index=slot.repeat_index,
-                        model=self.judge.model,
-                        prompt_hash=self.judge.prompt_hash,
-                        sent_at=repo.utcnow(),
-                    )
+                sent = SentAttempt(
+                    slot=slot.slot,
+                    attempt=attempt,
+                    call_no=call_no,
+                    a_idx=slot.a,
+                    b_idx=slot.b,
+                    mode=slot.mode,
+                    wave=slot.wave,
+                    repeat_index=slot.repeat_index,
+                    model=self.judge.model,
+                    prompt_hash=self.judge.prompt_hash,
+                    sent_at=repo.utcnow(),
                 )
+                if ahead:
+                    # its release is on disk: no commit round trip before the call
+                    recorder.sent_ahead(sent)
+                else:
+                    await recorder.sent(sent)
                 request = JudgeRequest(
                     essay_a=a_text,
                     essay_b=b_text,

@@ -31,7 +31,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +79,46 @@ ProgressCallback = Callable[[ProgressEvent], None]
 
 @dataclass
 class _OpenWave:
-    """A wave that was planned but not closed when the last run stopped."""
+    """A wave planned and not closed yet: its calls may be in flight or answered.
 
-    wave: int
-    mode: str | None  # the wave's mode (None: only audit pairs; keep the stored mode)
-    asked: list[tuple[int, int]]
-    unfinished: list[Slot]
+    Its results wait in ``results`` until every earlier wave is closed and its own
+    comparisons all finished: the workflow sees waves whole and in order, whatever the
+    order the answers came in.
+    """
+
+    no: int
+    mode: str | None  # the wave's mode (None: only audit pairs; keep the current mode)
+    slots: list[Slot]  # every comparison of the wave, in slot order
+    unfinished: set[int] = field(default_factory=set)
+    results: dict[int, tuple[str, str | None, bool]] = field(default_factory=dict)
+    calls: int = 0  # calls its comparisons sent (the budget of the closed waves)
+    successes: int = 0
+
+
+@dataclass
+class _LiveBudget:
+    """Every call sent so far, at the moment it is sent (the budget is never exceeded)."""
+
+    total_budget: int
+    calls_sent: int = 0
+
+    def count_call(self) -> int:
+        self.calls_sent += 1
+        return self.calls_sent
+
+
+def pipeline_depth(settings: Settings) -> int:
+    """How many waves may be open at once (spec §5a): ``ceil(2 C / wave size) + 1``.
+
+    Wave ``k + depth`` is planned from the state after wave ``k`` closed. The open
+    waves hold about ``2 C`` calls beyond the one waiting for its slowest answers, so
+    the ``C`` slots stay busy while that answer, the refit and the next plan's commit
+    are awaited. The depth depends only on the settings, so a seeded batch asks the
+    same pairs whatever the timing of the answers (defaults, C=8 and waves of 12: 3).
+    """
+    c = settings.MAX_CONCURRENT_REQUESTS
+    w = settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION
+    return -(-2 * c // w) + 1
 
 
 UNREACHABLE_AFTER = 3
@@ -194,7 +228,20 @@ class BatchExecutor:
         self.next_slot = 1
         self.lock_lost = False
         self._last_decision: tuple[str, str] | None = None
-        self._wave_successes: dict[int, int] = {}
+        self.live = _LiveBudget(self.wf.total_budget)
+        self.depth = pipeline_depth(settings)
+        self.semaphore = asyncio.Semaphore(settings.MAX_CONCURRENT_REQUESTS)
+        self.halt = asyncio.Event()  # no new sends: a stop decision or an interrupt
+        self._changed = asyncio.Event()  # a comparison finished (or the run stops)
+        self.open: dict[int, _OpenWave] = {}
+        self.next_wave = 1
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.stopped: dict[int, tuple[Slot, CallOutcome]] = {}
+        self._send_order: list[int] = []  # first calls of planned comparisons, slot order
+        self._order_index: dict[int, int] = {}
+        self.released: set[int] = set()
+        self._releasing: asyncio.Future[None] | None = None
+        self._task_error: BaseException | None = None
 
     def _workflow(self, state: dict[str, Any]) -> WorkflowState:
         """The workflow state as stored after the last closed wave."""
@@ -240,7 +287,7 @@ class BatchExecutor:
         self.progress(
             ProgressEvent(
                 kind=kind,
-                calls_sent=self.wf.calls_sent,
+                calls_sent=self.live.calls_sent,
                 total_budget=self.wf.total_budget,
                 wave=wave,
                 mode=self.wf.mode.value,
@@ -265,17 +312,14 @@ class BatchExecutor:
             price_cached=getattr(self.judge, "price_cached_input_per_mtok", None),
         )
 
-    def _count_ask(self, slot: Slot) -> None:
-        """A comparison of this ordered pair finished (success or for good failed)."""
-        key = (slot.a, slot.b)
-        self.asks[key] = self.asks.get(key, 0) + 1
-
     # ------------------------------------------------------------ rebuild
 
-    async def _rebuild(self) -> _OpenWave | None:
+    async def _rebuild(self) -> dict[int, _OpenWave]:
         """Rebuild the workflow from the stored batch and attempts (after taking the lock).
 
-        Returns the wave that was under way when the last run stopped, if any.
+        The workflow gets the results of the closed waves (in slot order); the waves
+        planned and not closed (several when waves were pipelined) are returned with
+        their finished results buffered and their unfinished comparisons to ask.
         """
         self.batch = await repo.find_batch(self.store, self.batch.id)
         if self.batch.status in FINISHED_BATCH_STATUSES:
@@ -284,13 +328,22 @@ class BatchExecutor:
                 f"{self.batch.stop_reason}); nothing to resume"
             )
         self.wf = self._workflow(self.batch.state)
+        self.live = _LiveBudget(self.wf.total_budget)
+        closed = self.wf.waves_completed
         self.lost_on_resume = await repo.mark_in_flight_lost(self.store, self.batch.id)
         attempts = await repo.load_attempts(self.store, self.batch.id)
+        if self.use_cache:
+            self.cache = await repo.cache_entries(self.store, self.judge.model)
+        # a run that died (status still RUNNING) may have sent released calls unrecorded
+        crashed = self.batch.status == "RUNNING"
+        self.lost_on_resume += await self._possibly_sent(attempts, crashed)
         by_slot: dict[int, list[dict[str, Any]]] = {}
         for row in attempts:
             by_slot.setdefault(row["slot"], []).append(row)
             if row["call_no"] is not None:
-                self.wf.calls_sent = max(self.wf.calls_sent, int(row["call_no"]))
+                self.live.calls_sent = max(self.live.calls_sent, int(row["call_no"]))
+                if int(row["wave"]) <= closed:
+                    self.wf.calls_sent += 1
             if not row["cached"]:
                 self._add_tokens(
                     int(row["tokens_in"] or 0),
@@ -298,65 +351,87 @@ class BatchExecutor:
                     int(row.get("tokens_cached") or 0),
                 )
         self.lost_total = sum(1 for r in attempts if r["error_kind"] == "lost")
-        open_wave: _OpenWave | None = None
+        open_waves: dict[int, _OpenWave] = {}
         for slot_no in sorted(by_slot):
             rows = by_slot[slot_no]
             last = rows[-1]
             self.next_slot = max(self.next_slot, slot_no + 1)
             wave = int(last["wave"])
-            if wave > self.wf.waves_completed:
-                if open_wave is None:
-                    open_wave = _OpenWave(wave, None, [], [])
-                if open_wave.mode is None and last["mode"] != Mode.AUDIT.value:
-                    open_wave.mode = last["mode"]  # audit pairs come last in a wave
-                open_wave.asked.append((last["a_idx"], last["b_idx"]))
             pair = (int(last["a_idx"]), int(last["b_idx"]))
-            if last["status"] in ("success", "failed"):
-                self.asks[pair] = self.asks.get(pair, 0) + 1
-            if last["status"] == "success":
-                self.wf.record_success(
-                    last["a_idx"], last["b_idx"], last["winner"], last["mode"], key=slot_no
+            ask_index = self.asks.get(pair, 0)
+            self.asks[pair] = ask_index + 1
+            slot = Slot(
+                slot=slot_no,
+                a=pair[0],
+                b=pair[1],
+                mode=last["mode"],
+                wave=wave,
+                repeat_index=last["repeat_index"],
+                ask_index=ask_index,
+            )
+            status = last["status"]
+            if wave <= closed:
+                if status == "success":
+                    self.wf.record_success(pair[0], pair[1], last["winner"], slot.mode, key=slot_no)
+                    self.cache_hits += int(bool(last["cached"]))
+                elif status == "failed":
+                    self.wf.record_failure()
+                continue
+            w = open_waves.get(wave)
+            if w is None:
+                w = open_waves[wave] = _OpenWave(wave, None, [])
+            if w.mode is None and slot.mode != Mode.AUDIT.value:
+                w.mode = slot.mode  # audit pairs come last in a wave
+            w.slots.append(slot)
+            w.calls += sum(1 for r in rows if r["call_no"] is not None)
+            if status in ("success", "failed", "cancelled"):
+                winner = last["winner"] if status == "success" else None
+                w.results[slot_no] = (status, winner, bool(last["cached"]))
+            else:  # planned, lost or retried: asked again
+                planned = status == "planned"
+                slot.next_attempt = int(last["attempt"]) + (0 if planned else 1)
+                slot.planned_row = planned
+                # a resend after a refused form is the same attempt for the judge
+                slot.judge_attempt = 1 + sum(
+                    1 for r in rows if r["status"] == "retried" and r["error_kind"] != "unsupported"
                 )
-                self._wave_successes[wave] = self._wave_successes.get(wave, 0) + 1
-                self.cache_hits += int(bool(last["cached"]))
-            elif last["status"] == "failed":
-                self.wf.record_failure()
-            elif last["status"] in ("planned", "lost", "retried") and open_wave is not None:
-                # only the open wave can hold unfinished comparisons: a wave is closed
-                # after every one of its comparisons finished
-                planned = last["status"] == "planned"
-                open_wave.unfinished.append(
-                    Slot(
-                        slot=slot_no,
-                        a=last["a_idx"],
-                        b=last["b_idx"],
-                        mode=last["mode"],
-                        wave=wave,
-                        repeat_index=last["repeat_index"],
-                        next_attempt=int(last["attempt"]) + (0 if planned else 1),
-                        planned_row=planned,
-                        # a resend after a refused form is the same attempt for the judge
-                        judge_attempt=1
-                        + sum(
-                            1
-                            for r in rows
-                            if r["status"] == "retried" and r["error_kind"] != "unsupported"
-                        ),
-                        truncations=sum(1 for r in rows if r["error_kind"] == "truncated"),
-                        ask_index=self.asks.get(pair, 0),
-                    )
-                )
+                slot.truncations = sum(1 for r in rows if r["error_kind"] == "truncated")
+                w.unfinished.add(slot_no)
         extra = self.batch.state.get("extra_json") or {}
         scores = extra.get("scores")
         if scores is not None and len(scores) == self.wf.n_nodes:
             self.wf.scores = np.asarray(scores, dtype=float)
             self.wf.have_fit = bool(extra.get("have_fit", True))
         waves = await repo.load_waves(self.store, self.batch.id)
-        if waves and waves[-1]["decision"] and open_wave is None:
+        if waves and waves[-1]["decision"] and int(waves[-1]["wave"]) == closed:
             self._last_decision = (waves[-1]["decision"], waves[-1]["reason"])
-        if self.use_cache:
-            self.cache = await repo.cache_entries(self.store, self.judge.model)
-        return open_wave
+        self.next_wave = max([closed, *open_waves]) + 1
+        return open_waves
+
+    async def _possibly_sent(self, attempts: list[dict[str, Any]], crashed: bool) -> int:
+        """Comparisons stored as ``released`` whose first call may have gone out.
+
+        After a crash (``crashed``) they count as sent and lost: each gets a call number
+        (``attempts`` is updated in place). After a clean stop every call sent was
+        stored, so they are planned again. Returns how many were counted as sent.
+        """
+        released = sorted(
+            (r for r in attempts if r["status"] == "released"), key=lambda r: int(r["slot"])
+        )
+        if not released:
+            return 0
+        if not crashed:
+            await repo.unrelease(self.store, self.batch.id)
+            for row in released:
+                row["status"] = "planned"
+            return 0
+        top = max((int(r["call_no"]) for r in attempts if r["call_no"] is not None), default=0)
+        calls = []
+        for offset, row in enumerate(released, start=1):
+            row.update(status="lost", error_kind="lost", call_no=top + offset)
+            calls.append((int(row["slot"]), top + offset))
+        await repo.mark_possibly_sent(self.store, self.batch.id, calls)
+        return len(calls)
 
     # ------------------------------------------------------------ main loop
 
@@ -397,7 +472,7 @@ class BatchExecutor:
                 return
 
     async def _run(self) -> RunResult:
-        open_wave = await self._rebuild()
+        self.open = await self._rebuild()
         assert self.recorder is not None
         self.calls = CallRunner(
             judge=self.judge,
@@ -405,64 +480,204 @@ class BatchExecutor:
             texts=self.texts,
             assignment=self.assignment,
             retry_policy=self.retry_policy,
-            budget=self.wf,
+            budget=self.live,
             seed=self.batch.seed,
-            stop_event=self.stop_event,
+            stop_event=self.halt,
             sleep=self._sleep,
             cache=self.cache if self.use_cache else None,
             batch_id=self.batch.id,
             on_attempt=self._on_attempt,
             on_done=self._on_done,
+            release=self._ensure_released,
         )
         await repo.set_status(self.store, self.batch.id, "RUNNING", owner=self.owner)
         self._emit("start", self.wf.waves_completed)
-        decision: Decision | None = None
-        if open_wave is not None:
-            # the last run stopped inside a wave: finish that wave first
-            if open_wave.mode is not None:
-                self.wf.mode = Mode(open_wave.mode)
-            decision = await self._wave(open_wave.wave, open_wave.unfinished, open_wave.asked)
-        elif self._last_decision is not None and self._last_decision[0] in (
+        watch = asyncio.create_task(self._watch_stop())
+        try:
+            decision = await self._drive()
+        except BaseException:
+            # a crash of this run (storage, lock, a bug): the calls in flight are abandoned
+            # as a killed process would abandon them; resume counts them as lost
+            self.halt.set()
+            for task in self.tasks.values():
+                task.cancel()
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+            raise
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+        if decision is not None and not await self._finish_open_waves():
+            decision = None
+        if decision is None:
+            await self._drain(grace=INTERRUPT_GRACE_S)
+            return await self._interrupted()
+        await self._drain(grace=None)
+        await self._settle_unsent()
+        return await self._finalize(decision)
+
+    async def _finish_open_waves(self) -> bool:
+        """After a stop decision: ask the waves already planned to the end.
+
+        No wave is planned after the decision. The open waves were planned within the
+        budget before it and most of their calls are in flight; asking the rest keeps a
+        seeded batch the same call for call whatever the timing (which calls happen to
+        be in flight at the decision is timing). Returns ``False`` when interrupted.
+        """
+        while any(not t.done() for t in self.tasks.values()):
+            if self.stop_event.is_set():
+                return False
+            if self._task_error is not None:
+                raise self._task_error
+            self._changed.clear()
+            await self._changed.wait()
+        return not self.stop_event.is_set()
+
+    async def _watch_stop(self) -> None:
+        await self.stop_event.wait()
+        self.halt.set()
+        self._changed.set()
+
+    async def _drive(self) -> Decision | None:
+        """Plan ahead, send, close waves in order; the final decision (``None``: interrupted)."""
+        if self._last_decision is not None and self._last_decision[0] in (
             Action.FINALIZE_SCORING.value,
             Action.FINALIZE_FAILURE.value,
         ):
-            # the last run stopped between its last wave and finalization
-            decision = Decision(Action(self._last_decision[0]), StopReason(self._last_decision[1]))
+            # the last run stopped between its last closed wave and finalization
+            self._start_open_slots()
+            return Decision(Action(self._last_decision[0]), StopReason(self._last_decision[1]))
+        self._start_open_slots()
+        if not await self._plan_ahead():
+            return exhausted_decision()
         while True:
             if self.stop_event.is_set():
-                return await self._interrupted()
-            if decision is not None and decision.is_final:
-                return await self._finalize(decision)
-            wave_no = self.wf.waves_completed + 1
-            slots = self._plan_wave(wave_no)
+                return None
+            if self._task_error is not None:
+                raise self._task_error
+            wave = self.open.get(self.wf.waves_completed + 1)
+            if wave is None or wave.unfinished:
+                if wave is None and not self.open:  # pragma: no cover - planning keeps one
+                    return exhausted_decision()
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            decision = await self._close_wave(wave)
+            if self.calls is not None and self.calls.fatal is not None:
+                # the judge cannot answer any call (bad key, no quota...): stop at once
+                return Decision(Action.FINALIZE_FAILURE, StopReason.JUDGE_UNAVAILABLE)
+            if decision.is_final:
+                return decision
+            if not await self._plan_ahead():
+                return exhausted_decision()
+
+    def _start_open_slots(self) -> None:
+        """Ask the unfinished comparisons of the waves stored as open, in slot order."""
+        for no in sorted(self.open):
+            wave = self.open[no]
+            self._emit("wave_start", no)
+            for slot in wave.slots:
+                if slot.slot in wave.unfinished:
+                    self._start(slot)
+
+    def _start(self, slot: Slot) -> None:
+        calls = self.calls
+        assert calls is not None
+        if slot.planned_row and slot.next_attempt == 1:
+            self._order_index[slot.slot] = len(self._send_order)
+            self._send_order.append(slot.slot)
+        task = asyncio.create_task(self._ask(calls, slot))
+        self.tasks[slot.slot] = task
+
+    async def _ask(self, calls: CallRunner, slot: Slot) -> None:
+        try:
+            outcome = await calls.run(slot, self.semaphore)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a storage error, a dying process: the run stops
+            if self._task_error is None:
+                self._task_error = exc
+            self.halt.set()
+            self._changed.set()
+            return
+        if outcome.status == "stopped":
+            self.stopped[slot.slot] = (slot, outcome)
+        self._changed.set()
+
+    async def _ensure_released(self, slot: Slot) -> None:
+        """Before a first call goes out: its comparison's ``released`` mark is committed.
+
+        Releases go lazily, ``MAX_CONCURRENT_REQUESTS`` comparisons at a time in send
+        order, so one commit covers that many first calls and a crash leaves at most that
+        many released comparisons unsent (resume counts them as sent: an overcount,
+        never an undercount).
+        """
+        while slot.slot not in self.released:
+            if self._releasing is not None:
+                await asyncio.shield(self._releasing)
+                continue
+            start = self._order_index[slot.slot]
+            batch = [
+                s
+                for s in self._send_order[start : start + self.settings.MAX_CONCURRENT_REQUESTS]
+                if s not in self.released
+            ]
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._releasing = done
+            try:
+                assert self.recorder is not None
+                await self.recorder.release(batch)
+                self.released.update(batch)
+            finally:
+                self._releasing = None
+                done.set_result(None)
+
+    async def _plan_ahead(self) -> bool:
+        """Plan and store waves up to ``depth`` ahead of the last closed one.
+
+        Returns ``False`` when nothing is open and the mode can produce no pair
+        (the batch is exhausted). A wave that finds no pair while others are open is
+        planned again after the next wave closes.
+        """
+        limit = min(self.wf.waves_completed + self.depth, self.settings.MAX_ITERATIONS)
+        while self.next_wave <= limit and not self.halt.is_set():
+            no = self.next_wave
+            pending = [(s.a, s.b) for w in self.open.values() for s in w.slots]
+            attempts = self.settings.MAX_ATTEMPTS_PER_COMPARISON
+            wave_size = self.settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION
+            if pending and (
+                self.wf.calls_sent + (len(pending) + wave_size) * attempts > self.wf.total_budget
+            ):
+                # near the end of the budget waves run one at a time, as without
+                # pipelining: retries never contest the budget with planned calls, so
+                # which call gets the last of it does not depend on timing
+                return True
+            slots = self._plan_wave(no, pending)
             if not slots:
-                return await self._finalize(exhausted_decision())
+                return bool(self.open)
             assert self.recorder is not None
             await self.recorder.plan(
                 [PlannedRow(s.slot, s.a, s.b, s.mode, s.wave, s.repeat_index) for s in slots]
             )
-            decision = await self._wave(wave_no, slots, [(s.a, s.b) for s in slots])
+            mode = next((s.mode for s in slots if s.mode != Mode.AUDIT.value), None)
+            self.open[no] = _OpenWave(no, mode, slots, unfinished={s.slot for s in slots})
+            self.next_wave = no + 1
+            await self._send_wave(no, slots)
+        return True
 
-    async def _wave(
-        self, wave_no: int, slots: list[Slot], asked: list[tuple[int, int]]
-    ) -> Decision | None:
-        """Run a wave's calls, then close it; ``None`` when interrupted.
+    async def _send_wave(self, wave_no: int, slots: Sequence[Slot]) -> None:
+        """Hand a stored wave's comparisons to the slots (sent in slot order)."""
+        self._emit("wave_start", wave_no)
+        for slot in slots:
+            self._start(slot)
 
-        ``asked`` is every pair of the wave, ``slots`` the ones still to ask.
-        """
-        await self._run_wave(wave_no, slots)
-        if self.stop_event.is_set():
-            return None
-        decision = await self._end_wave(wave_no, asked)
-        if self.calls is not None and self.calls.fatal is not None:
-            # the judge cannot answer any call (bad key, no quota...): stop at once
-            return Decision(Action.FINALIZE_FAILURE, StopReason.JUDGE_UNAVAILABLE)
-        return decision
-
-    def _plan_wave(self, wave_no: int) -> list[Slot]:
-        pairs = self.wf.plan_wave()
+    def _plan_wave(self, wave_no: int, pending: Sequence[tuple[int, int]] = ()) -> list[Slot]:
+        pairs = self.wf.plan_wave(wave_no, pending)
         slots = []
         for pair, mode in zip(pairs, self.wf.wave_modes, strict=True):
+            key = (pair.a, pair.b)
+            ask_index = self.asks.get(key, 0)
+            self.asks[key] = ask_index + 1
             slots.append(
                 Slot(
                     slot=self.next_slot,
@@ -471,51 +686,62 @@ class BatchExecutor:
                     mode=mode.value,
                     wave=wave_no,
                     repeat_index=self.wf.repeat_index(pair.a, pair.b),
-                    ask_index=self.asks.get((pair.a, pair.b), 0),
+                    ask_index=ask_index,
                 )
             )
             self.next_slot += 1
         return slots
 
-    async def _run_wave(self, wave_no: int, slots: list[Slot]) -> None:
-        self._emit("wave_start", wave_no)
-        semaphore = asyncio.Semaphore(self.settings.MAX_CONCURRENT_REQUESTS)
-        calls = self.calls
-        assert calls is not None
-        tasks = [asyncio.create_task(calls.run(s, semaphore)) for s in slots]
-        stop_wait = asyncio.create_task(self.stop_event.wait())
+    async def _drain(self, *, grace: float | None) -> None:
+        """Wait for the calls in flight (at most ``grace`` seconds), then cancel the rest."""
+        tasks = [t for t in self.tasks.values() if not t.done()]
         try:
-            pending: set[asyncio.Future[Any]] = set(tasks)
-            while pending:
-                done, pending = await asyncio.wait(
-                    pending | {stop_wait}, return_when=asyncio.FIRST_COMPLETED
-                )
-                pending.discard(stop_wait)
-                for task in done:
-                    if task is not stop_wait and task.exception() is not None:
-                        raise task.exception()  # type: ignore[misc]
-                if stop_wait in done:
-                    # stop sending; give the calls in flight a moment to answer
-                    if pending:
-                        await asyncio.wait(pending, timeout=INTERRUPT_GRACE_S)
-                    break
+            if tasks:
+                await asyncio.wait(tasks, timeout=grace)
         finally:
-            stop_wait.cancel()
-            late = [t for t in tasks if not t.done()]
+            late = [t for t in self.tasks.values() if not t.done()]
             for task in late:
                 task.cancel()
-            await asyncio.gather(stop_wait, *late, return_exceptions=True)
-            for task in tasks:  # read every failure, so none is reported "never retrieved"
+            await asyncio.gather(*late, return_exceptions=True)
+            for task in self.tasks.values():  # read every failure: none "never retrieved"
                 if not task.cancelled():
                     task.exception()
+        if self._task_error is not None:
+            raise self._task_error
         assert self.recorder is not None
         await self.recorder.flush()
 
+    async def _settle_unsent(self) -> None:
+        """After a stop decision: the open waves' results enter the final fit.
+
+        Their comparisons were all asked (:meth:`_finish_open_waves`); the waves are not
+        closed (no decision is taken on them). Anything left unasked is settled: planned
+        and never sent ``cancelled``, stopped before a retry ``failed``.
+        """
+        assert self.recorder is not None
+        for no in sorted(self.open):
+            wave = self.open[no]
+            for slot in wave.slots:
+                if slot.slot not in wave.unfinished:
+                    continue
+                stopped = self.stopped.get(slot.slot)
+                attempt = stopped[1].attempt if stopped is not None else slot.next_attempt
+                if attempt > slot.next_attempt:  # this run sent it; a retry was due
+                    await self.recorder.mark_failed(slot.slot, attempt - 1)
+                    wave.results[slot.slot] = ("failed", None, False)
+                elif slot.planned_row:
+                    await self.recorder.cancel(slot.slot, attempt)
+            self._apply_results(wave)
+        await self.recorder.flush()
+
     def _on_attempt(self, slot: Slot, result: AttemptResult) -> None:
-        """A call's result was stored: count its tokens; report a failed one."""
+        """A call's result was stored: count its call and tokens; report a failed one."""
         if self.call_log is not None:
             self.call_log(slot, result)
         self._watch_connection(result)
+        wave = self.open.get(slot.wave)
+        if wave is not None and not result.cached:
+            wave.calls += 1
         if not result.cached:  # every billed attempt counts, whatever its answer
             self._add_tokens(
                 result.tokens_in or 0, result.tokens_out or 0, result.tokens_cached or 0
@@ -547,21 +773,48 @@ class BatchExecutor:
             self.stop_event.set()
 
     def _on_done(self, slot: Slot, outcome: CallOutcome) -> None:
-        """A comparison ended: update the workflow state."""
+        """A comparison ended: buffer its result until its wave closes (in wave order)."""
+        wave = self.open.get(slot.wave)
+        if wave is None:  # pragma: no cover - every running slot belongs to an open wave
+            return
+        wave.unfinished.discard(slot.slot)
         if outcome.status == "success":
             assert outcome.verdict is not None
-            self.cache_hits += int(outcome.cached)
-            self.wf.record_success(slot.a, slot.b, outcome.verdict.winner, slot.mode, key=slot.slot)
-            self._count_ask(slot)
-            self._wave_successes[slot.wave] = self._wave_successes.get(slot.wave, 0) + 1
+            wave.results[slot.slot] = ("success", outcome.verdict.winner, outcome.cached)
             self._emit("call", slot.wave)
-        elif outcome.status == "failed":
-            self.wf.record_failure()
-            self._count_ask(slot)
+        elif outcome.status in ("failed", "cancelled"):
+            wave.results[slot.slot] = (outcome.status, None, False)
+        self._changed.set()
+
+    def _apply_results(self, wave: _OpenWave) -> None:
+        """Enter a wave's results into the workflow, in slot order."""
+        for slot in wave.slots:
+            result = wave.results.pop(slot.slot, None)
+            if result is None:
+                continue
+            status, winner, cached = result
+            if status == "success":
+                assert winner is not None
+                self.wf.record_success(slot.a, slot.b, winner, slot.mode, key=slot.slot)
+                self.cache_hits += int(cached)
+                wave.successes += 1
+            elif status == "failed":
+                self.wf.record_failure()
+        self.wf.calls_sent += wave.calls
+        wave.calls = 0
+
+    async def _close_wave(self, wave: _OpenWave) -> Decision:
+        del self.open[wave.no]
+        if wave.mode is not None:
+            self.wf.mode = Mode(wave.mode)
+        self._apply_results(wave)
+        return await self._end_wave(wave.no, [(s.a, s.b) for s in wave.slots], wave.successes)
 
     # ------------------------------------------------------------ wave end
 
-    async def _end_wave(self, wave_no: int, asked: list[tuple[int, int]]) -> Decision:
+    async def _end_wave(
+        self, wave_no: int, asked: list[tuple[int, int]], successes: int
+    ) -> Decision:
         mode = self.wf.mode
         # the refit runs in a thread so the lock's heartbeat keeps beating on big batches
         try:
@@ -571,23 +824,23 @@ class BatchExecutor:
                 f"batch {self.batch.id}: scoring failed at the end of wave {wave_no} "
                 f"({type(exc).__name__}: {exc}); the batch is marked FAILED"
             ) from exc
-        await repo.save_wave_end(
-            self.store,
-            self.batch.id,
-            owner=self.owner,
+        assert self.recorder is not None
+        self.recorder.wave_end(
             wave={
                 "wave": wave_no,
                 "mode": mode.value,
                 "size": len(asked),
-                "successes": self._wave_successes.get(wave_no, 0),
+                "successes": successes,
                 "max_score_change": end.max_score_change,
                 "ssr": end.ssr,
+                # the calls of the waves closed so far: the same whatever the timing
                 "calls_sent": self.wf.calls_sent,
                 "decision": end.decision.action.value,
                 "reason": end.decision.reason.value,
             },
             state={
-                **self._state_values(),
+                # calls_sent is kept by the recorder: it never counts a call not stored
+                **{k: v for k, v in self._state_values().items() if k != "calls_sent"},
                 "max_possible_pairs": self.wf.max_possible_pairs,
                 "successful_pairs_count": self.wf.successful_pairs_count,
                 "unique_coverage_complete": (
@@ -613,7 +866,7 @@ class BatchExecutor:
 
     def _state_values(self) -> dict[str, Any]:
         return {
-            "calls_sent": self.wf.calls_sent,
+            "calls_sent": self.live.calls_sent,
             "successes": self.wf.successes,
             "failures": self.wf.failures,
             "iteration": self.wf.waves_completed,
@@ -631,8 +884,10 @@ class BatchExecutor:
                 f"batch {self.batch.id} was taken over by another process; this one stopped"
             )
         await self.recorder.flush()
-        # calls still unanswered after the grace period: counted, asked again on resume
+        # calls still unanswered after the grace period: counted, asked again on resume;
+        # every call sent is stored now, so the released ones not sent are planned again
         await repo.mark_in_flight_lost(self.store, self.batch.id)
+        await repo.unrelease(self.store, self.batch.id)
         await repo.save_wave_end(
             self.store, self.batch.id, wave=None, state=self._state_values(), owner=self.owner
         )
@@ -712,10 +967,11 @@ class BatchExecutor:
         try:
             async with Recorder(self.store, self.batch.id, owner=self.owner) as recorder:
                 self.recorder = recorder
-                open_wave = await self._rebuild()
-                for slot in open_wave.unfinished if open_wave is not None else []:
-                    if slot.planned_row:
-                        await recorder.cancel(slot.slot, slot.next_attempt)
+                open_waves = await self._rebuild()
+                for wave in open_waves.values():
+                    for slot in wave.slots:
+                        if slot.slot in wave.unfinished and slot.planned_row:
+                            await recorder.cancel(slot.slot, slot.next_attempt)
                 await recorder.flush()
                 decision = Decision(Action.FINALIZE_SCORING, StopReason.FINALIZED_EARLY)
                 try:

@@ -41,6 +41,7 @@ from cj_runner.storage.repository import (
     T_STATE,
     fence,
     utcnow,
+    write_wave_end,
 )
 from cj_runner.storage.storable import storable_justification, storable_message, storable_text
 
@@ -129,6 +130,7 @@ class Recorder:
         self._queue: asyncio.Queue[tuple[str, Any, asyncio.Future[None]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
+        self._failure: BaseException | None = None
 
     async def __aenter__(self) -> Recorder:
         self._task = asyncio.create_task(self._run(), name="cj-recorder")
@@ -151,6 +153,8 @@ class Recorder:
             self._task = None
 
     async def _submit(self, kind: str, payload: Any) -> None:
+        if self._failure is not None:
+            raise self._failure
         if self._task is None or self._task.done():
             if self._task is not None and self._task.exception() is not None:
                 raise self._task.exception()  # type: ignore[misc]
@@ -168,6 +172,28 @@ class Recorder:
         """Store that a call is about to be sent; returns once committed."""
         await self._submit("sent", attempt)
 
+    async def release(self, slots: Sequence[int]) -> None:
+        """Mark planned comparisons ``released``: their first calls may go out next
+        without waiting for their ``sent`` rows (:meth:`sent_ahead`); returns once
+        committed. After a crash, resume counts released rows as sent."""
+        if slots:
+            await self._submit("release", list(slots))
+
+    def sent_ahead(self, attempt: SentAttempt) -> None:
+        """Queue a ``sent`` row without waiting for its commit (the call goes out now).
+
+        Only for the first call of a comparison whose ``released`` mark is committed
+        (:meth:`release`): the crash that loses this row leaves that mark, which resume
+        counts as a call sent. A failed commit is raised by the next write.
+        """
+        if self._failure is not None:
+            raise self._failure
+        if self._task is None or self._task.done():
+            raise RuntimeError("recorder is not running")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(self._posted)
+        self._queue.put_nowait(("sent", attempt, future))
+
     async def result(self, result: AttemptResult) -> None:
         """Store a call's answer or error; returns once committed."""
         await self._submit("result", result)
@@ -183,6 +209,27 @@ class Recorder:
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""
         await self._submit("flush", None)
+
+    def wave_end(self, wave: dict[str, Any], state: dict[str, Any]) -> None:
+        """Queue a closed wave's row and the batch state for the next group commit.
+
+        One writer for the whole run: the wave end does not compete with the calls'
+        commits for the database lock (pipelined waves close while calls are in flight).
+        It does not wait for the commit: a later write (the next wave's plan, a flush)
+        commits it first, since the queue commits in order; a failed commit is raised by
+        the next write.
+        """
+        if self._failure is not None:
+            raise self._failure
+        if self._task is None or self._task.done():
+            raise RuntimeError("recorder is not running")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(self._posted)
+        self._queue.put_nowait(("wave_end", (wave, state), future))
+
+    def _posted(self, future: asyncio.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            self._failure = future.exception()
 
     async def _commit(self, batch: list[tuple[str, Any, asyncio.Future[None]]]) -> None:
         if any(kind != "flush" for kind, _, _ in batch):
@@ -257,9 +304,15 @@ class Recorder:
         results: list[dict[str, Any]] = []
         cache_rows: list[dict[str, Any]] = []
         set_status: list[dict[str, Any]] = []
+        wave_ends: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        released: list[dict[str, Any]] = []
         max_call = 0
         for kind, payload, _ in batch:
-            if kind == "plan":
+            if kind == "wave_end":
+                wave_ends.append(payload)
+            elif kind == "release":
+                released.extend({"k_batch": bid, "k_slot": slot} for slot in payload)
+            elif kind == "plan":
                 planned.extend(
                     {
                         "batch_id": bid,
@@ -357,6 +410,10 @@ class Recorder:
             await conn.execute(_STATUS_UPDATE, set_status)
         if cache_rows:
             await _cache_insert(conn, cache_rows)
+        if released:
+            await conn.execute(_RELEASE_UPDATE, released)
+        for wave, state in wave_ends:
+            await write_wave_end(conn, bid, wave=wave, state=state)
         if max_call:
             await conn.execute(
                 update(T_STATE)
@@ -404,6 +461,18 @@ _RESULT_UPDATE = (
             )
         }
     )
+)
+_RELEASE_UPDATE = (
+    update(T_COMPARISONS)
+    .where(
+        and_(
+            _C.batch_id == bindparam("k_batch"),
+            _C.slot == bindparam("k_slot"),
+            _C.attempt == 1,
+            _C.status == "planned",
+        )
+    )
+    .values(status="released")
 )
 _STATUS_UPDATE = (
     update(T_COMPARISONS)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -720,20 +720,29 @@ async def save_wave_end(
     async with store.engine.begin() as conn:
         if owner is not None:
             await fence(conn, batch_id, owner)
-        if wave is not None:
-            await conn.execute(
-                insert(T_WAVES).values(batch_id=batch_id, finished_at=utcnow(), **wave)
-            )
+        await write_wave_end(conn, batch_id, wave=wave, state=state, nodes=nodes, status=status)
+
+
+async def write_wave_end(
+    conn: AsyncConnection,
+    batch_id: str,
+    *,
+    wave: dict[str, Any] | None,
+    state: dict[str, Any],
+    nodes: Sequence[dict[str, Any]] = (),
+    status: str | None = None,
+) -> None:
+    """The writes of :func:`save_wave_end` inside the caller's transaction."""
+    if wave is not None:
+        await conn.execute(insert(T_WAVES).values(batch_id=batch_id, finished_at=utcnow(), **wave))
+    await conn.execute(
+        update(T_STATE).where(T_STATE.c.batch_id == batch_id).values(updated_at=utcnow(), **state)
+    )
+    await _update_nodes(conn, batch_id, nodes)
+    if status is not None:
         await conn.execute(
-            update(T_STATE)
-            .where(T_STATE.c.batch_id == batch_id)
-            .values(updated_at=utcnow(), **state)
+            update(T_BATCHES).where(T_BATCHES.c.id == batch_id).values(status=status)
         )
-        await _update_nodes(conn, batch_id, nodes)
-        if status is not None:
-            await conn.execute(
-                update(T_BATCHES).where(T_BATCHES.c.id == batch_id).values(status=status)
-            )
 
 
 async def _update_nodes(
@@ -845,6 +854,51 @@ async def mark_in_flight_lost(store: Store, batch_id: str) -> int:
             )
         )
     return int(result.rowcount or 0)
+
+
+async def unrelease(store: Store, batch_id: str) -> None:
+    """``released`` comparisons become ``planned`` again (after a clean stop)."""
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(T_COMPARISONS)
+            .where(and_(T_COMPARISONS.c.batch_id == batch_id, T_COMPARISONS.c.status == "released"))
+            .values(status="planned")
+        )
+
+
+async def mark_possibly_sent(store: Store, batch_id: str, calls: Sequence[tuple[int, int]]) -> None:
+    """Released first calls that may have gone out unrecorded become ``lost`` calls.
+
+    ``calls`` holds ``(slot, call_no)``: each released row (attempt 1) gets its call
+    number and counts against the budget like a call lost in flight.
+    """
+    if not calls:
+        return
+    c = T_COMPARISONS.c
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(T_COMPARISONS)
+            .where(
+                and_(
+                    c.batch_id == batch_id,
+                    c.slot == bindparam("k_slot"),
+                    c.attempt == 1,
+                    c.status == "released",
+                )
+            )
+            .values(
+                status="lost",
+                call_no=bindparam("v_call"),
+                error_kind="lost",
+                error_message="possibly sent when the run stopped",
+            ),
+            [{"k_slot": slot, "v_call": call_no} for slot, call_no in calls],
+        )
+        await conn.execute(
+            update(T_STATE)
+            .where(T_STATE.c.batch_id == batch_id)
+            .values(calls_sent=max(call_no for _, call_no in calls))
+        )
 
 
 async def cache_entries(store: Store, model: str) -> dict[str, dict[str, Any]]:

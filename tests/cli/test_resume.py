@@ -222,7 +222,7 @@ CRASHES: dict[str, dict[str, Any]] = {
     "calls in flight, resampling": {"crash_at_call": 110},
     "wave answered, not closed, coverage": {"executor": crash_in("_end_wave", 3)},
     "wave answered, not closed, resampling": {"executor": crash_in("_end_wave", 9)},
-    "wave planned, nothing sent": {"executor": crash_in("_run_wave", 8)},
+    "wave planned, nothing sent": {"executor": crash_in("_send_wave", 8)},
     "last wave closed, not finalized": {"executor": crash_in("_finalize")},
 }
 
@@ -287,7 +287,11 @@ async def test_resume_after_a_crash_asks_what_an_uninterrupted_run_asks(
         if "in flight" in crash:
             assert book["lost"] >= 1  # the dying call, and the calls in flight with it
         else:
-            assert book["lost"] == 0
+            # waves are pipelined (spec §5a): while one wave closes or the next is
+            # planned, calls of later waves are in flight (at most one per slot), and
+            # first calls go out before their sent row commits, so resume counts the
+            # released comparisons (at most one group of MAX_CONCURRENT_REQUESTS) as sent
+            assert book["lost"] <= 2 * SETTINGS["MAX_CONCURRENT_REQUESTS"]
     finally:
         await store.close()
 
