@@ -34,7 +34,13 @@ import numpy.typing as npt
 
 from cj_runner.core.candidates import CandidateGraph
 from cj_runner.core.models import Mode, PlannedPair
-from cj_runner.core.strategies import REGISTRY, SelectionProblem
+from cj_runner.core.strategies import (
+    _MIN_PRECISION,
+    COVARIANCE_MAX_N,
+    REGISTRY,
+    SelectionProblem,
+    _pq,
+)
 
 __all__ = [
     "STRATEGIES",
@@ -191,6 +197,8 @@ def select_pairs(
         return []
     if strategy in _GRAPH_STRATEGIES and mode is not Mode.AUDIT:
         problem = _graph_problem(state, mode, wave_size)
+    elif n > COVARIANCE_MAX_N and (mode is Mode.AUDIT or strategy in _LARGE_NET_STRATEGIES):
+        problem = _graph_problem(state, mode, wave_size, variances=strategy in ADAPTIVE)
     else:
         problem = _problem(state, mode, wave_size)
     if mode is Mode.AUDIT:
@@ -365,6 +373,40 @@ def _problem(state: PairingState, mode: Mode, wave_size: int) -> SelectionProble
 _GRAPH_STRATEGIES = frozenset({"balanced", "swiss"})
 """Strategies that work on a :class:`CandidateGraph` (no ``n x n`` matrix per wave)."""
 
+ADAPTIVE = frozenset({"infogain", "grade_boundary"})
+_LARGE_NET_STRATEGIES = ADAPTIVE | {"random"}
+"""Strategies that work on a :class:`CandidateGraph` above ``COVARIANCE_MAX_N`` nodes
+(:mod:`cj_runner.core.large_nets`); at or below it they keep the dense matrices."""
+
+
+def _variances(state: PairingState, in_flight: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """Score variances for the diagonal model, calls in flight counted as answered.
+
+    ``state.se`` squared when given, else ``1 / (information_i + lambda)`` from the
+    compared edges (:func:`cj_runner.core.strategies.laplace_variances` above
+    ``COVARIANCE_MAX_N``); each edge in flight then adds its information ``p (1 - p)``.
+    """
+    n = state.n_nodes
+    s = np.asarray(state.scores, dtype=np.float64)
+    lam = max(float(state.prior_precision), _MIN_PRECISION)
+    if state.se is not None:
+        info = 1.0 / np.maximum(np.square(np.asarray(state.se, dtype=np.float64)), 1e-300)
+    else:
+        oc = state.orientation_counts
+        keys = np.fromiter(chain.from_iterable(oc.keys()), dtype=np.int64, count=2 * len(oc))
+        vals = np.fromiter(chain.from_iterable(oc.values()), dtype=np.int64, count=2 * len(oc))
+        lo, hi = keys[0::2], keys[1::2]
+        w = (vals[0::2] + vals[1::2]) * _pq(s[lo] - s[hi])
+        info = np.asarray(
+            np.bincount(lo, w, minlength=n) + np.bincount(hi, w, minlength=n) + lam,
+            dtype=np.float64,
+        )
+    if in_flight.size:
+        lo, hi = in_flight[:, 0], in_flight[:, 1]
+        w = _pq(s[lo] - s[hi])
+        info = info + np.bincount(lo, w, minlength=n) + np.bincount(hi, w, minlength=n)
+    return np.asarray(1.0 / info, dtype=np.float64)
+
 
 def _neighbours(state: PairingState) -> tuple[Sequence[Collection[int]], npt.NDArray[np.int64]]:
     if state.neighbours is not None:
@@ -385,11 +427,15 @@ def _neighbours(state: PairingState) -> tuple[Sequence[Collection[int]], npt.NDA
     return nbrs, np.fromiter((len(x) for x in nbrs), dtype=np.int64, count=n)
 
 
-def _graph_problem(state: PairingState, mode: Mode, wave_size: int) -> SelectionProblem:
-    """The problem of :func:`_problem` for the greedy strategies, without ``n x n`` work.
+def _graph_problem(
+    state: PairingState, mode: Mode, wave_size: int, *, variances: bool = False
+) -> SelectionProblem:
+    """The problem of :func:`_problem` without ``n x n`` work.
 
     Coverage: the complement of the compared and in-flight edges. Resampling: the pass
     edges still to ask, with their comparison counts (levels) and complement sides.
+    Audit: the complement of the edges in flight. With ``variances`` the problem's
+    ``se`` holds the square roots of :func:`_variances` (calls in flight counted).
     """
     n = state.n_nodes
     in_flight = _edge_array(state.in_flight, n, "in_flight")
@@ -420,15 +466,27 @@ def _graph_problem(state: PairingState, mode: Mode, wave_size: int) -> Selection
                 s = 1 if rev > fwd else -1  # asked as (lo, hi) more often: lo goes to B
                 sides[(lo, hi)] = s
                 sides[(hi, lo)] = -s
+        edge_arr = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+        order = np.lexsort((edge_arr[:, 1], edge_arr[:, 0]))
         graph = CandidateGraph(
             n,
-            edges=np.asarray(edges, dtype=np.int64).reshape(-1, 2),
-            edge_counts=np.asarray(counts, dtype=np.int64),
+            edges=edge_arr[order],
+            edge_counts=np.asarray(counts, dtype=np.int64)[order],
             sides=sides,
         )
         node_cap = resampling_node_cap(wave_size, n)
-    else:  # pragma: no cover - audit takes the matrix path
-        raise ValueError(f"no candidate graph for mode {mode!r}")
+    elif mode is Mode.AUDIT:
+        graph = CandidateGraph.complement_of(
+            n,
+            [()] * n,
+            np.zeros(n, dtype=np.int64),
+            [(int(a), int(b)) for a, b in in_flight.tolist()],
+        )
+    else:  # pragma: no cover - Mode is closed
+        raise ValueError(f"unknown mode {mode!r}")
+    se = state.se
+    if variances:
+        se = np.sqrt(_variances(state, in_flight))
     return SelectionProblem(
         n_nodes=n,
         candidates=None,
@@ -437,7 +495,7 @@ def _graph_problem(state: PairingState, mode: Mode, wave_size: int) -> Selection
         mode=mode,
         node_cap=node_cap,
         imbalance=a_counts - b_counts,
-        se=None if state.se is None else np.asarray(state.se, dtype=np.float64),
+        se=None if se is None else np.asarray(se, dtype=np.float64),
         grade_uncertainty=(
             None
             if state.grade_uncertainty is None

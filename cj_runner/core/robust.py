@@ -60,6 +60,7 @@ __all__ = [
     "EmpiricalBayesFit",
     "RobustReliability",
     "empirical_bayes_fit",
+    "empirical_bayes_prior_sd",
     "robust_reliability",
     "spearman_brown",
 ]
@@ -148,6 +149,27 @@ def empirical_bayes_fit(
         prior_sd=math.exp(log_tau),
         log_prior_sd_se=evidence.curvature_se(log_tau),
     )
+
+
+def empirical_bayes_prior_sd(
+    n_items: int, first: ArrayLike, second: ArrayLike, first_won: ArrayLike
+) -> float:
+    """``tau`` of :func:`empirical_bayes_fit` without the final fit, for large nets.
+
+    The evidence uses the approximate score variances of :func:`cj_runner.core.bt.fit_bt`
+    (sparse, ``O(comparisons)`` per evaluation) at every size, where
+    :func:`empirical_bayes_fit` takes the dense log determinant up to 2,000 nodes; pair
+    selection on large nets (:class:`cj_runner.core.workflow.WorkflowState`) calls it on
+    a doubling schedule of comparisons.
+    """
+    evidence = _Evidence(
+        n_items,
+        np.asarray(first, dtype=np.int64),
+        np.asarray(second, dtype=np.int64),
+        np.asarray(first_won, dtype=bool),
+        dense=False,
+    )
+    return math.exp(_maximise(evidence))
 
 
 def spearman_brown(r: float, factor: float = 2.0) -> float:
@@ -268,12 +290,17 @@ class _Evidence:
     """
 
     def __init__(
-        self, n: int, a: NDArray[np.int64], b: NDArray[np.int64], y: NDArray[np.bool_]
+        self,
+        n: int,
+        a: NDArray[np.int64],
+        b: NDArray[np.int64],
+        y: NDArray[np.bool_],
+        dense: bool | None = None,
     ) -> None:
         self.n, self.a, self.b, self.y = n, a, b, y
         self._cache: dict[float, tuple[float, FloatArray]] = {}
         self._init: FloatArray | None = None
-        self._dense = n <= _DENSE_EVIDENCE_MAX_N
+        self._dense = n <= _DENSE_EVIDENCE_MAX_N if dense is None else dense
         edges, self._edge_counts = np.unique(
             np.minimum(a, b) * n + np.maximum(a, b), return_counts=True
         )
@@ -302,6 +329,7 @@ class _Evidence:
                 prior_precision=lam,
                 init=self._init,
                 compute_se=not dense,
+                exact_se=None if dense else False,
             )
             m = np.asarray(fit.scores)
             self._init = m

@@ -42,8 +42,10 @@ Shipped strategies:
   gain among the pairs whose nodes were used least. Up to
   :data:`COVARIANCE_MAX_N` nodes ``C`` is exact; above it only its diagonal is kept,
   approximated by ``1 / (information_i + lambda)``, and the gain becomes
-  ``w (v_i^2 + v_j^2) / (1 + w (v_i + v_j))``. Ties (e.g. before the first fit) go to a
-  seeded random key.
+  ``w (v_i^2 + v_j^2) / (1 + w (v_i + v_j))``; a coverage wave then ranks only the
+  pairs of a shortlist of the least known nodes (:mod:`cj_runner.core.large_nets`), so
+  no ``n x n`` work is done per wave. Ties (e.g. before the first fit) go to a seeded
+  random key.
 * ``grade_boundary``: ``infogain`` on a weighted trace, ``trace(W C)`` with
   ``W = diag(grade_uncertainty)``: the gain of an edge is
   ``w (C x)^T W (C x) / (1 + w x^T C x)``, so comparisons go to the nodes whose
@@ -62,6 +64,7 @@ import scipy.linalg
 import scipy.special
 
 from cj_runner.core.candidates import CandidateGraph
+from cj_runner.core.large_nets import diagonal_select, random_complement
 from cj_runner.core.models import Mode
 from cj_runner.core.projection import calibrate, grade_probabilities
 
@@ -424,7 +427,15 @@ def swiss(problem: SelectionProblem, k: int, rng: np.random.Generator) -> list[E
 
 def random_edges(problem: SelectionProblem, k: int, rng: np.random.Generator) -> list[Edge]:
     """Uniformly random distinct candidate edges, skipping any that breaks the node cap."""
-    lo, hi = np.nonzero(np.triu(problem.candidate_matrix(), k=1))
+    graph = problem.graph
+    if graph is not None and graph.complement and problem.node_cap is None:
+        fast = random_complement(graph, k, rng)
+        if fast is not None:
+            return fast
+    if graph is not None and not graph.complement:
+        lo, hi = graph.edges()[:, 0], graph.edges()[:, 1]
+    else:
+        lo, hi = np.nonzero(np.triu(problem.candidate_matrix(), k=1))
     if lo.size == 0 or k <= 0:
         return []
     cap = problem.node_cap
@@ -603,24 +614,44 @@ def _adaptive_select(
 ) -> list[Edge]:
     """Greedy largest expected reduction of ``trace(W C)`` (module docstring)."""
     n = problem.n_nodes
-    lo, hi = np.nonzero(np.triu(problem.candidate_matrix(), k=1))
+    graph = problem.graph
+    if n > COVARIANCE_MAX_N and graph is not None and k > 0:
+        # large nets: the variances come with the problem (pending calls counted)
+        assert problem.se is not None
+        g_large = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+        v_large = np.square(np.asarray(problem.se, dtype=np.float64))
+        if graph.complement:
+            fast = diagonal_select(graph, problem.scores, v_large, g_large, k, rng)
+            if fast is not None:
+                return fast
+            lo, hi = np.nonzero(np.triu(problem.candidate_matrix(), k=1))
+        else:
+            lo, hi = graph.edges()[:, 0], graph.edges()[:, 1]
+    else:
+        lo, hi = np.nonzero(np.triu(problem.candidate_matrix(), k=1))
     if lo.size == 0 or k <= 0:
         return []
     tie = rng.random(lo.size)
     s = problem.scores
     lam = max(problem.prior_precision, _MIN_PRECISION)
-    counts = np.zeros((n, n)) if problem.comparisons is None else problem.comparisons
-    counts = np.asarray(counts, dtype=np.float64)
-    if problem.in_flight is not None and problem.in_flight.any():
-        counts = counts + problem.in_flight  # pending calls count as answered
+    counts: FloatArray | None = None
+    if graph is None or n <= COVARIANCE_MAX_N:
+        raw = np.zeros((n, n)) if problem.comparisons is None else problem.comparisons
+        counts = np.asarray(raw, dtype=np.float64)
+        if problem.in_flight is not None and problem.in_flight.any():
+            counts = counts + problem.in_flight  # pending calls count as answered
     g = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
     w = _pq(s[lo] - s[hi])
     model: _ExactModel | _DiagonalModel
     if n <= COVARIANCE_MAX_N:
+        assert counts is not None
         model = _ExactModel(counts, s, lam, g)
+    elif graph is not None:
+        model = _DiagonalModel(v_large, g)
     elif problem.se is not None:
         model = _DiagonalModel(np.asarray(problem.se, dtype=np.float64) ** 2, g)
     else:
+        assert counts is not None
         model = _DiagonalModel(laplace_variances(counts, s, lam), g)
     gains = model.gains(lo, hi, w)
     uses = np.zeros(n, dtype=np.int64)

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import scipy.special
 
 from cj_runner.core.bt import BTFit, fit_bt, max_score_change
 from cj_runner.core.continuation import (
@@ -51,8 +52,13 @@ from cj_runner.core.coverage import max_possible_pairs
 from cj_runner.core.models import Mode, PlannedPair, edge
 from cj_runner.core.pairing import OrientationCounts, PairingState, select_pairs
 from cj_runner.core.reliability import scale_separation_reliability
-from cj_runner.core.robust import EmpiricalBayesFit, empirical_bayes_fit, robust_reliability
-from cj_runner.core.strategies import grade_weights
+from cj_runner.core.robust import (
+    EmpiricalBayesFit,
+    empirical_bayes_fit,
+    empirical_bayes_prior_sd,
+    robust_reliability,
+)
+from cj_runner.core.strategies import COVARIANCE_MAX_N, grade_weights
 
 EXACT_WAVE_SE_MAX_N = 300
 """Per-wave SEs (for the wave's SSR) are computed up to this many nodes."""
@@ -152,6 +158,10 @@ class WorkflowState:
             self.scores = np.zeros(n)
         self._wave_start_successes = 0
         self._posterior: tuple[int, EmpiricalBayesFit] | None = None
+        self._tau: tuple[np.ndarray, float] | None = None
+        self._selection: tuple[tuple[int, float], tuple[np.ndarray, np.ndarray, float]] | None = (
+            None
+        )
 
     # ------------------------------------------------------------------ facts
 
@@ -238,10 +248,13 @@ class WorkflowState:
         if self.selection_scores is not None:
             scores = np.asarray(self.selection_scores, dtype=float)
         elif self.strategy in ADAPTIVE_STRATEGIES and self.successes:
-            eb = self.posterior()
-            scores = np.asarray(eb.fit.scores)
-            se = None if eb.fit.se is None else np.asarray(eb.fit.se)
-            precision = 1.0 / eb.prior_sd**2
+            if self.n_nodes > COVARIANCE_MAX_N:
+                scores, se, precision = self._large_net_posterior()
+            else:
+                eb = self.posterior()
+                scores = np.asarray(eb.fit.scores)
+                se = None if eb.fit.se is None else np.asarray(eb.fit.se)
+                precision = 1.0 / eb.prior_sd**2
             weights = self._grade_uncertainty(scores, se)
         a_counts = self.a_counts.copy()
         b_counts = self.b_counts.copy()
@@ -323,6 +336,46 @@ class WorkflowState:
             )
         return self._posterior[1]
 
+    def _large_net_posterior(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """Selection's posterior above ``COVARIANCE_MAX_N`` nodes, in ``O(comparisons)``.
+
+        The prior spread ``tau`` is the empirical-Bayes one
+        (:func:`cj_runner.core.robust.empirical_bayes_prior_sd`) of the first ``2^j``
+        comparisons in key order (the largest power of two so far), so it is recomputed
+        a dozen times in a batch of thousands of comparisons, and a resumed batch gets
+        the same value. Each wave then refits the mode at precision ``1 / tau^2`` (warm
+        start) and takes the variances ``1 / (information_i + 1 / tau^2)``.
+        """
+        first, second, first_won = self.comparison_arrays()
+        m = first.size
+        cut = 1 << (m.bit_length() - 1)
+        prefix = np.sort(np.asarray(self.keys, dtype=np.int64))[:cut]
+        cached = self._tau
+        if cached is None or not np.array_equal(cached[0], prefix):
+            tau = empirical_bayes_prior_sd(self.n_nodes, first[:cut], second[:cut], first_won[:cut])
+            self._tau = cached = (prefix, tau)
+        precision = 1.0 / cached[1] ** 2
+        if self._selection is not None and self._selection[0] == (m, precision):
+            return self._selection[1]
+        init = None if self._selection is None else self._selection[1][0]
+        fit = fit_bt(
+            self.n_nodes,
+            first,
+            second,
+            first_won,
+            prior_precision=precision,
+            init=init,
+            compute_se=False,
+            tolerance=self._wave_tolerance(),
+        )
+        s = np.asarray(fit.scores, dtype=float)
+        p = scipy.special.expit(s[first] - s[second])
+        w = p * (1.0 - p)
+        info = np.bincount(first, w, self.n_nodes) + np.bincount(second, w, self.n_nodes)
+        result = (s, 1.0 / np.sqrt(info + precision), precision)
+        self._selection = ((m, precision), result)
+        return result
+
     def comparison_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(first, second, first_won)`` of the successes, in key order."""
         order = np.argsort(np.asarray(self.keys, dtype=np.int64), kind="stable")
@@ -337,7 +390,9 @@ class WorkflowState:
         order = np.argsort(np.asarray(self.keys, dtype=np.int64), kind="stable")
         return [self.modes[i] for i in order]
 
-    def fit(self, *, compute_se: bool, order_effect: bool = False) -> BTFit:
+    def fit(
+        self, *, compute_se: bool, order_effect: bool = False, tolerance: float = 1e-9
+    ) -> BTFit:
         """Bradley-Terry fit of the successful comparisons (warm start from the last fit)."""
         first, second, first_won = self.comparison_arrays()
         return fit_bt(
@@ -349,7 +404,14 @@ class WorkflowState:
             prior_precision=self.prior_precision,
             init=self.scores if self.have_fit else None,
             compute_se=compute_se,
+            tolerance=tolerance,
         )
+
+    def _wave_tolerance(self) -> float:
+        """Newton tolerance of the per-wave refits: ``1e-6`` above ``EXACT_WAVE_SE_MAX_N``
+        nodes (iterative solves; the stability threshold is orders of magnitude larger),
+        else the default ``1e-9``. The final fit is always the default, exact one."""
+        return 1e-6 if self.n_nodes > EXACT_WAVE_SE_MAX_N else 1e-9
 
     def context(
         self, max_change: float | None, robust: float | None = None, max_se: float | None = None
@@ -386,7 +448,9 @@ class WorkflowState:
         if self.successes:
             need_se = self.n_nodes <= EXACT_WAVE_SE_MAX_N or self.limits.target_max_se is not None
             fit = self.fit(
-                compute_se=need_se, order_effect=self.order_effect and self.successes >= 2
+                compute_se=need_se,
+                order_effect=self.order_effect and self.successes >= 2,
+                tolerance=self._wave_tolerance(),
             )
             if self.have_fit:
                 max_change = max_score_change(self.scores, fit.scores)
