@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -267,8 +268,46 @@ async def finalize_batch(
     With ``provisional`` (an interrupted batch) the same results are stored from the
     comparisons so far, marked ``provisional``, and the workflow's own scores
     (``extra_json.scores``, what a resume continues from) are left as they were.
+
+    The scoring (:func:`final_results`: the Gibbs posterior, the grade Monte Carlo, the
+    robust reliability) runs in a worker thread, so the event loop keeps serving the
+    lock's heartbeat on big batches instead of blocking until the scores are done.
     """
+    state, node_values, projections = await asyncio.to_thread(
+        final_results,
+        nodes=nodes,
+        workflow=workflow,
+        settings=settings,
+        grade_scale=grade_scale,
+        status=status,
+        state_values=state_values,
+        provisional=provisional,
+    )
+    await repo.save_final(
+        store,
+        batch_id,
+        status=status,
+        stop_reason=stop_reason,
+        state=state,
+        nodes=node_values,
+        projections=projections,
+    )
+
+
+def final_results(
+    *,
+    nodes: Sequence[repo.NodeRecord],
+    workflow: WorkflowState,
+    settings: Settings,
+    grade_scale: GradeScale | None,
+    status: str,
+    state_values: dict[str, Any],
+    provisional: bool = False,
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The batch's final state, node rows and grade rows from its comparisons (no I/O:
+    :func:`finalize_batch` runs it in a worker thread and stores what it returns)."""
     n = len(nodes)
+    state_values = dict(state_values)
     first, second, first_won = workflow.comparison_arrays()
     a_counts, b_counts = workflow.a_counts, workflow.b_counts
     init = workflow.scores if workflow.have_fit else None
@@ -383,12 +422,4 @@ async def finalize_batch(
                     }
                 )
     state["extra_json"] = extra
-    await repo.save_final(
-        store,
-        batch_id,
-        status=status,
-        stop_reason=stop_reason,
-        state=state,
-        nodes=node_values,
-        projections=projections,
-    )
+    return state, node_values, projections

@@ -218,3 +218,58 @@ def test_a_scoring_error_ends_the_batch_failed_with_the_reason(
     assert (status, reason, lock) == ("FAILED", "scoring_error", None)
     summary = report_json(db, "summary", query(db, "SELECT id FROM batches")[0][0])
     assert "MLENotFoundError" in summary["error"]
+
+
+def test_final_scoring_runs_off_the_event_loop_while_the_heartbeat_beats(
+    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rendezvous: the final scoring waits, from inside, until the event loop has renewed
+    the batch's lock heartbeat. Scoring on the loop's own thread would never see it (the
+    wait then fails after its guard timeout instead of hanging)."""
+    import threading
+
+    from cj_runner.services import finalize
+
+    profile = write_profile(
+        tmp_path / "p.yaml", {**SETTINGS, "MAX_PAIRWISE_COMPARISONS": 36}, JUDGE
+    )
+    seen: dict[str, Any] = {}
+    real = finalize.final_posterior
+
+    async def scenario() -> None:
+        batch_id = await _new_batch(db, profile, "threaded")
+        store = await open_store(resolve_db_url(str(db)))
+        loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
+        try:
+            context = await _batch_context(store, batch_id)
+            judge = build_judge(stored_judge_config(context["batch"]))
+            executor = BatchExecutor(
+                store,
+                context["batch"],
+                context["nodes"],
+                judge,
+                context["settings"],
+                assignment=context["assignment"],
+                grade_scale=context["grade_scale"],
+            )
+
+            def scoring(*args: Any, **kwargs: Any) -> Any:
+                seen["off_loop"] = threading.get_ident() != loop_thread
+                beat = asyncio.run_coroutine_threadsafe(
+                    repo.heartbeat(store, batch_id, executor.owner), loop
+                )
+                seen["heartbeat"] = beat.result(timeout=120)
+                return real(*args, **kwargs)
+
+            monkeypatch.setattr(finalize, "final_posterior", scoring)
+            result = await executor.run()
+            assert result.status == "COMPLETED"
+            await judge.aclose()
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+    assert seen == {"off_loop": True, "heartbeat": True}
+    ranking = report_json(db, "ranking", "threaded")
+    assert all(row["score"] is not None for row in ranking["rows"])
