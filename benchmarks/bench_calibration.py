@@ -16,17 +16,24 @@ scoring code). Per size ``n`` (students), matching strategy and replicate:
   whether the order effect's 95% interval covers +0.1 (reported and MLE); at 8, 12 and
   20 cpe every student's projected grade and confidence (joint Monte Carlo over the
   posterior of anchors and students, :func:`cj_runner.core.projection.project_grades`)
-  against the grade of its true score on the anchors' true calibration; at 12 cpe the
-  share of students the misfit flags mark (a well-behaved judge: false alarms).
-* misfit detection: ``random`` pairing to 20 cpe with one planted erratic student (judged
-  at random); is it flagged?
+  against the grade of its true score on the anchors' true calibration.
+* misfit flags: :func:`cj_runner.services.misfit_sim.misfit_rates`, the rule the product
+  uses (:func:`cj_runner.core.reliability.flag_standardized_misfits` on the final fit),
+  per strategy (``random``, ``balanced``, ``infogain``) and size (24, 40 nodes) at 20 cpe:
+  the share of nodes flagged with a judge that follows the model exactly (false alarms),
+  and whether one planted erratic node (judged at random) is flagged (detection).
 * the stop check (n = 100): ``TARGET_RELIABILITY=0.8`` with ``AUDIT_SHARE=0.1`` per
   strategy; the robust reliability at the stop against the true one (squared correlation
   of the reported scores with the truth), and whether ``value ± 1.96 SD`` covers it.
 
-Run: ``python benchmarks/bench_calibration.py`` (about 10 minutes on one core) or
-``--quick`` (about a minute, few replicates: a smoke run, not the figures). ``--workers``
-runs replicates in parallel. Output: the tables on stdout, markdown to ``--markdown``.
+Every figure comes with its Monte Carlo standard error (``± se``), computed over
+replicates (a replicate's students share one design and one calibration, so they are not
+independent): coverage and grade calibration per replicate cluster, rates as binomial.
+
+Run: ``nice -n 10 python benchmarks/bench_calibration.py --workers 2`` (the full run:
+about 30 minutes of CPU per worker on a loaded two-core machine) or ``--quick`` (a few
+minutes, few replicates: a smoke run, not the figures). Output: the tables on stdout,
+markdown to ``--markdown``.
 """
 
 from __future__ import annotations
@@ -58,7 +65,6 @@ from cj_runner.core.bt import fit_bt  # noqa: E402
 from cj_runner.core.models import GradeScale  # noqa: E402
 from cj_runner.core.posterior import score_posterior  # noqa: E402
 from cj_runner.core.projection import calibrate, project_grades  # noqa: E402
-from cj_runner.core.reliability import flag_misfits, infit_outfit  # noqa: E402
 from cj_runner.core.robust import robust_reliability  # noqa: E402
 from cj_runner.core.workflow import WaveEnd, WorkflowState  # noqa: E402
 from cj_runner.services.harness import (  # noqa: E402
@@ -67,6 +73,7 @@ from cj_runner.services.harness import (  # noqa: E402
     run_harness,
     true_reliability,
 )
+from cj_runner.services.misfit_sim import misfit_rates  # noqa: E402
 
 STRATEGIES = ("random", "balanced", "swiss", "infogain", "grade_boundary")
 ACCURACY = 0.80
@@ -75,7 +82,9 @@ CHECKPOINTS = (8, 10, 12, 20)
 COVERAGE_CPE = (8, 12, 20)
 GRADE_CPE = (8, 12, 20)
 ETA_CPE = 10
-MISFIT_CPE = 12
+MISFIT_CPE = 20
+MISFIT_SIZES = (24, 40)
+MISFIT_STRATEGIES = ("random", "balanced", "infogain")
 ANCHOR_PERCENTILES = (0.2, 0.4, 0.6, 0.8)
 SCALE = GradeScale(name="four", grades=("D", "C", "B", "A"))
 Z95 = 1.959963984540054
@@ -84,7 +93,7 @@ MIN_BIN = 50
 STOP_SIZE = 100
 FULL_REPLICATES = (40, 16)  # per strategy at n <= 30 and above
 FULL_STOP_REPLICATES = 6
-FULL_DETECT_REPLICATES = 30
+FULL_MISFIT_REPLICATES = 30
 
 
 @dataclass(frozen=True)
@@ -104,7 +113,7 @@ class BTJudge(SimulatedJudge):
 
 @dataclass(frozen=True)
 class Task:
-    kind: str  # "coverage", "detect" or "stop"
+    kind: str  # "coverage", "misfit" or "stop"
     n: int
     strategy: str
     replicate: int
@@ -170,9 +179,6 @@ def _checkpoint(
                 (p.confidence, SCALE.index(p.grade) == int(t))
                 for p, t in zip(result.students, true_grade, strict=True)
             ]
-    if cpe == MISFIT_CPE:
-        infit, outfit = infit_outfit(n, first, second, won, mle.scores, mle.order_effect)
-        out["misfit_rate"] = float(np.mean(flag_misfits(infit, outfit)[students]))
 
 
 def run_coverage(task: Task) -> dict[str, Any]:
@@ -199,24 +205,18 @@ def run_coverage(task: Task) -> dict[str, Any]:
     return out
 
 
-def run_detect(task: Task) -> dict[str, Any]:
-    truth, anchors = make_net(task.n, 500 + task.replicate)
-    nodes = len(truth)
-    judge = BTJudge(true_scores=truth, erratic=(0,))
-    result = run_harness(
-        judge,
-        _settings(task.strategy),
-        total_budget=20 * nodes // 2,
-        n_students=task.n,
-        seed=7000 + task.replicate,
-        anchor_grades=anchors,
-        n_grades=4,
+def run_misfit(task: Task) -> dict[str, Any]:
+    """One replicate of :func:`misfit_rates` (replicate ``k`` of a call with ``seed=0``)."""
+    rates = misfit_rates(
+        n=task.n, cpe=MISFIT_CPE, strategy=task.strategy, replicates=1, seed=task.replicate
     )
-    assert result.workflow is not None
-    first, second, won = result.workflow.comparison_arrays()
-    mle = fit_bt(nodes, first, second, won, order_effect=True)
-    infit, outfit = infit_outfit(nodes, first, second, won, mle.scores, mle.order_effect or 0.0)
-    return {"task": task, "detected": bool(flag_misfits(infit, outfit)[0])}
+    return {
+        "task": task,
+        "false_alarm": rates.false_alarm_rate,
+        "detected": rates.detection_rate == 1.0,
+        "threshold": rates.threshold,
+        "min_comparisons": rates.min_comparisons,
+    }
 
 
 def run_stop(task: Task) -> dict[str, Any]:
@@ -253,8 +253,8 @@ def run_stop(task: Task) -> dict[str, Any]:
 def _run(task: Task) -> dict[str, Any]:
     if task.kind == "coverage":
         return run_coverage(task)
-    if task.kind == "detect":
-        return run_detect(task)
+    if task.kind == "misfit":
+        return run_misfit(task)
     return run_stop(task)
 
 
@@ -265,65 +265,110 @@ def _pct(x: float) -> str:
     return "-" if not math.isfinite(x) else f"{100 * x:.1f}"
 
 
+def mean_se(values: Iterable[float]) -> tuple[float, float]:
+    """Mean of per-replicate values and its Monte Carlo standard error."""
+    v = np.asarray(list(values), dtype=float)
+    if v.size == 0:
+        return math.nan, math.nan
+    se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
+    return float(v.mean()), se
+
+
+def binomial_se(hits: Iterable[bool]) -> tuple[float, float, int]:
+    """Share of hits, its binomial standard error and the count."""
+    h = np.asarray(list(hits), dtype=float)
+    if h.size == 0:
+        return math.nan, math.nan, 0
+    p = float(h.mean())
+    return p, math.sqrt(p * (1.0 - p) / h.size), int(h.size)
+
+
+def _pm(value: float, se: float) -> str:
+    return f"{_pct(value)} ± {_pct(se)}" if math.isfinite(se) else _pct(value)
+
+
 def coverage_table(results: list[dict[str, Any]], sizes: Iterable[int]) -> list[str]:
     head = " | ".join(f"{c} cpe" for c in COVERAGE_CPE)
     lines = [
-        "Coverage of 95% intervals, % (reported posterior / MLE ± 1.96 SE)",
-        f"| n | strategy | {head} |",
-        "|---|---|" + "---|" * len(COVERAGE_CPE),
+        "Coverage of 95% intervals, % ± MC standard error over replicates "
+        "(reported posterior / MLE ± 1.96 SE)",
+        f"| n | strategy | replicates | {head} |",
+        "|---|---|---|" + "---|" * len(COVERAGE_CPE),
     ]
     for n in sizes:
         for s in STRATEGIES:
             rows = [r for r in results if r["task"].n == n and r["task"].strategy == s]
             cells = []
             for c in COVERAGE_CPE:
-                rep = [r[f"cov_rep_{c}"] for r in rows if f"cov_rep_{c}" in r]
-                mle = [r[f"cov_mle_{c}"] for r in rows if f"cov_mle_{c}" in r]
-                cells.append(
-                    f"{_pct(float(np.mean(rep)) if rep else math.nan)} / "
-                    f"{_pct(float(np.mean(mle)) if mle else math.nan)}"
-                )
-            lines.append(f"| {n} | {s} | " + " | ".join(cells) + " |")
+                rep = mean_se(r[f"cov_rep_{c}"] for r in rows if f"cov_rep_{c}" in r)
+                mle = mean_se(r[f"cov_mle_{c}"] for r in rows if f"cov_mle_{c}" in r)
+                cells.append(f"{_pm(*rep)} / {_pct(mle[0])}")
+            lines.append(f"| {n} | {s} | {len(rows)} | " + " | ".join(cells) + " |")
     return lines
+
+
+def calibration_bins(
+    clusters: list[list[tuple[float, bool]]],
+) -> list[tuple[float, float, int, float, float, float]]:
+    """Per confidence bin holding at least :data:`MIN_BIN` students: ``(lo, hi, count,
+    mean stated, observed, se of observed - stated)``; the standard error treats each
+    cluster (one replicate at one checkpoint) as the unit (a ratio estimator)."""
+    out = []
+    for lo, hi in itertools.pairwise(BINS):
+        gaps, counts, stated, ok = [], [], [], []
+        for cluster in clusters:
+            sel = [(c, k) for c, k in cluster if lo <= c < hi]
+            if sel:
+                conf = np.array([c for c, _ in sel])
+                hit = np.array([k for _, k in sel], dtype=float)
+                gaps.append(float(np.sum(hit - conf)))
+                counts.append(len(sel))
+                stated.append(float(conf.sum()))
+                ok.append(float(hit.sum()))
+        total = int(sum(counts))
+        if total < MIN_BIN:
+            continue
+        gap = sum(gaps) / total
+        resid = np.array(gaps) - gap * np.array(counts)
+        k = len(counts)
+        se = math.sqrt(k / (k - 1) * float(np.sum(resid**2))) / total if k > 1 else math.nan
+        out.append((lo, min(hi, 1.0), total, sum(stated) / total, sum(ok) / total, se))
+    return out
 
 
 def grade_table(results: list[dict[str, Any]], strategies: Iterable[str]) -> list[str]:
     lines = [
         "Grade confidence vs observed accuracy (all sizes, 8/12/20 cpe; bins with >= "
-        f"{MIN_BIN} students)",
+        f"{MIN_BIN} students; ± MC standard error of the gap, replicates as clusters)",
         "| strategy | stated confidence | students | mean stated | observed | gap (points) |",
         "|---|---|---|---|---|---|",
     ]
     for s in strategies:
-        pairs = [
-            p
+        clusters = [
+            r[f"grades_{c}"]
             for r in results
             if r["task"].strategy == s
             for c in GRADE_CPE
-            for p in r.get(f"grades_{c}", [])
+            if f"grades_{c}" in r
         ]
-        if not pairs:
-            continue
-        conf = np.array([p[0] for p in pairs])
-        ok = np.array([p[1] for p in pairs], dtype=float)
-        for lo, hi in itertools.pairwise(BINS):
-            sel = (conf >= lo) & (conf < hi)
-            if sel.sum() < MIN_BIN:
-                continue
-            stated, observed = float(conf[sel].mean()), float(ok[sel].mean())
+        for lo, hi, count, stated, observed, se in calibration_bins(clusters):
+            gap = f"{100 * (observed - stated):+.1f}"
+            if math.isfinite(se):
+                gap += f" ± {100 * se:.1f}"
             lines.append(
-                f"| {s} | {lo:.2f}-{min(hi, 1.0):.2f} | {int(sel.sum())} | {_pct(stated)} | "
-                f"{_pct(observed)} | {100 * (observed - stated):+.1f} |"
+                f"| {s} | {lo:.2f}-{hi:.2f} | {count} | {_pct(stated)} | {_pct(observed)} | {gap} |"
             )
     return lines
 
 
 def eta_table(results: list[dict[str, Any]], sizes: Iterable[int]) -> list[str]:
     lines = [
-        f"Order effect at {ETA_CPE} cpe (true +{ETA} logit): coverage of the 95% interval",
+        f"Order effect at {ETA_CPE} cpe (true +{ETA} logit): coverage of the 95% interval "
+        "(± binomial MC standard error)",
         "| n | runs | reported: mean, coverage % | MLE: mean, coverage % |",
         "|---|---|---|---|",
     ]
+    pooled: dict[str, list[bool]] = defaultdict(list)
     for n in sizes:
         rows = [r for r in results if r["task"].n == n and "eta_rep" in r]
         if not rows:
@@ -332,25 +377,36 @@ def eta_table(results: list[dict[str, Any]], sizes: Iterable[int]) -> list[str]:
         for key in ("eta_rep", "eta_mle"):
             est = np.array([r[key][0] for r in rows])
             se = np.array([r[key][1] for r in rows])
-            cov = float(np.mean(np.abs(est - ETA) <= Z95 * se))
-            cells.append(f"{est.mean():+.3f}, {_pct(cov)}")
+            hits = np.abs(est - ETA) <= Z95 * se
+            pooled[key] += hits.tolist()
+            cov, cov_se, _ = binomial_se(hits)
+            cells.append(f"{est.mean():+.3f}, {_pm(cov, cov_se)}")
         lines.append(f"| {n} | {len(rows)} | " + " | ".join(cells) + " |")
+    if pooled:
+        cells = [_pm(*binomial_se(pooled[k])[:2]) for k in ("eta_rep", "eta_mle")]
+        lines.append(f"| all | {len(pooled['eta_rep'])} | " + " | ".join(cells) + " |")
     return lines
 
 
-def misfit_table(results: list[dict[str, Any]], detect: list[dict[str, Any]]) -> list[str]:
+def misfit_table(results: list[dict[str, Any]]) -> list[str]:
+    if not results:
+        return []
+    first = results[0]
     lines = [
-        "Misfit flags (the current infit/outfit mean-square rule; the standardised "
-        "statistic of issue 13 item 5 replaces it when it lands)",
-        "| false alarms at 12 cpe, % of students | planted erratic essay flagged at 20 cpe |",
-        "|---|---|",
+        f"Misfit flags at {MISFIT_CPE} cpe (misfit_sim.misfit_rates, the product's rule: "
+        f"threshold {first['threshold']}, >= {first['min_comparisons']} comparisons; "
+        "± MC standard error)",
+        "| strategy | n | runs | false alarms, % of nodes | erratic node flagged, % of runs |",
+        "|---|---|---|---|---|",
     ]
-    rates = [r["misfit_rate"] for r in results if "misfit_rate" in r]
-    found = [d["detected"] for d in detect]
-    lines.append(
-        f"| {_pct(float(np.mean(rates)) if rates else math.nan)} | "
-        f"{_pct(float(np.mean(found)) if found else math.nan)} ({len(found)} runs) |"
-    )
+    for s in MISFIT_STRATEGIES:
+        for n in MISFIT_SIZES:
+            rows = [r for r in results if r["task"].strategy == s and r["task"].n == n]
+            if not rows:
+                continue
+            fa = mean_se(r["false_alarm"] for r in rows)
+            det = binomial_se(r["detected"] for r in rows)
+            lines.append(f"| {s} | {n} | {len(rows)} | {_pm(*fa)} | {_pm(det[0], det[1])} |")
     return lines
 
 
@@ -384,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="24,100")
     parser.add_argument("--replicates", default=None, help="per size, e.g. 40,10")
     parser.add_argument("--stop-replicates", type=int, default=None)
-    parser.add_argument("--detect-replicates", type=int, default=None)
+    parser.add_argument("--misfit-replicates", type=int, default=None)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -397,17 +453,24 @@ def main(argv: list[str] | None = None) -> int:
     stop_reps = args.stop_replicates
     if stop_reps is None:
         stop_reps = 1 if args.quick else FULL_STOP_REPLICATES
-    detect_reps = args.detect_replicates
-    if detect_reps is None:
-        detect_reps = 4 if args.quick else FULL_DETECT_REPLICATES
+    misfit_reps = args.misfit_replicates
+    if misfit_reps is None:
+        misfit_reps = 2 if args.quick else FULL_MISFIT_REPLICATES
     tasks = [
         Task("coverage", n, s, r)
         for n, k in zip(sizes, reps, strict=True)
         for s in STRATEGIES
         for r in range(k)
     ]
-    tasks += [Task("detect", 24, "random", r) for r in range(detect_reps)]
+    tasks += [
+        Task("misfit", n, s, r)
+        for s in MISFIT_STRATEGIES
+        for n in MISFIT_SIZES
+        for r in range(misfit_reps)
+    ]
     tasks += [Task("stop", STOP_SIZE, s, r) for s in STRATEGIES for r in range(stop_reps)]
+    # the costliest first, so parallel workers finish together
+    tasks.sort(key=lambda t: (t.kind != "coverage", -t.n))
     start = time.perf_counter()
     if args.workers > 1:
         with ProcessPoolExecutor(args.workers) as pool:
@@ -416,13 +479,13 @@ def main(argv: list[str] | None = None) -> int:
         results = [_run(t) for t in tasks]
     elapsed = time.perf_counter() - start
     cover = [r for r in results if r["task"].kind == "coverage"]
-    detect = [r for r in results if r["task"].kind == "detect"]
+    misfit = [r for r in results if r["task"].kind == "misfit"]
     stop = [r for r in results if r["task"].kind == "stop"]
     grouped: dict[str, list[str]] = defaultdict(list)
     grouped["coverage"] = coverage_table(cover, sizes)
     grouped["grades"] = grade_table(cover, STRATEGIES)
     grouped["eta"] = eta_table(cover, sizes)
-    grouped["misfit"] = misfit_table(cover, detect)
+    grouped["misfit"] = misfit_table(misfit)
     grouped["stop"] = stop_table(stop)
     text = "\n\n".join("\n".join(v) for v in grouped.values())
     command = "python benchmarks/bench_calibration.py " + " ".join(argv or sys.argv[1:])
