@@ -15,6 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from cj_runner.cli.fast_table import FastTable
 from cj_runner.cli.render import health_lines
 
 __all__ = [
@@ -65,8 +66,9 @@ def _head(title: str, rows: list[tuple[str, str]]) -> Panel:
 
 
 def _data_table(title: str, caption: str | None = None) -> Table:
-    """A compact table (no vertical rules) that fits wide reports in 80 columns."""
-    return Table(
+    """A compact table (no vertical rules) that fits wide reports in 80 columns; one
+    line per row above :data:`~cj_runner.cli.fast_table.FAST_ROWS` rows."""
+    return FastTable(
         title=title,
         title_justify="left",
         caption=caption,

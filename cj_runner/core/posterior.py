@@ -35,8 +35,8 @@ import numpy as np
 import scipy.linalg
 from numpy.typing import ArrayLike, NDArray
 
-from cj_runner.core.bt import EXACT_COVARIANCE_MAX_N, fit_bt
-from cj_runner.core.robust import _Evidence, _maximise
+from cj_runner.core.bt import fit_bt
+from cj_runner.core.robust import DENSE_MAX_N, _Evidence, _maximise
 
 __all__ = [
     "HYPER_SCALE",
@@ -83,7 +83,7 @@ class ScorePosterior:
         scores: posterior means, centred to mean 0.
         se: posterior standard deviations.
         covariance: the posterior covariance (``None`` above
-            :data:`cj_runner.core.bt.EXACT_COVARIANCE_MAX_N` nodes).
+            :data:`cj_runner.core.robust.DENSE_MAX_N` nodes).
         order_effect: posterior mean of the position-A logit shift (``None`` unless fitted).
         order_effect_se: its posterior SD.
         prior_sd: the empirical-Bayes (evidence-maximising) ``tau``.
@@ -183,14 +183,21 @@ def mixture_posterior(
     grid = tau_grid(best, log_se, points) if points > 1 else np.array([best])
     weights = mixture_weights(np.array([evidence(float(g)) for g in grid]), grid, hyper_scale)
     order = bool(order_effect and a.size >= 2)
-    dense = n_items <= EXACT_COVARIANCE_MAX_N
+    dense = n_items <= DENSE_MAX_N
     mean = np.zeros(n_items)
     second_moment = np.zeros((n_items, n_items)) if dense else np.zeros(n_items)
     eta_mean = eta_second = 0.0
     init = None
     for g, w in zip(grid, weights, strict=True):
         fit = fit_bt(
-            n_items, a, b, y, order_effect=order, prior_precision=math.exp(-2.0 * g), init=init
+            n_items,
+            a,
+            b,
+            y,
+            order_effect=order,
+            prior_precision=math.exp(-2.0 * g),
+            init=init,
+            exact_se=dense,
         )
         init = fit.scores
         m = np.asarray(fit.scores)

@@ -231,7 +231,9 @@ def robust_reliability(
     if subset.size < 3 or a.size < 2:
         return RobustReliability(None, method, {})
     rng = np.random.default_rng(seed)
-    reported = fit_bt(n_items, a, b, y, prior_precision=prior_precision)
+    reported = fit_bt(
+        n_items, a, b, y, prior_precision=prior_precision, exact_se=n_items <= DENSE_MAX_N
+    )
     assert reported.se is not None
     detail: dict[str, float] = {"comparisons": float(a.size)}
     ssr = scale_separation_reliability(reported.scores[subset], reported.se[subset])
@@ -307,10 +309,17 @@ class _Evidence:
         self._lo, self._hi = np.divmod(edges, n)
 
     def fit(self, log_tau: float) -> BTFit:
-        """The posterior at ``tau = exp(log_tau)``, with SEs and (n <= 2000) covariance."""
+        """The posterior at ``tau = exp(log_tau)``, with SEs; the covariance (exact SEs)
+        up to :data:`DENSE_MAX_N` nodes, the approximate SEs of ``fit_bt`` above."""
         init = self._evaluate(log_tau)[1]
         return fit_bt(
-            self.n, self.a, self.b, self.y, prior_precision=math.exp(-2.0 * log_tau), init=init
+            self.n,
+            self.a,
+            self.b,
+            self.y,
+            prior_precision=math.exp(-2.0 * log_tau),
+            init=init,
+            exact_se=self._dense,
         )
 
     def __call__(self, log_tau: float) -> float:
@@ -369,7 +378,15 @@ class _Evidence:
         return 1.0 / math.sqrt(-d2) if d2 < 0 else math.inf
 
 
-_DENSE_EVIDENCE_MAX_N = 2000
+DENSE_MAX_N = 400
+"""Largest batch (nodes) whose evidence uses the dense log determinant and whose
+posterior keeps its full covariance (``O(n^3)`` per evaluation, some twenty evaluations
+per fit); above it the evidence and the variances come from the sparse approximation of
+:func:`cj_runner.core.bt.fit_bt`, so finalizing a 2,000-essay batch takes about a second
+(docs/performance.md). The Gibbs sampler of :mod:`cj_runner.core.posterior` stops at the
+same size."""
+
+_DENSE_EVIDENCE_MAX_N = DENSE_MAX_N
 _GRID: tuple[float, ...] = tuple(np.linspace(math.log(0.1), math.log(10.0), 9))
 
 

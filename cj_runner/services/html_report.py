@@ -93,6 +93,16 @@ def scores_plot(ranking: dict[str, Any], grades: dict[str, Any]) -> str | None:
         xs = [i for i, _ in pts]
         ys = [r["score"] for _, r in pts]
         err = [1.959963984540054 * (r["se"] or 0.0) for _, r in pts]
+        if len(pts) > _AGGREGATE_ABOVE and not is_anchor:
+            # thousands of error bars are slow to draw and unreadable: the students'
+            # intervals become one band, their scores one line of small dots
+            low = [y - e for y, e in zip(ys, err, strict=True)]
+            high = [y + e for y, e in zip(ys, err, strict=True)]
+            ax.fill_between(
+                xs, low, high, color=colour, alpha=0.25, lw=0, label=f"{label} 95% interval"
+            )
+            ax.plot(xs, ys, ".", ms=2, color=colour, label=f"{label} (posterior mean)")
+            continue
         ax.errorbar(
             xs,
             ys,
@@ -697,7 +707,11 @@ def render_html(
 async def build_html(store: Store, batch_ref: str) -> str:
     """Load the batch named by id or name and render its HTML report."""
     data = await load_batch_data(store, batch_ref)
-    summary = await build_summary(store, data.batch.id)
+    summary = await build_summary(
+        store,
+        data.batch.id,
+        (data.batch, data.nodes, data.attempts, data.projections, data.outcomes),
+    )
     # essay ids are data: "$...$" in an id is text, never mathtext to parse
     with matplotlib.rc_context({"text.parse_math": False}):
         return render_html(

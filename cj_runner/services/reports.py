@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from statistics import median
 from typing import Any
 
@@ -74,9 +75,9 @@ class BatchData:
     projections: list[dict[str, Any]]
     assignment: repo.AssignmentRecord | None
 
-    @property
+    @cached_property
     def outcomes(self) -> list[Outcome]:
-        """The successful comparisons, in slot order."""
+        """The successful comparisons, in slot order (built once)."""
         return outcomes_from_attempts(self.attempts)
 
     @property

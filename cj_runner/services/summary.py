@@ -15,6 +15,16 @@ from cj_runner.storage import repository as repo
 TOP_N = 5
 
 
+SummaryInputs = tuple[
+    repo.BatchRecord,
+    list[repo.NodeRecord],
+    list[dict[str, Any]],
+    list[dict[str, Any]],
+    list[Outcome],
+]
+"""What :func:`build_summary` reads: batch, nodes, attempts, projections, outcomes."""
+
+
 def outcomes_from_attempts(attempts: list[dict[str, Any]]) -> list[Outcome]:
     """The successful comparisons among stored attempts, in slot order."""
     return [
@@ -47,15 +57,23 @@ def _duration_s(batch: repo.BatchRecord) -> float | None:
     return round((batch.finished_at - batch.created_at).total_seconds(), 3)
 
 
-async def build_summary(store: Store, batch_ref: str) -> dict[str, Any]:
-    """The summary object printed by ``execute --json`` and ``cj-report summary``."""
-    batch = await repo.find_batch(store, batch_ref)
-    nodes = await repo.load_nodes(store, batch.id)
-    attempts = await repo.load_attempts(store, batch.id)
-    projections = await repo.load_projections(store, batch.id)
+async def build_summary(
+    store: Store, batch_ref: str, loaded: SummaryInputs | None = None
+) -> dict[str, Any]:
+    """The summary object printed by ``execute --json`` and ``cj-report summary``.
+
+    ``loaded`` (batch, nodes, attempts, projections, outcomes) saves loading them again
+    when the caller already has them (the HTML report)."""
+    if loaded is None:
+        batch = await repo.find_batch(store, batch_ref)
+        nodes = await repo.load_nodes(store, batch.id)
+        attempts = await repo.load_attempts(store, batch.id)
+        projections = await repo.load_projections(store, batch.id)
+        outcomes = outcomes_from_attempts(attempts)
+    else:
+        batch, nodes, attempts, projections, outcomes = loaded
     state = batch.state
     extra = dict(state.get("extra_json") or {})
-    outcomes = outcomes_from_attempts(attempts)
     fairness = fairness_metrics(len(nodes), outcomes)
     successes = sum(1 for r in attempts if r["status"] == "success")
     failures = sum(1 for r in attempts if r["status"] == "failed")

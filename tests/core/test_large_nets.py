@@ -254,3 +254,25 @@ def test_large_net_prior_spread_follows_a_doubling_schedule(
     monkeypatch.setattr("cj_runner.core.workflow.empirical_bayes_prior_sd", original)
     again = run_waves(workflow(n), truth, 20, np.random.default_rng(1))
     assert again == asked
+
+
+def test_large_batches_finalize_without_dense_matrices(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cj_runner.core import posterior
+
+    n = robust.DENSE_MAX_N + 50
+    a, b, won, _ = history(n, 8 * n, 6)
+    sparse = posterior.mixture_posterior(n, a, b, won, order_effect=True)
+    reliability = robust.robust_reliability(n, a, b, won, seed=1)
+    assert sparse.covariance is None
+    monkeypatch.setattr(posterior, "DENSE_MAX_N", 10 * n)
+    monkeypatch.setattr(robust, "_DENSE_EVIDENCE_MAX_N", 10 * n)
+    monkeypatch.setattr(robust, "DENSE_MAX_N", 10 * n)
+    dense = posterior.mixture_posterior(n, a, b, won, order_effect=True)
+    assert dense.covariance is not None
+    # the approximation moves the figures users see by little
+    assert abs(np.log(sparse.prior_sd / dense.prior_sd)) < 0.1
+    assert np.max(np.abs(np.asarray(sparse.scores) - dense.scores)) < 0.05
+    assert np.max(np.abs(np.asarray(sparse.se) / dense.se - 1)) < 0.05
+    exact = robust.robust_reliability(n, a, b, won, seed=1)
+    assert reliability.value is not None and exact.value is not None
+    assert abs(reliability.value - exact.value) < 0.03

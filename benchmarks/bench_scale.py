@@ -1,0 +1,265 @@
+"""Large batches (issue 14 items 3 and 4): throughput, selection, finalize, reports, memory.
+
+All runs use the mock judge with zero latency and the **default** settings except the
+number of essays, the budget (10 comparisons per essay: ``5 n`` calls), stability
+switched off and ``MAX_ITERATIONS`` raised, so every run asks its whole budget (waves of
+12, 8 calls in flight, ``infogain``, order effect in the per-wave fits).
+
+(a) calls/s end to end (executor, SQLite, refits, finalization included) at n = 100, 500,
+    2,000 (target >= 1,000/s at n = 2,000);
+(b) CPU milliseconds of one wave's pair selection against n (synthetic history at 5
+    comparisons per essay; target < 5 ms at n = 2,000 for ``infogain``);
+(c) finalization and every report of the 2,000-essay batch (target < 2 s each): the
+    finalization in process, each report as its own ``cj-report`` process (imports
+    included), wall and CPU seconds;
+(d) peak resident memory of a whole 10,000-essay batch at 10 comparisons per essay, in a
+    child process (target < 2 GB).
+
+Timings depend on the machine and its load; the load average is printed with them.
+Run: ``python benchmarks/bench_scale.py`` (``--quick``: n = 100/500 only, no 10,000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_workflow import run_batch, write_inventory, write_profile
+
+from cj_runner.config import Settings, continuation_limits, settings_from_stored
+from cj_runner.core.pairing import select_pairs
+from cj_runner.core.workflow import WorkflowState
+
+CPE = 10
+REPORTS = (
+    ("summary",),
+    ("ranking",),
+    ("ranking", "--format", "json"),
+    ("ranking", "--format", "csv"),
+    ("fairness",),
+    ("fairness", "--format", "json"),
+    ("coverage",),
+    ("coverage", "--format", "csv"),
+    ("grades",),
+    ("comparisons",),
+    ("comparisons", "--format", "json"),
+    ("html",),
+)
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def settings_for(n: int) -> dict[str, Any]:
+    return {
+        "MAX_PAIRWISE_COMPARISONS": n * CPE // 2,
+        "SCORE_STABILITY_THRESHOLD": 0.0,
+        "MAX_ITERATIONS": 1_000_000,
+        "SEED": 1,
+    }
+
+
+def run(tmp: Path, n: int) -> tuple[Path, str, float, float]:
+    """One batch of ``n`` essays; (db, batch id, seconds, CPU seconds)."""
+    inventory = write_inventory(tmp / f"inv_{n}", n)
+    profile = write_profile(
+        tmp,
+        f"scale_{n}",
+        settings_for(n),
+        {"kind": "mock", "seed": 1, "latency": {"distribution": "zero"}},
+    )
+    db = tmp / f"scale_{n}.db"
+    cpu = time.process_time()
+    batch_id, elapsed = asyncio.run(run_batch(db, inventory, profile))
+    return db, batch_id, elapsed, time.process_time() - cpu
+
+
+def selection_ms(n: int, strategy: str, reps: int = 20) -> float:
+    """CPU ms of one wave's selection (waves of 12) after ``2.5 n`` random comparisons."""
+    limits = continuation_limits(Settings(SCORE_STABILITY_THRESHOLD=0.0))
+    wf = WorkflowState(
+        n_nodes=n,
+        n_students=n,
+        total_budget=10**9,
+        limits=limits,
+        wave_size=12,
+        strategy=strategy,
+        seed=1,
+    )
+    gen = np.random.default_rng(0)
+    truth = gen.normal(0, 1.5, n)
+    m = 5 * n // 2
+    a = gen.integers(0, n, m)
+    b = (a + gen.integers(1, n, m)) % n
+    for x, y in zip(a.tolist(), b.tolist(), strict=True):
+        wf.count_call()
+        p = 1 / (1 + np.exp(truth[y] - truth[x]))
+        wf.record_success(x, y, "A" if gen.random() < p else "B")
+    wf.end_wave(1, [])
+    captured: list[Any] = []
+    import cj_runner.core.workflow as workflow_module
+
+    original = workflow_module.select_pairs
+    workflow_module.select_pairs = lambda *args, **kw: (
+        captured.append((args, kw)) or original(*args, **kw)
+    )
+    try:
+        wf.plan_wave()  # the wave's state as the workflow builds it (posterior included)
+    finally:
+        workflow_module.select_pairs = original
+    args, kw = captured[0]
+    state, mode, size = args[0], args[1], args[2]
+    cpu = time.process_time()
+    for i in range(reps):
+        select_pairs(state, mode, size, np.random.default_rng(i), **kw)
+    return 1000 * (time.process_time() - cpu) / reps
+
+
+def time_finalize(db: Path, batch_id: str) -> float:
+    """Seconds of the batch's finalization (fit, posterior, reliability, projection, store)."""
+    from cj_runner.services.finalize import finalize_batch
+    from cj_runner.storage import open_store, resolve_db_url
+    from cj_runner.storage import repository as repo
+
+    async def body() -> float:
+        store = await open_store(resolve_db_url(str(db)))
+        try:
+            batch = await repo.find_batch(store, batch_id)
+            nodes = await repo.load_nodes(store, batch_id)
+            attempts = await repo.load_attempts(store, batch_id)
+            settings = settings_from_stored(batch.settings)
+            wf = WorkflowState(
+                n_nodes=len(nodes),
+                n_students=len(nodes),
+                total_budget=int(batch.state["total_budget"]),
+                limits=continuation_limits(settings),
+                wave_size=settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION,
+                seed=batch.seed,
+            )
+            for r in attempts:
+                if r["status"] == "success":
+                    wf.record_success(r["a_idx"], r["b_idx"], r["winner"], r["mode"], r["slot"])
+            state = {k: batch.state[k] for k in ("calls_sent", "successes", "failures")}
+            started = time.perf_counter()
+            await finalize_batch(
+                store,
+                batch_id,
+                nodes=nodes,
+                workflow=wf,
+                settings=settings,
+                grade_scale=None,
+                status="COMPLETED",
+                stop_reason=str(batch.stop_reason),
+                state_values=state,
+            )
+            return time.perf_counter() - started
+        finally:
+            await store.close()
+
+    return asyncio.run(body())
+
+
+def time_report(db: Path, batch_id: str, args: tuple[str, ...], out: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of one ``cj-report`` process."""
+    extra = ["-o", str(out / "report.html")] if args[0] == "html" else []
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    cj_report = Path(sys.executable).parent / "cj-report"
+    subprocess.run(
+        [str(cj_report), args[0], batch_id, *args[1:], "--db", str(db), *extra],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def peak_memory(n: int) -> dict[str, Any]:
+    """Run an ``n``-essay batch in a child process; its peak RSS and time."""
+    code = (
+        "import json, resource, sys, tempfile, time; from pathlib import Path;"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r});"
+        "import bench_scale as b;"
+        "d = tempfile.mkdtemp(); t = time.perf_counter();"
+        f"db, bid, s, c = b.run(Path(d), {n});"
+        "print(json.dumps({'seconds': s, 'cpu': c,"
+        " 'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="n = 100 and 500 only")
+    args = parser.parse_args(argv)
+    sizes = (100, 500) if args.quick else (100, 500, 2000)
+    ok = True
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        print(f"(a) calls/s, zero-latency mock, defaults, {CPE} comparisons per essay ({load()})")
+        big: tuple[Path, str] | None = None
+        for n in sizes:
+            db, batch_id, seconds, cpu = run(tmp, n)
+            calls = n * CPE // 2
+            rate = calls / seconds
+            target = ""
+            if n == 2000:
+                target = f"  (target >= 1,000/s: {'PASS' if rate >= 1000 else 'MISS'})"
+                ok = ok and rate >= 1000
+            big = (db, batch_id)  # the largest batch goes to (c)
+            print(
+                f"    n={n:>5}: {calls:>6} calls in {seconds:6.1f} s = {rate:6.0f}/s "
+                f"(CPU {cpu:.1f} s){target}"
+            )
+        print(f"(b) selection CPU ms per wave of 12 after 5 comparisons per essay ({load()})")
+        for n in (100, 500, 2000, 5000, 10000):
+            cells = [f"{s} {selection_ms(n, s):6.2f}" for s in ("infogain", "balanced", "random")]
+            print(f"    n={n:>5}: " + "   ".join(cells))
+            if n == 2000:
+                ok = ok and selection_ms(n, "infogain") < 5.0
+        if big is not None:
+            db, batch_id = big
+            print(
+                f"(c) n={sizes[-1]} finalization and reports, seconds "
+                f"(target at n=2000: < 2 s each; {load()})"
+            )
+            fin = time_finalize(db, batch_id)
+            ok = ok and fin < 2.0
+            print(f"    finalize (in process)            wall {fin:5.2f}")
+            for report in REPORTS:
+                wall, cpu = time_report(db, batch_id, report, tmp)
+                ok = ok and wall < 2.0
+                print(f"    cj-report {' '.join(report):24s} wall {wall:5.2f}  CPU {cpu:5.2f}")
+        if not args.quick:
+            print(f"(d) n=10000, {CPE} comparisons per essay, whole batch in a child ({load()})")
+            mem = peak_memory(10_000)
+            ok = ok and mem["peak_mb"] < 2048
+            print(
+                f"    {mem['seconds']:.0f} s, CPU {mem['cpu']:.0f} s, peak RSS "
+                f"{mem['peak_mb']:.0f} MB (target < 2,048 MB: "
+                f"{'PASS' if mem['peak_mb'] < 2048 else 'MISS'})"
+            )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
