@@ -50,6 +50,15 @@ def plan_table(plan: dict[str, Any]) -> Table:
         ),
         ("estimated cost (at most)", f"${plan['estimated_cost_usd']:.4f}"),
     ]
+    if plan.get("estimated_batch_cost_usd") is not None:
+        rows.append(
+            (
+                "synchronous / batch API",
+                f"${plan['estimated_sync_cost_usd']:.4f} / "
+                f"${plan['estimated_batch_cost_usd']:.4f}"
+                + ("  (--batch-api on)" if plan.get("batch_api") else "  (with --batch-api)"),
+            )
+        )
     shape = plan.get("judge_request")
     if shape:
         rows.append(
@@ -166,6 +175,12 @@ def summary_renderable(s: dict[str, Any]) -> Group:
             else ""
         ),
     )
+    if s.get("batch_api"):
+        head.add_row(
+            "batch API",
+            f"{s['provider_jobs']} provider jobs; saved ${s['saved_usd']:.4f} "
+            f"(${s['sync_cost_usd']:.4f} at the synchronous price)",
+        )
     grades = s.get("grades") or {}
     if grades.get("projected"):
         head.add_row("grades", "  ".join(f"{g}: {c}" for g, c in grades["distribution"].items()))
@@ -201,6 +216,7 @@ class ProgressView:
         )
         self.task = self.progress.add_task("calls", total=None, info="")
         self.last_change: float | None = None
+        self.job: str | None = None  # batch-API mode: the provider job's last state
 
     def __enter__(self) -> ProgressView:
         self.progress.start()
@@ -213,10 +229,13 @@ class ProgressView:
         if event.max_score_change is not None:
             self.last_change = event.max_score_change
         change = f"{self.last_change:.3f}" if self.last_change is not None else "-"
+        if event.job is not None:
+            self.job = event.job
         info = (
             f"wave {event.wave} {event.mode} | Δmax {change} | "
             f"ok {event.successes} fail {event.failures}"
             + (f" cache {event.cache_hits}" if event.cache_hits else "")
+            + (f" | {self.job}" if self.job else "")
         )
         self.progress.update(
             self.task, completed=event.calls_sent, total=event.total_budget, info=info

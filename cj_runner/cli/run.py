@@ -105,6 +105,14 @@ SummaryFormat = Annotated[
 ]
 
 JudgeModel = Annotated[str | None, typer.Option(help="Override the judge's model.")]
+BatchApi = Annotated[
+    bool,
+    typer.Option(
+        "--batch-api",
+        help="Send each wave as one provider batch job (OpenAI Batch, Anthropic Message "
+        "Batches): half price, answers within 24 hours (the judge profile's batch: true).",
+    ),
+]
 JudgeTemperature = Annotated[float | None, typer.Option(help="Override the judge's temperature.")]
 JudgeMaxTokens = Annotated[int | None, typer.Option(help="Override the judge's max output tokens.")]
 JudgeBaseUrl = Annotated[
@@ -138,6 +146,7 @@ def _request(
     judge_max_tokens: int | None = None,
     judge_base_url: str | None = None,
     batch_name: str | None = None,
+    batch_api: bool = False,
 ) -> RunRequest:
     from cj_runner.services.batches import JudgeOverrides, RunRequest
 
@@ -159,6 +168,7 @@ def _request(
             temperature=judge_temperature,
             max_tokens=judge_max_tokens,
             base_url=judge_base_url,
+            batch=True if batch_api else None,
         ),
         batch_name=batch_name,
     )
@@ -187,6 +197,7 @@ def plan(
     judge_temperature: JudgeTemperature = None,
     judge_max_tokens: JudgeMaxTokens = None,
     judge_base_url: JudgeBaseUrl = None,
+    batch_api: BatchApi = False,
     db: Db = None,
     fmt: Format = "table",
     check: Annotated[
@@ -221,6 +232,7 @@ def plan(
         judge_temperature=judge_temperature,
         judge_max_tokens=judge_max_tokens,
         judge_base_url=judge_base_url,
+        batch_api=batch_api,
     )
 
     async def body() -> dict[str, Any]:
@@ -358,14 +370,16 @@ async def _run_batch(
     store: Store, batch_id: str, *, quiet: bool, use_cache: bool, log: CallLog | None = None
 ) -> tuple[RunResult, dict[str, Any]]:
     from cj_runner.cli.render import ProgressView
-    from cj_runner.judges.registry import build_judge
+    from cj_runner.judges.registry import build_batch_api, build_judge
     from cj_runner.services.batches import stored_judge_config
     from cj_runner.services.executor import BatchExecutor
     from cj_runner.services.summary import build_summary
 
     context = await _batch_context(store, batch_id)
     batch = context["batch"]
-    judge = build_judge(stored_judge_config(batch))
+    judge_config = stored_judge_config(batch)
+    judge = build_judge(judge_config)
+    batch_api = build_batch_api(judge)
     stop = asyncio.Event()
     _install_signals(stop)
     show_progress = not quiet and err_console.is_terminal
@@ -382,6 +396,8 @@ async def _run_batch(
         use_cache=use_cache,
         stop_event=stop,
         call_log=log,
+        batch_api=batch_api,
+        batch_poll_s=judge_config.batch_poll_s,
     )
     if log is not None:
         log.note(
@@ -402,6 +418,8 @@ async def _run_batch(
         ) from None
     finally:
         await judge.aclose()
+        if batch_api is not None:
+            await batch_api.aclose()
     return result, await build_summary(store, batch.id)
 
 
@@ -455,6 +473,7 @@ def execute(
     judge_temperature: JudgeTemperature = None,
     judge_max_tokens: JudgeMaxTokens = None,
     judge_base_url: JudgeBaseUrl = None,
+    batch_api: BatchApi = False,
     no_cache: NoCache = False,
     db: Db = None,
     quiet: Quiet = False,
@@ -486,6 +505,7 @@ def execute(
         judge_max_tokens=judge_max_tokens,
         judge_base_url=judge_base_url,
         batch_name=batch_name,
+        batch_api=batch_api,
     )
 
     async def body() -> tuple[RunResult, dict[str, Any]]:
@@ -609,8 +629,8 @@ def finalize(
             judge = _NoCalls(
                 config.name,
                 config.model,
-                config.price_input_per_mtok,
-                config.price_output_per_mtok,
+                config.price_input_per_mtok * config.price_factor,
+                config.price_output_per_mtok * config.price_factor,
             )
             executor = BatchExecutor(
                 store,

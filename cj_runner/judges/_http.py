@@ -168,10 +168,12 @@ def make_client(
     transport: httpx.AsyncBaseTransport | None = None,
     *,
     secret: str | None = None,
+    max_body: int = MAX_BODY_BYTES,
 ) -> httpx.AsyncClient:
     """One pooled client per judge: ``max_connections`` connections; each call must finish
     within ``timeout_s`` (connect, headers and body together); bodies are read up to
-    :data:`MAX_BODY_BYTES` and scrubbed of ``secret`` before they are parsed."""
+    ``max_body`` bytes (:data:`MAX_BODY_BYTES`) and scrubbed of ``secret`` before they
+    are parsed."""
     limits = httpx.Limits(
         max_connections=config.max_connections,
         max_keepalive_connections=config.max_connections,
@@ -179,7 +181,7 @@ def make_client(
 
     def guarded(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
         return _WholeCallTransport(
-            inner, deadline_s=config.timeout_s, max_body=MAX_BODY_BYTES, secret=secret
+            inner, deadline_s=config.timeout_s, max_body=max_body, secret=secret
         )
 
     client = httpx.AsyncClient(
@@ -331,8 +333,9 @@ class HTTPJudge:
         self.name = config.name
         self.model = config.model
         self.prompt_hash = template.hash
-        self.price_input_per_mtok = config.price_input_per_mtok
-        self.price_output_per_mtok = config.price_output_per_mtok
+        # the prices paid: in batch-API mode, less the batch discount
+        self.price_input_per_mtok = config.price_input_per_mtok * config.price_factor
+        self.price_output_per_mtok = config.price_output_per_mtok * config.price_factor
         self.url = url
         self._template = template
         self._secret = api_key

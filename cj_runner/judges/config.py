@@ -95,6 +95,15 @@ class ErrorRates(_Strict):
         return self.timeout + self.rate_limit + self.server_error + self.malformed + self.refused
 
 
+class MockBatchConfig(_Strict):
+    """How the served mock's provider batch APIs behave (``server.batch``)."""
+
+    #: status requests a job answers "in progress" before it ends (0: it ends on the first)
+    polls_to_end: int = Field(default=1, ge=0)
+    #: share of a job's requests that expire unanswered (a seeded draw per ``custom_id``)
+    expire: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
 class MockServerConfig(_Strict):
     """How ``serve-mock`` speaks beyond the verdict (mock only): provider behaviours a real
     client must survive. Rates are per request, drawn from their own seeded stream so the
@@ -122,6 +131,8 @@ class MockServerConfig(_Strict):
     #: the models served (shell patterns); others answer 404 ``model_not_found``.
     #: Empty: any model is served (and echoed).
     models: list[str] = Field(default_factory=list)
+    #: the provider batch endpoints (OpenAI Batch, Anthropic Message Batches)
+    batch: MockBatchConfig = Field(default_factory=MockBatchConfig)
 
 
 class JudgeConfig(_Strict):
@@ -174,6 +185,13 @@ class JudgeConfig(_Strict):
     #: Optional path to a prompt template YAML (``system:`` and ``user:``); relative paths
     #: are resolved against the profile's folder. Empty: the packaged template.
     prompt_template: str | None = None
+    #: Send comparisons through the provider's batch API (OpenAI Batch, Anthropic Message
+    #: Batches): a wave is one job, answered within 24 hours at the batch price.
+    batch: bool = False
+    #: The batch API's discount on every price of this profile (0.5: half price).
+    batch_discount: float = Field(default=0.5, ge=0.0, lt=1.0)
+    #: Seconds between two status requests of a running batch job.
+    batch_poll_s: float = Field(default=30.0, gt=0.0, allow_inf_nan=False)
     # --- mock only ---
     seed: int = 0
     latent_column: str = "true_score"
@@ -218,6 +236,21 @@ class JudgeConfig(_Strict):
             return None
         return check_base_url(value)
 
+    @model_validator(mode="after")
+    def _batch_needs_a_provider(self) -> JudgeConfig:
+        if self.batch and self.kind == "mock":
+            raise ValueError(
+                "batch: true (--batch-api) needs an openai_compatible or anthropic judge; "
+                "for a trial without a key, run serve-mock and use --judge mock_server"
+            )
+        return self
+
+    @property
+    def price_factor(self) -> float:
+        """What share of the profile's prices is paid: ``1 - batch_discount`` in
+        batch-API mode, else 1."""
+        return 1.0 - self.batch_discount if self.batch else 1.0
+
     @property
     def effective_base_url(self) -> str | None:
         """``base_url``, or the provider's public URL for a real judge without one."""
@@ -241,7 +274,12 @@ class JudgeConfig(_Strict):
 
     def cost(self, tokens_in: int, tokens_out: int, tokens_cached: int = 0) -> float:
         """Price of ``tokens_in`` input (``tokens_cached`` of them from the provider's
-        prompt cache) and ``tokens_out`` output tokens (profile prices)."""
+        prompt cache) and ``tokens_out`` output tokens (profile prices; in batch-API mode
+        less the batch discount)."""
+        return self.price_factor * self.sync_cost(tokens_in, tokens_out, tokens_cached)
+
+    def sync_cost(self, tokens_in: int, tokens_out: int, tokens_cached: int = 0) -> float:
+        """:meth:`cost` at the synchronous price (no batch discount)."""
         return token_cost(
             tokens_in,
             tokens_out,

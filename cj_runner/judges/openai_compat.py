@@ -133,7 +133,11 @@ class OpenAICompatJudge(_http.HTTPJudge):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.caps = config.capabilities
-        self.price_cached_input_per_mtok = config.price_cached_input_per_mtok
+        self.price_cached_input_per_mtok = (
+            None
+            if config.price_cached_input_per_mtok is None
+            else config.price_cached_input_per_mtok * config.price_factor
+        )
         # what this batch learnt the server refuses: the form in use, parameters left out
         self.form_index = 0
         self.dropped: set[str] = set()
@@ -237,6 +241,30 @@ class OpenAICompatJudge(_http.HTTPJudge):
             return "sending max_completion_tokens instead"
         self.dropped.add(part)
         return f"leaving out {part!r} from now on"
+
+    def batch_body(self, request: JudgeRequest) -> dict[str, Any]:
+        """The body of ``request`` inside a provider batch job: what :meth:`judge` would
+        POST for it now."""
+        system, user = render_prompt(self._template, request)
+        max_tokens = (
+            self.config.effective_max_tokens_ceiling
+            if request.after_truncation
+            else self.config.max_tokens
+        )
+        return self.build_payload(system, user, form=self.form, max_tokens=max_tokens)
+
+    def batch_verdict(self, body: dict[str, Any], request_body: dict[str, Any]) -> Verdict:
+        """The verdict in a batch job's answer ``body`` to ``request_body``; raises the
+        classified :class:`JudgeError` as :meth:`judge` would."""
+        prompt_tokens = sum(
+            estimate_tokens(str(m.get("content", "")))
+            for m in request_body.get("messages", [])
+            if isinstance(m, dict)
+        ) + estimate_tokens(str(request_body.get("system", "")))
+        try:
+            return self._verdict(body, prompt_tokens, 0.0)
+        except JudgeError as error:
+            raise _http.with_judge_name(error, self.name) from None
 
     async def judge(self, request: JudgeRequest) -> Verdict:
         """Ask the server for one verdict (one HTTP request); raises a classified

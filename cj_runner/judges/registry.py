@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from cj_runner.errors import ConfigError
 from cj_runner.judges.anthropic import AnthropicJudge
 from cj_runner.judges.base import Judge
+from cj_runner.judges.batch_api import BatchAPI
 from cj_runner.judges.config import JudgeConfig, format_validation_error
 from cj_runner.judges.mock import MockJudge
 from cj_runner.judges.openai_compat import OpenAICompatJudge
@@ -92,6 +93,25 @@ def build_judge(
     return judge
 
 
+def build_batch_api(
+    judge: Judge, transport: httpx.AsyncBaseTransport | None = None
+) -> BatchAPI | None:
+    """The provider batch API of ``judge`` when its profile asks for it (``batch: true``);
+    ``None`` otherwise."""
+    config = getattr(judge, "config", None)
+    if not isinstance(config, JudgeConfig) or not config.batch:
+        return None
+    if isinstance(judge, OpenAICompatJudge):
+        from cj_runner.judges.batch_openai import OpenAIBatchAPI
+
+        return OpenAIBatchAPI(judge, transport)
+    if isinstance(judge, AnthropicJudge):
+        from cj_runner.judges.batch_anthropic import AnthropicBatchAPI
+
+        return AnthropicBatchAPI(judge, transport)
+    raise ConfigError(f"judge {judge.name}: batch: true needs an OpenAI or Anthropic judge")
+
+
 def apply_overrides(
     config: JudgeConfig,
     *,
@@ -100,6 +120,7 @@ def apply_overrides(
     max_tokens: int | None = None,
     base_url: str | None = None,
     seed: int | None = None,
+    batch: bool | None = None,
 ) -> JudgeConfig:
     """A copy of ``config`` with the given fields replaced (``None`` keeps the profile's).
 
@@ -116,6 +137,7 @@ def apply_overrides(
             "max_tokens": max_tokens,
             "base_url": base_url,
             "seed": seed,
+            "batch": batch,
         }.items()
         if value is not None
     }

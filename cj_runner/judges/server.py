@@ -40,6 +40,7 @@ from typing import Any, Literal
 from cj_runner.judges import mock_dialects as dialects
 from cj_runner.judges.config import JudgeConfig
 from cj_runner.judges.mock import decide, draw_rng, text_feature_latent
+from cj_runner.judges.mock_batches import BatchDesk
 from cj_runner.judges.prompts import estimate_tokens
 
 FaultKind = Literal[
@@ -148,6 +149,8 @@ class MockJudgeServer:
         self._repeats: dict[tuple[str, str], int] = {}
         self._serial = 0
         self._stopping = threading.Event()
+        #: the provider batch endpoints (see :mod:`cj_runner.judges.mock_batches`)
+        self.batches = BatchDesk(self)
         self._httpd = _Server((host, port), _Handler)
         self._httpd.owner = self
         self._thread: threading.Thread | None = None
@@ -288,6 +291,75 @@ class MockJudgeServer:
             error = "overloaded"
         return ServedOutcome(error, verdict, truncated)
 
+    def reply_for(self, api: dialects.Api, body: dict[str, Any], serial: int) -> dialects.Reply:
+        """The mock's whole answer to one well-formed judge request ``body`` of ``api``
+        (the same for a synchronous call and a request inside a provider batch)."""
+        wire = self.config.server
+        model = _requested_model(body, self.config)
+        messages = body.get("messages", [])
+        user_text = "".join(
+            _text_of(m.get("content"))
+            for m in messages
+            if isinstance(m, dict) and m.get("role") == "user"
+        )
+        outcome = self.answer_for(user_text)
+        error = outcome.error
+        if error in ("timeout", "server_error"):
+            return dialects.error_reply(api, error, serial=serial, model=model)
+        if error in ("rate_limit", "overloaded"):
+            return dialects.error_reply(
+                api, error, serial=serial, model=model, retry_after_s=wire.retry_after_s
+            )
+        if error == "refused":
+            refusal = dialects.refusal(
+                api, model=model, serial=serial, prompt_tokens=_prompt_tokens(body)
+            )
+            return dialects.Reply(200, refusal)
+        if error == "malformed":
+            answer = dialects.Answer("The better essay is A, probably.")
+        else:
+            structured = "tools" in body if api == "anthropic" else "response_format" in body
+            answer = self._verdict_answer(body, outcome, structured)
+        if answer.prompt_tokens == 0 and answer.completion_tokens == 0:
+            answer = replace(
+                answer,
+                prompt_tokens=_prompt_tokens(body),
+                completion_tokens=estimate_tokens(answer.text),
+            )
+        build = dialects.anthropic_message if api == "anthropic" else dialects.openai_completion
+        return dialects.Reply(200, build(answer, model=model, serial=serial))
+
+    def _verdict_answer(
+        self, body: dict[str, Any], outcome: ServedOutcome, structured: bool
+    ) -> dialects.Answer:
+        wire = self.config.server
+        verdict = outcome.verdict
+        text = dialects.verdict_text(verdict, structured=structured)
+        thinking: str | None = None
+        if wire.thinking != "none":
+            other = "B" if verdict["winner"] == "A" else "A"
+            draft = {"winner": other, "confidence": 2, "justification": "first impression"}
+            thinking = (
+                f"Let me weigh both essays. At first sight essay {other} looks stronger: "
+                f"{json.dumps(draft)}. On reflection the other one is better."
+            )
+        reasoning = estimate_tokens(thinking or "")
+        completion = estimate_tokens(text) + reasoning
+        if outcome.truncated:
+            allowance = _max_tokens(body, self.config.max_tokens)
+            text = text[: max(1, len(text) // 3)]
+            completion = max(allowance, reasoning + 1)
+        return dialects.Answer(
+            text=text,
+            structured=verdict if structured else None,
+            thinking=thinking,
+            thinking_style=wire.thinking,
+            truncated=outcome.truncated,
+            prompt_tokens=_prompt_tokens(body),
+            completion_tokens=completion,
+            reasoning_tokens=reasoning,
+        )
+
 
 @dataclass(frozen=True)
 class ServedOutcome:
@@ -309,6 +381,32 @@ def _text_of(content: Any) -> str:
 
 def _matches(model: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(model, pattern) for pattern in patterns)
+
+
+def _max_tokens(body: Any, default: int) -> int:
+    body = body if isinstance(body, dict) else {}
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return default
+
+
+def _prompt_tokens(body: Any) -> int:
+    prompt = 0
+    if isinstance(body, dict):
+        for message in body.get("messages", []):
+            if isinstance(message, dict):
+                prompt += estimate_tokens(_text_of(message.get("content")))
+        if isinstance(body.get("system"), str):
+            prompt += estimate_tokens(body["system"])
+    return prompt
+
+
+def _requested_model(body: Any, config: JudgeConfig) -> str:
+    # Echo the model asked for, as a server hosting "any" model would.
+    requested = body.get("model") if isinstance(body, dict) else None
+    return requested if isinstance(requested, str) else config.model
 
 
 def _status_error(api: dialects.Api, status: int) -> str:
@@ -386,7 +484,9 @@ class _Handler(BaseHTTPRequestHandler):
             RecordedRequest("GET", path, {k.lower(): v for k, v in self.headers.items()}, None),
             False,
         )
-        if path in ("/v1/models", "/models"):
+        if owner.batches.handles(path):
+            self._batch_route("GET", path, b"")
+        elif path in ("/v1/models", "/models"):
             served = owner.config.server.models or [owner.config.model]
             self._json(
                 200,
@@ -408,6 +508,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._serial = owner._next_serial()
         path = self.path.split("?", 1)[0]
         headers = {k.lower(): v for k, v in self.headers.items()}
+        if owner.batches.handles(path):
+            length = int(self.headers.get("content-length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            owner._record(RecordedRequest("POST", path, headers, None), False)
+            self._batch_route("POST", path, raw)
+            return
         body = self._body = self._read_body()
         if path in ("/v1/messages", "/messages"):
             self._api = "anthropic"
@@ -424,6 +530,40 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and self._apply_fault(fault):
             return
         self._answer(body)
+
+    def _batch_route(self, method: str, path: str, raw: bytes) -> None:
+        owner = self.server.owner
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self._api = "anthropic" if path.startswith("/v1/messages/") else "openai"
+        if owner.api_key is not None:
+            given = headers.get("x-api-key") if self._api == "anthropic" else None
+            if given is None:
+                auth = headers.get("authorization", "")
+                given = auth[7:] if auth.lower().startswith("bearer ") else None
+            if given != owner.api_key:
+                self._error("auth", message="invalid api key")
+                return
+        if self._api == "anthropic" and "anthropic-version" not in headers:
+            self._error("bad_request", message="anthropic-version: header is required")
+            return
+        query = self.path.split("?", 1)[1] if "?" in self.path else ""
+        host = headers.get("host") or f"{owner.host}:{owner.port}"
+        answer = owner.batches.route(method, path, query, headers, raw, host)
+        if answer is None:
+            self.close_connection = True
+            return
+        status, body, content_type = answer
+        try:
+            self.send_response(status)
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(body)))
+            for name, value in dialects.id_headers(self._api, self._serial).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
 
     def _check_request(self, headers: Mapping[str, str], body: Any) -> dialects.Reply | None:
         owner = self.server.owner
@@ -509,81 +649,13 @@ class _Handler(BaseHTTPRequestHandler):
     # --- answers -----------------------------------------------------------------
 
     def _answer(self, body: dict[str, Any]) -> None:
-        owner = self.server.owner
-        wire = owner.config.server
-        messages = body.get("messages", [])
-        user_text = "".join(
-            _text_of(m.get("content"))
-            for m in messages
-            if isinstance(m, dict) and m.get("role") == "user"
-        )
-        outcome = owner.answer_for(user_text)
-        error = outcome.error
-        if error in ("timeout", "server_error"):
-            self._error(error)
-        elif error in ("rate_limit", "overloaded"):
-            self._error(error, retry_after_s=wire.retry_after_s)
-        elif error == "malformed":
-            self._reply(dialects.Answer("The better essay is A, probably."))
-        elif error == "refused":
-            self._refuse()
-        else:
-            structured = "tools" in body if self._api == "anthropic" else "response_format" in body
-            self._reply(self._verdict_answer(outcome, structured))
-
-    def _verdict_answer(self, outcome: ServedOutcome, structured: bool) -> dialects.Answer:
-        wire = self.server.owner.config.server
-        verdict = outcome.verdict
-        text = dialects.verdict_text(verdict, structured=structured)
-        thinking: str | None = None
-        if wire.thinking != "none":
-            other = "B" if verdict["winner"] == "A" else "A"
-            draft = {"winner": other, "confidence": 2, "justification": "first impression"}
-            thinking = (
-                f"Let me weigh both essays. At first sight essay {other} looks stronger: "
-                f"{json.dumps(draft)}. On reflection the other one is better."
-            )
-        reasoning = estimate_tokens(thinking or "")
-        completion = estimate_tokens(text) + reasoning
-        if outcome.truncated:
-            allowance = self._max_tokens()
-            text = text[: max(1, len(text) // 3)]
-            completion = max(allowance, reasoning + 1)
-        return dialects.Answer(
-            text=text,
-            structured=verdict if structured else None,
-            thinking=thinking,
-            thinking_style=wire.thinking,
-            truncated=outcome.truncated,
-            prompt_tokens=self._prompt_tokens(),
-            completion_tokens=completion,
-            reasoning_tokens=reasoning,
-        )
-
-    def _max_tokens(self) -> int:
-        body = self._body if isinstance(self._body, dict) else {}
-        for key in ("max_completion_tokens", "max_tokens"):
-            value = body.get(key)
-            if isinstance(value, int) and value > 0:
-                return value
-        return self.server.owner.config.max_tokens
-
-    def _prompt_tokens(self) -> int:
-        body = self._body
-        prompt = 0
-        if isinstance(body, dict):
-            for message in body.get("messages", []):
-                if isinstance(message, dict):
-                    prompt += estimate_tokens(_text_of(message.get("content")))
-            if isinstance(body.get("system"), str):
-                prompt += estimate_tokens(body["system"])
-        return prompt
+        self._send_reply(self.server.owner.reply_for(self._api, body, self._serial))
 
     def _model(self) -> str:
-        # Echo the model asked for, as a server hosting "any" model would.
-        body = self._body
-        requested = body.get("model") if isinstance(body, dict) else None
-        return requested if isinstance(requested, str) else self.server.owner.config.model
+        return _requested_model(self._body, self.server.owner.config)
+
+    def _prompt_tokens(self) -> int:
+        return _prompt_tokens(self._body)
 
     def _reply(self, answer: dialects.Answer) -> None:
         if answer.prompt_tokens == 0 and answer.completion_tokens == 0:

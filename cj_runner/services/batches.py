@@ -38,6 +38,8 @@ class JudgeOverrides:
     temperature: float | None = None
     max_tokens: int | None = None
     base_url: str | None = None
+    #: ``--batch-api``: send through the provider's batch API (``None``: the profile's)
+    batch: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ def resolve_judge_config(
         temperature=overrides.temperature,
         max_tokens=overrides.max_tokens,
         base_url=base_url,
+        batch=overrides.batch,
     )
 
 
@@ -279,7 +282,20 @@ def plan_summary(prepared: PreparedBatch) -> dict[str, Any]:
         "estimated_input_tokens": tokens_in,
         "estimated_output_tokens": tokens_out,
         "estimated_cost_usd": round(cost, 6),
+        **_batch_estimates(prepared.judge_config, tokens_in, tokens_out),
         "warnings": list(prepared.inventory.warnings),
+    }
+
+
+def _batch_estimates(config: JudgeConfig, tokens_in: int, tokens_out: int) -> dict[str, Any]:
+    """A real judge's estimates at both prices: synchronous and through the batch API."""
+    if config.kind == "mock":
+        return {}
+    sync = config.sync_cost(tokens_in, tokens_out)
+    return {
+        "batch_api": config.batch,
+        "estimated_sync_cost_usd": round(sync, 6),
+        "estimated_batch_cost_usd": round(sync * (1.0 - config.batch_discount), 6),
     }
 
 

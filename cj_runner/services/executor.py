@@ -43,8 +43,10 @@ from cj_runner.core.models import GradeScale, Mode
 from cj_runner.core.workflow import WorkflowState, exhausted_decision, robust_reliability_hook
 from cj_runner.errors import BatchLockedError, ScoringError, UserError
 from cj_runner.judges.base import AssignmentText, EssayText, Judge
+from cj_runner.judges.batch_api import BatchAPI
 from cj_runner.judges.config import token_cost
 from cj_runner.judges.retry import RetryPolicy
+from cj_runner.services.batch_jobs import JobRunner
 from cj_runner.services.calls import CallOutcome, CallRunner, Slot
 from cj_runner.services.finalize import fail_scoring, finalize_batch
 from cj_runner.storage import Store
@@ -72,6 +74,7 @@ class ProgressEvent:
     cache_hits: int = 0
     decision: str | None = None
     reason: str | None = None
+    job: str | None = None  # batch-API mode: the provider job's state, one line
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
@@ -178,6 +181,8 @@ class BatchExecutor:
         stop_event: asyncio.Event | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
         call_log: Callable[[Slot, AttemptResult], None] | None = None,
+        batch_api: BatchAPI | None = None,
+        batch_poll_s: float = 30.0,
     ) -> None:
         self.store = store
         self.batch = batch
@@ -191,6 +196,10 @@ class BatchExecutor:
         self.stop_event = stop_event or asyncio.Event()
         self._sleep = sleep
         self.call_log = call_log
+        # batch-API mode: each wave goes out as provider jobs (services/batch_jobs.py)
+        self.batch_api = batch_api
+        self.batch_poll_s = batch_poll_s
+        self.jobs: JobRunner | None = None
         self.unreachable: str | None = None
         self._connection_failures = 0
         self._judge_answered = False
@@ -229,7 +238,8 @@ class BatchExecutor:
         self.lock_lost = False
         self._last_decision: tuple[str, str] | None = None
         self.live = _LiveBudget(self.wf.total_budget)
-        self.depth = pipeline_depth(settings)
+        # batch-API mode: one wave at a time (a job's answers arrive together)
+        self.depth = 1 if batch_api is not None else pipeline_depth(settings)
         self.semaphore = asyncio.Semaphore(settings.MAX_CONCURRENT_REQUESTS)
         self.halt = asyncio.Event()  # no new sends: a stop decision or an interrupt
         self._changed = asyncio.Event()  # a comparison finished (or the run stops)
@@ -389,11 +399,17 @@ class BatchExecutor:
                 w.results[slot_no] = (status, winner, bool(last["cached"]))
             else:  # planned, lost or retried: asked again
                 planned = status == "planned"
-                slot.next_attempt = int(last["attempt"]) + (0 if planned else 1)
+                # ``sent``: a call inside a provider job that has not ended (batch-API
+                # mode; mark_in_flight_lost left it): its answer is still coming
+                slot.next_attempt = int(last["attempt"]) + (0 if planned or status == "sent" else 1)
                 slot.planned_row = planned
-                # a resend after a refused form is the same attempt for the judge
+                # a resend after a refused form (or of an expired batch request) is the
+                # same attempt for the judge
                 slot.judge_attempt = 1 + sum(
-                    1 for r in rows if r["status"] == "retried" and r["error_kind"] != "unsupported"
+                    1
+                    for r in rows
+                    if r["status"] == "retried"
+                    and r["error_kind"] not in ("unsupported", "expired")
                 )
                 slot.truncations = sum(1 for r in rows if r["error_kind"] == "truncated")
                 w.unfinished.add(slot_no)
@@ -490,6 +506,8 @@ class BatchExecutor:
             on_done=self._on_done,
             release=self._ensure_released,
         )
+        if self.batch_api is not None:
+            self.jobs = self._job_runner(self.batch_api, self.calls)
         await repo.set_status(self.store, self.batch.id, "RUNNING", owner=self.owner)
         self._emit("start", self.wf.waves_completed)
         watch = asyncio.create_task(self._watch_stop())
@@ -576,6 +594,11 @@ class BatchExecutor:
         for no in sorted(self.open):
             wave = self.open[no]
             self._emit("wave_start", no)
+            if self.jobs is not None:
+                self._start_jobs(
+                    self.jobs, no, [s for s in wave.slots if s.slot in wave.unfinished]
+                )
+                continue
             for slot in wave.slots:
                 if slot.slot in wave.unfinished:
                     self._start(slot)
@@ -668,8 +691,59 @@ class BatchExecutor:
     async def _send_wave(self, wave_no: int, slots: Sequence[Slot]) -> None:
         """Hand a stored wave's comparisons to the slots (sent in slot order)."""
         self._emit("wave_start", wave_no)
+        if self.jobs is not None:
+            self._start_jobs(self.jobs, wave_no, list(slots))
+            return
         for slot in slots:
             self._start(slot)
+
+    # ------------------------------------------------------------ batch-API mode
+
+    def _job_runner(self, api: BatchAPI, calls: CallRunner) -> JobRunner:
+        assert self.recorder is not None
+        return JobRunner(
+            api=api,
+            calls=calls,
+            store=self.store,
+            recorder=self.recorder,
+            texts=self.texts,
+            assignment=self.assignment,
+            retry_policy=self.retry_policy,
+            budget=self.live,
+            stop_event=self.halt,
+            batch_id=self.batch.id,
+            owner=self.owner,
+            poll_s=self.batch_poll_s,
+            on_attempt=self._on_attempt,
+            on_done=self._on_done,
+            on_progress=lambda line: self._emit("job", self.wf.waves_completed + 1, job=line),
+        )
+
+    def _start_jobs(self, jobs: JobRunner, wave_no: int, slots: list[Slot]) -> None:
+        """Batch-API mode: the wave's comparisons go out as provider jobs, in one task
+        (keyed ``-wave_no`` among the slot tasks)."""
+        if slots:
+            self.tasks[-wave_no] = asyncio.create_task(self._ask_jobs(jobs, wave_no, slots))
+
+    async def _ask_jobs(self, jobs: JobRunner, wave_no: int, slots: list[Slot]) -> None:
+        try:
+            await jobs.run(wave_no, slots)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a storage error, a dying process: the run stops
+            if self._task_error is None:
+                self._task_error = exc
+            self.halt.set()
+            self._changed.set()
+            return
+        calls = self.calls
+        if jobs.fatal is not None and calls is not None and calls.fatal is None:
+            calls.fatal = jobs.fatal
+        if jobs.stalled is not None and not self.stop_event.is_set():
+            # the batch endpoints keep failing: stop, resumable (a job may be running)
+            self.unreachable = jobs.stalled
+            self.stop_event.set()
+        self._changed.set()
 
     def _plan_wave(self, wave_no: int, pending: Sequence[tuple[int, int]] = ()) -> list[Slot]:
         pairs = self.wf.plan_wave(wave_no, pending)

@@ -63,8 +63,10 @@ def _cost(
     if tokens_in is None and tokens_out is None:
         return None
     cached_price = judge.get("price_cached_input_per_mtok")
+    factor = 1.0 - float(judge.get("batch_discount") or 0.0) if judge.get("batch") else 1.0
     return round(
-        token_cost(
+        factor
+        * token_cost(
             tokens_in or 0,
             tokens_out or 0,
             tokens_cached or 0,

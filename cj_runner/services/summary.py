@@ -11,6 +11,7 @@ from cj_runner.core.models import Mode, Outcome
 from cj_runner.core.posterior import LEGACY_INTERVAL_LABEL
 from cj_runner.storage import Store
 from cj_runner.storage import repository as repo
+from cj_runner.storage.provider_jobs import job_summary
 
 TOP_N = 5
 
@@ -88,6 +89,7 @@ async def build_summary(
     grade_counts = Counter(p["projected_grade"] for p in projections if p["projected_grade"])
     projection_info = extra.get("projection") or {}
     plan = batch.plan
+    provider_jobs = await job_summary(store, batch.id) if batch.judge.get("batch") else {}
     return {
         "batch_id": batch.id,
         "batch_name": batch.name,
@@ -132,6 +134,7 @@ async def build_summary(
         "tokens_out": state["tokens_out"],
         "tokens_cached": sum(int(r.get("tokens_cached") or 0) for r in attempts if not r["cached"]),
         "cost_usd": round(float(state["cost_usd"] or 0.0), 6),
+        **_batch_api_cost(batch.judge, float(state["cost_usd"] or 0.0), provider_jobs),
         "estimated_cost_usd": plan.get("estimated_cost_usd"),
         "estimated_input_tokens": plan.get("estimated_input_tokens"),
         "estimated_output_tokens": plan.get("estimated_output_tokens"),
@@ -155,4 +158,19 @@ async def build_summary(
         },
         "never_in_a": [by_idx[i].essay_id for i in fairness.never_in_a],
         "never_in_b": [by_idx[i].essay_id for i in fairness.never_in_b],
+    }
+
+
+def _batch_api_cost(judge: dict[str, Any], cost_usd: float, jobs: dict[str, int]) -> dict[str, Any]:
+    """Batch-API mode: what the same answers would have cost synchronously and what the
+    batch discount saved (nothing for a synchronous batch)."""
+    if not judge.get("batch"):
+        return {}
+    factor = 1.0 - float(judge.get("batch_discount") or 0.0)
+    sync = cost_usd / factor if factor > 0 else cost_usd
+    return {
+        "batch_api": True,
+        "provider_jobs": sum(jobs.values()),
+        "sync_cost_usd": round(sync, 6),
+        "saved_usd": round(sync - cost_usd, 6),
     }

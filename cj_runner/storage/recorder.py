@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cj_runner.errors import CJError, StorageError
 from cj_runner.storage.engine import Store
+from cj_runner.storage.provider_jobs import T_JOB_REQUESTS, T_JOBS, JobRecord
 from cj_runner.storage.repository import (
     T_CACHE,
     T_COMPARISONS,
@@ -198,6 +199,11 @@ class Recorder:
         """Store a call's answer or error; returns once committed."""
         await self._submit("result", result)
 
+    async def job(self, job: JobRecord, sent: Sequence[SentAttempt]) -> None:
+        """Store a provider job with its requests and the ``sent`` rows of their attempts,
+        in one transaction (batch-API mode); returns once committed."""
+        await self._submit("job", (job, list(sent)))
+
     async def cancel(self, slot: int, attempt: int) -> None:
         """Mark a planned comparison that will not be sent (budget or interrupt)."""
         await self._submit("cancel", (slot, attempt))
@@ -306,8 +312,16 @@ class Recorder:
         set_status: list[dict[str, Any]] = []
         wave_ends: list[tuple[dict[str, Any], dict[str, Any]]] = []
         released: list[dict[str, Any]] = []
+        jobs: list[JobRecord] = []
         max_call = 0
+        entries: list[tuple[str, Any]] = []
         for kind, payload, _ in batch:
+            if kind == "job":
+                jobs.append(payload[0])
+                entries.extend(("sent", s) for s in payload[1])
+            else:
+                entries.append((kind, payload))
+        for kind, payload in entries:
             if kind == "wave_end":
                 wave_ends.append(payload)
             elif kind == "release":
@@ -395,6 +409,9 @@ class Recorder:
                 )
         if planned:
             await conn.execute(insert(T_COMPARISONS), planned)
+        for job in jobs:
+            await conn.execute(insert(T_JOBS), [job.row()])
+            await conn.execute(insert(T_JOB_REQUESTS), job.request_rows())
         if sent_first:
             done = await conn.execute(_SENT_UPDATE, sent_first)
             if conn.dialect.supports_sane_multi_rowcount and done.rowcount != len(sent_first):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -844,11 +844,35 @@ async def set_total_budget(store: Store, batch_id: str, budget: int) -> tuple[in
 
 
 async def mark_in_flight_lost(store: Store, batch_id: str) -> int:
-    """Calls stored as ``sent`` with no answer (a crash) become ``lost``; returns how many."""
+    """Calls stored as ``sent`` with no answer (a crash) become ``lost``; returns how many.
+    Calls inside a provider job that has not ended stay ``sent`` (batch-API mode)."""
+    from cj_runner.storage.schema import ProviderJobRequestRow, ProviderJobRow
+
+    jobs = cast(Table, ProviderJobRow.__table__)
+    requests = cast(Table, ProviderJobRequestRow.__table__)
+    # a call inside a provider job that has not ended is not lost: its answer is coming
+    in_live_job = exists(
+        select(requests.c.id)
+        .select_from(requests.join(jobs, requests.c.job_key == jobs.c.job_key))
+        .where(
+            and_(
+                jobs.c.batch_id == T_COMPARISONS.c.batch_id,
+                jobs.c.state != "ended",
+                requests.c.slot == T_COMPARISONS.c.slot,
+                requests.c.attempt == T_COMPARISONS.c.attempt,
+            )
+        )
+    )
     async with store.engine.begin() as conn:
         result = await conn.execute(
             update(T_COMPARISONS)
-            .where(and_(T_COMPARISONS.c.batch_id == batch_id, T_COMPARISONS.c.status == "sent"))
+            .where(
+                and_(
+                    T_COMPARISONS.c.batch_id == batch_id,
+                    T_COMPARISONS.c.status == "sent",
+                    ~in_live_job,
+                )
+            )
             .values(
                 status="lost", error_kind="lost", error_message="in flight when the run stopped"
             )

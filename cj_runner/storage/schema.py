@@ -268,3 +268,46 @@ class RateBucketRow(Base):
     capacity: Mapped[float] = mapped_column(Float)
     level: Mapped[float] = mapped_column(Float)
     stamp: Mapped[float] = mapped_column(Float)
+
+
+class ProviderJobRow(Base):
+    """One provider batch job (OpenAI Batch, Anthropic Message Batches) of a batch run in
+    batch-API mode. ``state``: ``prepared`` (its requests and their ``sent`` attempts are
+    stored; nothing went out), ``uploaded`` (OpenAI: the input file is up, ``input_file_id``
+    known), ``submitting`` (the create request may be out: a resume looks the job up by
+    ``job_key`` before sending another), ``submitted`` (``provider_job_id`` known),
+    ``ended`` (every answer is stored in ``comparisons``)."""
+
+    __tablename__ = "provider_jobs"
+    job_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    job_no: Mapped[int] = mapped_column(Integer)
+    wave: Mapped[int] = mapped_column(Integer)
+    provider: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(20))
+    input_file_id: Mapped[str | None] = mapped_column(String(200))
+    provider_job_id: Mapped[str | None] = mapped_column(String(200))
+    provider_status: Mapped[str | None] = mapped_column(String(40))
+    counts_json: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    submitting_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ProviderJobRequestRow(Base):
+    """One request of a provider job: the comparison attempt it answers (``slot``,
+    ``attempt``) and the request body exactly as it is (or was) sent."""
+
+    __tablename__ = "provider_job_requests"
+    __table_args__ = (
+        UniqueConstraint("job_key", "custom_id"),
+        Index("ix_provider_job_requests_slot", "job_key", "slot", "attempt"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_key: Mapped[str] = mapped_column(ForeignKey("provider_jobs.job_key", ondelete="CASCADE"))
+    custom_id: Mapped[str] = mapped_column(String(64))
+    slot: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    judge_attempt: Mapped[int] = mapped_column(Integer, default=1)
+    body: Mapped[str] = mapped_column(Text)
