@@ -393,7 +393,9 @@ class BatchExecutor:
             if w.mode is None and slot.mode != Mode.AUDIT.value:
                 w.mode = slot.mode  # audit pairs come last in a wave
             w.slots.append(slot)
-            w.calls += sum(1 for r in rows if r["call_no"] is not None)
+            # (a call still ``sent`` inside a provider job is counted when its answer
+            # is stored, by _on_attempt)
+            w.calls += sum(1 for r in rows if r["call_no"] is not None and r["status"] != "sent")
             if status in ("success", "failed", "cancelled"):
                 winner = last["winner"] if status == "success" else None
                 w.results[slot_no] = (status, winner, bool(last["cached"]))

@@ -321,3 +321,54 @@ def test_ctrl_c_while_a_job_runs_exits_130_and_resume_collects_it(
     assert len(server.batches.created) == 4
     assert Counter(job_keys(server)).most_common(1)[0][1] == 1
     check_no_answer_lost_or_paid_twice(db, summary)
+
+
+def test_anthropic_lookup_that_picks_a_foreign_job_never_reads_its_answers(
+    tmp_path: Path, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Message Batches carry no metadata: after a lost create answer the runner takes the
+    oldest batch of the same size created since. Here another client's batch of 12, made
+    just before, is taken: its answers (other custom ids) are never read, and the job's 12
+    requests are asked again in the next job (counted against the budget)."""
+    import anthropic
+
+    monkeypatch.setenv("CJ_TEST_BATCH_KEY", KEY)
+    db = tmp_path / "cj.db"
+    server = serve(polls_to_end=0)
+    with anthropic.Anthropic(base_url=server.root_url, api_key=KEY, max_retries=0) as client:
+        foreign = client.messages.batches.create(
+            requests=[
+                {
+                    "custom_id": f"other-{i}",
+                    "params": {
+                        "model": "mock-model",
+                        "max_tokens": 100,
+                        "messages": [{"role": "user", "content": f"Essay A: x{i}. Essay B: y."}],
+                    },
+                }
+                for i in range(12)
+            ]
+        )
+    settings = {**SETTINGS, "MAX_PAIRWISE_COMPARISONS": 60}
+    profile = write_profile(tmp_path / "p.yaml", settings, judge("anthropic", server, batch=True))
+    hold = server.batches.hold("after_create")
+    process = start(db, profile)
+    try:
+        assert hold.arrived.wait(PATIENCE_S)
+        kill(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    hold.release("drop")
+    summary = resume(db)
+    assert summary["status"] == "COMPLETED"
+    ((adopted,),) = rows(db, "SELECT provider_job_id FROM provider_jobs WHERE job_no = 1")
+    assert adopted == foreign.id  # the guess was wrong ...
+    expired = rows(
+        db,
+        "SELECT COUNT(*) FROM comparisons WHERE wave = 1 AND error_kind = 'expired'",
+    )
+    assert expired == [(12,)]  # ... so nothing of it was read: all 12 asked again
+    assert summary["calls_sent"] == 60 and summary["successful_comparisons"] == 48
+    check_no_answer_lost_or_paid_twice(db, summary)
