@@ -31,8 +31,9 @@ can be honest about it) with ``TARGET_RELIABILITY=0.8`` and ``AUDIT_SHARE``
 (``--stop-audit-share``, default 0.1) and reports how often the robust reliability at
 the stop is within 0.05 of the true one.
 
-``--wave-fraction 0.5`` runs every cell with waves of half the nodes (the price in calls
-of the large waves the batch-API mode wants; docs/batch-api.md).
+``--wave-fraction 0.5`` runs every cell with waves of half the nodes, ``--wave-size 12``
+with waves of 12 (the price in calls of the large waves the batch-API mode wants;
+docs/batch-api.md).
 
 Run: ``python benchmarks/bench_efficiency.py`` (defaults: sizes 24,100,500; accuracies
 0.75,0.8,0.85, for n >= 500 only 0.8; 6 replicates, 1 for n >= 500; 12 stop-check
@@ -455,11 +456,11 @@ def build_tasks(args: argparse.Namespace) -> list[Task]:
         for q in accuracies:
             for method in args.methods:
                 for r in range(reps):
-                    wave = (
-                        wave_size_for(n + 4)
-                        if args.wave_fraction is None
-                        else max(1, round(args.wave_fraction * (n + 4)))
-                    )
+                    wave = wave_size_for(n + 4)
+                    if args.wave_fraction is not None:
+                        wave = max(1, round(args.wave_fraction * (n + 4)))
+                    if args.wave_size is not None:
+                        wave = args.wave_size
                     tasks.append(Task(n, q, method, r, args.seed, args.max_cpe, wave))
     size = args.stop_size
     if args.stop_replicates > 0 and size in args.sizes and STOP_ACCURACY in args.accuracies:
@@ -520,6 +521,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="waves of this share of the nodes (e.g. 0.5: one provider batch job per half "
         "coverage pass) instead of the default wave size",
     )
+    p.add_argument("--wave-size", type=int, default=None, help="waves of exactly this size")
     p.add_argument("--stop-replicates", type=int, default=12, help="stop-check replicates")
     p.add_argument("--stop-size", type=int, default=100, help="stop-check n (if in --sizes)")
     p.add_argument("--stop-max-cpe", type=int, default=40, help="stop-check budget in cpe")

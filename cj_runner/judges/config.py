@@ -241,7 +241,8 @@ class JudgeConfig(_Strict):
         if self.batch and self.kind == "mock":
             raise ValueError(
                 "batch: true (--batch-api) needs an openai_compatible or anthropic judge; "
-                "for a trial without a key, run serve-mock and use --judge mock_server"
+                "to try it without a key, run cj-run serve-mock and use --judge openai "
+                "--judge-base-url http://127.0.0.1:8000/v1"
             )
         return self
 

@@ -372,3 +372,26 @@ def test_anthropic_lookup_that_picks_a_foreign_job_never_reads_its_answers(
     assert expired == [(12,)]  # ... so nothing of it was read: all 12 asked again
     assert summary["calls_sent"] == 60 and summary["successful_comparisons"] == 48
     check_no_answer_lost_or_paid_twice(db, summary)
+
+
+def test_plan_shows_both_estimates_and_a_mock_judge_is_refused(tmp_path: Path) -> None:
+    result = run(
+        ["plan", "-i", str(REGULAR24), "--judge", "anthropic", "--batch-api", "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["batch_api"] is True
+    assert plan["estimated_batch_cost_usd"] == pytest.approx(plan["estimated_sync_cost_usd"] / 2)
+    assert plan["estimated_cost_usd"] == pytest.approx(plan["estimated_batch_cost_usd"])
+    sync = json.loads(
+        run(["plan", "-i", str(REGULAR24), "--judge", "anthropic", "--format", "json"]).stdout
+    )
+    assert sync["batch_api"] is False
+    assert sync["estimated_cost_usd"] == pytest.approx(plan["estimated_sync_cost_usd"])
+    db = tmp_path / "cj.db"
+    refused = run(["execute", "-i", str(REGULAR24), "--batch-api", "--db", str(db)])
+    assert refused.exit_code == 2
+    assert "batch: true (--batch-api) needs an openai_compatible or anthropic judge" in (
+        refused.stderr
+    )
+    assert "Traceback" not in refused.output and not db.exists()
