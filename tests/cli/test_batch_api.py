@@ -116,7 +116,11 @@ def test_batch_api_run_costs_half_the_synchronous_run(
     tmp_path: Path, serve: Any, provider: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same seed through the synchronous endpoint and through the batch API: the same
-    pairs, the same verdicts, the same tokens, at half the price; one job per wave."""
+    pairs, the same verdicts, the same tokens, at half the price; one job per wave.
+
+    (A budget this small leaves no room for pipelined waves, so the synchronous run plans
+    each wave after the last closed, as the batch API mode always does; with room, the
+    synchronous run plans ahead and may ask slightly different pairs.)"""
     monkeypatch.setenv("CJ_TEST_BATCH_KEY", KEY)
     sync_server, batch_server = serve(), serve(polls_to_end=2)
     sync_profile = write_profile(tmp_path / "sync.yaml", SETTINGS, judge(provider, sync_server))
