@@ -8,8 +8,10 @@ transaction. A database already at the wanted revision is only read.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -137,7 +139,6 @@ async def _migrate(engine: AsyncEngine, revision: str, where: str) -> None:
         current = await conn.run_sync(_current_revision)
         if current == target:
             return
-        await _check_ours(conn, current, where)
         # one transaction for the whole upgrade (see the module docstring); a second
         # process opening the same new database waits here, then finds it done
         if engine.dialect.name == "sqlite":
@@ -147,7 +148,12 @@ async def _migrate(engine: AsyncEngine, revision: str, where: str) -> None:
             await conn.exec_driver_sql("BEGIN IMMEDIATE")
         elif engine.dialect.name == "postgresql":
             await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})")
-        await conn.run_sync(_upgrade, revision)
+        # read again under the lock: another process may have migrated since the first
+        # read, and the revision and the tables must come from the same snapshot
+        current = await conn.run_sync(_current_revision)
+        await _check_ours(conn, current, where)
+        if current != target:
+            await conn.run_sync(_upgrade, revision)
         await conn.commit()
         if engine.dialect.name == "sqlite":
             await conn.exec_driver_sql(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
@@ -201,6 +207,7 @@ async def open_store(url: str, *, revision: str = "head", migrate: bool = True) 
     path = sqlite_path(url)
     if path is not None:
         _check_sqlite_file(path)
+        await asyncio.to_thread(_ensure_wal, path)
     where = str(path) if path is not None else repr(make_url(url))
     engine = create_engine_for(url)
     try:
@@ -209,11 +216,11 @@ async def open_store(url: str, *, revision: str = "head", migrate: bool = True) 
     except SQLAlchemyError as exc:
         await engine.dispose()
         detail = " ".join(str(getattr(exc, "orig", None) or exc).split())
-        raise StorageError(f"cannot open database {where}: {detail}") from None
+        raise StorageError(f"cannot open database {where}: {detail}") from exc
     except (OSError, ValueError, TypeError, TimeoutError) as exc:  # refused, unknown host,
         await engine.dispose()  # a bad sslmode ... (raised by the driver as they are)
         detail = " ".join(str(exc).split()) or type(exc).__name__
-        raise StorageError(f"cannot connect to database {where}: {detail}") from None
+        raise StorageError(f"cannot connect to database {where}: {detail}") from exc
     except BaseException:
         await engine.dispose()
         raise
@@ -221,6 +228,39 @@ async def open_store(url: str, *, revision: str = "head", migrate: bool = True) 
 
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _ensure_wal(path: Path) -> None:
+    """Switch a SQLite file to WAL once, before the engine's connections open it.
+
+    Two connections switching the same new (rollback-journal) file at once deadlock inside
+    SQLite: each holds a shared lock and wants the exclusive one, so SQLite answers one of
+    them "database is locked" at once, without waiting out the busy timeout. Here the
+    switch is retried until the migration wait ends; once the file is in WAL mode (it
+    stays so), the connect hook's ``journal_mode=WAL`` only reads. Any other error is left
+    to the normal open, which reports it.
+    """
+    deadline = time.monotonic() + _MIGRATION_WAIT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_MS / 1000)
+        except sqlite3.Error:
+            return
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                return
+        except sqlite3.Error:
+            return
+        finally:
+            conn.close()
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(delay)  # in a worker thread: the event loop goes on
+        delay = min(delay * 2, 0.2)
 
 
 def _plain_tables(path: Path) -> list[str]:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ import yaml
 from cj_runner.judges.config import JudgeConfig
 from cj_runner.judges.server import Fault, FaultScript, MockJudgeServer
 from tests.cli.helpers import LOWER5, run
-from tests.hostile_server import HostileServer, Reply, Script, answer_body, error_body
+from tests.hostile_server import PATIENCE_S, HostileServer, Reply, Script, answer_body, error_body
 
 ATTEMPTS = 3  # MAX_ATTEMPTS_PER_COMPARISON (default)
 # at most 4 connections at once: MockJudgeServer's listen backlog is 5, and a connection
@@ -133,6 +135,15 @@ def stored(db: Path, batch_id: str) -> dict[str, Any]:
     }
 
 
+def _settle(count: Callable[[], int], expected: int) -> None:
+    """Wait until a server has counted ``expected`` requests: one the client timed out on
+    may reach the server's thread after the run ended. A guard, not a race: reaching
+    ``PATIENCE_S`` means a request really is missing (and the equality below fails)."""
+    deadline = time.monotonic() + PATIENCE_S
+    while count() < expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def check(db: Path, args: list[str], case: Case) -> tuple[dict[str, Any], dict[str, Any]]:
     result = run(["execute", "-i", str(LOWER5), "--profile", "mock_lower5", "--db", str(db),
                   "--json", *FAST_RETRIES, *case.sets, *args])  # fmt: skip
@@ -209,6 +220,7 @@ def test_http_judge_faults(tmp_path: Path, kind: str, name: str) -> None:
         path.write_text(yaml.safe_dump(profile), encoding="utf-8")
         summary, book = check(tmp_path / "cj.db", ["--judge", str(path)], case)
         # the server saw exactly the calls stored: none unrecorded, none sent twice
+        _settle(lambda: server.judge_requests, summary["calls_sent"])
         assert server.judge_requests == summary["calls_sent"] == len(book["calls"])
 
 
@@ -260,6 +272,9 @@ def test_hostile_server_faults(tmp_path: Path, name: str) -> None:
         path = tmp_path / "judge.yaml"
         path.write_text(yaml.safe_dump(profile), encoding="utf-8")
         summary, book = check(tmp_path / "cj.db", ["--judge", str(path)], case)
+        # a request the client gave up on may reach the server's thread after the run
+        # ended (a loaded machine): wait for it rather than race it
+        server.wait_for(summary["calls_sent"])
         assert server.requests == summary["calls_sent"] == len(book["calls"])
     with sqlite3.connect(tmp_path / "cj.db") as conn:
         messages = [r[0] for r in conn.execute("SELECT error_message FROM comparisons")]
@@ -290,4 +305,5 @@ def test_the_whole_call_deadline_holds_through_a_proxy(
         path = tmp_path / "judge.yaml"
         path.write_text(yaml.safe_dump(profile), encoding="utf-8")
         summary, _ = check(tmp_path / "cj.db", ["--judge", str(path)], Case("FAILED", "timeout"))
+        proxy.wait_for(summary["calls_sent"])
         assert proxy.requests == summary["calls_sent"] > 0

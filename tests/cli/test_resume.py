@@ -82,6 +82,9 @@ def twelve_essays(folder: Path) -> Path:
     return out
 
 
+EARLIER_WAVE_GUARD_S = 5.0
+
+
 class Crash(BaseException):
     """Stands for the process dying: not an Exception, so nothing on the way catches it."""
 
@@ -93,6 +96,7 @@ class CrashingJudge:
         self.inner = inner
         self.at_call = at_call
         self.calls = 0
+        self.crashing = asyncio.Event()
         self.name, self.model, self.prompt_hash = inner.name, inner.model, inner.prompt_hash
         self.price_input_per_mtok = inner.price_input_per_mtok
         self.price_output_per_mtok = inner.price_output_per_mtok
@@ -101,10 +105,23 @@ class CrashingJudge:
         self.calls += 1
         number = self.calls
         if number == self.at_call:
-            await asyncio.sleep(0.001)
+            self.crashing.set()
+            await asyncio.sleep(0)
             raise Crash(f"died during call {number}")
+        if number > self.at_call:  # went out as the dying call did: never answered
+            await asyncio.Event().wait()
         if number >= self.at_call - 3:
-            await asyncio.sleep(0.2)  # slow: these calls are still in flight at the crash
+            # still in flight at the crash, however slow the machine: wait for the dying
+            # call to go out, then never answer (the crash cancels these). A call of an
+            # earlier wave (the dying call waits for that wave to end) answers after the
+            # guard instead; nothing asserts on those. (``asyncio.timeout``, not
+            # ``wait_for``: on Python 3.11 ``wait_for`` can swallow the cancellation.)
+            try:
+                async with asyncio.timeout(EARLIER_WAVE_GUARD_S):
+                    await self.crashing.wait()
+            except TimeoutError:
+                return await self.inner.judge(request)
+            await asyncio.Event().wait()
         return await self.inner.judge(request)
 
     async def aclose(self) -> None:
