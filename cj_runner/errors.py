@@ -82,9 +82,12 @@ class JudgeError(CJError):
             ``too_long``, ``auth``, ``permission``, ``quota``, ``model_not_found``,
             ``bad_request``).
         transient: whether retrying the same call may succeed.
+        request_id: the provider's id for the request that failed, when it gave one
+            (for the per-call log and a support ticket).
     """
 
     transient: bool = False
+    request_id: str | None = None
 
     def __init__(
         self,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import functools
 import json
 import re
@@ -29,10 +30,11 @@ from typing import Any, NoReturn
 
 import httpx
 
-from cj_runner.errors import JudgeError, JudgeUnavailable, TransientJudgeError
+from cj_runner.errors import JudgeError, JudgeUnavailable, RequestRefused, TransientJudgeError
+from cj_runner.judges.base import Verdict
 from cj_runner.judges.config import JudgeConfig
 from cj_runner.judges.prompts import PromptTemplate
-from cj_runner.judges.provider_errors import classify, error_body
+from cj_runner.judges.provider_errors import classify, error_body, refused_parameter
 from cj_runner.judges.provider_errors import parse_retry_after as parse_retry_after
 from cj_runner.judges.ratelimit import Limiter, RateLimiter, SleepFn
 
@@ -302,6 +304,37 @@ def join_url(base_url: str, path: str) -> str:
     return base.rstrip("/") + path + (sep + query if sep else "")
 
 
+#: Headers carrying the provider's request id: OpenAI (and most compatible servers),
+#: Anthropic.
+REQUEST_ID_HEADERS = ("x-request-id", "request-id")
+_MAX_REQUEST_ID = 200
+
+
+def request_id(response: httpx.Response, secret: str | None = None) -> str | None:
+    """The provider's id for the request ``response`` answers: the ``x-request-id``
+    (OpenAI) or ``request-id`` (Anthropic) header, else the body's ``request_id`` (an
+    Anthropic error) or ``id`` (the answer's id: ``chatcmpl-...``, ``msg_...``). Printable
+    characters only, scrubbed of ``secret`` and then cut to 200 characters: it goes into
+    a log line."""
+    value: Any = next(
+        (response.headers.get(n) for n in REQUEST_ID_HEADERS if n in response.headers), None
+    )
+    if not value:
+        try:
+            body = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+        if isinstance(body, dict):
+            value = next(
+                (body[k] for k in ("request_id", "id") if isinstance(body.get(k), str) and body[k]),
+                None,
+            )
+    if not isinstance(value, str):
+        return None
+    text = "".join(ch for ch in value if ch.isprintable() and not ch.isspace())
+    return scrub(text, secret)[:_MAX_REQUEST_ID] or None
+
+
 def usage_int(usage: Any, key: str, fallback: int) -> int:
     """An integer usage field, or ``fallback`` when the server did not report it."""
     if isinstance(usage, dict):
@@ -344,6 +377,60 @@ class HTTPJudge:
         self._limiter: Limiter = RateLimiter(
             config.requests_per_minute, config.tokens_per_minute, clock=clock, sleep=sleep
         )
+
+    def _fall_back(self, part: str, form_index: int) -> str | None:
+        """Stop sending ``part`` (or move to the next structured form) after the server
+        refused it; what changed, or ``None`` when nothing is left to fall back to."""
+        raise NotImplementedError
+
+    def _verdict(self, body: dict[str, Any], prompt_tokens: int, latency: float) -> Verdict:
+        """The verdict in a 2xx answer's JSON body; raises a classified
+        :class:`JudgeError` (with the tokens the provider reported)."""
+        raise NotImplementedError
+
+    async def _exchange(
+        self,
+        payload: dict[str, Any],
+        *,
+        sent: set[str],
+        form_index: int,
+        prompt_tokens: int,
+        allowance: int,
+    ) -> Verdict:
+        """One HTTP request for one verdict, the part both providers share: wait for the
+        rate limiter (``prompt_tokens + allowance``), POST ``payload``, fall back when the
+        server refuses one of the ``sent`` parts (:class:`RequestRefused`: the caller asks
+        again at once), classify an error answer, parse a good one. The verdict and every
+        :class:`JudgeError` raised after an answer came carry the provider's request id."""
+        await self._limiter.acquire(prompt_tokens + allowance)
+        response, latency = await post_json(
+            self._client,
+            self.url,
+            payload,
+            judge_name=self.name,
+            secret=self._secret,
+            clock=self._clock,
+        )
+        rid = request_id(response, self._secret)
+        try:
+            status = response.status_code
+            if not 200 <= status < 300:
+                part = refused_parameter(status, error_body(response.content), sent)
+                change = self._fall_back(part, form_index) if part is not None else None
+                if change is not None:
+                    raise RequestRefused(
+                        f"judge {self.name}: HTTP {status}: the server refused {part!r}; {change}"
+                    )
+            raise_for_status(response, judge_name=self.name, secret=self._secret)
+            body = json_body(response, judge_name=self.name)
+            try:
+                verdict = self._verdict(body, prompt_tokens, latency)
+            except JudgeError as error:
+                raise with_judge_name(error, self.name) from None
+        except JudgeError as error:
+            error.request_id = error.request_id or rid
+            raise
+        return dataclasses.replace(verdict, request_id=rid)
 
     def use_limiter(self, limiter: Limiter) -> None:
         """Wait on ``limiter`` before each request instead of this judge's own buckets

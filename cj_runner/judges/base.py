@@ -75,6 +75,8 @@ class Verdict:
     model: str = ""
     prompt_hash: str = ""
     cached: bool = False
+    #: the provider's id for the request (header ``x-request-id`` / ``request-id``)
+    request_id: str | None = None
 
 
 @runtime_checkable

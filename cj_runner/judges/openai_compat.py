@@ -32,7 +32,6 @@ import httpx
 from cj_runner.errors import (
     FatalJudgeError,
     JudgeError,
-    RequestRefused,
     TokenUsage,
     TransientJudgeError,
 )
@@ -49,7 +48,6 @@ from cj_runner.judges.prompts import (
     render_prompt,
     verdict_from_mapping,
 )
-from cj_runner.judges.provider_errors import error_body, refused_parameter
 
 SleepFn = Callable[[float], Awaitable[None]]
 
@@ -278,30 +276,13 @@ class OpenAICompatJudge(_http.HTTPJudge):
         )
         form_index = self.form_index
         payload = self.build_payload(system, user, form=self.form, max_tokens=max_tokens)
-        await self._limiter.acquire(prompt_tokens + max_tokens)
-        response, latency = await _http.post_json(
-            self._client,
-            self.url,
+        return await self._exchange(
             payload,
-            judge_name=self.name,
-            secret=self._secret,
-            clock=self._clock,
+            sent=set(payload) - {"model", "messages"},
+            form_index=form_index,
+            prompt_tokens=prompt_tokens,
+            allowance=max_tokens,
         )
-        status = response.status_code
-        if not 200 <= status < 300:
-            sent = set(payload) - {"model", "messages"}
-            part = refused_parameter(status, error_body(response.content), sent)
-            change = self._fall_back(part, form_index) if part is not None else None
-            if change is not None:
-                raise RequestRefused(
-                    f"judge {self.name}: HTTP {status}: the server refused {part!r}; {change}"
-                )
-        _http.raise_for_status(response, judge_name=self.name, secret=self._secret)
-        body = _http.json_body(response, judge_name=self.name)
-        try:
-            return self._verdict(body, prompt_tokens, latency)
-        except JudgeError as error:
-            raise _http.with_judge_name(error, self.name) from None
 
     def _verdict(self, body: dict[str, Any], prompt_tokens: int, latency: float) -> Verdict:
         choices = body.get("choices")

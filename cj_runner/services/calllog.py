@@ -1,7 +1,9 @@
 """The per-call log of ``cj-run execute|resume --verbose / --log-file PATH``.
 
 One line per stored attempt: UTC time, wave, slot, attempt, call number, mode, status,
-error kind, latency, tokens, cached, and the error text. Keys never appear: error texts
+error kind, latency, tokens, cached, the provider's request id (``x-request-id`` /
+``request-id`` header, else the answer's ``id``; ``-`` when the call got no answer) and the
+error text. Keys never appear: error texts
 are scrubbed by the judges before they are stored, and nothing else here comes from
 the request.
 """
@@ -37,7 +39,7 @@ def format_call(slot: Any, result: Any, now: datetime | None = None) -> str:
         f"latency_s={_value(result.latency_s)}",
         f"tokens={_value(result.tokens_in)}/{_value(result.tokens_out)}",
         f"cached={'yes' if result.cached else 'no'}",
-        f"request_id={_value(getattr(result, 'request_id', None))}",
+        f"request_id={_value(result.request_id)}",
     ]
     line = " ".join(fields)
     if result.error_message:

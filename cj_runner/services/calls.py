@@ -308,6 +308,7 @@ class CallRunner:
                 tokens_out=usage.tokens_out if usage is not None else None,
                 tokens_cached=usage.tokens_cached if usage is not None else None,
                 latency_s=latency,
+                request_id=error.request_id,
             )
             try:
                 await recorder.result(result)
@@ -375,6 +376,7 @@ class CallRunner:
             tokens_out=verdict.tokens_out,
             tokens_cached=verdict.tokens_cached,
             latency_s=verdict.latency_s or latency,
+            request_id=verdict.request_id,
             cache_key=(
                 CacheKey(cache_key, self.judge.model, a_sum, b_sum, slot.repeat_index)
                 if cache_key is not None

@@ -119,6 +119,8 @@ class AttemptResult:
     cache_key: CacheKey | None = None
     #: for an answer taken from the cache: the batch that paid for it
     cache_source: str | None = None
+    #: the provider's id for the request (logged with ``--verbose``; not stored)
+    request_id: str | None = None
 
 
 class Recorder:
