@@ -962,8 +962,8 @@ class BatchExecutor:
         await self.recorder.flush()
         # calls still unanswered after the grace period: counted, asked again on resume;
         # every call sent is stored now, so the released ones not sent are planned again
-        await repo.mark_in_flight_lost(self.store, self.batch.id)
-        await repo.unrelease(self.store, self.batch.id)
+        await repo.mark_in_flight_lost(self.store, self.batch.id, owner=self.owner)
+        await repo.unrelease(self.store, self.batch.id, owner=self.owner)
         await repo.save_wave_end(
             self.store, self.batch.id, wave=None, state=self._state_values(), owner=self.owner
         )

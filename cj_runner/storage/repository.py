@@ -843,9 +843,11 @@ async def set_total_budget(store: Store, batch_id: str, budget: int) -> tuple[in
     return old, sent
 
 
-async def mark_in_flight_lost(store: Store, batch_id: str) -> int:
+async def mark_in_flight_lost(store: Store, batch_id: str, *, owner: str | None = None) -> int:
     """Calls stored as ``sent`` with no answer (a crash) become ``lost``; returns how many.
-    Calls inside a provider job that has not ended stay ``sent`` (batch-API mode)."""
+    Calls inside a provider job that has not ended stay ``sent`` (batch-API mode). With
+    ``owner``, only while that process holds the lock (a process whose lock was taken
+    over must not mark the new holder's calls in flight as lost)."""
     from cj_runner.storage.schema import ProviderJobRequestRow, ProviderJobRow
 
     jobs = cast(Table, ProviderJobRow.__table__)
@@ -864,6 +866,8 @@ async def mark_in_flight_lost(store: Store, batch_id: str) -> int:
         )
     )
     async with store.engine.begin() as conn:
+        if owner is not None:
+            await fence(conn, batch_id, owner)
         result = await conn.execute(
             update(T_COMPARISONS)
             .where(
@@ -880,9 +884,12 @@ async def mark_in_flight_lost(store: Store, batch_id: str) -> int:
     return int(result.rowcount or 0)
 
 
-async def unrelease(store: Store, batch_id: str) -> None:
-    """``released`` comparisons become ``planned`` again (after a clean stop)."""
+async def unrelease(store: Store, batch_id: str, *, owner: str | None = None) -> None:
+    """``released`` comparisons become ``planned`` again (after a clean stop); with
+    ``owner``, only while that process holds the lock."""
     async with store.engine.begin() as conn:
+        if owner is not None:
+            await fence(conn, batch_id, owner)
         await conn.execute(
             update(T_COMPARISONS)
             .where(and_(T_COMPARISONS.c.batch_id == batch_id, T_COMPARISONS.c.status == "released"))

@@ -216,6 +216,28 @@ async def test_in_flight_calls_become_lost_and_stay_counted(db_url: str) -> None
         await store.close()
 
 
+async def test_a_process_whose_lock_was_taken_over_marks_nothing_lost(db_url: str) -> None:
+    """The process that took the lock over has calls in flight (``sent``); the old holder,
+    stopping, must neither mark them lost nor re-plan released rows."""
+    store = await _open(db_url)
+    try:
+        batch_id = await _batch(store)
+        await repo.acquire_lock(store, batch_id, "old-host:1:old")
+        await repo.acquire_lock(store, batch_id, OWNER, owner_alive=lambda _owner: False)
+        async with Recorder(store, batch_id, owner=OWNER) as recorder:
+            await recorder.plan([PlannedRow(1, 0, 2, "coverage", 1, 0)])
+            await recorder.sent(_sent(1, 1, 1))
+        with pytest.raises(BatchLockedError):
+            await repo.mark_in_flight_lost(store, batch_id, owner="old-host:1:old")
+        with pytest.raises(BatchLockedError):
+            await repo.unrelease(store, batch_id, owner="old-host:1:old")
+        rows = await repo.load_attempts(store, batch_id)
+        assert [r["status"] for r in rows] == ["sent"]
+        assert await repo.mark_in_flight_lost(store, batch_id, owner=OWNER) == 1
+    finally:
+        await store.close()
+
+
 # ---------------------------------------------------------------- the run lock
 
 
