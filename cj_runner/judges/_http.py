@@ -30,10 +30,16 @@ from typing import Any, NoReturn
 
 import httpx
 
-from cj_runner.errors import JudgeError, JudgeUnavailable, RequestRefused, TransientJudgeError
+from cj_runner.errors import (
+    JudgeError,
+    JudgeUnavailable,
+    RequestRefused,
+    TokenUsage,
+    TransientJudgeError,
+)
 from cj_runner.judges.base import Verdict
 from cj_runner.judges.config import JudgeConfig
-from cj_runner.judges.prompts import PromptTemplate
+from cj_runner.judges.prompts import PromptTemplate, parse_verdict_json, verdict_from_mapping
 from cj_runner.judges.provider_errors import classify, error_body, refused_parameter
 from cj_runner.judges.provider_errors import parse_retry_after as parse_retry_after
 from cj_runner.judges.ratelimit import Limiter, RateLimiter, SleepFn
@@ -387,6 +393,46 @@ class HTTPJudge:
         """The verdict in a 2xx answer's JSON body; raises a classified
         :class:`JudgeError` (with the tokens the provider reported)."""
         raise NotImplementedError
+
+    def _read_answer(
+        self,
+        structured: Mapping[str, Any] | None,
+        text: str,
+        tokens: TokenUsage,
+        latency: float,
+        *,
+        at_token_limit: bool,
+    ) -> Verdict:
+        """The verdict of an answer: ``structured`` (a tool call's arguments) when given,
+        else the JSON object in ``text``. An answer that does not parse is ``truncated``
+        when the provider stopped it at the token limit (``at_token_limit``), else the
+        parse error; either carries the tokens the provider reported."""
+        try:
+            if structured is not None:
+                winner, confidence, justification = verdict_from_mapping(structured)
+            else:
+                winner, confidence, justification = parse_verdict_json(text)
+        except JudgeError as error:
+            if at_token_limit:
+                raise TransientJudgeError(
+                    "truncated",
+                    f"the answer was cut off at the token limit ({tokens.tokens_out} "
+                    f"output tokens, {error.message})",
+                    usage=tokens,
+                ) from None
+            error.usage = tokens
+            raise
+        return Verdict(
+            winner=winner,
+            confidence=confidence,
+            justification=justification,
+            tokens_in=tokens.tokens_in,
+            tokens_out=tokens.tokens_out,
+            tokens_cached=tokens.tokens_cached,
+            latency_s=latency,
+            model=self.model,
+            prompt_hash=self.prompt_hash,
+        )
 
     async def _exchange(
         self,

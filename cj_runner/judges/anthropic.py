@@ -46,9 +46,7 @@ from cj_runner.judges.prompts import (
     ANSWER_SCHEMA,
     PromptTemplate,
     estimate_tokens,
-    parse_verdict_json,
     render_prompt,
-    verdict_from_mapping,
 )
 
 SleepFn = Callable[[float], Awaitable[None]]
@@ -280,29 +278,10 @@ class AnthropicJudge(_http.HTTPJudge):
             raise FatalJudgeError("refused", "the model refused to answer", usage=tokens)
         if not isinstance(content, list):
             raise TransientJudgeError("malformed", "the response has no content", usage=tokens)
-        try:
-            if isinstance(tool_input, dict):
-                winner, confidence, justification = verdict_from_mapping(tool_input)
-            else:
-                winner, confidence, justification = parse_verdict_json(text)
-        except JudgeError as error:
-            if stop in ("max_tokens", "model_context_window_exceeded"):
-                raise TransientJudgeError(
-                    "truncated",
-                    f"the answer was cut off at the token limit ({tokens.tokens_out} "
-                    f"output tokens, {error.message})",
-                    usage=tokens,
-                ) from None
-            error.usage = tokens
-            raise
-        return Verdict(
-            winner=winner,
-            confidence=confidence,
-            justification=justification,
-            tokens_in=tokens.tokens_in,
-            tokens_out=tokens.tokens_out,
-            tokens_cached=tokens.tokens_cached,
-            latency_s=latency,
-            model=self.model,
-            prompt_hash=self.prompt_hash,
+        return self._read_answer(
+            tool_input if isinstance(tool_input, dict) else None,
+            text,
+            tokens,
+            latency,
+            at_token_limit=stop in ("max_tokens", "model_context_window_exceeded"),
         )

@@ -42,11 +42,10 @@ from cj_runner.judges.config import JudgeConfig
 from cj_runner.judges.prompts import (
     ANSWER_NAME,
     ANSWER_SCHEMA,
+    BOUNDED_ANSWER_SCHEMA,
     PromptTemplate,
     estimate_tokens,
-    parse_verdict_json,
     render_prompt,
-    verdict_from_mapping,
 )
 
 SleepFn = Callable[[float], Awaitable[None]]
@@ -60,7 +59,7 @@ def response_format(form: StructuredForm = "json_schema") -> dict[str, Any] | No
             "json_schema": {"name": ANSWER_NAME, "schema": ANSWER_SCHEMA, "strict": True},
         }
     if form == "json_object":
-        return {"type": "json_object", "schema": ANSWER_SCHEMA}
+        return {"type": "json_object", "schema": BOUNDED_ANSWER_SCHEMA}
     return None
 
 
@@ -312,30 +311,6 @@ class OpenAICompatJudge(_http.HTTPJudge):
             raise FatalJudgeError(
                 "refused", "the answer was withheld by a content filter", usage=tokens
             )
-        arguments = _tool_arguments(message)
-        try:
-            if arguments is not None:
-                winner, confidence, justification = verdict_from_mapping(arguments)
-            else:
-                winner, confidence, justification = parse_verdict_json(content)
-        except JudgeError as error:
-            if finish == "length":
-                raise TransientJudgeError(
-                    "truncated",
-                    f"the answer was cut off at the token limit ({tokens.tokens_out} "
-                    f"output tokens, {error.message})",
-                    usage=tokens,
-                ) from None
-            error.usage = tokens
-            raise
-        return Verdict(
-            winner=winner,
-            confidence=confidence,
-            justification=justification,
-            tokens_in=tokens.tokens_in,
-            tokens_out=tokens.tokens_out,
-            tokens_cached=tokens.tokens_cached,
-            latency_s=latency,
-            model=self.model,
-            prompt_hash=self.prompt_hash,
+        return self._read_answer(
+            _tool_arguments(message), content, tokens, latency, at_token_limit=finish == "length"
         )

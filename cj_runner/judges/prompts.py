@@ -41,6 +41,23 @@ ANSWER_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
+#: The longest justification a grammar-constrained server is allowed to write (the
+#: ``json_object`` form with a schema: llama.cpp, vLLM): their grammar closes the string
+#: there, where a small model would otherwise ramble inside it until the token limit (an
+#: answer cut off, with no verdict). The prompt asks for one or two sentences.
+JUSTIFICATION_MAX_CHARS = 600
+
+#: :data:`ANSWER_SCHEMA` with the justification bounded by :data:`JUSTIFICATION_MAX_CHARS`
+#: (only for the ``json_object`` form: OpenAI's strict ``json_schema`` mode refuses
+#: keywords it does not support, so that form keeps the plain schema).
+BOUNDED_ANSWER_SCHEMA: dict[str, Any] = {
+    **ANSWER_SCHEMA,
+    "properties": {
+        **ANSWER_SCHEMA["properties"],
+        "justification": {"type": "string", "maxLength": JUSTIFICATION_MAX_CHARS},
+    },
+}
+
 #: Name of the structured answer (OpenAI ``json_schema.name``, Anthropic tool name).
 ANSWER_NAME = "record_verdict"
 

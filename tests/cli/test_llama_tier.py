@@ -2,9 +2,11 @@
 against llama.cpp's OpenAI-compatible server (`python -m llama_cpp.server`) serving
 SmolLM2-135M-Instruct (Q4_1), one call at a time, with a small budget.
 
-It checks plumbing, not quality: the calls succeed (>= 90% answered) and the tokens
-stored are exactly the ``usage`` the server reported, read by a recording proxy between
-the runner and the server. Start the server with ``bash .ci/services.d/llama.sh start``
+It checks plumbing, not quality: the comparisons are answered (>= 90%; the one request
+that learns the server refuses ``json_schema`` is a counted call, but its comparison is
+then answered on the ``json_object`` form, so it is no unanswered comparison), and the
+tokens stored are exactly the ``usage`` the server reported, read by a recording proxy
+between the runner and the server. Start the server with ``bash .ci/services.d/llama.sh start``
 (`.ci/run` does) and export the ``CJ_TEST_LLAMA_URL`` it prints; without it the tier is
 skipped. What it measured is written to stdout (``pytest -s``) and docs/judges.md.
 """
@@ -105,7 +107,10 @@ def test_lower5_against_llama_cpp_with_smollm2(tmp_path: Path, proxy: _Proxy) ->
                 "name": "llama-cpp-smollm2",
                 "model": "smollm2",
                 "base_url": f"http://127.0.0.1:{proxy.server_address[1]}/v1",
+                # a bounded answer (the json_object form caps the justification at
+                # JUSTIFICATION_MAX_CHARS = 600 characters) is at most ~180 tokens
                 "max_tokens": 256,
+                "max_tokens_ceiling": 512,
                 "timeout_s": 300,
             }
         ),
@@ -141,6 +146,7 @@ def test_lower5_against_llama_cpp_with_smollm2(tmp_path: Path, proxy: _Proxy) ->
 
     sent = summary["calls_sent"]
     answered = summary["successful_comparisons"]
+    asked = answered + summary["failed_comparisons"]
     usage = [e["body"].get("usage") for e in proxy.exchanges if isinstance(e["body"], dict)]
     usage = [u for u in usage if isinstance(u, dict)]
     served_in = sum(int(u.get("prompt_tokens", 0)) for u in usage)
@@ -150,8 +156,9 @@ def test_lower5_against_llama_cpp_with_smollm2(tmp_path: Path, proxy: _Proxy) ->
     measured = {
         "calls_sent": sent,
         "requests_at_server": len(proxy.exchanges),
+        "comparisons": asked,
         "answered": answered,
-        "answered_share": round(answered / sent, 3) if sent else None,
+        "answered_share": round(answered / asked, 3) if asked else None,
         "tokens_served": [served_in, served_out],
         "tokens_stored": list(stored),
         "seconds_per_call": round(sum(seconds) / len(seconds), 2) if seconds else None,
@@ -165,7 +172,10 @@ def test_lower5_against_llama_cpp_with_smollm2(tmp_path: Path, proxy: _Proxy) ->
     print("\nllama.cpp tier:", json.dumps(measured))
 
     assert 0 < sent <= BUDGET
-    assert answered >= 0.9 * sent, measured
+    assert summary["status"] == "COMPLETED", measured
+    assert answered >= 0.9 * asked, measured
+    # the calls that were not answers: the one fallback request, and retries
+    assert summary["attempt_errors"].get("unsupported", 0) <= 1, measured
     # every token the server reported is stored, and no other
     assert [served_in, served_out] == list(stored), measured
     assert summary["tokens_in"] == served_in and summary["tokens_out"] == served_out

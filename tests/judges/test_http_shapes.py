@@ -23,7 +23,13 @@ from cj_runner.judges._http import parse_retry_after
 from cj_runner.judges.anthropic import AnthropicJudge
 from cj_runner.judges.config import JudgeConfig
 from cj_runner.judges.openai_compat import OpenAICompatJudge
-from cj_runner.judges.prompts import ANSWER_SCHEMA, load_prompt_template, render_prompt
+from cj_runner.judges.prompts import (
+    ANSWER_SCHEMA,
+    BOUNDED_ANSWER_SCHEMA,
+    JUSTIFICATION_MAX_CHARS,
+    load_prompt_template,
+    render_prompt,
+)
 from cj_runner.judges.registry import build_judge
 
 from .conftest import make_request
@@ -192,9 +198,14 @@ async def test_openai_falls_back_one_form_at_a_time_one_request_per_call() -> No
             "type": "json_schema",
             "json_schema": {"name": "record_verdict", "schema": ANSWER_SCHEMA, "strict": True},
         },
-        {"type": "json_object", "schema": ANSWER_SCHEMA},
+        {"type": "json_object", "schema": BOUNDED_ANSWER_SCHEMA},
         None,
     ]
+    # a grammar-constrained server (the json_object form) closes the justification at
+    # the cap; strict json_schema keeps the plain schema (OpenAI refuses unknown keywords)
+    bounded = formats[1]["schema"]["properties"]["justification"]
+    assert bounded == {"type": "string", "maxLength": JUSTIFICATION_MAX_CHARS}
+    assert "maxLength" not in json.dumps(formats[0])
     await judge.judge(make_request())  # remembered: no response_format any more
     assert "response_format" not in recorder.bodies[3]
     assert len(recorder.requests) == 4
