@@ -52,7 +52,9 @@ class Case:
     mock_errors: dict[str, float] = field(default_factory=dict)
     faults: FaultScript | None = None
     always: str | None = None
-    timeout_s: float = 5.0
+    # far above any answer's time on a loaded machine: a case that does not test timeouts
+    # must not see one (its error kinds and attempt counts are asserted exactly)
+    timeout_s: float = 60.0
     fatal: bool = False  # failed comparisons were not retried
     sets: tuple[str, ...] = ()
 
