@@ -39,7 +39,7 @@ def profile(tmp: Path, server: ReplayServer, kind: str, model: str, **extra: Any
         "model": model,
         "base_url": server.url if kind == "openai_compatible" else server.root_url,
         "api_key_env": "CJ_REPLAY_KEY",
-        "timeout_s": 10,
+        "timeout_s": 60,  # no case here is a timeout; errors are asserted exactly
         "max_tokens": 200,
         **PRICES,
         **extra,

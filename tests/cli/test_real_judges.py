@@ -34,7 +34,9 @@ def judge_profile(tmp: Path, server: MockJudgeServer, kind: str, **extra: Any) -
         "api_key_env": "CJ_TEST_PLANTED_KEY",
         "price_input_per_mtok": 2.5,
         "price_output_per_mtok": 10.0,
-        "timeout_s": 5,
+        # no test here is about timeouts: a slow answer on a loaded machine must not
+        # become one (request counts are asserted exactly)
+        "timeout_s": 60,
         **extra,
     }
     path = tmp / f"judge_{kind}.yaml"
