@@ -38,6 +38,10 @@ markdown to ``--markdown``.
 
 from __future__ import annotations
 
+import cj_runner  # noqa: F401  (first: it keeps BLAS single-threaded, as the CLI does)
+
+# isort: split
+
 import os
 
 # one BLAS thread per worker process: the parallelism is over replicates

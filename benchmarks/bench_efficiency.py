@@ -45,6 +45,10 @@ markdown tables to ``--markdown`` (default ``benchmarks/results/efficiency.md``)
 
 from __future__ import annotations
 
+import cj_runner  # noqa: F401  (first: it keeps BLAS single-threaded, as the CLI does)
+
+# isort: split
+
 import os
 
 # one BLAS thread per worker process: the parallelism is over replicates

@@ -26,6 +26,10 @@ about 10 minutes of CPU); ``--latent-sd 0.58`` for a judge right on 65% of rando
 
 from __future__ import annotations
 
+import cj_runner  # noqa: F401  (first: it keeps BLAS single-threaded, as the CLI does)
+
+# isort: split
+
 import os
 
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):

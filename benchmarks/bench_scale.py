@@ -21,6 +21,10 @@ Run: ``python benchmarks/bench_scale.py`` (``--quick``: n = 100/500 only, no 10,
 
 from __future__ import annotations
 
+import cj_runner  # noqa: F401  (first: it keeps BLAS single-threaded, as the CLI does)
+
+# isort: split
+
 import argparse
 import asyncio
 import json
