@@ -10,13 +10,19 @@ answer, one Bradley-Terry fit at the end).
    lognormal (median 50 ms, sigma 0.5) latency: wall time / ideal. The ideal is
    ``ceil(calls / C) x 50 ms`` for fixed latency and the LPT makespan of the latencies the
    run drew on ``C`` slots for lognormal (targets: <= 1.15 fixed, <= 1.25 lognormal).
+   Two walls: from the start of the run to its last answer (the calls), and to the end
+   of the run (finalization included: the final posterior, reliability and grades). The
+   runs at one ``C`` differ only in the judge's timing, so they must store the same
+   comparisons, call for call: the benchmark checks it.
 2. Throughput: zero latency, n = 100, 500, 2,000 (5 calls per essay), C = 8: calls/s
    (target >= 1,000/s at n = 2,000).
 3. Selection: per-wave pair selection time against n (target < 5 ms at n = 2,000).
 4. Scale: n = 10,000 at 10 calls per essay end to end in a child process: its peak memory
    (target < 2 GB).
 
-Run: ``python benchmarks/bench_workflow.py`` (``--quick`` for a smaller smoke run).
+Run: ``python benchmarks/bench_workflow.py`` (``--quick`` for a smaller smoke run,
+``--sections 1`` for the latency part only). Timings on a shared machine depend on its
+load: the load average is printed before and after.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import heapq
 import json
 import math
 import multiprocessing
+import os
 import random
 import resource
 import sqlite3
@@ -52,7 +59,7 @@ from cj_runner.services.batches import (
     prepare,
     stored_judge_config,
 )
-from cj_runner.services.executor import BatchExecutor
+from cj_runner.services.executor import BatchExecutor, ProgressEvent
 from cj_runner.storage import open_store, resolve_db_url
 from cj_runner.storage import repository as repo
 
@@ -93,8 +100,9 @@ def write_profile(folder: Path, name: str, settings: dict[str, Any], judge: dict
     return path
 
 
-async def run_batch(db: Path, inventory: Path, profile: Path) -> tuple[str, float]:
-    """Create and run one batch; returns (batch id, seconds spent in the run)."""
+async def run_batch(db: Path, inventory: Path, profile: Path) -> tuple[str, float, float]:
+    """Create and run one batch; returns (batch id, seconds in the run, seconds to its last
+    answer)."""
     store = await open_store(resolve_db_url(str(db)))
     try:
         prepared = await prepare(store, RunRequest(inventory=inventory, profile=str(profile)))
@@ -102,15 +110,27 @@ async def run_batch(db: Path, inventory: Path, profile: Path) -> tuple[str, floa
         batch = await repo.find_batch(store, batch_id)
         nodes = await repo.load_nodes(store, batch_id)
         judge = build_judge(stored_judge_config(batch))
+        last_answer = [0.0]
+
+        def progress(event: ProgressEvent) -> None:
+            if event.kind == "call":
+                last_answer[0] = time.perf_counter()
+
         executor = BatchExecutor(
-            store, batch, nodes, judge, settings_from_stored(batch.settings), use_cache=False
+            store,
+            batch,
+            nodes,
+            judge,
+            settings_from_stored(batch.settings),
+            use_cache=False,
+            progress=progress,
         )
         started = time.perf_counter()
         result = await executor.run()
         elapsed = time.perf_counter() - started
         await judge.aclose()
         assert result.status == "COMPLETED", result
-        return batch_id, elapsed
+        return batch_id, elapsed, last_answer[0] - started
     finally:
         await store.close()
 
@@ -122,6 +142,20 @@ def lpt_makespan(latencies: list[float], slots: int) -> float:
     for value in sorted(latencies, reverse=True):
         heapq.heappush(loads, heapq.heappop(loads) + value)
     return max(loads)
+
+
+def stored_comparisons(db: Path, batch_id: str) -> list[tuple[Any, ...]]:
+    """What the batch asked and was answered, call for call: no times, no ids, and whether
+    a call was sent but not its number (the order calls leave in is timing)."""
+    with sqlite3.connect(db) as conn:
+        return list(
+            conn.execute(
+                "SELECT slot, attempt, call_no IS NOT NULL, a_idx, b_idx, mode, wave, status, "
+                "winner "
+                "FROM comparisons WHERE batch_id=? ORDER BY slot, attempt",
+                (batch_id,),
+            )
+        )
 
 
 def run_latencies(db: Path, batch_id: str) -> list[float]:
@@ -160,7 +194,7 @@ def ideal_of(latencies: list[float], distribution: str, slots: int) -> float:
 
 async def naive_baseline(
     inventory: Path, judge_cfg: dict[str, Any], calls: int, slots: int, out: Path
-) -> tuple[float, list[float]]:
+) -> tuple[float, float, list[float]]:
     """What a 60-line script does: random pairs, gather, JSONL, one fit at the end."""
     from cj_runner.core.bt import fit_bt
     from cj_runner.judges.base import EssayText, JudgeRequest
@@ -184,6 +218,7 @@ async def naive_baseline(
             sink.write(json.dumps({"a": a, "b": b, "winner": verdict.winner}) + "\n")
 
         await asyncio.gather(*(ask(a, b) for a, b in pairs))
+    answered = time.perf_counter() - started
     first, second, won = [], [], []
     with out.open(encoding="utf-8") as f:
         for line in f:
@@ -194,7 +229,7 @@ async def naive_baseline(
     fit_bt(len(essays), np.array(first), np.array(second), np.array(won))
     elapsed = time.perf_counter() - started
     await judge.aclose()
-    return elapsed, latencies
+    return elapsed, answered, latencies
 
 
 def bench_latency(tmp: Path, distribution: str, slots: int, calls: int) -> dict[str, Any]:
@@ -202,20 +237,25 @@ def bench_latency(tmp: Path, distribution: str, slots: int, calls: int) -> dict[
     name = f"latency_{distribution}_{slots}"
     profile = write_profile(tmp, name, default_settings(calls, slots), judge_config(distribution))
     db = tmp / f"{name}.db"
-    batch_id, elapsed = asyncio.run(run_batch(db, inventory, profile))
+    batch_id, elapsed, answered = asyncio.run(run_batch(db, inventory, profile))
     latencies = run_latencies(db, batch_id)
     ideal = ideal_of(latencies, distribution, slots)
-    naive_s, naive_lat = asyncio.run(
+    naive_s, naive_answered, naive_lat = asyncio.run(
         naive_baseline(inventory, judge_config(distribution), calls, slots, tmp / f"{name}.jsonl")
     )
+    naive_ideal = ideal_of(naive_lat, distribution, slots)
     return {
         "latency": distribution,
         "slots": slots,
         "calls": len(latencies),
         "wall_s": elapsed,
+        "answered_s": answered,
         "ideal_s": ideal,
         "ratio": elapsed / ideal,
-        "naive_ratio": naive_s / ideal_of(naive_lat, distribution, slots),
+        "answered_ratio": answered / ideal,
+        "naive_ratio": naive_s / naive_ideal,
+        "naive_answered_ratio": naive_answered / naive_ideal,
+        "comparisons": stored_comparisons(db, batch_id),
     }
 
 
@@ -226,8 +266,8 @@ def bench_throughput(tmp: Path, essays: int, calls_per_essay: int) -> dict[str, 
         tmp, f"zero_{essays}", default_settings(budget, 8, seed=1), judge_config("zero", 1)
     )
     db = tmp / f"zero_{essays}.db"
-    _, elapsed = asyncio.run(run_batch(db, inventory, profile))
-    naive_s, _ = asyncio.run(
+    _, elapsed, _ = asyncio.run(run_batch(db, inventory, profile))
+    naive_s, _, _ = asyncio.run(
         naive_baseline(inventory, judge_config("zero", 1), budget, 8, tmp / f"z{essays}.jsonl")
     )
     return {
@@ -276,7 +316,7 @@ def _scale_child(folder: str, essays: int, calls_per_essay: int, out: Any) -> No
         default_settings(essays * calls_per_essay, 8, seed=3),
         judge_config("zero", 3),
     )
-    _, elapsed = asyncio.run(run_batch(tmp / f"scale_{essays}.db", inventory, profile))
+    _, elapsed, _ = asyncio.run(run_batch(tmp / f"scale_{essays}.db", inventory, profile))
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out.send({"seconds": elapsed, "peak_mb": peak_kb / 1024})
 
@@ -295,58 +335,104 @@ def mark(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
+def section_latency(tmp: Path, calls: int) -> bool:
+    print(
+        f"1. latency: n=100, {calls} calls, default settings; wall / ideal to the last "
+        "answer and to the end of the run (runner | naive)"
+    )
+    ok = True
+    stored: dict[int, list[tuple[Any, ...]]] = {}
+    for distribution, target in (("fixed", 1.15), ("lognormal", 1.25)):
+        for slots in (8, 32):
+            r = bench_latency(tmp, distribution, slots, calls)
+            good = r["answered_ratio"] <= target
+            ok = ok and good
+            print(
+                f"   {distribution:9s} C={slots:2d}: {r['calls']} calls, ideal "
+                f"{r['ideal_s']:.2f} s; last answer {r['answered_s']:.2f} s, ratio "
+                f"{r['answered_ratio']:.3f} | naive {r['naive_answered_ratio']:.3f}  "
+                f"(target <= {target}: {mark(good)}); end of run {r['wall_s']:.2f} s, "
+                f"ratio {r['ratio']:.3f} | naive {r['naive_ratio']:.3f}"
+            )
+            same = stored.setdefault(slots, r["comparisons"]) == r["comparisons"]
+            ok = ok and same
+            if distribution != "fixed":
+                print(
+                    f"   C={slots:2d}: fixed and lognormal latency stored the same "
+                    f"comparisons, call for call: {'yes' if same else 'NO'}"
+                )
+    return ok
+
+
+def section_throughput(tmp: Path, sizes: tuple[int, ...]) -> bool:
+    print("2. throughput: zero latency, 5 calls per essay, C=8 (runner | naive)")
+    ok = True
+    for essays in sizes:
+        r = bench_throughput(tmp, essays, 5)
+        line = (
+            f"   n={essays:5d}: {r['calls']} calls, {r['per_second']:,.0f} calls/s"
+            f" | naive {r['naive_per_second']:,.0f} calls/s"
+        )
+        if essays == 2_000:
+            good = r["per_second"] >= 1000
+            ok = ok and good
+            line += f"  (target >= 1,000/s: {mark(good)})"
+        print(line)
+    return ok
+
+
+def section_selection() -> bool:
+    print("3. selection: median time of one wave's pair selection (waves of 12)")
+    ok = True
+    for essays in (100, 500, 2_000, 10_000):
+        seconds = bench_selection(essays)
+        line = f"   n={essays:6d}: {seconds * 1000:.2f} ms"
+        if essays == 2_000:
+            good = seconds < 0.005
+            ok = ok and good
+            line += f"  (target < 5 ms: {mark(good)})"
+        print(line)
+    return ok
+
+
+def section_scale(tmp: Path, scale: tuple[int, int]) -> bool:
+    print(f"4. scale: n={scale[0]:,} at {scale[1]} calls per essay, zero latency")
+    r = bench_scale(tmp, *scale)
+    good = bool(r["peak_mb"] < 2048)
+    print(
+        f"   {r['calls']:,} calls in {r['seconds']:.1f} s, peak memory "
+        f"{r['peak_mb']:,.0f} MB  (target < 2 GB: {mark(good)})"
+    )
+    return good
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (CI smoke)")
+    parser.add_argument(
+        "--sections",
+        default="1,2,3,4",
+        help="which parts to run, e.g. 1 or 1,3 (default: all four)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
+    sections = {int(x) for x in args.sections.split(",") if x.strip()}
     calls = 300 if quick else 2_000
     sizes = (100, 500) if quick else (100, 500, 2_000)
     scale = (1_000, 10) if quick else (10_000, 10)
     ok = True
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        print(f"1. latency: n=100, {calls} calls, waves of 12; wall / ideal (runner | naive)")
-        for distribution, target in (("fixed", 1.15), ("lognormal", 1.25)):
-            for slots in (8, 32):
-                r = bench_latency(tmp, distribution, slots, calls)
-                good = r["ratio"] <= target
-                ok = ok and good
-                print(
-                    f"   {distribution:9s} C={slots:2d}: {r['calls']} calls, wall "
-                    f"{r['wall_s']:.2f} s, ideal {r['ideal_s']:.2f} s, ratio "
-                    f"{r['ratio']:.3f} | naive {r['naive_ratio']:.3f}  "
-                    f"(target <= {target}: {mark(good)})"
-                )
-        print("2. throughput: zero latency, 5 calls per essay, C=8 (runner | naive)")
-        for essays in sizes:
-            r = bench_throughput(tmp, essays, 5)
-            line = (
-                f"   n={essays:5d}: {r['calls']} calls, {r['per_second']:,.0f} calls/s"
-                f" | naive {r['naive_per_second']:,.0f} calls/s"
-            )
-            if essays == 2_000:
-                good = r["per_second"] >= 1000
-                ok = ok and good
-                line += f"  (target >= 1,000/s: {mark(good)})"
-            print(line)
-        print("3. selection: median time of one wave's pair selection (waves of 12)")
-        for essays in (100, 500, 2_000, 10_000):
-            seconds = bench_selection(essays)
-            line = f"   n={essays:6d}: {seconds * 1000:.2f} ms"
-            if essays == 2_000:
-                good = seconds < 0.005
-                ok = ok and good
-                line += f"  (target < 5 ms: {mark(good)})"
-            print(line)
-        print(f"4. scale: n={scale[0]:,} at {scale[1]} calls per essay, zero latency")
-        r = bench_scale(tmp, *scale)
-        good = r["peak_mb"] < 2048
-        ok = ok and good
-        print(
-            f"   {r['calls']:,} calls in {r['seconds']:.1f} s, peak memory "
-            f"{r['peak_mb']:,.0f} MB  (target < 2 GB: {mark(good)})"
-        )
+        if 1 in sections:
+            ok = section_latency(tmp, calls) and ok
+        if 2 in sections:
+            ok = section_throughput(tmp, sizes) and ok
+        if 3 in sections:
+            ok = section_selection() and ok
+        if 4 in sections:
+            ok = section_scale(tmp, scale) and ok
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0 if ok else 1
 
 

@@ -197,6 +197,9 @@ class MockJudge:
         self.price_output_per_mtok = config.price_output_per_mtok
         self._template = template
         self._sleep = sleep
+        #: whether a comparison may need more than one call (error rates above zero); the
+        #: executor's budget plans for the worst case of every judge that can fail
+        self.retries_possible = config.errors.total > 0
 
     def cache_key(self, request: JudgeRequest) -> str:
         """The judgment cache key: the mock's whole behaviour, the rendered prompt and the

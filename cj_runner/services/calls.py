@@ -83,13 +83,26 @@ class Slot:
 
 
 class CallBudget(Protocol):
-    """The batch's call budget (:class:`~cj_runner.core.workflow.WorkflowState` is one)."""
+    """The batch's call budget, counted at the moment each call is sent, handed out to
+    comparisons in slot order (see the executor's ``_SlotOrderBudget``)."""
 
     calls_sent: int
     total_budget: int
 
-    def count_call(self) -> int:
-        """Count one call sent; returns its number (1 = first of the batch)."""
+    async def turn(self, slot: int) -> bool:
+        """Wait until a call of ``slot`` surely fits (``True``) or surely does not."""
+        ...
+
+    def fits(self, slot: int) -> bool | None:
+        """``True``: a call of ``slot`` fits now; ``False``: never; ``None``: not yet known."""
+        ...
+
+    def count_call(self, slot: int | None = None, judge_attempt: int = 1) -> int:
+        """Count one call (of ``slot``) sent; returns its number (1 = first of the batch)."""
+        ...
+
+    def finish(self, slot: int) -> None:
+        """``slot`` sends no more calls."""
         ...
 
 
@@ -190,6 +203,12 @@ class CallRunner:
 
     async def run(self, slot: Slot, semaphore: asyncio.Semaphore) -> CallOutcome:
         """Ask the judge for ``slot`` until it ends (see :class:`CallOutcome`)."""
+        try:
+            return await self._run(slot, semaphore)
+        finally:
+            self.budget.finish(slot.slot)
+
+    async def _run(self, slot: Slot, semaphore: asyncio.Semaphore) -> CallOutcome:
         recorder = self.recorder
         budget = self.budget
         attempt = slot.next_attempt
@@ -201,6 +220,9 @@ class CallRunner:
         while True:
             if self.stop_event.is_set():
                 return CallOutcome("stopped", attempt)  # planned rows stay planned
+            # outside the semaphore: a comparison waiting for earlier ones to finish
+            # holds no slot, so they can send their retries
+            fits: bool | None = await budget.turn(slot.slot) if self.fatal is None else False
             async with semaphore:
                 if self.stop_event.is_set():
                     return CallOutcome("stopped", attempt)
@@ -213,13 +235,17 @@ class CallRunner:
                     await self.release(slot)
                     if self.stop_event.is_set():
                         return CallOutcome("stopped", attempt)
-                if self.fatal is not None or budget.calls_sent >= budget.total_budget:
+                if fits:
+                    fits = budget.fits(slot.slot)  # calls sent while waiting for a slot
+                    if fits is None:
+                        continue  # an earlier comparison may still need the budget: wait
+                if self.fatal is not None or not fits:
                     if attempt == 1:
                         await recorder.cancel(slot.slot, 1)
                         return self._done(slot, CallOutcome("cancelled", attempt))
                     await recorder.mark_failed(slot.slot, attempt - 1)
                     return self._done(slot, CallOutcome("failed", attempt - 1))
-                call_no = budget.count_call()
+                call_no = budget.count_call(slot.slot, judge_attempt)
                 sent = SentAttempt(
                     slot=slot.slot,
                     attempt=attempt,
@@ -272,6 +298,8 @@ class CallRunner:
             assert error is not None
             # an interrupt does not turn a retryable error into a failure: the attempt
             # is stored as ``retried`` and the next run asks again
+            # whether the retry gets a call is settled when it is due (earlier comparisons
+            # first); it is stored as failed then if it does not
             budget_left = budget.calls_sent < budget.total_budget
             if isinstance(error, JudgeUnavailable):
                 retry = False

@@ -26,6 +26,7 @@ Resuming (after a crash, a kill or Ctrl-C):
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import os
 import socket
@@ -39,7 +40,7 @@ import numpy as np
 
 from cj_runner.config import Settings, continuation_limits
 from cj_runner.core.continuation import Action, Decision, StopReason
-from cj_runner.core.models import GradeScale, Mode
+from cj_runner.core.models import GradeScale, Mode, PlannedPair
 from cj_runner.core.workflow import WorkflowState, exhausted_decision, robust_reliability_hook
 from cj_runner.errors import BatchLockedError, ScoringError, UserError
 from cj_runner.judges.base import AssignmentText, EssayText, Judge
@@ -54,6 +55,10 @@ from cj_runner.storage import repository as repo
 from cj_runner.storage.recorder import AttemptResult, PlannedRow, Recorder
 
 HEARTBEAT_S = 10.0
+GROUP_COMMIT_WINDOW_S = 0.01
+"""Shortest time between two of a run's write transactions (they gather what came
+meanwhile): at hundreds of answers a second, fewer and larger commits leave the event loop
+free for the calls; an answer waits at most this long for its commit."""
 INTERRUPT_GRACE_S = 5.0
 FINAL_STATUSES = ("success", "failed")
 FINISHED_BATCH_STATUSES = ("COMPLETED", "FAILED")
@@ -96,32 +101,95 @@ class _OpenWave:
     results: dict[int, tuple[str, str | None, bool]] = field(default_factory=dict)
     calls: int = 0  # calls its comparisons sent (the budget of the closed waves)
     successes: int = 0
+    started: bool = False  # its calls may go out (the send window reached it)
 
 
-@dataclass
-class _LiveBudget:
-    """Every call sent so far, at the moment it is sent (the budget is never exceeded)."""
+class _SlotOrderBudget:
+    """The budget, handed out to comparisons in slot order whatever the timing.
 
-    total_budget: int
-    calls_sent: int = 0
+    Every call sent is counted at the moment it is sent (the budget is never exceeded).
+    Each unfinished comparison has a worst case: the calls it may still send
+    (``MAX_ATTEMPTS_PER_COMPARISON`` minus the judge attempts it has sent). A call of
+    comparison ``s`` goes out when it fits even if every comparison of a lower slot sends
+    its worst case; it is refused when no call fits at all; otherwise it waits until the
+    earlier comparisons settle. So the calls sent are exactly those of asking the
+    comparisons one after the other in slot order, retries included, and a planned
+    comparison is never starved by a later one. (A fallback after a refused request form
+    is a call beyond the worst case: with real providers, not the mock judge, the last
+    calls of a binding budget may then go to a later comparison.)
+    """
 
-    def count_call(self) -> int:
+    def __init__(self, total_budget: int, max_attempts: int, *, ordered: bool = True) -> None:
+        self.total_budget = total_budget
+        self.max_attempts = max_attempts
+        self.ordered = ordered  # False: any call fits while the budget lasts
+        self.calls_sent = 0
+        self._slots: list[int] = []  # unfinished comparisons, sorted
+        self._worst: dict[int, int] = {}
+        self._changed = asyncio.Event()
+
+    def add(self, slot: int, judge_attempt: int = 1) -> None:
+        """An unfinished comparison whose next call is judge attempt ``judge_attempt``."""
+        if not self.ordered:
+            return
+        if slot not in self._worst:
+            bisect.insort(self._slots, slot)
+        self._worst[slot] = max(0, self.max_attempts - judge_attempt + 1)
+
+    def _earlier(self, slot: int) -> int:
+        return sum(self._worst[u] for u in self._slots[: bisect.bisect_left(self._slots, slot)])
+
+    def fits(self, slot: int) -> bool | None:
+        if self.calls_sent >= self.total_budget:
+            return False
+        if self.calls_sent + 1 + self._earlier(slot) <= self.total_budget:
+            return True
+        return None
+
+    async def turn(self, slot: int) -> bool:
+        while True:
+            fits = self.fits(slot)
+            if fits is not None:
+                return fits
+            self._changed.clear()
+            await self._changed.wait()
+
+    def count_call(self, slot: int | None = None, judge_attempt: int = 1) -> int:
         self.calls_sent += 1
+        if slot is not None and slot in self._worst:
+            self._worst[slot] = max(0, self.max_attempts - judge_attempt)
+            self._changed.set()
         return self.calls_sent
 
+    def finish(self, slot: int) -> None:
+        if self._worst.pop(slot, None) is not None:
+            del self._slots[bisect.bisect_left(self._slots, slot)]
+            self._changed.set()
 
-def pipeline_depth(settings: Settings) -> int:
-    """How many waves may be open at once (spec §5a): ``ceil(2 C / wave size) + 1``.
 
-    Wave ``k + depth`` is planned from the state after wave ``k`` closed. The open
-    waves hold about ``2 C`` calls beyond the one waiting for its slowest answers, so
-    the ``C`` slots stay busy while that answer, the refit and the next plan's commit
-    are awaited. The depth depends only on the settings, so a seeded batch asks the
-    same pairs whatever the timing of the answers (defaults, C=8 and waves of 12: 3).
+def send_window(settings: Settings) -> int:
+    """How many waves past the last closed one may send (spec §5a): ``ceil(4 C / wave)``.
+
+    After wave ``k`` closed, the calls of waves ``k + 1 .. k + window`` may go out. Those
+    waves hold about ``4 C`` calls, so the ``C`` slots stay busy while the oldest open
+    wave waits for its slowest answers (with heavy-tailed latencies a wave's last answer
+    can take several times the median) and while it is refitted. The window depends only
+    on the settings, so a seeded batch asks the same pairs whatever the timing
+    (defaults, C = 8 and waves of 12: 3; C = 32: 11).
     """
     c = settings.MAX_CONCURRENT_REQUESTS
     w = settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION
-    return -(-2 * c // w) + 1
+    return max(2, -(-4 * c // w))
+
+
+def pipeline_depth(settings: Settings) -> int:
+    """How many waves may be open (planned and not closed) at once: the send window + 1.
+
+    Wave ``k + depth`` is planned from the state after wave ``k`` closed and stored, and
+    may send once wave ``k + 1`` closes: its plan (the refit, pair selection and the
+    plan's commit) is never on the path of a call.
+    """
+    return send_window(settings) + 1
 
 
 UNREACHABLE_AFTER = 3
@@ -237,9 +305,12 @@ class BatchExecutor:
         self.next_slot = 1
         self.lock_lost = False
         self._last_decision: tuple[str, str] | None = None
-        self.live = _LiveBudget(self.wf.total_budget)
-        # batch-API mode: one wave at a time (a job's answers arrive together)
-        self.depth = 1 if batch_api is not None else pipeline_depth(settings)
+        self.live = self._new_budget()
+        # batch-API mode: one wave at a time, planned after the one before closed (a
+        # job's answers arrive together)
+        self.window = 1 if batch_api is not None else send_window(settings)
+        self.depth = 1 if batch_api is not None else self.window + 1
+        self.gate = 0  # the last wave whose calls may go out
         self.semaphore = asyncio.Semaphore(settings.MAX_CONCURRENT_REQUESTS)
         self.halt = asyncio.Event()  # no new sends: a stop decision or an interrupt
         self._changed = asyncio.Event()  # a comparison finished (or the run stops)
@@ -249,9 +320,26 @@ class BatchExecutor:
         self.stopped: dict[int, tuple[Slot, CallOutcome]] = {}
         self._send_order: list[int] = []  # first calls of planned comparisons, slot order
         self._order_index: dict[int, int] = {}
-        self.released: set[int] = set()
+        self._released_upto = 0  # _send_order[:this] is released
+        self._passed = 0  # _send_order[:this] passed their release (sent or about to be)
         self._releasing: asyncio.Future[None] | None = None
+        self._prefetch: asyncio.Task[None] | None = None
         self._task_error: BaseException | None = None
+
+    def _new_budget(self) -> _SlotOrderBudget:
+        # batch-API mode sends one wave at a time as jobs: nothing to order across waves
+        return _SlotOrderBudget(
+            int(self.batch.state["total_budget"]),
+            self._max_calls_per_comparison(),
+            ordered=self.batch_api is None,
+        )
+
+    def _max_calls_per_comparison(self) -> int:
+        """The most calls one comparison may send: its attempts, or one with a judge that
+        cannot fail (the mock judge with no error rates)."""
+        if getattr(self.judge, "retries_possible", True):
+            return self.settings.MAX_ATTEMPTS_PER_COMPARISON
+        return 1
 
     def _workflow(self, state: dict[str, Any]) -> WorkflowState:
         """The workflow state as stored after the last closed wave."""
@@ -338,7 +426,7 @@ class BatchExecutor:
                 f"{self.batch.stop_reason}); nothing to resume"
             )
         self.wf = self._workflow(self.batch.state)
-        self.live = _LiveBudget(self.wf.total_budget)
+        self.live = self._new_budget()
         closed = self.wf.waves_completed
         self.lost_on_resume = await repo.mark_in_flight_lost(self.store, self.batch.id)
         attempts = await repo.load_attempts(self.store, self.batch.id)
@@ -414,6 +502,7 @@ class BatchExecutor:
                     and r["error_kind"] not in ("unsupported", "expired")
                 )
                 slot.truncations = sum(1 for r in rows if r["error_kind"] == "truncated")
+                self.live.add(slot_no, slot.judge_attempt)
                 w.unfinished.add(slot_no)
         extra = self.batch.state.get("extra_json") or {}
         scores = extra.get("scores")
@@ -463,7 +552,9 @@ class BatchExecutor:
         await repo.acquire_lock(self.store, self.batch.id, self.owner, owner_alive=lock_owner_alive)
         beat = asyncio.create_task(self._heartbeat())
         try:
-            async with Recorder(self.store, self.batch.id, owner=self.owner) as recorder:
+            async with Recorder(
+                self.store, self.batch.id, owner=self.owner, group_window_s=GROUP_COMMIT_WINDOW_S
+            ) as recorder:
                 self.recorder = recorder
                 try:
                     return await self._run()
@@ -519,9 +610,10 @@ class BatchExecutor:
             # a crash of this run (storage, lock, a bug): the calls in flight are abandoned
             # as a killed process would abandon them; resume counts them as lost
             self.halt.set()
-            for task in self.tasks.values():
+            abandoned = [*self.tasks.values(), *([self._prefetch] if self._prefetch else [])]
+            for task in abandoned:
                 task.cancel()
-            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+            await asyncio.gather(*abandoned, return_exceptions=True)
             raise
         finally:
             watch.cancel()
@@ -560,14 +652,16 @@ class BatchExecutor:
 
     async def _drive(self) -> Decision | None:
         """Plan ahead, send, close waves in order; the final decision (``None``: interrupted)."""
+        closed = self.wf.waves_completed
         if self._last_decision is not None and self._last_decision[0] in (
             Action.FINALIZE_SCORING.value,
             Action.FINALIZE_FAILURE.value,
         ):
-            # the last run stopped between its last closed wave and finalization
-            self._start_open_slots()
+            # the last run stopped between its last closed wave and finalization: the
+            # waves that could send before that decision are finished, no other
+            self._open_gate(closed - 1 + self.window)
             return Decision(Action(self._last_decision[0]), StopReason(self._last_decision[1]))
-        self._start_open_slots()
+        self._open_gate(closed + self.window)
         if not await self._plan_ahead():
             return exhausted_decision()
         while True:
@@ -588,13 +682,18 @@ class BatchExecutor:
                 return Decision(Action.FINALIZE_FAILURE, StopReason.JUDGE_UNAVAILABLE)
             if decision.is_final:
                 return decision
+            self._open_gate(self.wf.waves_completed + self.window)
             if not await self._plan_ahead():
                 return exhausted_decision()
 
-    def _start_open_slots(self) -> None:
-        """Ask the unfinished comparisons of the waves stored as open, in slot order."""
+    def _open_gate(self, gate: int) -> None:
+        """Let the calls of the open waves up to ``gate`` go out, in slot order."""
+        self.gate = max(self.gate, gate)
         for no in sorted(self.open):
             wave = self.open[no]
+            if no > self.gate or wave.started:
+                continue
+            wave.started = True
             self._emit("wave_start", no)
             if self.jobs is not None:
                 self._start_jobs(
@@ -632,72 +731,93 @@ class BatchExecutor:
     async def _ensure_released(self, slot: Slot) -> None:
         """Before a first call goes out: its comparison's ``released`` mark is committed.
 
-        Releases go lazily, ``MAX_CONCURRENT_REQUESTS`` comparisons at a time in send
-        order, so one commit covers that many first calls and a crash leaves at most that
-        many released comparisons unsent (resume counts them as sent: an overcount,
-        never an undercount).
+        Releases go ``MAX_CONCURRENT_REQUESTS`` comparisons at a time in send order, one
+        commit each. Once answers come back, the next group is released while fewer than
+        that many released comparisons are left unsent (:meth:`_prefetch_if_low`), so a
+        first call rarely waits for a commit. A crash leaves fewer than two groups
+        released and unsent, and one group when no answer came back since the last
+        release (resume counts them as sent: an overcount, never an undercount).
         """
-        while slot.slot not in self.released:
-            if self._releasing is not None:
-                await asyncio.shield(self._releasing)
-                continue
-            start = self._order_index[slot.slot]
-            batch = [
-                s
-                for s in self._send_order[start : start + self.settings.MAX_CONCURRENT_REQUESTS]
-                if s not in self.released
-            ]
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._releasing = done
-            try:
-                assert self.recorder is not None
-                await self.recorder.release(batch)
-                self.released.update(batch)
-            finally:
-                self._releasing = None
-                done.set_result(None)
+        index = self._order_index[slot.slot]
+        while index >= self._released_upto:
+            await self._release_next()
+        self._passed = max(self._passed, index + 1)
+
+    def _prefetch_if_low(self) -> None:
+        """An answer came back (a slot is about to free): release the next group early."""
+        if (
+            self._releasing is None
+            and self._released_upto < len(self._send_order)
+            and self._released_upto - self._passed < self.settings.MAX_CONCURRENT_REQUESTS
+            and not self.halt.is_set()
+        ):
+            self._prefetch = asyncio.create_task(self._prefetch_release())
+
+    async def _release_next(self) -> None:
+        """Commit the release of the next group in send order (or wait for the one under way)."""
+        if self._releasing is not None:
+            await asyncio.shield(self._releasing)
+            return
+        start = self._released_upto
+        group = self._send_order[start : start + self.settings.MAX_CONCURRENT_REQUESTS]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._releasing = done
+        try:
+            assert self.recorder is not None
+            await self.recorder.release(group)
+            self._released_upto = start + len(group)
+        finally:
+            self._releasing = None
+            done.set_result(None)
+
+    async def _prefetch_release(self) -> None:
+        try:
+            await self._release_next()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a storage error: the run stops, as for a call
+            if self._task_error is None:
+                self._task_error = exc
+            self.halt.set()
+            self._changed.set()
 
     async def _plan_ahead(self) -> bool:
         """Plan and store waves up to ``depth`` ahead of the last closed one.
 
-        Returns ``False`` when nothing is open and the mode can produce no pair
-        (the batch is exhausted). A wave that finds no pair while others are open is
-        planned again after the next wave closes.
+        Selection runs in a worker thread, so calls keep going out and answers keep being
+        stored while it runs (the workflow state does not change meanwhile: answers wait
+        in their open wave until it closes, on this task). A wave within the send window
+        starts sending once its plan is committed. Returns ``False`` when nothing is open
+        and the mode can produce no pair (the batch is exhausted). A wave that finds no
+        pair while others are open is planned again after the next wave closes.
         """
         limit = min(self.wf.waves_completed + self.depth, self.settings.MAX_ITERATIONS)
         while self.next_wave <= limit and not self.halt.is_set():
             no = self.next_wave
             pending = [(s.a, s.b) for w in self.open.values() for s in w.slots]
-            attempts = self.settings.MAX_ATTEMPTS_PER_COMPARISON
-            wave_size = self.settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION
-            if pending and (
-                self.wf.calls_sent + (len(pending) + wave_size) * attempts > self.wf.total_budget
-            ):
-                # near the end of the budget waves run one at a time, as without
-                # pipelining: retries never contest the budget with planned calls, so
-                # which call gets the last of it does not depend on timing
-                return True
-            slots = self._plan_wave(no, pending)
+            pairs, modes = await asyncio.to_thread(self._select, no, pending)
+            slots = self._slots(no, pairs, modes)
             if not slots:
                 return bool(self.open)
             assert self.recorder is not None
-            await self.recorder.plan(
+            # not awaited: the plan commits before the wave's release (writes commit in
+            # order), and so before any of its calls
+            self.recorder.plan_ahead(
                 [PlannedRow(s.slot, s.a, s.b, s.mode, s.wave, s.repeat_index) for s in slots]
             )
-            mode = next((s.mode for s in slots if s.mode != Mode.AUDIT.value), None)
-            self.open[no] = _OpenWave(no, mode, slots, unfinished={s.slot for s in slots})
-            self.next_wave = no + 1
             await self._send_wave(no, slots)
         return True
 
     async def _send_wave(self, wave_no: int, slots: Sequence[Slot]) -> None:
-        """Hand a stored wave's comparisons to the slots (sent in slot order)."""
-        self._emit("wave_start", wave_no)
-        if self.jobs is not None:
-            self._start_jobs(self.jobs, wave_no, list(slots))
-            return
+        """A wave's plan is stored: open it; its calls go out once the send window reaches it."""
         for slot in slots:
-            self._start(slot)
+            self.live.add(slot.slot)
+        mode = next((s.mode for s in slots if s.mode != Mode.AUDIT.value), None)
+        self.open[wave_no] = _OpenWave(
+            wave_no, mode, list(slots), unfinished={s.slot for s in slots}
+        )
+        self.next_wave = wave_no + 1
+        self._open_gate(self.gate)
 
     # ------------------------------------------------------------ batch-API mode
 
@@ -747,10 +867,18 @@ class BatchExecutor:
             self.stop_event.set()
         self._changed.set()
 
-    def _plan_wave(self, wave_no: int, pending: Sequence[tuple[int, int]] = ()) -> list[Slot]:
+    def _select(
+        self, wave_no: int, pending: Sequence[tuple[int, int]]
+    ) -> tuple[list[PlannedPair], list[Mode]]:
+        """The pairs of wave ``wave_no`` and their modes (pure; runs in a worker thread)."""
         pairs = self.wf.plan_wave(wave_no, pending)
+        return pairs, list(self.wf.wave_modes)
+
+    def _slots(
+        self, wave_no: int, pairs: Sequence[PlannedPair], modes: Sequence[Mode]
+    ) -> list[Slot]:
         slots = []
-        for pair, mode in zip(pairs, self.wf.wave_modes, strict=True):
+        for pair, mode in zip(pairs, modes, strict=True):
             key = (pair.a, pair.b)
             ask_index = self.asks.get(key, 0)
             self.asks[key] = ask_index + 1
@@ -782,6 +910,8 @@ class BatchExecutor:
             for task in self.tasks.values():  # read every failure: none "never retrieved"
                 if not task.cancelled():
                     task.exception()
+            if self._prefetch is not None:  # a release commit under way: let it end
+                await asyncio.gather(self._prefetch, return_exceptions=True)
         if self._task_error is not None:
             raise self._task_error
         assert self.recorder is not None
@@ -815,6 +945,7 @@ class BatchExecutor:
         if self.call_log is not None:
             self.call_log(slot, result)
         self._watch_connection(result)
+        self._prefetch_if_low()
         wave = self.open.get(slot.wave)
         if wave is not None and not result.cached:
             wave.calls += 1

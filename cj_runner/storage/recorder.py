@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -40,6 +41,7 @@ from cj_runner.storage.repository import (
     T_CACHE,
     T_COMPARISONS,
     T_STATE,
+    T_WAVES,
     fence,
     utcnow,
     write_wave_end,
@@ -126,8 +128,16 @@ class AttemptResult:
 class Recorder:
     """Group-committing writer for one batch's comparisons."""
 
-    def __init__(self, store: Store, batch_id: str, *, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        batch_id: str,
+        *,
+        owner: str | None = None,
+        group_window_s: float = 0.0,
+    ) -> None:
         self._store = store
+        self._group_window_s = group_window_s
         self._batch_id = batch_id
         self._owner = owner
         self._queue: asyncio.Queue[tuple[str, Any, asyncio.Future[None]]] = asyncio.Queue()
@@ -171,6 +181,16 @@ class Recorder:
         if rows:
             await self._submit("plan", list(rows))
 
+    def plan_ahead(self, rows: Sequence[PlannedRow]) -> None:
+        """Queue a wave's ``planned`` rows without waiting for their commit.
+
+        Writes commit in the order they are queued, so the rows are on disk before any
+        later write about them (a release, a call sent, a cached answer, a cancel) and
+        so before any of their calls goes out. A failed commit is raised by the next write.
+        """
+        if rows:
+            self._post("plan", list(rows))
+
     async def sent(self, attempt: SentAttempt) -> None:
         """Store that a call is about to be sent; returns once committed."""
         await self._submit("sent", attempt)
@@ -189,13 +209,17 @@ class Recorder:
         (:meth:`release`): the crash that loses this row leaves that mark, which resume
         counts as a call sent. A failed commit is raised by the next write.
         """
+        self._post("sent", attempt)
+
+    def _post(self, kind: str, payload: Any) -> None:
+        """Queue a write without waiting for its commit (a failure is raised later)."""
         if self._failure is not None:
             raise self._failure
         if self._task is None or self._task.done():
             raise RuntimeError("recorder is not running")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.add_done_callback(self._posted)
-        self._queue.put_nowait(("sent", attempt, future))
+        self._queue.put_nowait((kind, payload, future))
 
     async def result(self, result: AttemptResult) -> None:
         """Store a call's answer or error; returns once committed."""
@@ -227,13 +251,7 @@ class Recorder:
         commits it first, since the queue commits in order; a failed commit is raised by
         the next write.
         """
-        if self._failure is not None:
-            raise self._failure
-        if self._task is None or self._task.done():
-            raise RuntimeError("recorder is not running")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(self._posted)
-        self._queue.put_nowait(("wave_end", (wave, state), future))
+        self._post("wave_end", (wave, state))
 
     def _posted(self, future: asyncio.Future[None]) -> None:
         if not future.cancelled() and future.exception() is not None:
@@ -248,13 +266,21 @@ class Recorder:
             self.commits += 1
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = -math.inf
         while True:
             first = await self._queue.get()
+            # many answers a second: gather them into fewer, larger transactions (each
+            # costs the event loop more than its rows); nothing waits longer than the window
+            wait = last + self._group_window_s - loop.time()
+            if wait > 0 and first[0] != "flush":
+                await asyncio.sleep(wait)
             batch = [first]
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
                 await self._commit(batch)
+                last = loop.time()
             except asyncio.CancelledError as exc:
                 _fail_all(batch, exc)
                 raise
@@ -431,7 +457,15 @@ class Recorder:
             await _cache_insert(conn, cache_rows)
         if released:
             await conn.execute(_RELEASE_UPDATE, released)
-        for wave, state in wave_ends:
+        if wave_ends:
+            # several waves closed since the last commit: their rows, and the newest state
+            # (each wave's state supersedes the one before)
+            if len(wave_ends) > 1:
+                await conn.execute(
+                    insert(T_WAVES),
+                    [{"batch_id": bid, "finished_at": utcnow(), **w} for w, _ in wave_ends[:-1]],
+                )
+            wave, state = wave_ends[-1]
             await write_wave_end(conn, bid, wave=wave, state=state)
         if max_call:
             await conn.execute(

@@ -116,11 +116,12 @@ def test_batch_api_run_costs_half_the_synchronous_run(
     tmp_path: Path, serve: Any, provider: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same seed through the synchronous endpoint and through the batch API: the same
-    pairs, the same verdicts, the same tokens, at half the price; one job per wave.
+    first wave (pairs, verdicts, tokens), the batch run at half the synchronous price of
+    its own calls; one job per wave.
 
-    (A budget this small leaves no room for pipelined waves, so the synchronous run plans
-    each wave after the last closed, as the batch API mode always does; with room, the
-    synchronous run plans ahead and may ask slightly different pairs.)"""
+    (The synchronous run plans later waves ahead of the last closed one (pipelined waves),
+    the batch API mode each wave after the one before closed, so from the second wave on
+    they may ask different pairs.)"""
     monkeypatch.setenv("CJ_TEST_BATCH_KEY", KEY)
     sync_server, batch_server = serve(), serve(polls_to_end=2)
     sync_profile = write_profile(tmp_path / "sync.yaml", SETTINGS, judge(provider, sync_server))
@@ -129,15 +130,17 @@ def test_batch_api_run_costs_half_the_synchronous_run(
     batch = execute(tmp_path / "batch.db", batch_profile, "--batch-api")
     assert sync["status"] == batch["status"] == "COMPLETED"
     assert sync["calls_sent"] == batch["calls_sent"] == 48
-    assert (sync["tokens_in"], sync["tokens_out"]) == (batch["tokens_in"], batch["tokens_out"])
-    assert batch["cost_usd"] == pytest.approx(sync["cost_usd"] / 2, abs=2e-6)
+    assert batch["cost_usd"] == pytest.approx(batch["sync_cost_usd"] / 2, abs=2e-6)
     assert batch["batch_api"] is True and batch["provider_jobs"] == 4
-    assert batch["sync_cost_usd"] == pytest.approx(sync["cost_usd"], abs=2e-6)
-    assert batch["saved_usd"] == pytest.approx(sync["cost_usd"] / 2, abs=2e-6)
+    assert batch["sync_cost_usd"] == pytest.approx(sync["cost_usd"], rel=0.05)
+    assert batch["saved_usd"] == pytest.approx(batch["sync_cost_usd"] / 2, abs=2e-6)
     pairs = (
-        "SELECT slot, a_idx, b_idx, winner, tokens_in, tokens_out FROM comparisons ORDER BY slot"
+        "SELECT slot, a_idx, b_idx, winner, tokens_in, tokens_out FROM comparisons "
+        "WHERE wave = 1 ORDER BY slot"
     )
-    assert rows(tmp_path / "sync.db", pairs) == rows(tmp_path / "batch.db", pairs)
+    first_wave = rows(tmp_path / "sync.db", pairs)
+    assert len(first_wave) == 12
+    assert first_wave == rows(tmp_path / "batch.db", pairs)
     # every judge request went through the batch endpoints, one job per wave of 12
     judge_paths = [
         p for p in batch_server.requests_seen if "completions" in p or p.endswith("/messages")

@@ -100,6 +100,8 @@ class CrashingJudge:
         self.name, self.model, self.prompt_hash = inner.name, inner.model, inner.prompt_hash
         self.price_input_per_mtok = inner.price_input_per_mtok
         self.price_output_per_mtok = inner.price_output_per_mtok
+        # a mock with no error rates cannot fail: the budget plans one call per comparison
+        self.retries_possible = getattr(inner, "retries_possible", True)
 
     async def judge(self, request: JudgeRequest) -> Verdict:
         self.calls += 1

@@ -8,6 +8,7 @@ the mock answers. No wall clock is involved: the order of the answers is what ch
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from cj_runner.services.batches import (
     prepare,
     stored_judge_config,
 )
-from cj_runner.services.executor import BatchExecutor, RunResult, pipeline_depth
+from cj_runner.services.executor import BatchExecutor, RunResult, send_window
 from cj_runner.storage import open_store, resolve_db_url
 from cj_runner.storage import repository as repo
 from tests.cli.helpers import REGULAR24, query, write_profile
@@ -106,6 +107,137 @@ async def test_same_seed_same_batch_whatever_the_order_of_the_answers(tmp_path: 
     assert len(plain[1]) <= 900
 
 
+class ReorderingJudge(ScramblingJudge):
+    """The mock judge, answering calls in an order of its own choosing (by rendezvous).
+
+    Every call is held. Once all ``slots`` are held, or no new call has come for a few
+    event-loop turns (the executor has nothing else to send until an answer arrives), one
+    held call is answered: the newest (``order="reversed"``: the first calls of a wave are
+    answered last) or one drawn by a seeded generator. No wall clock is involved.
+    """
+
+    IDLE_TURNS = 20
+
+    def __init__(self, inner: Judge, slots: int, order: str, seed: int = 0) -> None:
+        super().__init__(inner, None)
+        self.slots, self.order = slots, order
+        self.pick = random.Random(seed)
+        self.held: list[asyncio.Future[None]] = []
+        self.answered = 0
+        self.driver: asyncio.Task[None] | None = None
+
+    async def judge(self, request: JudgeRequest) -> Verdict:
+        if self.driver is None:
+            self.driver = asyncio.create_task(self._drive())
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.held.append(turn)
+        await turn
+        self.answered += 1
+        return await self.inner.judge(request)
+
+    async def _drive(self) -> None:
+        while True:
+            seen, idle = len(self.held), 0
+            while len(self.held) < self.slots and idle < self.IDLE_TURNS:
+                await asyncio.sleep(0)  # one event-loop turn, not a wait on the clock
+                idle = idle + 1 if len(self.held) == seen else 0
+                seen = len(self.held)
+            if not self.held:
+                continue
+            k = len(self.held) - 1 if self.order == "reversed" else self.pick.randrange(seen)
+            self.held.pop(k).set_result(None)
+
+    async def aclose(self) -> None:
+        if self.driver is not None:
+            self.driver.cancel()
+        await super().aclose()
+
+
+async def run_reordered(
+    folder: Path, settings: dict[str, Any], judge_cfg: dict[str, Any], order: str | None
+) -> tuple[RunResult, list[tuple[Any, ...]], int]:
+    folder.mkdir(parents=True)
+    profile = write_profile(folder / "p.yaml", settings, judge_cfg)
+    store = await open_store(resolve_db_url(str(folder / "cj.db")))
+    try:
+        prepared = await prepare(store, RunRequest(inventory=REGULAR24, profile=str(profile)))
+        batch_id = await create_batch(store, prepared, plan_summary(prepared))
+        batch = await repo.find_batch(store, batch_id)
+        inner = build_judge(stored_judge_config(batch))
+        slots = int(settings["MAX_CONCURRENT_REQUESTS"])
+        judge = (
+            ReorderingJudge(inner, slots, order, seed=7) if order else ScramblingJudge(inner, None)
+        )
+        runner = BatchExecutor(
+            store,
+            batch,
+            await repo.load_nodes(store, batch_id),
+            judge,  # type: ignore[arg-type]
+            settings_from_stored(batch.settings),
+            use_cache=False,
+        )
+        try:
+            result = await runner.run()
+        finally:
+            await judge.aclose()
+    finally:
+        await store.close()
+    rows = query(
+        folder / "cj.db",
+        "SELECT slot, attempt, call_no IS NOT NULL, a_idx, b_idx, mode, wave, status, winner, "
+        "error_kind FROM comparisons ORDER BY slot, attempt",
+    )
+    answer_order = query(
+        folder / "cj.db",
+        "SELECT slot FROM comparisons WHERE status = 'success' ORDER BY received_at, slot",
+    )
+    in_slot_order = sum(1 for a, b in itertools.pairwise(answer_order) if a < b)
+    return result, rows, in_slot_order
+
+
+async def test_answers_released_reversed_or_shuffled_store_the_same_comparisons(
+    tmp_path: Path,
+) -> None:
+    # C = 32 with the default waves of 12, a budget that binds, stability off: the judge
+    # answers the newest call first, or a seeded-random one, by rendezvous; every run
+    # stores the same comparisons, call for call (pairs, orientation, wave, answer)
+    settings = {"MAX_CONCURRENT_REQUESTS": 32, "MAX_PAIRWISE_COMPARISONS": 400, "SEED": 11}
+    settings |= {"USE_ANCHORS": False, "SCORE_STABILITY_THRESHOLD": 0.0, "MAX_ITERATIONS": 500}
+    judge_cfg: dict[str, Any] = {"kind": "mock", "seed": 5, "noise": 1.0}
+    judge_cfg["latency"] = {"distribution": "zero"}
+    plain = await run_reordered(tmp_path / "plain", settings, judge_cfg, None)
+    reversed_ = await run_reordered(tmp_path / "reversed", settings, judge_cfg, "reversed")
+    shuffled = await run_reordered(tmp_path / "shuffled", settings, judge_cfg, "shuffled")
+    assert plain[0].status == "COMPLETED" and plain[0].stop_reason == "budget"
+    assert sum(1 for r in plain[1] if r[2]) == 400  # every call of the budget was sent
+    for other in (reversed_, shuffled):
+        assert (other[0].status, other[0].stop_reason) == (plain[0].status, plain[0].stop_reason)
+        assert other[1] == plain[1]
+    # the orders really differed: answers came back far from slot order
+    # (plain: 399 of 399 successive answers in slot order; reversed 33, shuffled 210)
+    assert reversed_[2] < 0.75 * plain[2] and shuffled[2] < 0.75 * plain[2]
+
+
+async def test_a_binding_budget_with_retries_is_the_same_whatever_the_order(
+    tmp_path: Path,
+) -> None:
+    # transient errors and a budget that binds: retries and later comparisons' first calls
+    # want the last calls of the budget; they go in slot order whatever the timing
+    settings = {"MAX_CONCURRENT_REQUESTS": 32, "MAX_PAIRWISE_COMPARISONS": 300, "SEED": 13}
+    settings |= {"USE_ANCHORS": False, "SCORE_STABILITY_THRESHOLD": 0.0, "MAX_ITERATIONS": 500}
+    settings |= {"RETRY_BASE_DELAY_S": 0.0, "RETRY_MAX_DELAY_S": 0.0}
+    judge_cfg: dict[str, Any] = {"kind": "mock", "seed": 5, "noise": 1.0}
+    judge_cfg |= {"latency": {"distribution": "zero"}, "errors": {"timeout": 0.1}}
+    plain = await run_reordered(tmp_path / "plain", settings, judge_cfg, None)
+    reversed_ = await run_reordered(tmp_path / "reversed", settings, judge_cfg, "reversed")
+    shuffled = await run_reordered(tmp_path / "shuffled", settings, judge_cfg, "shuffled")
+    assert plain[0].stop_reason == "budget"
+    assert sum(1 for r in plain[1] if r[2]) == 300  # the whole budget went out
+    assert any(r[7] == "retried" for r in plain[1])  # retries took part of it
+    assert reversed_[1] == plain[1]
+    assert shuffled[1] == plain[1]
+
+
 class GateJudge(ScramblingJudge):
     """Holds the first calls until ``slots`` of them are in flight at once."""
 
@@ -159,10 +291,13 @@ async def test_later_waves_fill_every_slot_before_the_first_wave_is_answered(
     assert result.status == "COMPLETED" and result.stop_reason == "budget"
 
 
-async def test_a_stop_decision_finishes_the_open_waves_and_plans_no_more(tmp_path: Path) -> None:
-    # stability on: the decision comes while later waves are in flight; no wave is
-    # planned after it, the open ones are asked to the end, and the same seed still
-    # gives the same batch
+async def test_a_stop_decision_sends_nothing_new_and_is_the_same_whatever_the_timing(
+    tmp_path: Path,
+) -> None:
+    # stability on: the decision comes while later waves are in flight. The waves whose
+    # calls could already go out (the send window before the decision) are asked to the
+    # end; the wave planned beyond it is stored and cancelled, never sent; no wave is
+    # planned after the decision; and the same seed still gives the same batch
     settings = {"MAX_CONCURRENT_REQUESTS": 32, "MAX_PAIRWISE_COMPARISONS": 300, "SEED": 4}
     settings |= {"USE_ANCHORS": False, "SCORE_STABILITY_THRESHOLD": 0.5}
     plain = await run_once(tmp_path / "plain", settings, None)
@@ -170,9 +305,22 @@ async def test_a_stop_decision_finishes_the_open_waves_and_plans_no_more(tmp_pat
     assert plain[0].stop_reason == "stability"
     assert scrambled[0].stop_reason == "stability"
     assert scrambled[1] == plain[1]
-    last_closed = query(tmp_path / "plain" / "cj.db", "SELECT MAX(wave) FROM waves")[0][0]
-    later = {r[6] for r in plain[1] if r[5] > last_closed}
-    assert "success" in later  # the waves planned before the decision were asked
-    assert later <= {"success", "failed", "retried"}  # to the end: nothing left unsent
-    depth = pipeline_depth(settings_from_stored(settings))
-    assert max(r[5] for r in plain[1]) <= last_closed + depth - 1
+    decided = query(tmp_path / "plain" / "cj.db", "SELECT MAX(wave) FROM waves")[0][0]
+    window = send_window(settings_from_stored(settings))
+    asked = {r[6] for r in plain[1] if decided < r[5] < decided + window}
+    assert "success" in asked  # the waves that could send before the decision were asked
+    assert asked <= {"success", "failed", "retried"}  # to the end: nothing left unsent
+    beyond = [r for r in plain[1] if r[5] >= decided + window]
+    assert beyond and {r[5] for r in beyond} == {decided + window}  # planned, no later one
+    assert {r[6] for r in beyond} == {"cancelled"}  # never sent
+    sent = query(
+        tmp_path / "plain" / "cj.db",
+        "SELECT COUNT(*) FROM comparisons WHERE call_no IS NOT NULL AND wave >= ?",
+        (decided + window,),
+    )
+    assert sent == [(0,)]
+    state = query(tmp_path / "plain" / "cj.db", "SELECT calls_sent FROM batch_state")
+    stored = query(
+        tmp_path / "plain" / "cj.db", "SELECT COUNT(*) FROM comparisons WHERE call_no IS NOT NULL"
+    )
+    assert state[0][0] == stored[0][0]  # cancelled rows are not counted against the budget
