@@ -245,6 +245,20 @@ def _csv_rows(path: Path) -> tuple[list[str], list[_Row]]:
     return header, rows
 
 
+def read_csv_table(path: Path) -> tuple[list[str], list[tuple[str, dict[str, str]]]]:
+    """Read a CSV file under the manifest rules (UTF-8, delimiter sniffed from the header,
+    blank rows skipped, named and unique columns, one field per column).
+
+    Returns:
+        The header and, per data row, where it is (``"row N"``) and its cells by column.
+
+    Raises:
+        InputError: one line naming the file and the row.
+    """
+    header, rows = _csv_rows(path)
+    return header, [(row.where, dict(row.cells)) for row in rows]
+
+
 def _check_header(path: Path, header: list[str]) -> None:
     for i, name in enumerate(header, start=1):
         if not name:

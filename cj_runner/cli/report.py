@@ -1,5 +1,5 @@
 """`cj-report`: reports on a stored batch (summary, fairness, coverage, ranking, grades,
-HTML). Every tabular report takes ``--format table|json|csv`` and ``--output FILE``;
+judges, HTML). Every tabular report takes ``--format table|json|csv`` and ``--output FILE``;
 BATCH is the batch id or its name."""
 
 from __future__ import annotations
@@ -46,7 +46,10 @@ def _reports() -> ModuleType:
 
 app = typer.Typer(
     name="cj-report",
-    help="Reports on a batch: summary, fairness, coverage, ranking, grades, comparisons, HTML.",
+    help=(
+        "Reports on a batch: summary, fairness, coverage, ranking, grades, judges, "
+        "comparisons, HTML."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -68,7 +71,8 @@ Output = Annotated[
 def _main(
     version: VersionOption = False,
 ) -> None:
-    """Reports on a batch: summary, fairness, coverage, ranking, grades, comparisons, HTML."""
+    """Reports on a batch: summary, fairness, coverage, ranking, grades, judges, comparisons,
+    HTML."""
     json_errors(False)
 
 
@@ -281,6 +285,55 @@ def html(
     batch_id, page = _load(db, body)
     target = output if output is not None else Path(f"report-{batch_id}.html")
     write_output(target, page)
+
+
+@app.command()
+def judges(
+    batch: Batch,
+    misfit: Annotated[
+        str,
+        typer.Option(
+            help="What the reliability comparison does with flagged judges: exclude, "
+            "downweight (weight 1/infit) or keep."
+        ),
+    ] = "exclude",
+    fmt: Fmt = "table",
+    output: Output = None,
+    db: Db = None,
+) -> None:
+    """The judges on one scale: order effect, misfit, agreement, kappa, reliability.
+
+    Every judge of the batch (panel judges and imported ones) on one Bradley-Terry scale
+    with a position-A effect per judge: its comparisons, order effect and position bias
+    (percentage points, 95% interval), held-out infit/outfit and their ZSTD, a misfit
+    flag, agreement with the consensus; Cohen's kappa of every two judges on shared
+    edges; the reliability with every judge and with the flagged ones excluded or
+    down-weighted. CSV: one row per judge.
+    """
+    _check_format(fmt)
+    from cj_runner.services.panels import (
+        JUDGE_CSV_COLUMNS,
+        MISFIT_ACTIONS,
+        judges_report,
+        judges_rows,
+        panel_inputs,
+    )
+
+    if misfit not in MISFIT_ACTIONS:
+        raise fail(f"--misfit must be exclude, downweight or keep; got {misfit!r}")
+
+    async def body(store: Store) -> dict[str, Any]:
+        return judges_report(await panel_inputs(store, batch), action=misfit)
+
+    data = _load(db, body)
+    if fmt == "json":
+        emit_text(dump_json(data), output)
+    elif fmt == "csv":
+        emit_text(to_csv(judges_rows(data), list(JUDGE_CSV_COLUMNS)), output)
+    else:
+        from cj_runner.cli.render_judges import judges_renderable
+
+        _print_table(judges_renderable(data), output)
 
 
 app.command("cohort")(cohort_report)

@@ -26,6 +26,7 @@ from cj_runner.cli.common import (
     run_async,
     with_db,
 )
+from cj_runner.cli.imports import import_judgments
 from cj_runner.cli.run_support import LogFile, Verbose, call_log, check_judge_lines, print_check
 from cj_runner.errors import CJError, UserError
 
@@ -47,7 +48,7 @@ APP_HELP = (
     "(--judge NAME or FILE.yaml) says who answers: the API kind, model, base URL, prices, "
     "rate limits and the NAME of the environment variable holding the key. --judge "
     "overrides the CJ profile's judge. Shipped judge profiles: openai, anthropic, "
-    "local_openai_compatible, mock_default, mock_server."
+    "local_openai_compatible, mock_default, mock_panel, mock_server."
 )
 
 app = typer.Typer(
@@ -80,8 +81,12 @@ Profile = Annotated[
     typer.Option(help="CJ profile (the batch's settings and judge): a name or a YAML path."),
 ]
 Judge = Annotated[
-    str | None,
-    typer.Option(help="Judge profile name or YAML path; overrides the profile's judge."),
+    list[str] | None,
+    typer.Option(
+        help="Judge profile name or YAML path; overrides the profile's judge. Repeat it "
+        "for a panel of judges in one batch, each with an optional share of the calls: "
+        "--judge A:0.9 --judge B:0.1."
+    ),
 ]
 MaxComparisons = Annotated[
     int | None,
@@ -133,7 +138,7 @@ def _request(
     inventory: Path,
     assignment_id: str | None,
     profile: str | None,
-    judge: str | None,
+    judge: list[str] | None,
     max_comparisons: int | None,
     sets: list[str] | None,
     *,
@@ -160,7 +165,7 @@ def _request(
         inventory=inventory,
         assignment_id=assignment_id,
         profile=profile,
-        judge=judge,
+        judge=tuple(judge) if judge else None,
         overrides=tuple(sets or ()),
         flag_values={k: v for k, v in flags.items() if v is not None},
         judge_overrides=JudgeOverrides(
@@ -711,6 +716,7 @@ def list_batches(
 
 app.command()(enqueue)
 app.command()(worker)
+app.command("import")(import_judgments)
 
 
 @app.command()
@@ -827,9 +833,12 @@ def serve_mock(
 
     async def body() -> tuple[Any, dict[str, float]]:
         resolved = load_settings(profile, env={})
-        config = resolve_judge_config(resolved, judge, JudgeOverrides(), env={})
-        if config.kind != "mock":
-            raise UserError(f"serve-mock serves a mock judge; {config.name!r} is {config.kind}")
+        config = resolve_judge_config(
+            resolved, tuple(judge) if judge else None, JudgeOverrides(), env={}
+        )
+        if config.kind != "mock" or config.panel:
+            what = "a panel" if config.panel else config.kind
+            raise UserError(f"serve-mock serves a mock judge; {config.name!r} is {what}")
         return config, _latents(inventory or [], config.latent_column)
 
     config, latents = run_async(body)

@@ -202,6 +202,14 @@ class JudgeConfig(_Strict):
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     errors: ErrorRates = Field(default_factory=ErrorRates)
     server: MockServerConfig = Field(default_factory=MockServerConfig)
+    #: A panel: several judges in one batch, each with a share of the calls (see
+    #: docs/panels.md). The panel's own fields other than ``name`` and ``seed`` (which
+    #: spreads the calls) are not used.
+    panel: list[PanelMember] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _panel(self) -> JudgeConfig:
+        return _check_panel(self)
 
     @field_validator("anchor_grade_latent", mode="before")
     @classmethod
@@ -291,6 +299,42 @@ class JudgeConfig(_Strict):
         )
 
 
+class PanelMember(_Strict):
+    """One judge of a panel and its share of the calls."""
+
+    judge: JudgeConfig
+    share: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
+
+
+JudgeConfig.model_rebuild()
+
+
+def _check_panel(config: JudgeConfig) -> JudgeConfig:
+    """A panel has two or more judges with distinct names, none a panel itself, and one
+    price list (the batch's cost is priced once for all its calls)."""
+    members = config.panel
+    if not members:
+        return config
+    if len(members) < 2:
+        raise ValueError("a panel needs at least two judges")
+    names = [m.judge.name for m in members]
+    if len(set(names)) != len(names):
+        raise ValueError(f"panel judges need distinct names, got {', '.join(names)}")
+    if any(m.judge.panel for m in members):
+        raise ValueError("a panel judge cannot be a panel itself")
+    prices = {
+        (m.judge.price_input_per_mtok, m.judge.price_output_per_mtok,
+         m.judge.price_cached_input_per_mtok)
+        for m in members
+    }  # fmt: skip
+    if len(prices) > 1:
+        raise ValueError(
+            "the judges of a panel must have the same prices (the batch's cost is priced "
+            "once for all its calls)"
+        )
+    return config
+
+
 def token_cost(
     tokens_in: int,
     tokens_out: int,
@@ -337,16 +381,59 @@ def judge_config_from_mapping(
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"invalid judge profile {source}: expected a mapping of settings")
+    data = _resolve_panel(data, source, base_dir)
     try:
         config = JudgeConfig.model_validate(dict(data))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, f"invalid judge profile {source}")) from None
+    if config.panel:
+        # the panel is priced as its judges are (they share one price list): plans,
+        # summaries and exports read the prices of the stored profile
+        first = config.panel[0].judge
+        config = config.model_copy(
+            update={
+                "price_input_per_mtok": first.price_input_per_mtok,
+                "price_output_per_mtok": first.price_output_per_mtok,
+                "price_cached_input_per_mtok": first.price_cached_input_per_mtok,
+            }
+        )
     if config.prompt_template and base_dir is not None:
         template = Path(config.prompt_template).expanduser()
         if not template.is_absolute():
             template = (base_dir / template).resolve()
         config = config.model_copy(update={"prompt_template": str(template)})
     return config
+
+
+def _resolve_panel(
+    data: Mapping[str, Any], source: str, base_dir: Path | None
+) -> Mapping[str, Any]:
+    """A panel's members named by judge profile (``judge: mock_default``) are replaced by
+    the profile's settings, so what is stored with a batch needs no file to rebuild; a
+    member written out in place gets its relative ``prompt_template`` resolved against
+    ``base_dir``, as the profile's own."""
+    members = data.get("panel")
+    if not isinstance(members, list):
+        return data
+    resolved = []
+    for k, member in enumerate(members):
+        if isinstance(member, str):
+            member = {"judge": member}
+        if isinstance(member, Mapping) and isinstance(member.get("judge"), str):
+            try:
+                loaded = load_judge_profile(member["judge"])
+            except ConfigError as exc:
+                raise ConfigError(f"invalid judge profile {source}: panel[{k}]: {exc}") from None
+            member = {**member, "judge": loaded.model_dump(mode="json")}
+        elif isinstance(member, Mapping) and isinstance(member.get("judge"), Mapping):
+            template = member["judge"].get("prompt_template")
+            if isinstance(template, str) and template and base_dir is not None:
+                path = Path(template).expanduser()
+                if not path.is_absolute():
+                    path = (base_dir / path).resolve()
+                member = {**member, "judge": {**member["judge"], "prompt_template": str(path)}}
+        resolved.append(member)
+    return {**data, "panel": resolved}
 
 
 def available_judge_profiles() -> list[str]:

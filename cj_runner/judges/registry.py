@@ -75,6 +75,14 @@ def build_judge(
     Raises:
         ConfigError: a missing API key variable or an unreadable prompt template.
     """
+    if config.panel:
+        from cj_runner.judges.panel import PanelJudge
+
+        members = [
+            build_judge(m.judge, env=env, sleep=sleep, transport=transport, limiter=limiter)
+            for m in config.panel
+        ]
+        return PanelJudge(config, members)
     template = judge_prompt_template(config)
     if config.kind == "mock":
         return MockJudge(config, template=template, sleep=sleep)
@@ -143,6 +151,12 @@ def apply_overrides(
     }
     if not updates:
         return config
+    if config.panel and set(updates) - {"seed"}:
+        named = ", ".join(f"--judge-{k.replace('_', '-')}" for k in updates if k != "seed")
+        raise ConfigError(
+            f"{named} cannot be applied to the panel '{config.name}': set them on its judges "
+            "in the panel profile"
+        )
     try:
         return JudgeConfig.model_validate({**config.model_dump(), **updates})
     except ValidationError as exc:

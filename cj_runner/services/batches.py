@@ -49,7 +49,7 @@ class RunRequest:
     inventory: Path
     assignment_id: str | None = None
     profile: str | None = None
-    judge: str | None = None
+    judge: str | tuple[str, ...] | None = None
     overrides: Sequence[str] = ()
     flag_values: Mapping[str, Any] = field(default_factory=dict)
     judge_overrides: JudgeOverrides = JudgeOverrides()
@@ -83,15 +83,52 @@ class PreparedBatch:
         return AssignmentText(a.instructions, a.student_prompt, a.rubric)
 
 
+def parse_judge_share(value: str) -> tuple[str, float | None]:
+    """``NAME:SHARE`` as ``(NAME, SHARE)``; a value without a numeric tail is ``(value,
+    None)`` (a path may hold a colon)."""
+    name, sep, tail = value.rpartition(":")
+    if not sep or not name:
+        return value, None
+    try:
+        share = float(tail)
+    except ValueError:
+        return value, None
+    return name, share
+
+
+def panel_from_judges(values: Sequence[str]) -> JudgeConfig:
+    """The panel of ``--judge A[:SHARE] --judge B[:SHARE] ...`` (a missing share is 1).
+
+    Raises:
+        ConfigError: an unknown judge profile, a share that is not a positive number, or
+            fewer than two judges.
+    """
+    members = []
+    for value in values:
+        name, share = parse_judge_share(value)
+        members.append({"judge": name, "share": 1.0 if share is None else share})
+    names = "+".join(parse_judge_share(v)[0].rsplit("/", 1)[-1] for v in values)
+    mapping = {"kind": "mock", "name": f"panel:{names}"[:200], "panel": members}
+    return judge_config_from_mapping(mapping, "--judge")
+
+
 def resolve_judge_config(
     profile: ResolvedProfile,
-    judge: str | None,
+    judge: str | Sequence[str] | None,
     overrides: JudgeOverrides,
     env: Mapping[str, str] | None = None,
 ) -> JudgeConfig:
-    """``--judge`` beats the profile's ``judge:`` section; with neither, the default mock."""
+    """``--judge`` beats the profile's ``judge:`` section; with neither, the default mock.
+    Several ``--judge`` values (or one ``NAME:SHARE``) make a panel
+    (:func:`panel_from_judges`)."""
     env = os.environ if env is None else env
-    if judge is not None:
+    if judge is not None and not isinstance(judge, str):
+        values = list(judge)
+        if len(values) == 1 and parse_judge_share(values[0])[1] is None:
+            config = load_judge_profile(values[0])
+        else:
+            config = panel_from_judges(values)
+    elif judge is not None:
         config = load_judge_profile(judge)
     elif isinstance(profile.judge, str):
         config = load_judge_profile(profile.judge)

@@ -13,7 +13,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from cj_runner.judges.config import token_cost
+from cj_runner.judges.config import judge_config_from_mapping, token_cost
+from cj_runner.judges.panel import member_of
 from cj_runner.services.reports import BatchData, load_batch_data
 from cj_runner.storage import Store
 
@@ -87,8 +88,17 @@ def comparison_rows(data: BatchData, *, successful: bool = False) -> list[dict[s
     """
     judge = data.batch.judge
     judge_name = data.batch.judge_name
+    config = judge_config_from_mapping(judge, f"batch {data.batch.id}: judge")
+    models = {m.judge.name: m.judge.model for m in config.panel}
     rows: list[dict[str, Any]] = []
     for attempt in data.attempts:
+        if config.panel:  # the member that answered (the panel judge's own choice)
+            judge_name = member_of(
+                config,
+                data.nodes[attempt["a_idx"]].checksum,
+                data.nodes[attempt["b_idx"]].checksum,
+                int(attempt.get("repeat_index") or 0),
+            )
         ok = attempt["status"] == "success"
         if successful and not ok:
             continue
@@ -117,7 +127,7 @@ def comparison_rows(data: BatchData, *, successful: bool = False) -> list[dict[s
                 "win_a": None if position is None else int(position == "A"),
                 "win_b": None if position is None else int(position == "B"),
                 "judge": judge_name,
-                "model": attempt.get("model") or judge.get("model"),
+                "model": models.get(judge_name) or attempt.get("model") or judge.get("model"),
                 "confidence": attempt["confidence"],
                 "justification": attempt["justification"],
                 "tokens_in": attempt["tokens_in"],

@@ -27,6 +27,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from cj_runner import __version__
+from cj_runner.services.batches import stored_judge_config
+from cj_runner.services.panels import judges_report, panel_inputs_of
 from cj_runner.services.reports import (
     coverage_report,
     fairness_report,
@@ -36,6 +38,7 @@ from cj_runner.services.reports import (
 )
 from cj_runner.services.summary import build_summary
 from cj_runner.storage import Store
+from cj_runner.storage.imports import load_imported
 
 __all__ = ["SECTION_IDS", "build_html", "render_html"]
 
@@ -50,7 +53,8 @@ SECTION_IDS: tuple[str, ...] = (
     "fairness",
     "coverage",
 )
-"""The ``id`` of every section of the page, in page order."""
+"""The ``id`` of every section of the page, in page order (a batch with two or more
+judges also has ``judges``, after ``fairness``)."""
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 
@@ -546,6 +550,52 @@ def _fairness_section(f: dict[str, Any]) -> str:
     )
 
 
+def _judges_section(j: dict[str, Any]) -> str:
+    """Every judge on one scale (only on the page of a batch with two or more judges)."""
+    rel = j["reliability"] or {}
+    facts: list[tuple[str, Any]] = [
+        ("model", j["model"]),
+        ("misfitting", ", ".join(rel.get("flagged") or []) or "none"),
+        ("SSR, all judges", rel.get("ssr_all")),
+        (f"SSR after ({rel.get('action', '-')})", rel.get("ssr_after")),
+        ("robust reliability, all judges", rel.get("robust_all")),
+        ("robust reliability without misfits", rel.get("robust_after")),
+        *(("note", note) for note in j["notes"]),
+    ]
+    cols: list[Column] = [
+        ("judge", "judge", lambda x: x["judge"]),
+        ("source", "source", lambda x: x["source"]),
+        ("n", "comparisons", lambda x: x["comparisons"]),
+        ("bias", "position bias (pp)", lambda x: _pp(x["position_bias"])),
+        (
+            "bias_ci",
+            "95% interval (pp)",
+            lambda x: f"{_pp(x['position_bias_low'])} to {_pp(x['position_bias_high'])}",
+        ),
+        ("infit", "infit", lambda x: x["infit"]),
+        ("infit_z", "infit z", lambda x: x["infit_z"]),
+        ("flagged", "misfit", lambda x: x["flagged"]),
+        ("agreement", "agreement", lambda x: x["agreement"]),
+    ]
+    kappa_cols: list[Column] = [
+        ("a", "judge", lambda x: x["judge_a"]),
+        ("b", "judge", lambda x: x["judge_b"]),
+        ("n", "shared pairs", lambda x: x["shared_edges"]),
+        ("agreement", "agreement", lambda x: x["agreement"]),
+        ("kappa", "Cohen's kappa", lambda x: x["kappa"]),
+    ]
+    body = (
+        _facts(facts)
+        + _table("judges-table", cols, j["judges"])
+        + _table("kappa-table", kappa_cols, j["kappa"])
+    )
+    return _section("judges", "Judges", body)
+
+
+def _pp(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:+.1f}"
+
+
 def _coverage_section(c: dict[str, Any]) -> str:
     per_node = c["comparisons_per_node"]
     facts: list[tuple[str, Any]] = [
@@ -634,12 +684,17 @@ def render_html(
     grades: dict[str, Any],
     fairness: dict[str, Any],
     coverage: dict[str, Any],
+    judges: dict[str, Any] | None = None,
 ) -> str:
-    """The page from already built reports (pure: no store access)."""
+    """The page from already built reports (pure: no store access); ``judges`` (the
+    judges report) adds its section after fairness."""
     title = f"cj-runner report: batch {summary['batch_id']}" + (
         f" ({summary['batch_name']})" if summary.get("batch_name") else ""
     )
-    nav = "".join(f'<a href="#{s}">{s}</a>' for s in SECTION_IDS)
+    ids = list(SECTION_IDS)
+    if judges is not None:
+        ids.insert(ids.index("fairness") + 1, "judges")
+    nav = "".join(f'<a href="#{s}">{s}</a>' for s in ids)
     sections = [
         _summary_section(summary),
         _section(
@@ -687,6 +742,7 @@ def render_html(
         _ranking_section(ranking),
         _grades_section(grades),
         _fairness_section(fairness),
+        *([_judges_section(judges)] if judges is not None else []),
         _coverage_section(coverage),
     ]
     return (
@@ -712,6 +768,12 @@ async def build_html(store: Store, batch_ref: str) -> str:
         data.batch.id,
         (data.batch, data.nodes, data.attempts, data.projections, data.outcomes),
     )
+    # a batch with one judge (no panel, no imports) gets the page it always had
+    judges = None
+    imported = await load_imported(store, data.batch.id)
+    if imported or stored_judge_config(data.batch).panel:
+        panel = panel_inputs_of(data.batch, data.nodes, data.attempts, imported)
+        judges = judges_report(panel) if len(panel.judges) > 1 else None
     # essay ids are data: "$...$" in an id is text, never mathtext to parse
     with matplotlib.rc_context({"text.parse_math": False}):
         return render_html(
@@ -720,4 +782,5 @@ async def build_html(store: Store, batch_ref: str) -> str:
             grades_report(data),
             fairness_report(data),
             coverage_report(data),
+            judges,
         )

@@ -178,6 +178,27 @@ class ComparisonRow(Base):
     tokens_cached: Mapped[int | None] = mapped_column(Integer)
 
 
+class ImportedJudgmentRow(Base):
+    """A judgment made outside cj-runner (a human panel, another tool) and imported into a
+    batch (added by migration 0006): who judged which pair shown how, who won, and where
+    it came from (file name, its SHA-256 and the row). Never counted against the budget."""
+
+    __tablename__ = "imported_judgments"
+    __table_args__ = (Index("ix_imported_judgments_batch", "batch_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    a_idx: Mapped[int] = mapped_column(Integer)
+    b_idx: Mapped[int] = mapped_column(Integer)
+    winner: Mapped[str] = mapped_column(String(1))
+    judge: Mapped[str] = mapped_column(String(200))
+    judged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    source_name: Mapped[str] = mapped_column(String(500))
+    source_checksum: Mapped[str] = mapped_column(String(64))
+    source_row: Mapped[int] = mapped_column(Integer)
+    metadata_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class WaveRow(Base):
     """Per-wave history: mode, size, largest score change, SSR, decision."""
 
