@@ -281,7 +281,8 @@ def test_repeated_judge_options_make_a_panel(tmp_path: Path) -> None:
     data = json.loads(report(["judges", "rep", "--db", str(db), "-f", "json"]).stdout)
     counts = {j["judge"]: j["comparisons"] for j in data["judges"]}
     assert list(counts) == ["mock", "mock-server"]
-    assert sum(counts.values()) == 150 and 10 <= counts["mock-server"] <= 50
+    # mock_server fails a few calls on purpose: successes only
+    assert 140 <= sum(counts.values()) <= 150 and 10 <= counts["mock-server"] <= 50
     bad = run(
         ["plan", "-i", str(REGULAR24), "--judge", "mock_default:-1", "--judge", "mock_server"]
     )
