@@ -316,7 +316,7 @@ def calibration_bins(
 ) -> list[tuple[float, float, int, float, float, float]]:
     """Per confidence bin holding at least :data:`MIN_BIN` students: ``(lo, hi, count,
     mean stated, observed, se of observed - stated)``; the standard error treats each
-    cluster (one replicate at one checkpoint) as the unit (a ratio estimator)."""
+    cluster (one run, all its checkpoints) as the unit (a ratio estimator)."""
     out = []
     for lo, hi in itertools.pairwise(BINS):
         gaps, counts, stated, ok = [], [], [], []
@@ -348,12 +348,11 @@ def grade_table(results: list[dict[str, Any]], strategies: Iterable[str]) -> lis
         "|---|---|---|---|---|---|",
     ]
     for s in strategies:
+        # one cluster per run: its checkpoints share the run's design and calibration
         clusters = [
-            r[f"grades_{c}"]
+            [p for c in GRADE_CPE for p in r.get(f"grades_{c}", [])]
             for r in results
             if r["task"].strategy == s
-            for c in GRADE_CPE
-            if f"grades_{c}" in r
         ]
         for lo, hi, count, stated, observed, se in calibration_bins(clusters):
             gap = f"{100 * (observed - stated):+.1f}"
@@ -366,13 +365,17 @@ def grade_table(results: list[dict[str, Any]], strategies: Iterable[str]) -> lis
 
 
 def eta_table(results: list[dict[str, Any]], sizes: Iterable[int]) -> list[str]:
+    """The order effect's coverage, pooled over strategies. The strategies of one
+    replicate share its true scores and the judge's random stream, so their runs are not
+    independent: the standard error treats each replicate (all its strategies) as one
+    cluster."""
     lines = [
         f"Order effect at {ETA_CPE} cpe (true +{ETA} logit): coverage of the 95% interval "
-        "(± binomial MC standard error)",
+        "(± MC standard error, replicates as clusters)",
         "| n | runs | reported: mean, coverage % | MLE: mean, coverage % |",
         "|---|---|---|---|",
     ]
-    pooled: dict[str, list[bool]] = defaultdict(list)
+    pooled: dict[str, list[list[bool]]] = defaultdict(list)
     for n in sizes:
         rows = [r for r in results if r["task"].n == n and "eta_rep" in r]
         if not rows:
@@ -380,16 +383,34 @@ def eta_table(results: list[dict[str, Any]], sizes: Iterable[int]) -> list[str]:
         cells = []
         for key in ("eta_rep", "eta_mle"):
             est = np.array([r[key][0] for r in rows])
-            se = np.array([r[key][1] for r in rows])
-            hits = np.abs(est - ETA) <= Z95 * se
-            pooled[key] += hits.tolist()
-            cov, cov_se, _ = binomial_se(hits)
+            clusters: dict[int, list[bool]] = defaultdict(list)
+            for r in rows:
+                clusters[r["task"].replicate].append(bool(abs(r[key][0] - ETA) <= Z95 * r[key][1]))
+            pooled[key] += list(clusters.values())
+            cov, cov_se = cluster_share(list(clusters.values()))
             cells.append(f"{est.mean():+.3f}, {_pm(cov, cov_se)}")
         lines.append(f"| {n} | {len(rows)} | " + " | ".join(cells) + " |")
     if pooled:
-        cells = [_pm(*binomial_se(pooled[k])[:2]) for k in ("eta_rep", "eta_mle")]
-        lines.append(f"| all | {len(pooled['eta_rep'])} | " + " | ".join(cells) + " |")
+        cells = [_pm(*cluster_share(pooled[k])) for k in ("eta_rep", "eta_mle")]
+        runs = sum(len(c) for c in pooled["eta_rep"])
+        lines.append(f"| all | {runs} | " + " | ".join(cells) + " |")
     return lines
+
+
+def cluster_share(clusters: list[list[bool]]) -> tuple[float, float]:
+    """Share of hits over clusters of runs, and its standard error with the clusters as
+    the units (a ratio estimator)."""
+    counts = np.array([len(c) for c in clusters], dtype=float)
+    hits = np.array([sum(c) for c in clusters], dtype=float)
+    total = float(counts.sum())
+    if total == 0:
+        return math.nan, math.nan
+    share = float(hits.sum()) / total
+    k = len(clusters)
+    if k < 2:
+        return share, math.nan
+    resid = hits - share * counts
+    return share, math.sqrt(k / (k - 1) * float(np.sum(resid**2))) / total
 
 
 def misfit_table(results: list[dict[str, Any]]) -> list[str]:
