@@ -39,7 +39,6 @@ from cj_runner.judges.base import AssignmentText, EssayText, Judge, JudgeRequest
 from cj_runner.judges.batch_api import BatchAPI, ItemOutcome, JobStatus, no_answer
 from cj_runner.judges.retry import RetryPolicy
 from cj_runner.services.calls import (
-    CachedAnswer,
     CallBudget,
     CallOutcome,
     CallRunner,
@@ -50,7 +49,7 @@ from cj_runner.services.calls import (
 from cj_runner.storage import Store
 from cj_runner.storage import provider_jobs as pj
 from cj_runner.storage import repository as repo
-from cj_runner.storage.recorder import AttemptResult, CacheKey, Recorder, SentAttempt
+from cj_runner.storage.recorder import AttemptResult, Recorder, SentAttempt
 from cj_runner.storage.storable import valid_token_count
 
 #: Attempts at one batch-endpoint call (upload, create, poll) that fails transiently
@@ -453,29 +452,7 @@ class JobRunner:
 
     async def _store_success(self, slot: Slot, attempt: int, verdict: Verdict) -> None:
         cache_key = self.calls._cache_key(slot)
-        a_sum, b_sum = self.texts[slot.a].checksum, self.texts[slot.b].checksum
-        result = AttemptResult(
-            slot=slot.slot,
-            attempt=attempt,
-            status="success",
-            received_at=repo.utcnow(),
-            winner=verdict.winner,
-            confidence=verdict.confidence,
-            justification=verdict.justification,
-            tokens_in=verdict.tokens_in,
-            tokens_out=verdict.tokens_out,
-            tokens_cached=verdict.tokens_cached,
-            latency_s=verdict.latency_s,
-            cache_key=(
-                CacheKey(cache_key, self.judge.model, a_sum, b_sum, slot.repeat_index)
-                if cache_key is not None
-                else None
-            ),
-        )
-        await self.recorder.result(result)
-        self.on_attempt(slot, result)
-        if self.calls.cache is not None and cache_key is not None:
-            self.calls.cache[cache_key] = _cached(verdict, self.batch_id)
+        await self.calls.store_success(slot, attempt, verdict, verdict.latency_s, cache_key)
         self.on_done(slot, CallOutcome("success", attempt, verdict))
 
     # ------------------------------------------------------------ plumbing
@@ -505,14 +482,3 @@ class JobRunner:
         """Wait ``seconds`` or until the run stops."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop_event.wait(), timeout=max(seconds, 0.0))
-
-
-def _cached(verdict: Verdict, batch_id: str) -> CachedAnswer:
-    return {
-        "winner": verdict.winner,
-        "confidence": verdict.confidence,
-        "justification": verdict.justification,
-        "tokens_in": verdict.tokens_in,
-        "tokens_out": verdict.tokens_out,
-        "batch_id": batch_id,
-    }

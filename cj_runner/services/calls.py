@@ -388,9 +388,16 @@ class CallRunner:
         self.on_attempt(slot, result)
         return self._done(slot, CallOutcome("failed", attempt))
 
-    async def _record_success(
-        self, slot: Slot, attempt: int, verdict: Verdict, latency: float, cache_key: str | None
-    ) -> CallOutcome:
+    async def store_success(
+        self,
+        slot: Slot,
+        attempt: int,
+        verdict: Verdict,
+        latency: float | None,
+        cache_key: str | None,
+    ) -> None:
+        """Store a successful attempt (and its judgment-cache entry); used by the
+        synchronous calls and by the batch-API jobs."""
         a_sum, b_sum = self.texts[slot.a].checksum, self.texts[slot.b].checksum
         result = AttemptResult(
             slot=slot.slot,
@@ -403,7 +410,7 @@ class CallRunner:
             tokens_in=verdict.tokens_in,
             tokens_out=verdict.tokens_out,
             tokens_cached=verdict.tokens_cached,
-            latency_s=verdict.latency_s or latency,
+            latency_s=latency,
             request_id=verdict.request_id,
             cache_key=(
                 CacheKey(cache_key, self.judge.model, a_sum, b_sum, slot.repeat_index)
@@ -422,6 +429,11 @@ class CallRunner:
                 "tokens_out": verdict.tokens_out,
                 "batch_id": self.batch_id,
             }
+
+    async def _record_success(
+        self, slot: Slot, attempt: int, verdict: Verdict, latency: float, cache_key: str | None
+    ) -> CallOutcome:
+        await self.store_success(slot, attempt, verdict, verdict.latency_s or latency, cache_key)
         return self._done(slot, CallOutcome("success", attempt, verdict))
 
     async def _record_cached(self, slot: Slot, hit: CachedAnswer) -> CallOutcome:
