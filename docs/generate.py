@@ -10,7 +10,9 @@ temporary folder holding a copy of ``examples/`` and a fresh SQLite database, wi
 each command's output by what it prints now (stdout and stderr, as a terminal shows
 them). Batch ids and timestamps, which change on every run, are replaced by fixed
 stand-ins of the same length, so tables keep their shape; a cohort worker's id and
-the durations in its lines are replaced too.
+the durations in its lines are replaced too. The pages show a local server on port
+8765 (``DEMO_PORT``); the commands run with a port the system gives as free instead, so
+two runs at once (two test suites) do not collide, and the output shows 8765 again.
 
 README.md runs first on an empty database. Every docs page then starts from a copy of the
 database the README left behind, plus the LOWER5 small net as ``lower5-demo`` (so the
@@ -25,6 +27,7 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +48,7 @@ BATCH_ID = re.compile(r"(?<![0-9a-zA-Z])[0-9a-f]{12}(?![0-9a-zA-Z])")
 WORKER_ID = re.compile(r"(?<=worker )[^\s:]+:\d+:[0-9a-f]{8}\b")
 WORKER_ID_CSV = re.compile(r"(?<=,)[^\s,:]+:\d+:[0-9a-f]{8}(?=,)")
 DURATION = re.compile(r"(?<=\) in )\d+\.\d s$", re.MULTILINE)
+DEMO_PORT = 8765
 
 
 def pages(root: Path) -> list[Path]:
@@ -100,6 +104,7 @@ class Session:
             PATH=bin_dir + os.pathsep + self.env.get("PATH", ""),
         )
         self.normalise = Normaliser(self.batch_ids)
+        self.port = _free_port()
 
     def batch_ids(self) -> set[str]:
         if not self.db.exists():
@@ -113,6 +118,8 @@ class Session:
                 return set()
 
     def run(self, command: str) -> str:
+        demo_port = re.compile(rf"(?<![0-9]){DEMO_PORT}(?![0-9])")
+        command = demo_port.sub(str(self.port), command)
         done = subprocess.run(
             ["bash", "-c", command + " 2>&1"],
             cwd=self.folder,
@@ -122,8 +129,16 @@ class Session:
             check=False,
         )
         text = done.stdout.decode("utf-8", errors="replace")
+        text = re.sub(rf"(?<=:){self.port}(?![0-9])", str(DEMO_PORT), text)  # host:port
         lines = [line.rstrip() for line in text.splitlines()]
         return self.normalise("\n".join(lines).rstrip("\n").replace(str(self.folder), "."))
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the system picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def render_page(text: str, session: Session) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import uuid
 from collections.abc import Iterator
@@ -27,6 +28,32 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("CJ_") and not name.startswith("CJ_TEST_"):
             monkeypatch.delenv(name, raising=False)
+
+
+# ---------------------------------------------------------------- leaks stay with their test
+
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[pytest.TestReport]:
+    report: pytest.TestReport = yield
+    if report.when == "call" and report.failed:
+        item.stash[_CALL_FAILED] = True
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _leaks_stay_with_their_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that fails half-way can leave a client's connections open where only the
+    garbage collector finds them; the ResourceWarnings (errors here) would then fail
+    whichever later test happens to trigger a collection. Collect at the failed test's
+    teardown, so they are reported with it."""
+    yield
+    if request.node.stash.get(_CALL_FAILED, False):
+        gc.collect()
 
 
 # ---------------------------------------------------------------- databases: SQLite and PostgreSQL

@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 
 ClockFn = Callable[[], float]
 SleepFn = Callable[[float], Awaitable[None]]
+_EPSILON = 1e-9
 
 
 @runtime_checkable
@@ -66,7 +67,9 @@ class TokenBucket:
             need = min(amount, self.capacity)
             while True:
                 self._refill()
-                if self._level >= need:
+                # within rounding of ``need`` is enough: a refill of exactly the delay
+                # asked for can land a hair short (0.05 s x 20/s = 0.9999...)
+                if self._level >= need - _EPSILON:
                     self._level -= amount
                     return waited
                 delay = (need - self._level) / self.rate_per_s

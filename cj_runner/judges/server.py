@@ -31,7 +31,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -137,8 +137,11 @@ class MockJudgeServer:
         faults: FaultScript | None = None,
         api_key: str | None = None,
         keep_requests: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
+        #: stamps each request's arrival (tests share a virtual clock with the client)
+        self.clock = clock
         self.latent_by_checksum = dict(latent_by_checksum or {})
         self.faults = faults
         self.api_key = api_key
@@ -481,7 +484,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._serial = owner._next_serial()
         path = self.path.split("?", 1)[0]
         owner._record(
-            RecordedRequest("GET", path, {k.lower(): v for k, v in self.headers.items()}, None),
+            RecordedRequest(
+                "GET", path, {k.lower(): v for k, v in self.headers.items()}, None, owner.clock()
+            ),
             False,
         )
         if owner.batches.handles(path):
@@ -511,17 +516,17 @@ class _Handler(BaseHTTPRequestHandler):
         if owner.batches.handles(path):
             length = int(self.headers.get("content-length") or 0)
             raw = self.rfile.read(length) if length else b""
-            owner._record(RecordedRequest("POST", path, headers, None), False)
+            owner._record(RecordedRequest("POST", path, headers, None, owner.clock()), False)
             self._batch_route("POST", path, raw)
             return
         body = self._body = self._read_body()
         if path in ("/v1/messages", "/messages"):
             self._api = "anthropic"
         elif path not in ("/v1/chat/completions", "/chat/completions"):
-            owner._record(RecordedRequest("POST", path, headers, body), False)
+            owner._record(RecordedRequest("POST", path, headers, body, owner.clock()), False)
             self._error("bad_request", status=404, message=f"no route {path}")
             return
-        owner._record(RecordedRequest("POST", path, headers, body), True)
+        owner._record(RecordedRequest("POST", path, headers, body, owner.clock()), True)
         problem = self._check_request(headers, body)
         if problem is not None:
             self._send_reply(problem)

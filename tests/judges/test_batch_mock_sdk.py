@@ -52,11 +52,11 @@ def make() -> Iterator[Any]:
 
 
 def oai(server: MockJudgeServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0, timeout=10)
+    return openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0, timeout=60)
 
 
 def ant(server: MockJudgeServer) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=server.root_url, api_key=KEY, max_retries=0, timeout=10)
+    return anthropic.Anthropic(base_url=server.root_url, api_key=KEY, max_retries=0, timeout=60)
 
 
 def verdict(text: str) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 answer `serve-mock` gives parses with `openai` and `anthropic`, and every error it sends
 raises their own typed error, with the provider's codes, request ids and retry headers.
 
-The SDKs talk to the server on 127.0.0.1 with retries off and a short timeout.
+The SDKs talk to the server on 127.0.0.1 with retries off and a 60 s timeout (none of
+these tests is about timeouts: a loaded machine must not add one).
 """
 
 from __future__ import annotations
@@ -62,11 +63,11 @@ def serve() -> Iterator[Start]:
 
 
 def oai(server: MockJudgeServer, key: str = KEY) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url, api_key=key, max_retries=0, timeout=10)
+    return openai.OpenAI(base_url=server.url, api_key=key, max_retries=0, timeout=60)
 
 
 def ant(server: MockJudgeServer, key: str = KEY) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=server.root_url, api_key=key, max_retries=0, timeout=10)
+    return anthropic.Anthropic(base_url=server.root_url, api_key=key, max_retries=0, timeout=60)
 
 
 def chat(server: MockJudgeServer, **extra: Any) -> ChatCompletion:
@@ -350,7 +351,7 @@ def test_the_serve_mock_command_serves_a_profiles_behaviours(tmp_path: Path) -> 
             line = child.stdout.readline()  # blocks until the server says where it listens
             url = re.search(r"serving on (http://127\.0\.0\.1:\d+/v1)", line)
             assert url is not None, line
-            client = openai.OpenAI(base_url=url.group(1), api_key="k", max_retries=0, timeout=10)
+            client = openai.OpenAI(base_url=url.group(1), api_key="k", max_retries=0, timeout=60)
             with client, pytest.raises(openai.RateLimitError) as raised:
                 client.chat.completions.create(
                     model="m", messages=[{"role": "user", "content": "Essay A: x. Essay B: y."}]

@@ -20,9 +20,12 @@ from cj_runner.errors import (
     RequestRefused,
     TransientJudgeError,
 )
+from cj_runner.judges.anthropic import AnthropicJudge
 from cj_runner.judges.base import Judge, JudgeRequest, Verdict
 from cj_runner.judges.config import ErrorRates, JudgeConfig
-from cj_runner.judges.registry import build_judge
+from cj_runner.judges.openai_compat import OpenAICompatJudge
+from cj_runner.judges.ratelimit import Limiter
+from cj_runner.judges.registry import build_judge, judge_prompt_template
 from cj_runner.judges.retry import RetryPolicy, should_retry, sleep_before_retry
 from cj_runner.judges.server import Fault, FaultScript, MockJudgeServer
 
@@ -130,14 +133,27 @@ async def test_retries_exhausted_raise_last_error(start_server: StartServer, kin
 
 
 @pytest.mark.parametrize("kind", APIS)
-async def test_client_timeout(start_server: StartServer, kind: str) -> None:
-    server = start_server(faults=FaultScript([Fault("delay", delay_s=60.0)]))
-    judge = client_for(server, kind, timeout_s=2.0)
-    with pytest.raises(TransientJudgeError) as info:  # long before the delay ends: a timeout
-        await judge.judge(make_request())
+async def test_client_timeout(
+    start_server: StartServer, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that never answers: the whole-call deadline fires. No race with the
+    machine's speed: the server holds the request until it stops, and once it holds it
+    the test moves the event loop's clock past the 60 s deadline instead of waiting."""
+    server = start_server(faults=FaultScript([Fault("delay", delay_s=3600.0)]))
+    judge = client_for(server, kind, timeout_s=60.0)
+    call = asyncio.create_task(judge.judge(make_request()))
+    while server.judge_requests < 1:  # rendezvous: the server holds the request
+        await asyncio.sleep(0.001)
+    assert not call.done()
+    loop = asyncio.get_running_loop()
+    real_time = loop.time
+    monkeypatch.setattr(loop, "time", lambda: real_time() + 61.0)
+    with pytest.raises(TransientJudgeError) as info:
+        await call
     assert info.value.kind == "timeout"
-    # The next call (no fault scripted) succeeds on a fresh connection.
+    # The next call (no fault scripted) succeeds on a fresh connection, within its 60 s.
     assert (await judge.judge(make_request())).winner in ("A", "B")
+    assert server.judge_requests == 2
     await judge.aclose()
 
 
@@ -242,18 +258,76 @@ async def test_connection_refused_is_transient() -> None:
     await judge.aclose()
 
 
+class _VirtualTime:
+    """A clock shared by a judge's rate limiter and the server, and the limiter's sleep.
+
+    Time moves only when the limiter sleeps, and a sleep first waits (a rendezvous, not a
+    deadline) until every request the limiter has let through has reached the server, so
+    the server stamps each request with the moment the limiter released it, however slow
+    the machine is.
+    """
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.released = 0
+        self.server: MockJudgeServer | None = None
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        assert self.server is not None
+        while self.server.judge_requests < self.released:
+            await asyncio.sleep(0.001)
+        self.now += seconds
+
+
+class _CountingLimiter:
+    """Wraps a judge's own limiter and counts the requests it let through."""
+
+    def __init__(self, inner: Limiter, time: _VirtualTime) -> None:
+        self.inner, self.time = inner, time
+
+    @property
+    def enabled(self) -> bool:
+        return self.inner.enabled
+
+    async def acquire(self, tokens: int) -> float:
+        waited = await self.inner.acquire(tokens)
+        self.time.released += 1
+        return waited
+
+
 @pytest.mark.parametrize("kind", APIS)
 async def test_rate_limit_counted_at_the_server(start_server: StartServer, kind: str) -> None:
-    server = start_server()
-    rpm = 1200  # 20 per second, burst of 20
-    judge = client_for(server, kind, requests_per_minute=rpm, max_connections=8)
+    """1200 requests per minute (20 per second, a burst of 20): 40 concurrent calls reach
+    the server as the bucket allows, 20 at once, then one every 0.05 s."""
+    vtime = _VirtualTime()
+    server = vtime.server = start_server(clock=vtime.clock)
+    config = JudgeConfig(
+        kind=kind,
+        name=f"{kind}-test",
+        model="local-model",
+        base_url=server.url,
+        requests_per_minute=1200,
+        max_connections=8,
+    )
+    judge_class = OpenAICompatJudge if kind == "openai_compatible" else AnthropicJudge
+    judge = judge_class(
+        config,
+        api_key=None,
+        template=judge_prompt_template(config),
+        sleep=vtime.sleep,
+        clock=vtime.clock,
+    )
+    judge.use_limiter(_CountingLimiter(judge._limiter, vtime))
     n = 40
     await asyncio.gather(*(judge.judge(make_request(repeat_index=i)) for i in range(n)))
     times = sorted(server.request_times)
     assert len(times) == n
-    assert times[-1] - times[0] >= (n - 20) / 20 - 0.15
-    # burst + half a second of refill + scheduling slack
-    assert server.max_requests_in_window(0.5) <= 20 + 10 + 2
+    assert times[:20] == [0.0] * 20
+    assert times[20:] == pytest.approx([0.05 * k for k in range(1, 21)])
+    assert server.max_requests_in_window(0.5) == 20 + 9  # t = 0 .. 0.45
     assert server.max_requests_in_window(100.0) == n
     await judge.aclose()
 
