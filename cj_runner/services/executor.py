@@ -754,12 +754,20 @@ class BatchExecutor:
             self._prefetch = asyncio.create_task(self._prefetch_release())
 
     async def _release_next(self) -> None:
-        """Commit the release of the next group in send order (or wait for the one under way)."""
+        """Commit the release of the next group in send order (or wait for the one under way).
+
+        A group tops the released and unsent comparisons up to ``2 x
+        MAX_CONCURRENT_REQUESTS - 1`` (at least ``MAX_CONCURRENT_REQUESTS``), so that a
+        fast judge gets up to twice as many calls out per group commit while fewer than
+        ``2 C`` are ever released and unsent (the crash bound).
+        """
         if self._releasing is not None:
             await asyncio.shield(self._releasing)
             return
         start = self._released_upto
-        group = self._send_order[start : start + self.settings.MAX_CONCURRENT_REQUESTS]
+        c = self.settings.MAX_CONCURRENT_REQUESTS
+        size = max(c, 2 * c - 1 - (start - self._passed))
+        group = self._send_order[start : start + size]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._releasing = done
         try:

@@ -41,7 +41,6 @@ from cj_runner.storage.repository import (
     T_CACHE,
     T_COMPARISONS,
     T_STATE,
-    T_WAVES,
     fence,
     utcnow,
     write_wave_end,
@@ -144,6 +143,8 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
         self._failure: BaseException | None = None
+        # one connection for the writer's life: no pool checkout and reset per group
+        self._conn: AsyncConnection | None = None
 
     async def __aenter__(self) -> Recorder:
         self._task = asyncio.create_task(self._run(), name="cj-recorder")
@@ -258,14 +259,35 @@ class Recorder:
             self._failure = future.exception()
 
     async def _commit(self, batch: list[tuple[str, Any, asyncio.Future[None]]]) -> None:
-        if any(kind != "flush" for kind, _, _ in batch):
-            async with self._store.engine.begin() as conn:
+        if all(kind == "flush" for kind, _, _ in batch):
+            return
+        if self._conn is None:
+            self._conn = await self._store.engine.connect()
+        conn = self._conn
+        try:
+            async with conn.begin():
                 if self._owner is not None:
                     await fence(conn, self._batch_id, self._owner)
                 await self._apply(conn, batch)
-            self.commits += 1
+        except BaseException:
+            # the transaction was rolled back; a connection that broke is not reused (the
+            # next group opens a new one)
+            self._conn = None
+            with contextlib.suppress(Exception):
+                await asyncio.shield(conn.close())
+            raise
+        self.commits += 1
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        finally:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(conn.close())
+
+    async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         last = -math.inf
         while True:
@@ -335,6 +357,8 @@ class Recorder:
         planned: list[dict[str, Any]] = []
         sent_first: list[dict[str, Any]] = []
         sent_retry: list[dict[str, Any]] = []
+        sent_answered: list[dict[str, Any]] = []
+        retry_answered: list[dict[str, Any]] = []
         results: list[dict[str, Any]] = []
         cache_rows: list[dict[str, Any]] = []
         set_status: list[dict[str, Any]] = []
@@ -349,6 +373,15 @@ class Recorder:
                 entries.extend(("sent", s) for s in payload[1])
             else:
                 entries.append((kind, payload))
+        # a call's result committed with its own ``sent`` row (zero or low latency): one
+        # statement writes both
+        sent_keys = {
+            (p.slot, p.attempt) for k, p in entries if k == "sent" and isinstance(p, SentAttempt)
+        }
+        merged: dict[tuple[int, int], AttemptResult] = {}
+        for kind, payload in entries:
+            if kind == "result" and (payload.slot, payload.attempt) in sent_keys:
+                merged[(payload.slot, payload.attempt)] = storable_result(payload)
         for kind, payload in entries:
             if kind == "wave_end":
                 wave_ends.append(payload)
@@ -380,48 +413,40 @@ class Recorder:
                     "model": s.model,
                     "prompt_hash": s.prompt_hash,
                 }
+                answer = merged.get((s.slot, s.attempt))
                 if s.attempt == 1:  # the wave's planned row
-                    sent_first.append(
-                        {"k_batch": bid, "k_slot": s.slot, "k_attempt": 1}
-                        | {f"v_{k}": v for k, v in values.items()}
-                    )
+                    key = {"k_batch": bid, "k_slot": s.slot, "k_attempt": 1}
+                    if answer is None:
+                        sent_first.append(key | {f"v_{k}": v for k, v in values.items()})
+                    else:
+                        sent_answered.append(
+                            key | {f"v_{k}": v for k, v in values.items()} | _result_values(answer)
+                        )
                 else:
-                    sent_retry.append(
-                        {
-                            "batch_id": bid,
-                            "slot": s.slot,
-                            "attempt": s.attempt,
-                            "a_idx": s.a_idx,
-                            "b_idx": s.b_idx,
-                            "mode": s.mode,
-                            "wave": s.wave,
-                            "repeat_index": s.repeat_index,
-                            "cached": False,
-                            **values,
-                        }
-                    )
-            elif kind == "result":
-                r: AttemptResult = storable_result(payload)
-                results.append(
-                    {
-                        "k_batch": bid,
-                        "k_slot": r.slot,
-                        "k_attempt": r.attempt,
-                        "v_status": r.status,
-                        "v_received_at": r.received_at,
-                        "v_winner": r.winner,
-                        "v_confidence": r.confidence,
-                        "v_justification": r.justification,
-                        "v_error_kind": r.error_kind,
-                        "v_error_message": r.error_message,
-                        "v_tokens_in": r.tokens_in,
-                        "v_tokens_out": r.tokens_out,
-                        "v_tokens_cached": r.tokens_cached,
-                        "v_latency_s": r.latency_s,
-                        "v_cached": r.cached,
-                        "v_cache_source": r.cache_source,
+                    row = {
+                        "batch_id": bid,
+                        "slot": s.slot,
+                        "attempt": s.attempt,
+                        "a_idx": s.a_idx,
+                        "b_idx": s.b_idx,
+                        "mode": s.mode,
+                        "wave": s.wave,
+                        "repeat_index": s.repeat_index,
+                        "cached": False,
+                        **values,
                     }
+                    if answer is None:
+                        sent_retry.append(row)
+                    else:
+                        row.update({k[2:]: v for k, v in _result_values(answer).items()})
+                        retry_answered.append(row)
+            elif kind == "result":
+                r: AttemptResult = merged.get((payload.slot, payload.attempt)) or storable_result(
+                    payload
                 )
+                if (r.slot, r.attempt) not in merged:
+                    results.append({"k_batch": bid, "k_slot": r.slot, "k_attempt": r.attempt})
+                    results[-1].update(_result_values(r))
                 if r.cache_key is not None and r.status == "success" and not r.cached:
                     cache_rows.append(_cache_row(r, bid))
             elif kind in ("mark_failed", "cancel"):
@@ -436,19 +461,23 @@ class Recorder:
                     }
                 )
         if planned:
-            await conn.execute(insert(T_COMPARISONS), planned)
+            await conn.execute(_PLAN_INSERT, planned)
         for job in jobs:
             await conn.execute(insert(T_JOBS), [job.row()])
             await conn.execute(insert(T_JOB_REQUESTS), job.request_rows())
-        if sent_first:
-            done = await conn.execute(_SENT_UPDATE, sent_first)
-            if conn.dialect.supports_sane_multi_rowcount and done.rowcount != len(sent_first):
+        first = [(_SENT_UPDATE, sent_first), (_SENT_RESULT_UPDATE, sent_answered)]
+        for statement, rows in first:
+            if not rows:
+                continue
+            done = await conn.execute(statement, rows)
+            if conn.dialect.supports_sane_multi_rowcount and done.rowcount != len(rows):
                 raise StorageError(
                     f"batch {bid}: a call was about to be sent for a comparison that is not "
                     "stored as planned"
                 )
-        if sent_retry:
-            await conn.execute(insert(T_COMPARISONS), sent_retry)
+        for rows in (sent_retry, retry_answered):
+            if rows:
+                await conn.execute(insert(T_COMPARISONS), rows)
         if results:
             await conn.execute(_RESULT_UPDATE, results)
         if set_status:
@@ -460,19 +489,31 @@ class Recorder:
         if wave_ends:
             # several waves closed since the last commit: their rows, and the newest state
             # (each wave's state supersedes the one before)
-            if len(wave_ends) > 1:
-                await conn.execute(
-                    insert(T_WAVES),
-                    [{"batch_id": bid, "finished_at": utcnow(), **w} for w, _ in wave_ends[:-1]],
-                )
-            wave, state = wave_ends[-1]
-            await write_wave_end(conn, bid, wave=wave, state=state)
+            await write_wave_end(conn, bid, waves=[w for w, _ in wave_ends], state=wave_ends[-1][1])
         if max_call:
-            await conn.execute(
-                update(T_STATE)
-                .where(and_(T_STATE.c.batch_id == bid, T_STATE.c.calls_sent < max_call))
-                .values(calls_sent=max_call)
-            )
+            await conn.execute(_CALLS_SENT_UPDATE, {"k_batch": bid, "k_calls": max_call})
+
+
+_RESULT_FIELDS = (
+    "status",
+    "received_at",
+    "winner",
+    "confidence",
+    "justification",
+    "error_kind",
+    "error_message",
+    "tokens_in",
+    "tokens_out",
+    "tokens_cached",
+    "latency_s",
+    "cached",
+    "cache_source",
+)
+
+
+def _result_values(r: AttemptResult) -> dict[str, Any]:
+    """The columns a result writes, as ``v_<column>`` parameters (``r`` is storable)."""
+    return {f"v_{name}": getattr(r, name) for name in _RESULT_FIELDS}
 
 
 _C = T_COMPARISONS.c
@@ -494,26 +535,29 @@ _SENT_UPDATE = (
 _RESULT_UPDATE = (
     update(T_COMPARISONS)
     .where(_KEY)
+    .values({name: bindparam(f"v_{name}") for name in _RESULT_FIELDS})
+)
+# a call sent and answered within one group: its ``sent`` values and its result together
+# (the status written is the result's)
+_SENT_RESULT_UPDATE = (
+    update(T_COMPARISONS)
+    .where(_KEY)
     .values(
         {
             name: bindparam(f"v_{name}")
-            for name in (
-                "status",
-                "received_at",
-                "winner",
-                "confidence",
-                "justification",
-                "error_kind",
-                "error_message",
-                "tokens_in",
-                "tokens_out",
-                "tokens_cached",
-                "latency_s",
-                "cached",
-                "cache_source",
-            )
+            for name in ("call_no", "sent_at", "model", "prompt_hash", *_RESULT_FIELDS)
         }
     )
+)
+_PLAN_INSERT = insert(T_COMPARISONS)
+_CALLS_SENT_UPDATE = (
+    update(T_STATE)
+    .where(
+        and_(
+            T_STATE.c.batch_id == bindparam("k_batch"), T_STATE.c.calls_sent < bindparam("k_calls")
+        )
+    )
+    .values(calls_sent=bindparam("k_calls"))
 )
 _RELEASE_UPDATE = (
     update(T_COMPARISONS)

@@ -720,24 +720,38 @@ async def save_wave_end(
     async with store.engine.begin() as conn:
         if owner is not None:
             await fence(conn, batch_id, owner)
-        await write_wave_end(conn, batch_id, wave=wave, state=state, nodes=nodes, status=status)
+        await write_wave_end(
+            conn,
+            batch_id,
+            waves=[wave] if wave is not None else [],
+            state=state,
+            nodes=nodes,
+            status=status,
+        )
+
+
+# built once: executed with the values as parameters (no statement built per wave)
+_WAVE_INSERT = insert(T_WAVES)
+_STATE_UPDATE = update(T_STATE).where(T_STATE.c.batch_id == bindparam("k_batch"))
 
 
 async def write_wave_end(
     conn: AsyncConnection,
     batch_id: str,
     *,
-    wave: dict[str, Any] | None,
+    waves: Sequence[dict[str, Any]],
     state: dict[str, Any],
     nodes: Sequence[dict[str, Any]] = (),
     status: str | None = None,
 ) -> None:
-    """The writes of :func:`save_wave_end` inside the caller's transaction."""
-    if wave is not None:
-        await conn.execute(insert(T_WAVES).values(batch_id=batch_id, finished_at=utcnow(), **wave))
-    await conn.execute(
-        update(T_STATE).where(T_STATE.c.batch_id == batch_id).values(updated_at=utcnow(), **state)
-    )
+    """The writes of :func:`save_wave_end` inside the caller's transaction (``waves``:
+    the history rows of the waves closed since the last write, oldest first)."""
+    now = utcnow()
+    if waves:
+        await conn.execute(
+            _WAVE_INSERT, [{"batch_id": batch_id, "finished_at": now, **w} for w in waves]
+        )
+    await conn.execute(_STATE_UPDATE, {"k_batch": batch_id, "updated_at": now, **state})
     await _update_nodes(conn, batch_id, nodes)
     if status is not None:
         await conn.execute(

@@ -309,7 +309,7 @@ async def test_resume_after_a_crash_asks_what_an_uninterrupted_run_asks(
             # waves are pipelined (spec §5a): while one wave closes or the next is
             # planned, calls of later waves are in flight (at most one per slot), and
             # first calls go out before their sent row commits, so resume counts the
-            # released comparisons (at most one group of MAX_CONCURRENT_REQUESTS) as sent
+            # released comparisons (fewer than 2 x MAX_CONCURRENT_REQUESTS) as sent
             assert book["lost"] <= 2 * SETTINGS["MAX_CONCURRENT_REQUESTS"]
     finally:
         await store.close()

@@ -198,6 +198,66 @@ async def test_recorder_stores_every_call_before_and_after(db_url: str) -> None:
         await store.close()
 
 
+async def test_a_call_sent_and_answered_within_one_group_is_one_write(db_url: str) -> None:
+    """A fast judge: the ``sent`` rows and the answers reach the writer before its next
+    commit (first calls and a retry) and are stored as if committed one by one; a call for
+    a comparison never planned still fails its whole group."""
+
+    async def sent_and_answered(
+        recorder: Recorder, sent: list[SentAttempt], results: list[AttemptResult]
+    ) -> None:
+        # the answers' tasks are queued before the writer wakes up (the event loop runs
+        # ready callbacks in order), so one group holds all of it: no clock involved
+        tasks = [asyncio.create_task(recorder.result(r)) for r in results]
+        for attempt in sent:
+            recorder.sent_ahead(attempt)
+        await asyncio.gather(*tasks)
+
+    store = await _open(db_url)
+    try:
+        batch_id = await _batch(store)
+        await repo.acquire_lock(store, batch_id, OWNER)
+        async with Recorder(store, batch_id, owner=OWNER) as recorder:
+            await recorder.plan([PlannedRow(s, 0, s % 3 + 1, "coverage", 1, 0) for s in (1, 2)])
+            commits = recorder.commits
+            retried = AttemptResult(
+                slot=2,
+                attempt=1,
+                status="retried",
+                received_at=repo.utcnow(),
+                error_kind="timeout",
+                error_message="slow",
+            )
+            await sent_and_answered(
+                recorder,
+                [_sent(1, 1, 1), _sent(2, 1, 2), _sent(2, 2, 3)],
+                [_success(1), retried, _success(2, attempt=2)],
+            )
+            assert recorder.commits == commits + 1  # one transaction for all of it
+        by_key = {(r["slot"], r["attempt"]): r for r in await repo.load_attempts(store, batch_id)}
+        assert set(by_key) == {(1, 1), (2, 1), (2, 2)}
+        one, first, second = by_key[(1, 1)], by_key[(2, 1)], by_key[(2, 2)]
+        assert (one["status"], one["call_no"], one["winner"], one["model"]) == (
+            "success", 1, "A", "m",
+        )  # fmt: skip
+        assert (first["status"], first["call_no"], first["error_kind"]) == ("retried", 2, "timeout")
+        assert (second["status"], second["call_no"], second["mode"]) == ("success", 3, "coverage")
+        assert second["sent_at"] is not None and second["received_at"] is not None
+        assert (await repo.find_batch(store, batch_id)).state["calls_sent"] == 3
+        assert set(await repo.cache_entries(store, "m")) == {"key1", "key0"}
+
+        if store.dialect == "sqlite":  # asyncpg reports no row counts for executemany
+            with pytest.raises(StorageError, match="not stored as planned"):
+                async with Recorder(store, batch_id, owner=OWNER) as recorder:
+                    # slot 3 was never planned
+                    unplanned = [_success(3, cache=False)]
+                    await sent_and_answered(recorder, [_sent(3, 1, 4)], unplanned)
+            assert len(await repo.load_attempts(store, batch_id)) == 3
+            assert (await repo.find_batch(store, batch_id)).state["calls_sent"] == 3
+    finally:
+        await store.close()
+
+
 async def test_in_flight_calls_become_lost_and_stay_counted(db_url: str) -> None:
     store = await _open(db_url)
     try:
