@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 import scipy.linalg.lapack
-import scipy.optimize
 import scipy.sparse
 import scipy.sparse.csgraph
 import scipy.sparse.linalg
@@ -440,9 +439,9 @@ def _check_order_effect_bounded(data: _Data, hint: str) -> None:
         shape=(k, n + 1),
     )
     objective = np.asarray(a_ub.sum(axis=0)).ravel()  # minimise -sum_k sign_k (...)
-    result = scipy.optimize.linprog(
-        objective, A_ub=a_ub, b_ub=np.zeros(k), bounds=(-1.0, 1.0), method="highs"
-    )
+    from scipy.optimize import linprog  # here: importing it costs every report ~0.2 s
+
+    result = linprog(objective, A_ub=a_ub, b_ub=np.zeros(k), bounds=(-1.0, 1.0), method="highs")
     if result.status == 0 and -result.fun > 1e-7:
         raise MLENotFoundError(
             "maximum likelihood estimate with an order effect does not exist: the outcomes "

@@ -27,8 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from cj_runner import __version__
-from cj_runner.services.batches import stored_judge_config
-from cj_runner.services.panels import judges_report, panel_inputs_of
+from cj_runner.judges.config import judge_config_from_mapping
 from cj_runner.services.reports import (
     coverage_report,
     fairness_report,
@@ -79,6 +78,26 @@ def _png(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _new_figure(width: float, height: float, *, fit_labels: bool) -> Figure:
+    """A figure of ``width`` x ``height`` inches.
+
+    Constrained layout (which measures every label, ~30 ms a figure) only where labels
+    must be fitted: rotated essay ids, a legend outside the axes. Elsewhere fixed margins,
+    in inches, leave room for the tick labels, the axis labels and the title.
+    """
+    if fit_labels:
+        return Figure(figsize=(width, height), layout="constrained")
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(
+        left=0.75 / width,
+        right=1 - 0.2 / width,
+        bottom=0.55 / height,
+        top=1 - 0.35 / height,
+        wspace=0.22,
+    )
+    return fig
+
+
 def _finite(values: Sequence[float | None]) -> list[float]:
     return [v for v in values if v is not None and math.isfinite(v)]
 
@@ -88,7 +107,7 @@ def scores_plot(ranking: dict[str, Any], grades: dict[str, Any]) -> str | None:
     rows = [r for r in ranking["rows"] if r["score"] is not None]
     if not rows:
         return None
-    fig = Figure(figsize=(11, 5), layout="constrained")
+    fig = _new_figure(11, 5, fit_labels=len(rows) <= _LABEL_LIMIT)
     ax = fig.add_subplot()
     for is_anchor, colour, label in ((False, _STUDENT, "student"), (True, _ANCHOR, "anchor")):
         pts = [(i, r) for i, r in enumerate(rows) if r["is_anchor"] == is_anchor]
@@ -189,7 +208,7 @@ def positions_plot(fairness: dict[str, Any]) -> str | None:
 def _positions_histogram(fairness: dict[str, Any]) -> str:
     nodes = fairness["nodes"]
     diffs = Counter(int(n["a_count"]) - int(n["b_count"]) for n in nodes)
-    fig = Figure(figsize=(11, 4), layout="constrained")
+    fig = _new_figure(11, 4, fit_labels=False)
     ax = fig.add_subplot()
     xs = sorted(diffs)
     ax.bar(xs, [diffs[x] for x in xs], 0.8, color=_A_COLOUR)
@@ -221,7 +240,7 @@ def convergence_plot(coverage: dict[str, Any], robust: float | None = None) -> s
     waves = coverage["waves"]
     if not waves:
         return None
-    fig = Figure(figsize=(11, 4), layout="constrained")
+    fig = _new_figure(11, 4, fit_labels=False)
     left, right = fig.subplots(1, 2)
     xs = [w["wave"] for w in waves]
     change = [w["max_score_change"] for w in waves]
@@ -278,7 +297,7 @@ def degrees_plot(coverage: dict[str, Any]) -> str | None:
     dist = coverage["degree_distribution"]
     if not dist:
         return None
-    fig = Figure(figsize=(8, 3.5), layout="constrained")
+    fig = _new_figure(8, 3.5, fit_labels=False)
     ax = fig.add_subplot()
     xs = [d["comparisons"] for d in dist]
     ax.bar(xs, [d["nodes"] for d in dist], width=0.8, color=_STUDENT)
@@ -771,7 +790,12 @@ async def build_html(store: Store, batch_ref: str) -> str:
     # a batch with one judge (no panel, no imports) gets the page it always had
     judges = None
     imported = await load_imported(store, data.batch.id)
-    if imported or stored_judge_config(data.batch).panel:
+    judge = judge_config_from_mapping(data.batch.judge, f"batch {data.batch.id}: judge")
+    if imported or judge.panel:
+        # here, not at the top: the panel code (and the judges it names) is not imported
+        # for the one-judge page
+        from cj_runner.services.panels import judges_report, panel_inputs_of
+
         panel = panel_inputs_of(data.batch, data.nodes, data.attempts, imported)
         judges = judges_report(panel) if len(panel.judges) > 1 else None
     # essay ids are data: "$...$" in an id is text, never mathtext to parse

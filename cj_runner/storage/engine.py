@@ -9,23 +9,24 @@ transaction. A database already at the wanted revision is only read.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event, inspect
+from sqlalchemy import Connection, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cj_runner.errors import ConfigError, StorageError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 DEFAULT_DB_FILE = "cj_runner.db"
@@ -81,7 +82,13 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# Alembic is imported where it is used: a database already at the newest revision is
+# opened without it (every report process would otherwise pay for importing it)
+
+
 def _alembic_config(connection: Connection) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
@@ -89,21 +96,29 @@ def _alembic_config(connection: Connection) -> Config:
 
 
 def _upgrade(connection: Connection, revision: str) -> None:
+    from alembic import command
+
     command.upgrade(_alembic_config(connection), revision)
 
 
 def _current_revision(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection).get_current_revision()
 
 
 def head_revision() -> str:
     """The newest migration's revision id."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
     assert head is not None
     return head
 
 
 def _known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
     return {script.revision for script in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()}
 
 
@@ -133,7 +148,54 @@ async def _check_ours(conn: Any, current: str | None, where: str) -> None:
         )
 
 
+_REVISION_LINE = re.compile(
+    r"^(revision|down_revision)\s*(?::[^=\n]*)?=\s*(?:None|[\"']([^\"'\n]+)[\"'])\s*$",
+    re.MULTILINE,
+)
+
+
+@functools.cache
+def declared_head() -> str | None:
+    """The newest migration as its file declares it, read without importing Alembic.
+
+    ``None`` (ask Alembic) unless every migration file has one plain ``revision = "..."``
+    and ``down_revision = "..."`` (or ``None``) line and they form exactly one head.
+    """
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        found: dict[str, list[str | None]] = {}
+        for match in _REVISION_LINE.finditer(path.read_text(encoding="utf-8")):
+            found.setdefault(match.group(1), []).append(match.group(2))
+        rev, down = found.get("revision", []), found.get("down_revision", [])
+        if len(rev) != 1 or rev[0] is None or len(down) != 1:
+            return None
+        revisions.add(rev[0])
+        if down[0] is not None:
+            parents.add(down[0])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+async def _stored_revision(engine: AsyncEngine) -> str | None:
+    """The revision the database is at, read with one query (``None``: none, several, or
+    no ``alembic_version`` table: the caller asks Alembic)."""
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+    except SQLAlchemyError:
+        return None
+    return str(rows[0][0]) if len(rows) == 1 else None
+
+
 async def _migrate(engine: AsyncEngine, revision: str, where: str) -> None:
+    if revision == "head":
+        # the common case, a database at the newest revision: no Alembic needed
+        declared = declared_head()
+        if declared is not None and await _stored_revision(engine) == declared:
+            return
     target = head_revision() if revision == "head" else revision
     async with engine.connect() as conn:
         current = await conn.run_sync(_current_revision)

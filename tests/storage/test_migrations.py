@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 from cj_runner.storage import open_store, resolve_db_url
-from cj_runner.storage.engine import head_revision
+from cj_runner.storage.engine import declared_head, head_revision
 from cj_runner.storage.schema import Base
 
 
@@ -74,3 +76,27 @@ def test_db_url_resolution(tmp_path: Path) -> None:
     assert pg == "postgresql+asyncpg://u:p@127.0.0.1:5432/cj"
     assert resolve_db_url(None, env={"CJ_DB": str(tmp_path / "env.db")}).endswith("env.db")
     assert resolve_db_url(None, env={}).endswith("cj_runner.db")
+
+
+def test_the_declared_head_is_alembics_head() -> None:
+    """Opening a database at the newest revision skips Alembic: the head read from the
+    migration files' revision lines must be the one Alembic computes."""
+    assert declared_head() == head_revision()
+
+
+async def test_a_database_at_head_opens_without_importing_alembic(db_path: Path) -> None:
+    url = resolve_db_url(str(db_path))
+    store = await open_store(url)  # creates and migrates (Alembic)
+    await store.close()
+    code = (
+        "import asyncio, sys\n"
+        "from cj_runner.storage import open_store\n"
+        "async def main():\n"
+        f"    store = await open_store({url!r})\n"
+        "    await store.close()\n"
+        "asyncio.run(main())\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # (an older database still goes through Alembic: the tests above)
+    assert done.stdout.strip() == "False"
