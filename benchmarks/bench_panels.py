@@ -4,7 +4,8 @@ excluding a flagged judge, over seeded simulated batches.
 Each replicate draws true scores ``~ N(0, 1.64^2)`` for ``n`` essays and runs a batch to
 ``cpe`` comparisons per essay through the workflow's own pair selection
 (:func:`cj_runner.services.panel_sim.simulate_panel`), each call going to the judge the
-panel schedule gives it and 10% of calls also asked of a second judge. Panels:
+panel schedule gives it and a share of each wave's pairs (``--double-share``, default the
+product's 0.1) also asked of a second judge, as a panel batch plans them. Panels:
 
 * ``mock``: steady (noise 0.8), biased (noise 1.2, +5 pp position A), erratic (random);
 * ``honest``: noise 0.8, 1.2 (+5 pp) and 1.0: nobody answers at random (false alarms);
@@ -13,7 +14,8 @@ panel schedule gives it and 10% of calls also asked of a second judge. Panels:
 Printed per panel and pairing strategy: the share of runs in which each judge was flagged,
 the coverage of its position-bias interval, the mean estimated and true bias, and the mean
 true reliability (squared correlation with the truth) with every judge and without the
-flagged ones.
+flagged ones; then Cohen's kappa of every two judges (mean over the runs) on the pairs both
+judged, and how many pairs that was per run.
 
 ``--batches N`` also runs N real batches (``cj-run execute --judge mock_panel`` on
 ``examples/regular24`` to 20 comparisons per essay, seeds 1..N, a temporary database) and
@@ -33,6 +35,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from cj_runner.judges.config import DEFAULT_PANEL_DOUBLE_SHARE
 from cj_runner.services.panel_sim import MOCK_PANEL, PanelMember, panel_rates
 
 PANELS: dict[str, tuple[PanelMember, ...]] = {
@@ -49,11 +52,16 @@ PANELS: dict[str, tuple[PanelMember, ...]] = {
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def real_batches(count: int) -> None:
-    """Run ``count`` mock-panel batches through the CLI and print the flag rates."""
+def real_batches(count: int, double_share: float | None = None) -> None:
+    """Run ``count`` mock-panel batches through the CLI and print the flag rates and the
+    kappa of every two judges (``double_share``: ``PANEL_DOUBLE_SHARE``, default the
+    panel's)."""
     bin_dir = Path(sys.executable).parent
     flagged: Counter[str] = Counter()
     covered = 0  # runs whose 95% interval of biased's position bias holds +5 pp
+    kappas: dict[tuple[str, str], list[float]] = {}
+    shared: dict[tuple[str, str], list[int]] = {}
+    extra = [] if double_share is None else ["--set", f"PANEL_DOUBLE_SHARE={double_share}"]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(1, count + 1):
@@ -62,7 +70,7 @@ def real_batches(count: int) -> None:
                 [str(bin_dir / "cj-run"), "execute", "-i",
                  str(ROOT / "examples" / "regular24" / "manifest.csv"), "--judge",
                  "mock_panel", "--max-comparisons", "240", "--seed", str(seed),
-                 "--batch-name", "b", "--db", db, "-q"],
+                 "--batch-name", "b", "--db", db, "-q", *extra],
                 check=True,
             )  # fmt: skip
             out = subprocess.run(
@@ -70,18 +78,33 @@ def real_batches(count: int) -> None:
                 check=True,
                 capture_output=True,
             ).stdout
-            for judge in json.loads(out)["judges"]:
+            report = json.loads(out)
+            for judge in report["judges"]:
                 flagged[judge["judge"]] += bool(judge["flagged"])
                 if judge["judge"] == "biased":
                     covered += judge["position_bias_low"] <= 0.05 <= judge["position_bias_high"]
+            for row in report["kappa"]:
+                pair = (row["judge_a"], row["judge_b"])
+                shared.setdefault(pair, []).append(int(row["shared_edges"]))
+                if row["kappa"] is not None:
+                    kappas.setdefault(pair, []).append(float(row["kappa"]))
     rates = ", ".join(
         f"{name} {flagged[name] / count:.0%}" for name in ("steady", "biased", "erratic")
     )
+    share = "the panel's" if double_share is None else f"{double_share:g}"
     print(
-        f"real batches (regular24, 240 calls, seeds 1..{count}): flagged {rates}"
-        f"; biased's +5 pp within its 95% interval in {covered / count:.0%} "
-        f"({time.perf_counter() - started:.0f} s)"
+        f"real batches (regular24, 240 calls, seeds 1..{count}, PANEL_DOUBLE_SHARE "
+        f"{share}): flagged {rates}; biased's +5 pp within its 95% interval in "
+        f"{covered / count:.0%} ({time.perf_counter() - started:.0f} s)"
     )
+    for pair, counts in shared.items():
+        values = kappas.get(pair, [])
+        mean = f"{sum(values) / len(values):+.2f}" if values else "-"
+        print(
+            f"  kappa {pair[0]}-{pair[1]}: mean {mean} over {len(values)} batches with a "
+            f"kappa; shared pairs per batch {min(counts)}-{max(counts)} "
+            f"(mean {sum(counts) / len(counts):.1f})"
+        )
 
 
 def main() -> None:
@@ -93,13 +116,24 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="5 replicates (a smoke run)")
     parser.add_argument("--batches", type=int, default=0, help="real mock-panel batches")
     parser.add_argument("--only-batches", action="store_true", help="skip the simulation")
+    parser.add_argument(
+        "--double-share",
+        type=float,
+        default=None,
+        help="PANEL_DOUBLE_SHARE of the simulation and the real batches (default 0.1)",
+    )
     args = parser.parse_args()
     if args.batches:
-        real_batches(args.batches)
+        real_batches(args.batches, args.double_share)
     if args.only_batches:
         return
     replicates = 5 if args.quick else args.replicates
-    print(f"n={args.n} cpe={args.cpe:g} replicates={replicates} seed={args.seed}")
+    double = DEFAULT_PANEL_DOUBLE_SHARE if args.double_share is None else args.double_share
+    print(
+        f"n={args.n} cpe={args.cpe:g} replicates={replicates} seed={args.seed} "
+        f"PANEL_DOUBLE_SHARE={double:g}"
+    )
+    kappa_lines: list[str] = []
     print(
         "| panel | strategy | judge | flagged | bias 95% covers | bias est. | bias true "
         "| true rel. all | true rel. without flagged | raised |"
@@ -115,6 +149,7 @@ def main() -> None:
                 replicates=replicates,
                 seed=args.seed,
                 strategy=strategy,
+                double_share=double,
             )
             for k, judge in enumerate(r.names):
                 print(
@@ -124,6 +159,17 @@ def main() -> None:
                     f"| {r.true_reliability_excluded:.3f} | {r.raised_share:.0%} |"
                 )
             print(f"<!-- {name}/{strategy}: {time.perf_counter() - started:.0f} s -->")
+            for (a, b), kappa, shared in zip(
+                r.kappa_pairs, r.mean_kappa, r.mean_shared, strict=True
+            ):
+                kappa_lines.append(
+                    f"| {name} | {strategy} | {a} | {b} | {shared:.1f} | {kappa:+.2f} |"
+                )
+    print()
+    print("| panel | strategy | judge | judge | shared pairs per run | mean kappa |")
+    print("|---|---|---|---|---|---|")
+    for line in kappa_lines:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -132,6 +132,17 @@ class Settings(BaseModel, frozen=True, extra="forbid"):
             "reliability estimate."
         ),
     )
+    PANEL_DOUBLE_SHARE: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description=(
+            "Panels: share of each wave's pairs also asked of a second judge (both answers "
+            "count), so every two judges share pairs for Cohen's kappa; none = the panel "
+            "profile's `double_share`, else 0.1. No effect with one judge."
+        ),
+    )
     TARGET_RELIABILITY: float | None = Field(
         None,
         ge=0,

@@ -59,6 +59,15 @@ def plan_table(plan: dict[str, Any]) -> Table:
                 + ("  (--batch-api on)" if plan.get("batch_api") else "  (with --batch-api)"),
             )
         )
+    if plan.get("panel_judges"):
+        rows.append(("panel judges", ", ".join(plan["panel_judges"])))
+        rows.append(
+            (
+                "pairs asked of two judges",
+                f"{plan['panel_double_share']:.0%} of pairs (PANEL_DOUBLE_SHARE): about "
+                f"{plan['estimated_double_asks']} of the {plan['estimated_calls']} calls",
+            )
+        )
     shape = plan.get("judge_request")
     if shape:
         rows.append(

@@ -111,15 +111,19 @@ def degree_per_node(
     return np.bincount(arr.ravel(), minlength=n_nodes).astype(np.int64)
 
 
-def expected_coverage_waves(n_nodes: int, total_budget: int, wave_size: int) -> int:
-    """Waves the coverage phase takes: ``ceil(min(nC2, budget) / wave_size)``.
+def expected_coverage_waves(
+    n_nodes: int, total_budget: int, wave_size: int, double_share: float = 0.0
+) -> int:
+    """Waves the coverage phase takes: ``ceil(min(nC2 * (1 + d), budget) / wave_size)``.
 
     Assumes every call succeeds; the wave size is
-    ``COMPARISONS_PER_STABILITY_CHECK_ITERATION``.
+    ``COMPARISONS_PER_STABILITY_CHECK_ITERATION``; ``d`` is a panel's share of pairs also
+    asked of a second judge (each such pair takes two calls of a wave).
     """
     if wave_size <= 0:
         raise ValueError(f"wave_size must be positive, got {wave_size}")
-    return math.ceil(min(max_possible_pairs(n_nodes), max(total_budget, 0)) / wave_size)
+    calls = max_possible_pairs(n_nodes) * (1.0 + max(double_share, 0.0))
+    return math.ceil(min(calls, max(total_budget, 0)) / wave_size)
 
 
 def planned_comparisons(n_nodes: int, total_budget: int, max_passes: int) -> int:

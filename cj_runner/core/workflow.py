@@ -28,6 +28,14 @@ exactly as before):
   what an uninterrupted one would.
 * ``robust_reliability_fn``: called after every fit; :func:`robust_reliability_hook`
   builds the default one (the posterior reliability of :mod:`cj_runner.core.robust`).
+
+Panels (off by default): with ``n_judges >= 2`` and ``double_share > 0``, that share of
+each wave's pairs (on average; audit pairs excluded) is also asked of a second judge, as
+the pair's complement ``(b, a)``: the wave then holds the pair twice, and
+:attr:`WorkflowState.wave_judges` names the judge of both asks (``None`` for the other
+pairs: the panel's seeded choice). The second asks come last, count against the wave's
+size and the budget like any comparison, and are drawn from a separate random stream, so
+a panel without them selects exactly the same pairs.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ from cj_runner.core.continuation import (
 from cj_runner.core.coverage import max_possible_pairs
 from cj_runner.core.models import Mode, PlannedPair, edge
 from cj_runner.core.pairing import OrientationCounts, PairingState, select_pairs
+from cj_runner.core.panel_design import assign_doubles, double_count, judge_pair_order
 from cj_runner.core.reliability import scale_separation_reliability
 from cj_runner.core.robust import (
     EmpiricalBayesFit,
@@ -67,6 +76,7 @@ ADAPTIVE_STRATEGIES: tuple[str, ...] = ("infogain", "grade_boundary")
 """Strategies that select on the empirical-Bayes posterior."""
 
 _AUDIT_STREAM = 0xA0D17  # a separate random stream: audits never shift the main selection
+_DOUBLE_STREAM = 0xD0B1E  # the same for the pairs asked of two judges
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,14 @@ class WorkflowState:
             benchmark's oracle: pairing on the true qualities); ``None`` in real batches.
         order_effect: the per-wave fits (progress, stability, SSR) include the order
             effect, as the final fit does with ``FIT_ORDER_EFFECT``.
+        n_judges: judges of a panel batch (1: one judge, no second asks).
+        double_share: ``PANEL_DOUBLE_SHARE``, the share of each wave's pairs also asked
+            of a second judge (panels only).
+        wave_judges: the judge index of every pair of the last planned wave, in order
+            (``None``: the panel's seeded choice; set for doubled pairs and their
+            second asks).
+        doubles_planned: pairs asked of two judges in the waves planned so far (they go
+            round the pairs of judges in turn; a resumed batch counts its stored ones).
     """
 
     n_nodes: int
@@ -143,6 +161,10 @@ class WorkflowState:
     wave_modes: list[Mode] = field(default_factory=list)
     selection_scores: np.ndarray | None = None
     order_effect: bool = False
+    n_judges: int = 1
+    double_share: float = 0.0
+    wave_judges: list[int | None] = field(default_factory=list)
+    doubles_planned: int = 0
 
     def __post_init__(self) -> None:
         n = self.n_nodes
@@ -231,7 +253,9 @@ class WorkflowState:
         """The ordered pairs of the next wave (empty: the mode can produce no pair).
 
         :attr:`wave_modes` is set to the mode of each pair (the current mode, or
-        :attr:`Mode.AUDIT` for the audit pairs, which come last).
+        :attr:`Mode.AUDIT` for the audit pairs, which come after the others), and
+        :attr:`wave_judges` to its judge (see the module docstring: a panel's second
+        asks come last, each the complement of a pair of the wave).
 
         Pipelined waves (spec §5a): ``wave_no`` (default: the wave after the last closed
         one) seeds the wave's generator, and ``pending`` lists the ordered pairs of the
@@ -240,6 +264,7 @@ class WorkflowState:
         the pass, and its nodes' A/B counts include it, as if it had been answered.
         """
         self.wave_modes = []
+        self.wave_judges = []
         size = min(self.wave_size, self.budget_left - len(pending))
         if size <= 0:
             return []
@@ -283,6 +308,12 @@ class WorkflowState:
         wave = self.waves_completed + 1 if wave_no is None else wave_no
         rng = np.random.default_rng([self.seed, wave])
         self._wave_start_successes = self.successes
+        n_double = 0
+        doubling = self.double_share > 0 and self.n_judges >= 2
+        if doubling:
+            double_rng = np.random.default_rng([self.seed, wave, _DOUBLE_STREAM])
+            n_double = double_count(size, self.double_share, double_rng)
+            size -= n_double
         n_audit = 0
         if self.audit_share > 0:
             audit_rng = np.random.default_rng([self.seed, wave, _AUDIT_STREAM])
@@ -294,7 +325,26 @@ class WorkflowState:
             audits = self._audit_pairs(state, pairs, n_audit, audit_rng)
             pairs += audits
             self.wave_modes += [Mode.AUDIT] * len(audits)
+        self.wave_judges = [None] * len(pairs)
+        if doubling and pairs:
+            self._add_doubles(pairs, len(pairs) - n_audit, n_double, double_rng)
         return pairs
+
+    def _add_doubles(
+        self, pairs: list[PlannedPair], n_main: int, n_double: int, rng: np.random.Generator
+    ) -> None:
+        """Append the second asks of ``n_double`` of the first ``n_main`` pairs (fewer when
+        the mode found fewer pairs than the wave had room for)."""
+        n_double = min(n_double, math.ceil(self.double_share * n_main))
+        order = judge_pair_order(self.n_judges, self.seed)
+        doubles = assign_doubles(n_main, n_double, order, self.doubles_planned, rng)
+        self.doubles_planned += len(doubles)
+        for index, first, second in doubles:
+            pair = pairs[index]
+            self.wave_judges[index] = first
+            pairs.append(PlannedPair(pair.b, pair.a))
+            self.wave_modes.append(self.wave_modes[index])
+            self.wave_judges.append(second)
 
     def _audit_pairs(
         self,

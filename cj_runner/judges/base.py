@@ -48,7 +48,8 @@ class JudgeRequest:
     outcome), so a comparison asked again after a failure is a new draw for the mock,
     while the cache keys on ``repeat_index``. ``after_truncation`` is set when this
     comparison's last answer was cut off at the token limit: the judge asks with its
-    larger allowance (``max_tokens_ceiling``).
+    larger allowance (``max_tokens_ceiling``). ``judge`` names the panel member to ask
+    (``None``: the panel's seeded choice; a single judge ignores it).
     """
 
     essay_a: EssayText
@@ -58,6 +59,7 @@ class JudgeRequest:
     repeat_index: int = 0
     ask_index: int = 0
     after_truncation: bool = False
+    judge: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

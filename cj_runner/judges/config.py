@@ -206,6 +206,9 @@ class JudgeConfig(_Strict):
     #: docs/panels.md). The panel's own fields other than ``name`` and ``seed`` (which
     #: spreads the calls) are not used.
     panel: list[PanelMember] = Field(default_factory=list)
+    #: A panel's share of each wave's pairs also asked of a second judge (empty: 0.1;
+    #: the setting ``PANEL_DOUBLE_SHARE`` wins). Panels only.
+    double_share: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _panel(self) -> JudgeConfig:
@@ -299,6 +302,24 @@ class JudgeConfig(_Strict):
         )
 
 
+DEFAULT_PANEL_DOUBLE_SHARE = 0.1
+"""A panel's share of pairs asked of two judges when neither the setting nor the profile
+says (docs/panels.md)."""
+
+
+def panel_double_share(config: JudgeConfig, setting: float | None) -> float:
+    """The share of each wave's pairs a batch also asks of a second judge: 0 for one judge;
+    for a panel the setting ``PANEL_DOUBLE_SHARE`` when set, else the profile's
+    ``double_share``, else :data:`DEFAULT_PANEL_DOUBLE_SHARE`."""
+    if not config.panel:
+        return 0.0
+    if setting is not None:
+        return float(setting)
+    if config.double_share is not None:
+        return float(config.double_share)
+    return DEFAULT_PANEL_DOUBLE_SHARE
+
+
 class PanelMember(_Strict):
     """One judge of a panel and its share of the calls."""
 
@@ -314,6 +335,8 @@ def _check_panel(config: JudgeConfig) -> JudgeConfig:
     price list (the batch's cost is priced once for all its calls)."""
     members = config.panel
     if not members:
+        if config.double_share:
+            raise ValueError("double_share needs a panel (a judge profile with a 'panel:' list)")
         return config
     if len(members) < 2:
         raise ValueError("a panel needs at least two judges")

@@ -1,10 +1,13 @@
 """A panel judge: several judges in one batch, each answering its share of the calls.
 
-The executor sees one judge; each request goes to the member
+The executor sees one judge; each request goes to the member it names
+(:attr:`JudgeRequest.judge`: the executor plans the judge of every comparison and stores
+it, so a pair asked of two judges on purpose goes to both), else to the member
 :func:`cj_runner.core.panel_design.panel_member` picks from the essays' checksums, the
-repeat index and the panel's seed (never from timing), and the member's own cache key is
-used, so cached answers stay with the judge that gave them. The reports recompute the
-same choice for every stored comparison (:func:`member_of`).
+repeat index and the panel's seed (never from timing). The member's own cache key is
+used, so cached answers stay with the judge that gave them. The reports read the stored
+judge, and recompute the seeded choice for comparisons stored without one
+(:func:`member_of`).
 """
 
 from __future__ import annotations
@@ -42,9 +45,24 @@ class PanelJudge:
         self.price_output_per_mtok = first.price_output_per_mtok
         self.price_cached_input_per_mtok = first.price_cached_input_per_mtok
         self._shares = [m.share for m in config.panel]
+        self._by_name = {m.judge.name: k for k, m in enumerate(config.panel)}
+
+    @property
+    def names(self) -> list[str]:
+        """The members' names, in the panel's order."""
+        return [m.judge.name for m in self.config.panel]
+
+    def chosen(self, checksum_a: str, checksum_b: str, repeat_index: int) -> str:
+        """The name of the member the panel's seeded choice gives this ordered pair."""
+        return member_of(self.config, checksum_a, checksum_b, repeat_index)
 
     def member(self, request: JudgeRequest) -> Judge:
-        """The member that answers ``request``."""
+        """The member that answers ``request`` (the one it names, else the seeded choice)."""
+        if request.judge is not None:
+            k = self._by_name.get(request.judge)
+            if k is None:
+                raise ValueError(f"judge {request.judge!r} is not a member of this panel")
+            return self.members[k]
         k = panel_member(
             self._shares,
             self.config.seed,

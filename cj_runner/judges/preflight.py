@@ -5,7 +5,8 @@ missing; the key itself is never printed) and sends one free request, ``GET /mod
 (OpenAI-compatible servers) or ``GET /v1/models`` (Anthropic), which no provider bills and
 which does not count against a batch's budget. A refused key or an unreachable server is
 an error naming the URL and what went wrong; a server that answers but has no model list
-(404, 405) is fine.
+(404, 405) is fine. A panel is checked member by member, each as it would be alone (its
+lines start with the member's name; the first member that fails stops the check).
 """
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ async def check_judge(
     config: JudgeConfig, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> JudgeCheck:
     """Check ``config``'s key variable and server; raises a one-line UserError if not usable."""
+    if config.panel:
+        lines: list[str] = []
+        for member in config.panel:
+            check = await check_judge(member.judge, transport=transport)
+            lines.extend(f"{member.judge.name}: {line}" for line in check.lines)
+        return JudgeCheck(config.name, None, tuple(lines))
     if config.kind == "mock":
         return JudgeCheck(config.name, None, ())  # the mock: nothing to check, nothing said
     judge = build_judge(config, transport=transport) if transport else build_judge(config)

@@ -165,6 +165,7 @@ class JobRunner:
                 repeat_index=slot.repeat_index,
                 ask_index=slot.ask_index,
                 after_truncation=slot.truncations > 0,
+                judge=slot.judge,
             )
             custom_id = self.api.custom_id(job_key, slot.slot, slot.next_attempt)
             requests.append(
@@ -189,6 +190,7 @@ class JobRunner:
                     model=self.judge.model,
                     prompt_hash=self.judge.prompt_hash,
                     sent_at=repo.utcnow(),
+                    judge=slot.judge,
                 )
             )
         if not requests:

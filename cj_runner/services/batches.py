@@ -21,6 +21,7 @@ from cj_runner.judges.config import (
     JudgeConfig,
     judge_config_from_mapping,
     load_judge_profile,
+    panel_double_share,
 )
 from cj_runner.judges.prompts import estimate_call_tokens
 from cj_runner.judges.registry import apply_overrides, judge_prompt_template
@@ -290,6 +291,8 @@ def plan_summary(prepared: PreparedBatch) -> dict[str, Any]:
     tokens_in, tokens_out = per_in * calls, per_out * calls
     cost = prepared.judge_config.cost(tokens_in, tokens_out)
     students = prepared.students
+    double = panel_double_share(prepared.judge_config, settings.PANEL_DOUBLE_SHARE)
+    panel = _panel_plan(prepared.judge_config, double, calls)
     return {
         "inventory": str(prepared.request.inventory),
         "assignment_id": prepared.assignment.id if prepared.assignment else None,
@@ -308,7 +311,7 @@ def plan_summary(prepared: PreparedBatch) -> dict[str, Any]:
         "is_small_net": students <= settings.MIN_RESAMPLING_NET_SIZE,
         "wave_size": settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION,
         "expected_coverage_waves": expected_coverage_waves(
-            n, prepared.total_budget, settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION
+            n, prepared.total_budget, settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION, double
         ),
         "max_resampling_passes": (
             settings.MAX_RESAMPLING_PASSES_FOR_SMALL_NET
@@ -316,11 +319,24 @@ def plan_summary(prepared: PreparedBatch) -> dict[str, Any]:
             else settings.MAX_RESAMPLING_PASSES_FOR_REGULAR_BATCH
         ),
         "estimated_calls": calls,
+        **panel,
         "estimated_input_tokens": tokens_in,
         "estimated_output_tokens": tokens_out,
         "estimated_cost_usd": round(cost, 6),
         **_batch_estimates(prepared.judge_config, tokens_in, tokens_out),
         "warnings": list(prepared.inventory.warnings),
+    }
+
+
+def _panel_plan(config: JudgeConfig, double: float, calls: int) -> dict[str, Any]:
+    """A panel's judges and how many of the budget's calls ask a pair a second time."""
+    if not config.panel:
+        return {}
+    return {
+        "panel_judges": [m.judge.name for m in config.panel],
+        "panel_double_share": double,
+        # of p pairs, d = share * p are asked twice: d / (p + d) of the calls
+        "estimated_double_asks": round(calls * double / (1.0 + double)),
     }
 
 

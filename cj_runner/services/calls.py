@@ -80,6 +80,7 @@ class Slot:
     judge_attempt: int = 1  # the attempt number the judge sees (lost calls do not count)
     ask_index: int = 0  # earlier comparisons of this ordered pair planned in the batch
     truncations: int = 0  # answers of this comparison cut off at the token limit so far
+    judge: str | None = None  # a panel batch's judge for this comparison (stored with it)
 
 
 class CallBudget(Protocol):
@@ -194,6 +195,7 @@ class CallRunner:
             essay_b=self.texts[slot.b],
             assignment=self.assignment,
             repeat_index=slot.repeat_index,
+            judge=slot.judge,
         )
         return cache_key_of(self.judge, request)
 
@@ -258,6 +260,7 @@ class CallRunner:
                     model=self.judge.model,
                     prompt_hash=self.judge.prompt_hash,
                     sent_at=repo.utcnow(),
+                    judge=slot.judge,
                 )
                 if ahead:
                     # its release is on disk: no commit round trip before the call
@@ -272,6 +275,7 @@ class CallRunner:
                     repeat_index=slot.repeat_index,
                     ask_index=slot.ask_index,
                     after_truncation=truncations > 0,
+                    judge=slot.judge,
                 )
                 started = time.perf_counter()
                 error: JudgeError | None = None

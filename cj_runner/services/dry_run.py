@@ -1,4 +1,9 @@
-"""`cj-run dry-run`: the request envelope of a batch, written as JSON; no judge call."""
+"""`cj-run dry-run`: the request envelope of a batch, written as JSON; no judge call.
+
+A panel's envelope names the judge of every first-wave prompt (the pairs asked of two
+judges on purpose appear twice, once per judge) and renders each prompt with that judge's
+own template; ``panel`` lists every member with its prompt hash.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +11,48 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from cj_runner.config import continuation_limits
 from cj_runner.core.models import Mode
-from cj_runner.core.pairing import PairingState, select_pairs
+from cj_runner.core.workflow import WorkflowState
 from cj_runner.judges.base import EssayText, JudgeRequest
-from cj_runner.judges.prompts import render_prompt
+from cj_runner.judges.config import panel_double_share
+from cj_runner.judges.panel import member_of
+from cj_runner.judges.prompts import PromptTemplate, render_prompt
 from cj_runner.judges.registry import judge_prompt_template
 from cj_runner.services.batches import PreparedBatch, judge_record
 
 ENVELOPE_FILE = "envelope.json"
 
 
+def first_wave_plan(prepared: PreparedBatch, seed: int) -> list[tuple[int, int, Mode, int | None]]:
+    """The first wave as a real run plans it (the workflow's own planning): each ordered
+    pair with its mode and, for a panel, its planned judge (``None``: the seeded choice)."""
+    settings = prepared.settings
+    config = prepared.judge_config
+    wf = WorkflowState(
+        n_nodes=len(prepared.nodes),
+        n_students=prepared.students,
+        total_budget=prepared.total_budget,
+        limits=continuation_limits(settings),
+        wave_size=settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION,
+        strategy=settings.MATCHING_STRATEGY,
+        seed=seed,
+        prior_precision=settings.BT_PRIOR_PRECISION,
+        min_resampling_net_size=settings.MIN_RESAMPLING_NET_SIZE,
+        audit_share=settings.AUDIT_SHARE,
+        n_judges=max(1, len(config.panel)),
+        double_share=panel_double_share(config, settings.PANEL_DOUBLE_SHARE),
+    )
+    pairs = wf.plan_wave(1)
+    return [
+        (p.a, p.b, mode, judge)
+        for p, mode, judge in zip(pairs, wf.wave_modes, wf.wave_judges, strict=True)
+    ]
+
+
 def first_wave(prepared: PreparedBatch, seed: int) -> list[tuple[int, int]]:
     """The ordered pairs the first wave would ask (same selection as a real run)."""
-    n = len(prepared.nodes)
-    state = PairingState(
-        n_nodes=n,
-        scores=np.zeros(n),
-        a_counts=np.zeros(n, dtype=np.int64),
-        b_counts=np.zeros(n, dtype=np.int64),
-        orientation_counts={},
-    )
-    settings = prepared.settings
-    size = min(settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION, prepared.total_budget)
-    rng = np.random.default_rng([seed, 1])
-    pairs = select_pairs(state, Mode.COVERAGE, size, rng, strategy=settings.MATCHING_STRATEGY)
-    return [(p.a, p.b) for p in pairs]
+    return [(a, b) for a, b, _, _ in first_wave_plan(prepared, seed)]
 
 
 def build_envelope(prepared: PreparedBatch, plan: dict[str, Any]) -> dict[str, Any]:
@@ -40,34 +60,59 @@ def build_envelope(prepared: PreparedBatch, plan: dict[str, Any]) -> dict[str, A
     settings = prepared.settings.model_dump(mode="json")
     seed = prepared.settings.SEED if prepared.settings.SEED is not None else 0
     settings["SEED"] = seed
-    template = judge_prompt_template(prepared.judge_config)
+    config = prepared.judge_config
+    template = judge_prompt_template(config)
+    templates: dict[str, PromptTemplate] = {
+        m.judge.name: judge_prompt_template(m.judge) for m in config.panel
+    }
+    names = [m.judge.name for m in config.panel]
     nodes = prepared.nodes
     texts = [
         EssayText(n.essay_id, n.text, n.checksum, n.is_anchor, n.known_grade, n.metadata)
         for n in nodes
     ]
     prompts = []
-    for a, b in first_wave(prepared, seed):
-        system, user = render_prompt(
-            template,
-            JudgeRequest(essay_a=texts[a], essay_b=texts[b], assignment=prepared.assignment_text),
+    for a, b, mode, planned in first_wave_plan(prepared, seed):
+        request = JudgeRequest(
+            essay_a=texts[a], essay_b=texts[b], assignment=prepared.assignment_text
         )
-        prompts.append(
-            {
-                "essay_a": nodes[a].essay_id,
-                "essay_b": nodes[b].essay_id,
-                "mode": Mode.COVERAGE.value,
-                "wave": 1,
-                "system": system,
-                "user": user,
-            }
-        )
-    return {
+        prompt: dict[str, Any] = {
+            "essay_a": nodes[a].essay_id,
+            "essay_b": nodes[b].essay_id,
+            "mode": mode.value,
+            "wave": 1,
+        }
+        used = template
+        if config.panel:
+            judge = (
+                names[planned]
+                if planned is not None
+                else member_of(config, texts[a].checksum, texts[b].checksum, 0)
+            )
+            prompt["judge"] = judge
+            used = templates[judge]
+        system, user = render_prompt(used, request)
+        prompts.append({**prompt, "system": system, "user": user})
+    envelope: dict[str, Any] = {
         "batch_name": prepared.request.batch_name,
         "plan": plan,
         "settings": settings,
-        "judge": judge_record(prepared.judge_config),
+        "judge": judge_record(config),
         "prompt_hash": template.hash,
+    }
+    if config.panel:
+        envelope["panel"] = [
+            {
+                "judge": m.judge.name,
+                "kind": m.judge.kind,
+                "model": m.judge.model,
+                "share": m.share,
+                "prompt_hash": templates[m.judge.name].hash,
+            }
+            for m in config.panel
+        ]
+    return {
+        **envelope,
         "nodes": [
             {
                 "index": i,

@@ -45,7 +45,8 @@ from cj_runner.core.workflow import WorkflowState, exhausted_decision, robust_re
 from cj_runner.errors import BatchLockedError, ScoringError, UserError
 from cj_runner.judges.base import AssignmentText, EssayText, Judge
 from cj_runner.judges.batch_api import BatchAPI
-from cj_runner.judges.config import token_cost
+from cj_runner.judges.config import panel_double_share, token_cost
+from cj_runner.judges.panel import PanelJudge
 from cj_runner.judges.retry import RetryPolicy
 from cj_runner.services.batch_jobs import JobRunner
 from cj_runner.services.calls import CallOutcome, CallRunner, Slot
@@ -167,6 +168,22 @@ class _SlotOrderBudget:
             self._changed.set()
 
 
+def _stored_doubles(attempts: Sequence[dict[str, Any]]) -> int:
+    """Pairs a panel batch asked of two judges on purpose, in its stored waves: a wave
+    holds an edge twice only then (selection never plans an edge in flight again)."""
+    seen: set[tuple[int, int, int]] = set()
+    doubles = 0
+    for row in attempts:
+        if int(row["attempt"]) != 1:
+            continue
+        a, b = int(row["a_idx"]), int(row["b_idx"])
+        key = (int(row["wave"]), min(a, b), max(a, b))
+        if key in seen:
+            doubles += 1
+        seen.add(key)
+    return doubles
+
+
 def send_window(settings: Settings) -> int:
     """How many waves past the last closed one may send (spec §5a): ``ceil(4 C / wave)``.
 
@@ -256,6 +273,8 @@ class BatchExecutor:
         self.batch = batch
         self.nodes = list(nodes)
         self.judge = judge
+        # a panel: the executor plans the judge of every comparison (stored with it)
+        self.panel = judge if isinstance(judge, PanelJudge) else None
         self.settings = settings
         self.assignment = assignment or AssignmentText()
         self.grade_scale = grade_scale
@@ -367,6 +386,12 @@ class BatchExecutor:
             pass_count=int(state.get("resampling_pass_count") or 0),
             pass_remaining={(int(p[0]), int(p[1])) for p in state.get("pass_remaining") or []},
             audit_share=settings.AUDIT_SHARE,
+            n_judges=len(self.panel.members) if self.panel is not None else 1,
+            double_share=(
+                panel_double_share(self.panel.config, settings.PANEL_DOUBLE_SHARE)
+                if self.panel is not None
+                else 0.0
+            ),
             order_effect=settings.FIT_ORDER_EFFECT,
             anchor_grades=anchor_grades,
             n_grades=len(self.grade_scale.grades) if self.grade_scale is not None else 0,
@@ -466,6 +491,7 @@ class BatchExecutor:
                 wave=wave,
                 repeat_index=last["repeat_index"],
                 ask_index=ask_index,
+                judge=last.get("judge"),
             )
             status = last["status"]
             if wave <= closed:
@@ -504,6 +530,7 @@ class BatchExecutor:
                 slot.truncations = sum(1 for r in rows if r["error_kind"] == "truncated")
                 self.live.add(slot_no, slot.judge_attempt)
                 w.unfinished.add(slot_no)
+        self.wf.doubles_planned = _stored_doubles(attempts)
         extra = self.batch.state.get("extra_json") or {}
         scores = extra.get("scores")
         if scores is not None and len(scores) == self.wf.n_nodes:
@@ -803,15 +830,18 @@ class BatchExecutor:
         while self.next_wave <= limit and not self.halt.is_set():
             no = self.next_wave
             pending = [(s.a, s.b) for w in self.open.values() for s in w.slots]
-            pairs, modes = await asyncio.to_thread(self._select, no, pending)
-            slots = self._slots(no, pairs, modes)
+            pairs, modes, judges = await asyncio.to_thread(self._select, no, pending)
+            slots = self._slots(no, pairs, modes, judges)
             if not slots:
                 return bool(self.open)
             assert self.recorder is not None
             # not awaited: the plan commits before the wave's release (writes commit in
             # order), and so before any of its calls
             self.recorder.plan_ahead(
-                [PlannedRow(s.slot, s.a, s.b, s.mode, s.wave, s.repeat_index) for s in slots]
+                [
+                    PlannedRow(s.slot, s.a, s.b, s.mode, s.wave, s.repeat_index, s.judge)
+                    for s in slots
+                ]
             )
             await self._send_wave(no, slots)
         return True
@@ -877,19 +907,25 @@ class BatchExecutor:
 
     def _select(
         self, wave_no: int, pending: Sequence[tuple[int, int]]
-    ) -> tuple[list[PlannedPair], list[Mode]]:
-        """The pairs of wave ``wave_no`` and their modes (pure; runs in a worker thread)."""
+    ) -> tuple[list[PlannedPair], list[Mode], list[int | None]]:
+        """The pairs of wave ``wave_no``, their modes and their planned judges (pure;
+        runs in a worker thread)."""
         pairs = self.wf.plan_wave(wave_no, pending)
-        return pairs, list(self.wf.wave_modes)
+        return pairs, list(self.wf.wave_modes), list(self.wf.wave_judges)
 
     def _slots(
-        self, wave_no: int, pairs: Sequence[PlannedPair], modes: Sequence[Mode]
+        self,
+        wave_no: int,
+        pairs: Sequence[PlannedPair],
+        modes: Sequence[Mode],
+        judges: Sequence[int | None],
     ) -> list[Slot]:
         slots = []
-        for pair, mode in zip(pairs, modes, strict=True):
+        for pair, mode, judge in zip(pairs, modes, judges, strict=True):
             key = (pair.a, pair.b)
             ask_index = self.asks.get(key, 0)
             self.asks[key] = ask_index + 1
+            repeat_index = self.wf.repeat_index(pair.a, pair.b)
             slots.append(
                 Slot(
                     slot=self.next_slot,
@@ -897,12 +933,24 @@ class BatchExecutor:
                     b=pair.b,
                     mode=mode.value,
                     wave=wave_no,
-                    repeat_index=self.wf.repeat_index(pair.a, pair.b),
+                    repeat_index=repeat_index,
                     ask_index=ask_index,
+                    judge=self._judge_name(pair, repeat_index, judge),
                 )
             )
             self.next_slot += 1
         return slots
+
+    def _judge_name(self, pair: PlannedPair, repeat_index: int, judge: int | None) -> str | None:
+        """A panel comparison's judge: the one planned (a pair asked of two judges), else
+        the panel's seeded choice; ``None`` for one judge."""
+        if self.panel is None:
+            return None
+        if judge is not None:
+            return self.panel.names[judge]
+        return self.panel.chosen(
+            self.texts[pair.a].checksum, self.texts[pair.b].checksum, repeat_index
+        )
 
     async def _drain(self, *, grace: float | None) -> None:
         """Wait for the calls in flight (at most ``grace`` seconds), then cancel the rest."""

@@ -92,8 +92,8 @@ def comparison_rows(data: BatchData, *, successful: bool = False) -> list[dict[s
     models = {m.judge.name: m.judge.model for m in config.panel}
     rows: list[dict[str, Any]] = []
     for attempt in data.attempts:
-        if config.panel:  # the member that answered (the panel judge's own choice)
-            judge_name = member_of(
+        if config.panel:  # the member asked (stored; else the panel judge's own choice)
+            judge_name = attempt.get("judge") or member_of(
                 config,
                 data.nodes[attempt["a_idx"]].checksum,
                 data.nodes[attempt["b_idx"]].checksum,

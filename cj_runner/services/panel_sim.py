@@ -4,7 +4,9 @@ does excluding a flagged judge make the scale truer?
 A synthetic batch runs through the workflow's own pair selection
 (:class:`cj_runner.core.workflow.WorkflowState`, as the convergence harness does); each
 call goes to the judge :func:`cj_runner.core.panel_design.panel_member` picks, as in a
-panel batch (node indices stand in for the essays' checksums). The judges follow the
+panel batch (node indices stand in for the essays' checksums), and with ``double_share``
+that share of each wave's pairs is also asked of a second judge as the workflow plans it
+(the pairs Cohen's kappa compares). The judges follow the
 mock judge's model (logistic noise, a position bias added to P(A wins), clipped to
 [0, 1]) or answer at random (erratic). The analysis is :mod:`cj_runner.core.panel`'s.
 
@@ -27,10 +29,11 @@ from cj_runner.core.panel import (
     PanelFit,
     fit_panel,
     judge_misfit,
+    pairwise_kappa,
     position_bias_pp,
     reliability_without,
 )
-from cj_runner.core.panel_design import panel_member
+from cj_runner.core.panel_design import judge_pairs, panel_member
 from cj_runner.core.workflow import WorkflowState
 from cj_runner.services.harness import true_reliability
 from cj_runner.services.misfit_sim import LATENT_SD
@@ -115,6 +118,7 @@ def simulate_panel(
     settings: Settings,
     *,
     seed: int,
+    double_share: float = 0.0,
 ) -> PanelRun:
     """Run one synthetic panel batch to its stop (every call succeeds).
 
@@ -123,6 +127,8 @@ def simulate_panel(
         truth: true scores, one per node.
         settings: CJ settings (budget, strategy, wave size, stopping rules).
         seed: selection seed, the panel's seed and the judges' draws.
+        double_share: ``PANEL_DOUBLE_SHARE``: the share of each wave's pairs also asked
+            of a second judge.
     """
     n = len(truth)
     budget = settings.MAX_PAIRWISE_COMPARISONS
@@ -137,6 +143,8 @@ def simulate_panel(
         prior_precision=settings.BT_PRIOR_PRECISION,
         min_resampling_net_size=settings.MIN_RESAMPLING_NET_SIZE,
         order_effect=settings.FIT_ORDER_EFFECT,
+        n_judges=len(members),
+        double_share=double_share,
     )
     shares = [m.share for m in members]
     rng = np.random.default_rng([seed, 0xC0FFEE])
@@ -160,11 +168,16 @@ def simulate_panel(
         pairs = wf.plan_wave()
         if not pairs:
             break
-        for pair, mode in zip(pairs, wf.wave_modes, strict=True):
+        for pair, mode, planned in zip(pairs, wf.wave_modes, wf.wave_judges, strict=True):
             if wf.calls_sent >= budget:
                 break
             repeat = wf.repeat_index(pair.a, pair.b)
-            ask(pair, panel_member(shares, seed, str(pair.a), str(pair.b), repeat), mode.value)
+            judge = (
+                planned
+                if planned is not None
+                else panel_member(shares, seed, str(pair.a), str(pair.b), repeat)
+            )
+            ask(pair, judge, mode.value)
         decision = wf.end_wave(wf.waves_completed + 1, [(p.a, p.b) for p in pairs]).decision
     first_arr, second_arr, won = wf.comparison_arrays()
     data = PanelComparisons.of(n, len(members), np.asarray(judges), first_arr, second_arr, won)
@@ -186,6 +199,8 @@ class RunAnalysis:
     true_reliability_excluded: float
     ssr_all: float
     ssr_excluded: float
+    kappa: np.ndarray  # per pair of judges (i < j, in order): nan below 5 shared pairs
+    shared: np.ndarray  # pairs both judges of a pair judged
 
 
 def analyse_run(run: PanelRun) -> RunAnalysis:
@@ -202,6 +217,12 @@ def analyse_run(run: PanelRun) -> RunAnalysis:
             shift[k] = bias.shift
             covered[k] = bias.low <= run.true_shift[k] <= bias.high
     change = reliability_without(data, np.where(flagged, 0.0, 1.0), fit_all=fit)
+    pairs = judge_pairs(data.n_judges)
+    kappa = np.full(len(pairs), np.nan)
+    shared = np.zeros(len(pairs))
+    for row in pairwise_kappa(data):
+        index = pairs.index((row.judge_a, row.judge_b))
+        kappa[index], shared[index] = row.kappa, row.shared_edges
     return RunAnalysis(
         flagged=flagged,
         infit_z=stats.infit_z,
@@ -211,6 +232,8 @@ def analyse_run(run: PanelRun) -> RunAnalysis:
         true_reliability_excluded=true_reliability(change.fit_after.scores, run.truth),
         ssr_all=change.ssr_all,
         ssr_excluded=change.ssr_after,
+        kappa=kappa,
+        shared=shared,
     )
 
 
@@ -224,7 +247,8 @@ class PanelRates:
     ``true_reliability_all`` / ``true_reliability_excluded``: mean squared correlation
     with the truth of the scores with every judge and without the flagged ones;
     ``raised_share``: share of runs in which exclusion raised it (runs with nothing
-    flagged count as not raised).
+    flagged count as not raised). ``kappa_pairs``: every pair of judges; ``mean_kappa``
+    (over the runs with a kappa) and ``mean_shared`` (pairs both judged) per pair.
     """
 
     n: int
@@ -240,6 +264,10 @@ class PanelRates:
     raised_share: float
     ssr_all: float
     ssr_excluded: float
+    double_share: float = 0.0
+    kappa_pairs: tuple[tuple[str, str], ...] = ()
+    mean_kappa: tuple[float, ...] = ()
+    mean_shared: tuple[float, ...] = ()
 
 
 def panel_rates(
@@ -251,6 +279,7 @@ def panel_rates(
     seed: int = 0,
     strategy: str | None = None,
     latent_sd: float = LATENT_SD,
+    double_share: float = 0.0,
 ) -> PanelRates:
     """Simulate ``replicates`` panel batches and summarise :func:`analyse_run` over them.
 
@@ -262,13 +291,14 @@ def panel_rates(
         seed: seed of the first replicate.
         strategy: ``MATCHING_STRATEGY`` (default: the settings' default).
         latent_sd: SD of the true scores.
+        double_share: share of each wave's pairs also asked of a second judge.
     """
     settings = _settings(n, cpe, strategy)
     results: list[RunAnalysis] = []
     shifts: list[np.ndarray] = []
     for k in range(replicates):
         truth = np.random.default_rng([seed + k, 0x9A7E]).standard_normal(n) * latent_sd
-        run = simulate_panel(members, truth, settings, seed=seed + k)
+        run = simulate_panel(members, truth, settings, seed=seed + k, double_share=double_share)
         results.append(analyse_run(run))
         shifts.append(run.true_shift)
 
@@ -291,4 +321,17 @@ def panel_rates(
         ),
         ssr_all=float(np.mean([r.ssr_all for r in results])),
         ssr_excluded=float(np.mean([r.ssr_excluded for r in results])),
+        double_share=double_share,
+        kappa_pairs=tuple((members[i].name, members[j].name) for i, j in judge_pairs(len(members))),
+        mean_kappa=_nanmean_columns([r.kappa for r in results]),
+        mean_shared=mean_of([r.shared for r in results]),
     )
+
+
+def _nanmean_columns(values: Sequence[np.ndarray]) -> tuple[float, ...]:
+    """Column means over the runs that have a value (nan when none has)."""
+    array = np.asarray(values, dtype=np.float64)
+    present = np.isfinite(array)
+    sums = np.where(present, array, 0.0).sum(axis=0)
+    counts = present.sum(axis=0)
+    return tuple(float(s / c) if c else math.nan for s, c in zip(sums, counts, strict=True))

@@ -3,8 +3,10 @@ and the imported ones) and build the judges report (``cj-report judges``, the HT
 report's judges section).
 
 Every successful comparison counts once, with its judge: the batch's judge, or in a panel
-batch the member that answered (recomputed by :func:`cj_runner.judges.panel.member_of`,
-the choice the panel judge made); every imported judgment with the judge id of its file. The
+batch the member that answered (stored with the comparison; for one stored without it,
+recomputed by :func:`cj_runner.judges.panel.member_of`, the choice the panel judge made);
+every imported judgment with the judge id of its file. A pair asked of two judges on
+purpose is two comparisons, one per judge. The
 analysis is :mod:`cj_runner.core.panel`'s: one Bradley-Terry scale with an order effect
 per judge, held-out misfit flags, agreement with the consensus, Cohen's kappa on shared
 edges, and the reliability with the flagged judges excluded or down-weighted.
@@ -81,7 +83,8 @@ def panel_inputs_of(
     for r in attempts:
         if r["status"] == "success":
             name = (
-                member_of(
+                r.get("judge")
+                or member_of(
                     config,
                     nodes[r["a_idx"]].checksum,
                     nodes[r["b_idx"]].checksum,

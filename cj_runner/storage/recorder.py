@@ -67,6 +67,7 @@ class PlannedRow:
     mode: str
     wave: int
     repeat_index: int
+    judge: str | None = None  # a panel batch's judge for this comparison
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class SentAttempt:
     model: str
     prompt_hash: str
     sent_at: datetime
+    judge: str | None = None  # a panel batch's judge for this comparison
 
 
 @dataclass(frozen=True)
@@ -400,6 +402,7 @@ class Recorder:
                         "status": "planned",
                         "repeat_index": r.repeat_index,
                         "cached": False,
+                        "judge": r.judge,
                     }
                     for r in payload
                 )
@@ -433,6 +436,7 @@ class Recorder:
                         "wave": s.wave,
                         "repeat_index": s.repeat_index,
                         "cached": False,
+                        "judge": s.judge,
                         **values,
                     }
                     if answer is None:

@@ -176,6 +176,9 @@ class ComparisonRow(Base):
     cache_source: Mapped[str | None] = mapped_column(String(36))
     # added by migration 0005: the part of tokens_in read from the provider's prompt cache
     tokens_cached: Mapped[int | None] = mapped_column(Integer)
+    # added by migration 0008: in a panel batch, the judge asked (NULL: the batch's judge,
+    # or a panel batch stored before 0008, whose judge is recomputed from the pair)
+    judge: Mapped[str | None] = mapped_column(String(200))
 
 
 class ImportedJudgmentRow(Base):

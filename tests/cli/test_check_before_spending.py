@@ -202,3 +202,59 @@ def test_log_file_has_one_line_per_call_and_never_the_key(
     assert len(calls) == sent == 40
     assert all(" status=success " in line and " attempt=1 " in line for line in calls)
     assert KEY not in log.read_text(encoding="utf-8")
+
+
+def panel_profile(tmp_path: Path, base_url: str) -> Path:
+    """A panel of two OpenAI-compatible judges with their own key variables."""
+    path = tmp_path / "panel.yaml"
+    members = []
+    for name, key_env, model in (("first", "CJ_TEST_KEY", "m1"), ("second", "CJ_TEST_KEY2", "m2")):
+        members += [
+            "  - judge:",
+            "      kind: openai_compatible",
+            f"      name: {name}",
+            f"      model: {model}",
+            f"      base_url: {base_url}",
+            f"      api_key_env: {key_env}",
+            "      timeout_s: 5",
+        ]
+    path.write_text("kind: mock\nname: two-models\npanel:\n" + "\n".join(members) + "\n")
+    return path
+
+
+def test_dry_run_and_plan_check_every_member_of_a_panel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, models_server: tuple[str, type[_Models]]
+) -> None:
+    url, handler = models_server
+    profile = panel_profile(tmp_path, url)
+    monkeypatch.setenv("CJ_TEST_KEY", KEY)
+    monkeypatch.delenv("CJ_TEST_KEY2", raising=False)
+    out = tmp_path / "out"
+    result = run(["dry-run", "--inventory", str(LOWER5), "--judge", str(profile), "-o", str(out)])
+    assert result.exit_code == 2  # the second member's key is missing: nothing written
+    assert "CJ_TEST_KEY2" in result.output and "second" in result.output
+    assert "Traceback" not in result.output and not out.exists()
+    monkeypatch.setenv("CJ_TEST_KEY2", KEY + "-2")
+    handler.seen.clear()
+    result = run(["plan", "--inventory", str(LOWER5), "--judge", str(profile), "--check"])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "first: key: CJ_TEST_KEY is set" in output
+    assert "second: key: CJ_TEST_KEY2 is set" in output
+    assert f"second: server: GET {url}/models answered 200" in output
+    assert "second: warning: model 'm2'" not in output  # m2 is in the server's list
+    assert KEY not in result.output
+    assert [s["authorization"] for s in handler.seen] == [f"Bearer {KEY}", f"Bearer {KEY}-2"]
+    result = run(["dry-run", "--inventory", str(LOWER5), "--judge", str(profile), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert len(handler.seen) == 4  # dry-run checked both members again
+    envelope = json.loads((out / "envelope.json").read_text(encoding="utf-8"))
+    assert [(m["judge"], m["model"]) for m in envelope["panel"]] == [
+        ("first", "m1"),
+        ("second", "m2"),
+    ]
+    assert {p["judge"] for p in envelope["first_wave"]} <= {"first", "second"}
+    handler.status = 401  # a member whose key is refused stops the check, named
+    result = run(["plan", "--inventory", str(LOWER5), "--judge", str(profile), "--check"])
+    assert result.exit_code == 2
+    assert "judge first:" in result.output and "HTTP 401" in result.output

@@ -46,3 +46,21 @@ def test_a_panel_run_spreads_calls_by_share() -> None:
     again = simulate_panel(members, truth, _settings(30, 20, None), seed=3)
     np.testing.assert_array_equal(again.data.judge, run.data.judge)
     np.testing.assert_array_equal(again.data.first, run.data.first)
+
+
+def test_pairs_asked_of_two_judges_give_every_two_judges_a_kappa() -> None:
+    """With the product's default share (0.1) the erratic judge is still flagged, and
+    every two judges get about 12 shared pairs a run (400 calls: ~36 pairs asked twice,
+    going round the three pairs of judges): the erratic judge agrees with nobody beyond
+    chance, the two honest ones do."""
+    rates = panel_rates(MOCK_PANEL, n=40, cpe=20, replicates=12, seed=100, double_share=0.1)
+    steady, biased, erratic = rates.flag_rate
+    assert erratic >= 0.9 and steady <= 0.1 and biased <= 0.1
+    assert rates.kappa_pairs == (("steady", "biased"), ("steady", "erratic"), ("biased", "erratic"))
+    assert all(11 <= shared <= 14 for shared in rates.mean_shared)
+    honest, *with_erratic = rates.mean_kappa
+    assert honest > 0.25
+    assert all(abs(kappa) < 0.2 for kappa in with_erratic)
+    assert honest > max(with_erratic) + 0.2
+    plain = simulate_panel(MOCK_PANEL, np.zeros(40), _settings(40, 20, None), seed=1)
+    assert analyse_run(plain).shared.sum() == 0  # without second asks no pair is shared
