@@ -47,15 +47,6 @@ class PanelJudge:
         self._shares = [m.share for m in config.panel]
         self._by_name = {m.judge.name: k for k, m in enumerate(config.panel)}
 
-    @property
-    def names(self) -> list[str]:
-        """The members' names, in the panel's order."""
-        return [m.judge.name for m in self.config.panel]
-
-    def chosen(self, checksum_a: str, checksum_b: str, repeat_index: int) -> str:
-        """The name of the member the panel's seeded choice gives this ordered pair."""
-        return member_of(self.config, checksum_a, checksum_b, repeat_index)
-
     def member(self, request: JudgeRequest) -> Judge:
         """The member that answers ``request`` (the one it names, else the seeded choice)."""
         if request.judge is not None:

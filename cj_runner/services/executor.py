@@ -45,8 +45,13 @@ from cj_runner.core.workflow import WorkflowState, exhausted_decision, robust_re
 from cj_runner.errors import BatchLockedError, ScoringError, UserError
 from cj_runner.judges.base import AssignmentText, EssayText, Judge
 from cj_runner.judges.batch_api import BatchAPI
-from cj_runner.judges.config import panel_double_share, token_cost
-from cj_runner.judges.panel import PanelJudge
+from cj_runner.judges.config import (
+    JudgeConfig,
+    judge_config_from_mapping,
+    panel_double_share,
+    token_cost,
+)
+from cj_runner.judges.panel import member_of
 from cj_runner.judges.retry import RetryPolicy
 from cj_runner.services.batch_jobs import JobRunner
 from cj_runner.services.calls import CallOutcome, CallRunner, Slot
@@ -168,6 +173,13 @@ class _SlotOrderBudget:
             self._changed.set()
 
 
+def _stored_panel(batch: repo.BatchRecord) -> JudgeConfig | None:
+    """The batch's panel as stored with it (``None``: one judge)."""
+    if not isinstance(batch.judge, dict) or not batch.judge.get("panel"):
+        return None
+    return judge_config_from_mapping(batch.judge, f"batch {batch.id}: judge")
+
+
 def _stored_doubles(attempts: Sequence[dict[str, Any]]) -> int:
     """Pairs a panel batch asked of two judges on purpose, in its stored waves: a wave
     holds an edge twice only then (selection never plans an edge in flight again)."""
@@ -273,8 +285,9 @@ class BatchExecutor:
         self.batch = batch
         self.nodes = list(nodes)
         self.judge = judge
-        # a panel: the executor plans the judge of every comparison (stored with it)
-        self.panel = judge if isinstance(judge, PanelJudge) else None
+        # a panel (as stored with the batch): the executor plans the judge of every
+        # comparison and stores it; the panel judge asks the member a request names
+        self.panel = _stored_panel(batch)
         self.settings = settings
         self.assignment = assignment or AssignmentText()
         self.grade_scale = grade_scale
@@ -386,9 +399,9 @@ class BatchExecutor:
             pass_count=int(state.get("resampling_pass_count") or 0),
             pass_remaining={(int(p[0]), int(p[1])) for p in state.get("pass_remaining") or []},
             audit_share=settings.AUDIT_SHARE,
-            n_judges=len(self.panel.members) if self.panel is not None else 1,
+            n_judges=len(self.panel.panel) if self.panel is not None else 1,
             double_share=(
-                panel_double_share(self.panel.config, settings.PANEL_DOUBLE_SHARE)
+                panel_double_share(self.panel, settings.PANEL_DOUBLE_SHARE)
                 if self.panel is not None
                 else 0.0
             ),
@@ -947,9 +960,9 @@ class BatchExecutor:
         if self.panel is None:
             return None
         if judge is not None:
-            return self.panel.names[judge]
-        return self.panel.chosen(
-            self.texts[pair.a].checksum, self.texts[pair.b].checksum, repeat_index
+            return self.panel.panel[judge].judge.name
+        return member_of(
+            self.panel, self.texts[pair.a].checksum, self.texts[pair.b].checksum, repeat_index
         )
 
     async def _drain(self, *, grace: float | None) -> None:

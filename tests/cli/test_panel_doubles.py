@@ -250,3 +250,92 @@ def test_dry_run_shows_each_prompt_with_its_judge(tmp_path: Path) -> None:
         "WHERE c.wave = 1 ORDER BY c.slot",
     )
     assert [tuple(r) for r in asked] == planned
+
+
+PANEL_JUDGE: dict[str, Any] = {
+    "kind": "mock",
+    "name": "resumed-panel",
+    "seed": 21,
+    "panel": [
+        {
+            "judge": {
+                "kind": "mock",
+                "name": name,
+                "seed": 21,
+                "noise": noise,
+                "latency": {"distribution": "fixed", "median_ms": 1},
+                "errors": {"timeout": 0.05, "server_error": 0.03},
+            }
+        }
+        for name, noise in (("one", 0.8), ("two", 1.2), ("three", 1.0))
+    ],
+}
+
+
+async def _panel_answers(store: Any, batch_id: str) -> Counter[tuple[Any, ...]]:
+    """``(a, b, mode, wave, judge, winner)`` of every answered comparison."""
+    rows = await repo_attempts(store, batch_id)
+    return Counter(
+        (r["a_idx"], r["b_idx"], r["mode"], r["wave"], r["judge"], r["winner"])
+        for r in rows
+        if r["status"] == "success"
+    )
+
+
+async def repo_attempts(store: Any, batch_id: str) -> list[dict[str, Any]]:
+    from cj_runner.storage import repository as repo
+
+    return await repo.load_attempts(store, batch_id)
+
+
+@pytest.mark.parametrize("crash", ["calls in flight", "wave planned, nothing sent"])
+async def test_a_resumed_panel_batch_asks_what_an_uninterrupted_one_asks(
+    db_url: str, tmp_path: Path, crash: str
+) -> None:
+    """A crash mid-batch, then a resume: the same pairs, second asks and judges as a run
+    that never stopped (the resume counts the stored second asks to go on round the pairs
+    of judges)."""
+    from cj_runner.storage import open_store, resolve_db_url
+    from tests.cli.helpers import write_profile
+    from tests.cli.test_resume import (
+        SETTINGS,
+        Crash,
+        assert_consistent,
+        crash_in,
+        ledger,
+        new_batch,
+        run_batch,
+        twelve_essays,
+    )
+
+    inventory = twelve_essays(tmp_path / "essays")
+    settings = {**SETTINGS, "PANEL_DOUBLE_SHARE": 0.3, "MAX_PAIRWISE_COMPARISONS": 200}
+    profile = write_profile(tmp_path / "panel.yaml", settings, PANEL_JUDGE)
+    reference_store = await open_store(resolve_db_url(str(tmp_path / "reference.db")))
+    try:
+        reference = await new_batch(reference_store, inventory, profile, "reference")
+        assert (await run_batch(reference_store, reference)).status == "COMPLETED"
+        expected = await _panel_answers(reference_store, reference)
+    finally:
+        await reference_store.close()
+    assert sum(1 for key in expected.elements() if key[4] is None) == 0
+    by_wave_edge = Counter((k[3], min(k[0], k[1]), max(k[0], k[1])) for k in expected.elements())
+    assert sum(1 for n in by_wave_edge.values() if n == 2) >= 20  # second asks answered
+    store = await open_store(resolve_db_url(db_url))
+    try:
+        crashed = await new_batch(store, inventory, profile, "crashed")
+        how: dict[str, Any] = (
+            {"crash_at_call": 23}
+            if crash == "calls in flight"
+            else {"executor": crash_in("_send_wave", 6)}
+        )
+        with pytest.raises(Crash):
+            await run_batch(store, crashed, **how)
+        assert_consistent(await ledger(store, crashed))
+        assert (await run_batch(store, crashed)).status == "COMPLETED"
+        assert await _panel_answers(store, crashed) == expected
+        book = await ledger(store, crashed)
+        assert_consistent(book)
+        assert book["calls_sent"] <= 200
+    finally:
+        await store.close()
