@@ -84,13 +84,14 @@ def judges_renderable(r: dict[str, Any]) -> Group:
     parts.append(table)
     if r["kappa"]:
         kappa = _table("Agreement of two judges on the pairs both judged (Cohen's kappa)")
-        for col in ("judge", "judge ", "shared pairs", "agree", "kappa"):
+        for col in ("judge", "judge ", "shared pairs", "asked of both", "agree", "kappa"):
             kappa.add_column(col, justify="left" if col.startswith("judge") else "right")
         for k in r["kappa"]:
             kappa.add_row(
                 escape(k["judge_a"]),
                 escape(k["judge_b"]),
                 str(k["shared_edges"]),
+                str(k.get("asked_of_both", 0)),
                 "-" if k["agreement"] is None else f"{k['agreement']:.0%}",
                 fmt(k["kappa"], 2),
             )

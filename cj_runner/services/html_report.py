@@ -600,6 +600,7 @@ def _judges_section(j: dict[str, Any]) -> str:
         ("a", "judge", lambda x: x["judge_a"]),
         ("b", "judge", lambda x: x["judge_b"]),
         ("n", "shared pairs", lambda x: x["shared_edges"]),
+        ("both", "asked of both", lambda x: x.get("asked_of_both", 0)),
         ("agreement", "agreement", lambda x: x["agreement"]),
         ("kappa", "Cohen's kappa", lambda x: x["kappa"]),
     ]

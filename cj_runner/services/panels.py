@@ -15,8 +15,9 @@ edges, and the reliability with the flagged judges excluded or down-weighted.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,8 @@ class PanelInputs:
     judges: tuple[str, ...]
     sources: tuple[str, ...]
     data: PanelComparisons | None  # None: no comparison at all
+    #: pairs of a wave answered by two judges (a panel's second asks), by the two judges
+    asked_of_both: dict[frozenset[str], int] = field(default_factory=dict)
 
 
 async def panel_inputs(store: Store, batch_ref: str) -> PanelInputs:
@@ -80,6 +83,7 @@ def panel_inputs_of(
     # a panel's judges in the profile's order (one that never answered shows with 0)
     judges: dict[str, str] = {m.judge.name: SOURCE_BATCH for m in config.panel}
     rows: list[tuple[str, int, int, bool]] = []
+    by_wave_edge: dict[tuple[int, int, int], set[str]] = {}
     for r in attempts:
         if r["status"] == "success":
             name = (
@@ -95,6 +99,8 @@ def panel_inputs_of(
             )
             judges.setdefault(name, SOURCE_BATCH)
             rows.append((name, r["a_idx"], r["b_idx"], r["winner"] == "A"))
+            a, b = int(r["a_idx"]), int(r["b_idx"])
+            by_wave_edge.setdefault((int(r["wave"]), min(a, b), max(a, b)), set()).add(name)
     for r in imported:
         judges.setdefault(r["judge"], SOURCE_IMPORTED)
         rows.append((r["judge"], r["a_idx"], r["b_idx"], r["winner"] == "A"))
@@ -110,7 +116,8 @@ def panel_inputs_of(
             np.array([r[2] for r in rows], dtype=np.intp),
             np.array([r[3] for r in rows], dtype=bool),
         )
-    return PanelInputs(batch, nodes, names, tuple(judges[n] for n in names), data)
+    both = Counter(frozenset(s) for s in by_wave_edge.values() if len(s) == 2)
+    return PanelInputs(batch, nodes, names, tuple(judges[n] for n in names), data, dict(both))
 
 
 def _num(value: float | np.floating[Any] | None, digits: int = 4) -> float | None:
@@ -199,6 +206,9 @@ def judges_report(inputs: PanelInputs, *, action: str = "exclude") -> dict[str, 
                 "judge_a": inputs.judges[kappa.judge_a],
                 "judge_b": inputs.judges[kappa.judge_b],
                 "shared_edges": kappa.shared_edges,
+                "asked_of_both": inputs.asked_of_both.get(
+                    frozenset((inputs.judges[kappa.judge_a], inputs.judges[kappa.judge_b])), 0
+                ),
                 "agreement": _num(kappa.agreement),
                 "kappa": _num(kappa.kappa),
             }

@@ -113,13 +113,15 @@ def test_every_two_judges_get_kappa_from_the_pairs_asked_of_both(doubled: Path) 
     assert set(kappa) == pairs
     for pair, row in kappa.items():
         assert row["shared_edges"] >= doubles[pair] >= 13
+        assert row["asked_of_both"] == doubles[pair]
         assert row["kappa"] is not None
     table = report(["judges", "panel", "--db", str(doubled)])
     assert "shared pairs" in table.output
+    assert "asked of both" in table.output
     for pair, row in kappa.items():
+        counts = [str(row["shared_edges"]), str(row["asked_of_both"])]
         assert any(
-            line.split()[:3] == [*pair, str(row["shared_edges"])]
-            or line.split()[:3] == [pair[1], pair[0], str(row["shared_edges"])]
+            line.split()[:4] in ([*pair, *counts], [pair[1], pair[0], *counts])
             for line in table.output.splitlines()
         )
 
