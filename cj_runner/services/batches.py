@@ -300,7 +300,11 @@ def plan_summary(prepared: PreparedBatch) -> dict[str, Any]:
         "profile": prepared.profile.name,
         "judge": prepared.judge_config.name,
         "judge_kind": prepared.judge_config.kind,
-        "model": prepared.judge_config.model,
+        "model": (
+            "+".join(m.judge.model for m in prepared.judge_config.panel)
+            if prepared.judge_config.panel
+            else prepared.judge_config.model
+        ),
         "judge_request": judge_request_shape(prepared.judge_config),
         "students": students,
         "anchors": len(prepared.anchors),
