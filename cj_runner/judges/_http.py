@@ -37,9 +37,16 @@ from cj_runner.errors import (
     TokenUsage,
     TransientJudgeError,
 )
-from cj_runner.judges.base import Verdict
+from cj_runner.judges.base import JudgeRequest, Verdict
+from cj_runner.judges.capabilities import StructuredForm
 from cj_runner.judges.config import JudgeConfig
-from cj_runner.judges.prompts import PromptTemplate, parse_verdict_json, verdict_from_mapping
+from cj_runner.judges.prompts import (
+    PromptTemplate,
+    estimate_tokens,
+    parse_verdict_json,
+    render_prompt,
+    verdict_from_mapping,
+)
 from cj_runner.judges.provider_errors import classify, error_body, refused_parameter
 from cj_runner.judges.provider_errors import parse_retry_after as parse_retry_after
 from cj_runner.judges.ratelimit import Limiter, RateLimiter, SleepFn
@@ -369,6 +376,15 @@ class HTTPJudge:
         clock: Callable[[], float],
     ) -> None:
         self.config = config
+        self.caps = config.capabilities
+        self.price_cached_input_per_mtok = (
+            None
+            if config.price_cached_input_per_mtok is None
+            else config.price_cached_input_per_mtok * config.price_factor
+        )
+        # what this batch learnt the server refuses: the form in use, parameters left out
+        self.form_index = 0
+        self.dropped: set[str] = set()
         self.name = config.name
         self.model = config.model
         self.prompt_hash = template.hash
@@ -383,6 +399,66 @@ class HTTPJudge:
         self._limiter: Limiter = RateLimiter(
             config.requests_per_minute, config.tokens_per_minute, clock=clock, sleep=sleep
         )
+
+    @property
+    def form(self) -> StructuredForm:
+        """The structured-output form requests use now."""
+        return self.caps.forms[min(self.form_index, len(self.caps.forms) - 1)]
+
+    def build_payload(
+        self,
+        system: str,
+        user: str,
+        *,
+        form: StructuredForm | None = None,
+        max_tokens: int | None = None,
+        learned: bool = True,
+    ) -> dict[str, Any]:
+        """The JSON body of one request (``learned``: with what the server refused so
+        far left out)."""
+        raise NotImplementedError
+
+    def _request(self, request: JudgeRequest) -> tuple[dict[str, Any], int, int, int]:
+        """What one call for ``request`` sends now: the body, the prompt's estimated
+        tokens, the form index it was built with, and the answer's token allowance (the
+        profile's ceiling for the one retry after a truncated answer)."""
+        system, user = render_prompt(self._template, request)
+        allowance = (
+            self.config.effective_max_tokens_ceiling
+            if request.after_truncation
+            else self.config.max_tokens
+        )
+        form_index = self.form_index
+        payload = self.build_payload(system, user, form=self.form, max_tokens=allowance)
+        return payload, estimate_tokens(system) + estimate_tokens(user), form_index, allowance
+
+    def batch_body(self, request: JudgeRequest) -> dict[str, Any]:
+        """The body of ``request`` inside a provider batch job: what :meth:`judge` would
+        POST for it now."""
+        return self._request(request)[0]
+
+    def batch_verdict(self, body: dict[str, Any], request_body: dict[str, Any]) -> Verdict:
+        """The verdict in a batch job's answer ``body`` to ``request_body``; raises the
+        classified :class:`JudgeError` as :meth:`judge` would."""
+        prompt_tokens = sum(
+            estimate_tokens(str(m.get("content", "")))
+            for m in request_body.get("messages", [])
+            if isinstance(m, dict)
+        ) + estimate_tokens(str(request_body.get("system", "")))
+        try:
+            return self._verdict(body, prompt_tokens, 0.0)
+        except JudgeError as error:
+            raise with_judge_name(error, self.name) from None
+
+    def _next_form(self, form_index: int) -> str | None:
+        """Move on from the structured form a refused request was built with (unless
+        another call moved already); what changed, or ``None`` at the last form."""
+        if self.form_index > form_index:
+            return f"now asking with {self.form!r}"  # another call switched already
+        if form_index + 1 >= len(self.caps.forms):
+            return None
+        self.form_index = form_index + 1
+        return f"falling back to {self.form!r}"
 
     def _fall_back(self, part: str, form_index: int) -> str | None:
         """Stop sending ``part`` (or move to the next structured form) after the server

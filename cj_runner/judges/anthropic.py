@@ -33,7 +33,6 @@ import httpx
 
 from cj_runner.errors import (
     FatalJudgeError,
-    JudgeError,
     TokenUsage,
     TransientJudgeError,
 )
@@ -96,14 +95,6 @@ class AnthropicJudge(_http.HTTPJudge):
         sleep: SleepFn = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.caps = config.capabilities
-        self.price_cached_input_per_mtok = (
-            None
-            if config.price_cached_input_per_mtok is None
-            else config.price_cached_input_per_mtok * config.price_factor
-        )
-        self.form_index = 0
-        self.dropped: set[str] = set()
         headers = {
             "accept": "application/json",
             "anthropic-version": ANTHROPIC_VERSION,
@@ -121,11 +112,6 @@ class AnthropicJudge(_http.HTTPJudge):
             sleep=sleep,
             clock=clock,
         )
-
-    @property
-    def form(self) -> StructuredForm:
-        """The structured-output form requests use now."""
-        return self.caps.forms[min(self.form_index, len(self.caps.forms) - 1)]
 
     def _sends(self, part: str, dropped: set[str]) -> bool:
         if part in dropped:
@@ -194,53 +180,16 @@ class AnthropicJudge(_http.HTTPJudge):
 
     def _fall_back(self, part: str, form_index: int) -> str | None:
         if part in ("response_format", "tools"):
-            if self.form_index > form_index:
-                return f"now asking with {self.form!r}"
-            if form_index + 1 >= len(self.caps.forms):
-                return None
-            self.form_index = form_index + 1
-            return f"falling back to {self.form!r}"
+            return self._next_form(form_index)
         if part == "max_tokens":
             return None  # required by the API: nothing to fall back to
         self.dropped.add(part)
         return f"leaving out {part!r} from now on"
 
-    def batch_body(self, request: JudgeRequest) -> dict[str, Any]:
-        """The body of ``request`` inside a provider batch job: what :meth:`judge` would
-        POST for it now."""
-        system, user = render_prompt(self._template, request)
-        max_tokens = (
-            self.config.effective_max_tokens_ceiling
-            if request.after_truncation
-            else self.config.max_tokens
-        )
-        return self.build_payload(system, user, form=self.form, max_tokens=max_tokens)
-
-    def batch_verdict(self, body: dict[str, Any], request_body: dict[str, Any]) -> Verdict:
-        """The verdict in a batch job's answer ``body`` to ``request_body``; raises the
-        classified :class:`JudgeError` as :meth:`judge` would."""
-        prompt_tokens = sum(
-            estimate_tokens(str(m.get("content", "")))
-            for m in request_body.get("messages", [])
-            if isinstance(m, dict)
-        ) + estimate_tokens(str(request_body.get("system", "")))
-        try:
-            return self._verdict(body, prompt_tokens, 0.0)
-        except JudgeError as error:
-            raise _http.with_judge_name(error, self.name) from None
-
     async def judge(self, request: JudgeRequest) -> Verdict:
         """Ask the server for one verdict (one HTTP request); raises a classified
         :class:`JudgeError`."""
-        system, user = render_prompt(self._template, request)
-        prompt_tokens = estimate_tokens(system) + estimate_tokens(user)
-        max_tokens = (
-            self.config.effective_max_tokens_ceiling
-            if request.after_truncation
-            else self.config.max_tokens
-        )
-        form_index = self.form_index
-        payload = self.build_payload(system, user, form=self.form, max_tokens=max_tokens)
+        payload, prompt_tokens, form_index, _allowance = self._request(request)
         sent = set(payload) - {"model", "messages", "system", "max_tokens", "tool_choice"}
         if "output_config" in sent:
             sent.discard("output_config")

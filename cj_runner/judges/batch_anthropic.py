@@ -23,7 +23,6 @@ import httpx
 
 from cj_runner.judges.anthropic import AnthropicJudge
 from cj_runner.judges.batch_api import (
-    BatchJudge,
     HTTPBatchBase,
     ItemOutcome,
     JobStatus,
@@ -64,17 +63,12 @@ class AnthropicBatchAPI(HTTPBatchBase):
     def __init__(
         self, judge: AnthropicJudge, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
-        batch_judge: BatchJudge = judge
-        super().__init__(batch_judge, dict(judge._client.headers), judge._secret, transport)
+        super().__init__(judge, transport)
         root, _, self.query = judge.url.partition("?")
         self.root = root.removesuffix("/messages") + "/messages/batches"
 
     def _url(self, path: str = "") -> str:
         return self.root + path + (f"?{self.query}" if self.query else "")
-
-    def custom_id(self, job_key: str, slot: int, attempt: int) -> str:
-        """``<job_key>-s<slot>-a<attempt>`` (the API takes ``[a-zA-Z0-9_-]{1,64}``)."""
-        return f"{job_key}-s{slot}-a{attempt}"
 
     async def upload(self, job_key: str, items: list[tuple[str, dict[str, Any]]]) -> str | None:
         """Nothing to upload: the requests go with the create request."""

@@ -115,15 +115,12 @@ class HTTPBatchBase:
     provider = "http"
 
     def __init__(
-        self,
-        judge: BatchJudge,
-        headers: dict[str, str],
-        secret: str | None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        self, judge: _http.HTTPJudge, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
-        self.judge = judge
+        self.judge: BatchJudge = judge
         self.name = judge.name
-        self._secret = secret
+        self._secret = secret = judge._secret
+        headers = dict(judge._client.headers)
         config = judge.config.model_copy(
             update={"timeout_s": max(float(judge.config.timeout_s), MIN_TIMEOUT_S)}
         )
@@ -134,6 +131,10 @@ class HTTPBatchBase:
     def body(self, request: JudgeRequest) -> dict[str, Any]:
         """What the judge would POST for ``request``."""
         return self.judge.batch_body(request)
+
+    def custom_id(self, job_key: str, slot: int, attempt: int) -> str:
+        """``<job_key>-s<slot>-a<attempt>`` (Anthropic takes ``[a-zA-Z0-9_-]{1,64}``)."""
+        return f"{job_key}-s{slot}-a{attempt}"
 
     async def _call(self, method: str, url: str, *, what: str, **kwargs: Any) -> httpx.Response:
         try:

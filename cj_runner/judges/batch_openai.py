@@ -23,7 +23,6 @@ import httpx
 from cj_runner.judges import _http
 from cj_runner.judges.batch_api import (
     JOB_KEY_METADATA,
-    BatchJudge,
     HTTPBatchBase,
     ItemOutcome,
     JobStatus,
@@ -47,13 +46,8 @@ class OpenAIBatchAPI(HTTPBatchBase):
     def __init__(
         self, judge: OpenAICompatJudge, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
-        batch_judge: BatchJudge = judge
-        super().__init__(batch_judge, dict(judge._client.headers), judge._secret, transport)
+        super().__init__(judge, transport)
         self.base = (judge.config.effective_base_url or "").partition("?")[0].rstrip("/")
-
-    def custom_id(self, job_key: str, slot: int, attempt: int) -> str:
-        """``<job_key>-s<slot>-a<attempt>``."""
-        return f"{job_key}-s{slot}-a{attempt}"
 
     async def upload(self, job_key: str, items: list[tuple[str, dict[str, Any]]]) -> str | None:
         """Upload the job's JSONL file; its file id."""

@@ -31,7 +31,6 @@ import httpx
 
 from cj_runner.errors import (
     FatalJudgeError,
-    JudgeError,
     TokenUsage,
     TransientJudgeError,
 )
@@ -129,16 +128,7 @@ class OpenAICompatJudge(_http.HTTPJudge):
         sleep: SleepFn = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.caps = config.capabilities
-        self.price_cached_input_per_mtok = (
-            None
-            if config.price_cached_input_per_mtok is None
-            else config.price_cached_input_per_mtok * config.price_factor
-        )
-        # what this batch learnt the server refuses: the form in use, parameters left out
-        self.form_index = 0
-        self.dropped: set[str] = set()
-        self.max_tokens_param = self.caps.max_tokens_param
+        self.max_tokens_param = config.capabilities.max_tokens_param
         headers = {"accept": "application/json", **config.extra_headers}
         if api_key:
             if config.api_key_header:
@@ -155,11 +145,6 @@ class OpenAICompatJudge(_http.HTTPJudge):
             sleep=sleep,
             clock=clock,
         )
-
-    @property
-    def form(self) -> StructuredForm:
-        """The structured-output form requests use now."""
-        return self.caps.forms[min(self.form_index, len(self.caps.forms) - 1)]
 
     @property
     def structured_output(self) -> bool:
@@ -227,54 +212,17 @@ class OpenAICompatJudge(_http.HTTPJudge):
         """Stop sending ``part`` (or move to the next form); what changed, or ``None``
         when there is nothing left to fall back to."""
         if part in ("response_format", "tools"):
-            if self.form_index > form_index:
-                return f"now asking with {self.form!r}"  # another call switched already
-            if form_index + 1 >= len(self.caps.forms):
-                return None
-            self.form_index = form_index + 1
-            return f"falling back to {self.form!r}"
+            return self._next_form(form_index)
         if part == "max_tokens":
             self.max_tokens_param = "max_completion_tokens"
             return "sending max_completion_tokens instead"
         self.dropped.add(part)
         return f"leaving out {part!r} from now on"
 
-    def batch_body(self, request: JudgeRequest) -> dict[str, Any]:
-        """The body of ``request`` inside a provider batch job: what :meth:`judge` would
-        POST for it now."""
-        system, user = render_prompt(self._template, request)
-        max_tokens = (
-            self.config.effective_max_tokens_ceiling
-            if request.after_truncation
-            else self.config.max_tokens
-        )
-        return self.build_payload(system, user, form=self.form, max_tokens=max_tokens)
-
-    def batch_verdict(self, body: dict[str, Any], request_body: dict[str, Any]) -> Verdict:
-        """The verdict in a batch job's answer ``body`` to ``request_body``; raises the
-        classified :class:`JudgeError` as :meth:`judge` would."""
-        prompt_tokens = sum(
-            estimate_tokens(str(m.get("content", "")))
-            for m in request_body.get("messages", [])
-            if isinstance(m, dict)
-        ) + estimate_tokens(str(request_body.get("system", "")))
-        try:
-            return self._verdict(body, prompt_tokens, 0.0)
-        except JudgeError as error:
-            raise _http.with_judge_name(error, self.name) from None
-
     async def judge(self, request: JudgeRequest) -> Verdict:
         """Ask the server for one verdict (one HTTP request); raises a classified
         :class:`JudgeError`."""
-        system, user = render_prompt(self._template, request)
-        prompt_tokens = estimate_tokens(system) + estimate_tokens(user)
-        max_tokens = (
-            self.config.effective_max_tokens_ceiling
-            if request.after_truncation
-            else self.config.max_tokens
-        )
-        form_index = self.form_index
-        payload = self.build_payload(system, user, form=self.form, max_tokens=max_tokens)
+        payload, prompt_tokens, form_index, max_tokens = self._request(request)
         return await self._exchange(
             payload,
             sent=set(payload) - {"model", "messages"},
