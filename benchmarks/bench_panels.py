@@ -15,7 +15,8 @@ Printed per panel and pairing strategy: the share of runs in which each judge wa
 the coverage of its position-bias interval, the mean estimated and true bias, and the mean
 true reliability (squared correlation with the truth) with every judge and without the
 flagged ones; then Cohen's kappa of every two judges (mean over the runs) on the pairs both
-judged, and how many pairs that was per run.
+judged, the kappa their true probabilities give on the same pairs
+(:func:`cj_runner.services.panel_sim.true_kappa`), and how many pairs that was per run.
 
 ``--batches N`` also runs N real batches (``cj-run execute --judge mock_panel`` on
 ``examples/regular24`` to 20 comparisons per essay, seeds 1..N, a temporary database) and
@@ -159,15 +160,19 @@ def main() -> None:
                     f"| {r.true_reliability_excluded:.3f} | {r.raised_share:.0%} |"
                 )
             print(f"<!-- {name}/{strategy}: {time.perf_counter() - started:.0f} s -->")
-            for (a, b), kappa, shared in zip(
-                r.kappa_pairs, r.mean_kappa, r.mean_shared, strict=True
+            for (a, b), kappa, truth, shared in zip(
+                r.kappa_pairs, r.mean_kappa, r.mean_true_kappa, r.mean_shared, strict=True
             ):
                 kappa_lines.append(
-                    f"| {name} | {strategy} | {a} | {b} | {shared:.1f} | {kappa:+.2f} |"
+                    f"| {name} | {strategy} | {a} | {b} | {shared:.1f} | {kappa:+.2f} "
+                    f"| {truth:+.2f} |"
                 )
     print()
-    print("| panel | strategy | judge | judge | shared pairs per run | mean kappa |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| panel | strategy | judge | judge | shared pairs per run | mean kappa "
+        "| kappa expected from the truth |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for line in kappa_lines:
         print(line)
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from cj_runner.config import Settings, continuation_limits
 from cj_runner.core.models import PlannedPair
 from cj_runner.core.panel import (
+    KAPPA_MIN_SHARED_EDGES,
     PanelComparisons,
     PanelFit,
     fit_panel,
@@ -46,6 +47,7 @@ __all__ = [
     "analyse_run",
     "panel_rates",
     "simulate_panel",
+    "true_kappa",
 ]
 
 
@@ -88,12 +90,14 @@ and one answering at random (the panel of ``profiles/judges/mock-panel.yaml``)."
 
 @dataclass(frozen=True)
 class PanelRun:
-    """One simulated panel batch: its comparisons, the truth, and each judge's true
-    position-bias shift (mean over its comparisons of what the bias added to P(A))."""
+    """One simulated panel batch: its comparisons, the truth, each judge's true
+    position-bias shift (mean over its comparisons of what the bias added to P(A)), and
+    for every comparison the true probability that its lower-indexed essay won."""
 
     data: PanelComparisons
     truth: np.ndarray
     true_shift: np.ndarray
+    p_lower: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def _settings(n: int, cpe: float, strategy: str | None) -> Settings:
@@ -150,6 +154,7 @@ def simulate_panel(
     rng = np.random.default_rng([seed, 0xC0FFEE])
     judges: list[int] = []
     shift: list[float] = []
+    p_lower: list[float] = []
     key = 0
 
     def ask(pair: PlannedPair, judge: int, mode: str) -> None:
@@ -162,6 +167,8 @@ def simulate_panel(
         wf.record_success(pair.a, pair.b, winner, mode, key=key)
         judges.append(judge)
         shift.append(member.bias_shift(diff))
+        p_a = member.p_a_wins(diff)
+        p_lower.append(p_a if pair.a < pair.b else 1.0 - p_a)
 
     decision = None
     while decision is None or not decision.is_final:
@@ -184,7 +191,38 @@ def simulate_panel(
     j = np.asarray(judges, dtype=np.intp)
     count = np.bincount(j, minlength=len(members))
     true_shift = np.bincount(j, np.asarray(shift), len(members)) / np.maximum(count, 1)
-    return PanelRun(data, np.asarray(truth, dtype=np.float64), true_shift)
+    # comparison_arrays() orders the comparisons by key, as they were asked
+    return PanelRun(
+        data, np.asarray(truth, dtype=np.float64), true_shift, np.asarray(p_lower, dtype=float)
+    )
+
+
+def true_kappa(run: PanelRun, judge_a: int, judge_b: int) -> float:
+    """The kappa two judges' answers have in expectation on the pairs both judged, from the
+    simulation's truth: on each shared pair (each judge's first comparison of it, as
+    :func:`cj_runner.core.panel.pairwise_kappa` takes) the judges answer independently
+    with their true probabilities ``q`` that the lower-indexed essay wins, so the expected
+    agreement is the mean of ``q_a q_b + (1 - q_a)(1 - q_b)`` and chance agreement comes
+    from the mean ``q`` of each judge (Cohen 1960 with expected shares). ``nan`` below
+    :data:`cj_runner.core.panel.KAPPA_MIN_SHARED_EDGES` shared pairs."""
+    data = run.data
+    lo = np.minimum(data.first, data.second)
+    hi = np.maximum(data.first, data.second)
+    first_q: list[dict[tuple[int, int], float]] = [{}, {}]
+    for k in range(data.first.size):
+        j = int(data.judge[k])
+        if j in (judge_a, judge_b):
+            side = 0 if j == judge_a else 1
+            first_q[side].setdefault((int(lo[k]), int(hi[k])), float(run.p_lower[k]))
+    shared = sorted(first_q[0].keys() & first_q[1].keys())
+    if len(shared) < KAPPA_MIN_SHARED_EDGES:
+        return math.nan
+    qa = np.array([first_q[0][e] for e in shared])
+    qb = np.array([first_q[1][e] for e in shared])
+    p_o = float(np.mean(qa * qb + (1 - qa) * (1 - qb)))
+    ma, mb = float(np.mean(qa)), float(np.mean(qb))
+    p_e = ma * mb + (1 - ma) * (1 - mb)
+    return (p_o - p_e) / (1 - p_e) if p_e < 1 else math.nan
 
 
 @dataclass(frozen=True)
@@ -201,6 +239,7 @@ class RunAnalysis:
     ssr_excluded: float
     kappa: np.ndarray  # per pair of judges (i < j, in order): nan below 5 shared pairs
     shared: np.ndarray  # pairs both judges of a pair judged
+    true_kappa: np.ndarray  # the kappa expected from the truth on the same pairs
 
 
 def analyse_run(run: PanelRun) -> RunAnalysis:
@@ -234,6 +273,7 @@ def analyse_run(run: PanelRun) -> RunAnalysis:
         ssr_excluded=change.ssr_after,
         kappa=kappa,
         shared=shared,
+        true_kappa=np.array([true_kappa(run, i, j) for i, j in pairs]),
     )
 
 
@@ -248,7 +288,8 @@ class PanelRates:
     with the truth of the scores with every judge and without the flagged ones;
     ``raised_share``: share of runs in which exclusion raised it (runs with nothing
     flagged count as not raised). ``kappa_pairs``: every pair of judges; ``mean_kappa``
-    (over the runs with a kappa) and ``mean_shared`` (pairs both judged) per pair.
+    (over the runs with a kappa), ``mean_true_kappa`` (:func:`true_kappa`, over the same
+    runs) and ``mean_shared`` (pairs both judged) per pair.
     """
 
     n: int
@@ -267,6 +308,7 @@ class PanelRates:
     double_share: float = 0.0
     kappa_pairs: tuple[tuple[str, str], ...] = ()
     mean_kappa: tuple[float, ...] = ()
+    mean_true_kappa: tuple[float, ...] = ()
     mean_shared: tuple[float, ...] = ()
 
 
@@ -324,6 +366,9 @@ def panel_rates(
         double_share=double_share,
         kappa_pairs=tuple((members[i].name, members[j].name) for i, j in judge_pairs(len(members))),
         mean_kappa=_nanmean_columns([r.kappa for r in results]),
+        mean_true_kappa=_nanmean_columns(
+            [np.where(np.isfinite(r.kappa), r.true_kappa, np.nan) for r in results]
+        ),
         mean_shared=mean_of([r.shared for r in results]),
     )
 

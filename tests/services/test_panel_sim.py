@@ -59,8 +59,15 @@ def test_pairs_asked_of_two_judges_give_every_two_judges_a_kappa() -> None:
     assert rates.kappa_pairs == (("steady", "biased"), ("steady", "erratic"), ("biased", "erratic"))
     assert all(11 <= shared <= 14 for shared in rates.mean_shared)
     honest, *with_erratic = rates.mean_kappa
-    assert honest > 0.25
     assert all(abs(kappa) < 0.2 for kappa in with_erratic)
-    assert honest > max(with_erratic) + 0.2
+    assert honest > max(with_erratic) + 0.15
+    # the kappa the judges' true probabilities give on the same pairs (an oracle from the
+    # simulation's truth: 0.34 for the honest two, 0 with the erratic one); the estimates
+    # are right on average (a run's kappa on 12 pairs has an SE of about 0.26, so the mean
+    # of 12 runs about 0.075: 0.15 is two of those)
+    assert rates.mean_true_kappa[0] > 0.25
+    assert all(abs(k) < 1e-9 for k in rates.mean_true_kappa[1:])
+    for estimated, expected in zip(rates.mean_kappa, rates.mean_true_kappa, strict=True):
+        assert abs(estimated - expected) < 0.15
     plain = simulate_panel(MOCK_PANEL, np.zeros(40), _settings(40, 20, None), seed=1)
     assert analyse_run(plain).shared.sum() == 0  # without second asks no pair is shared
