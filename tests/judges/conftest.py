@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import pytest
 
@@ -56,6 +57,30 @@ def make_request(
         attempt=attempt,
         repeat_index=repeat_index,
     )
+
+
+T = TypeVar("T")
+
+
+async def past_the_deadline(
+    server: MockJudgeServer,
+    call: Coroutine[Any, Any, T],
+    deadline_s: float,
+    monkeypatch: pytest.MonkeyPatch,
+) -> T:
+    """Await ``call``, whose request ``server`` holds (a ``delay`` fault): once the server
+    has it, move the event loop's clock past ``deadline_s`` instead of waiting, so the
+    client's whole-call deadline fires without racing the machine's speed. The clock stays
+    moved for the rest of the test (every later deadline is relative to it)."""
+    arrived = server.judge_requests + 1
+    task = asyncio.ensure_future(call)
+    while server.judge_requests < arrived and not task.done():  # rendezvous
+        await asyncio.sleep(0.001)
+    assert not task.done(), "the call ended before the server held it"
+    loop = asyncio.get_running_loop()
+    real_time = loop.time
+    monkeypatch.setattr(loop, "time", lambda: real_time() + deadline_s + 1.0)
+    return await task
 
 
 @pytest.fixture

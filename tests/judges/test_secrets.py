@@ -15,7 +15,7 @@ from cj_runner.judges.config import ErrorRates, JudgeConfig
 from cj_runner.judges.registry import build_judge
 from cj_runner.judges.server import Fault, FaultScript, MockJudgeServer
 
-from .conftest import make_request
+from .conftest import make_request, past_the_deadline
 
 SECRET = "sk-PLANTED-0123456789abcdefSECRETSECRET"
 StartServer = Callable[..., MockJudgeServer]
@@ -32,7 +32,6 @@ SCRIPTED = [
     Fault("empty_answer"),
     Fault("refusal"),
     Fault("close"),
-    Fault("delay", delay_s=60.0),  # beyond the client timeout
 ]
 
 
@@ -59,13 +58,15 @@ async def _collect(judge: Judge, n: int) -> list[str]:
 
 def _client(server_url: str, kind: str, **fields: Any) -> Judge:
     config = JudgeConfig(
-        kind=kind, base_url=server_url, api_key_env="PLANTED_KEY", timeout_s=2.0, **fields
+        kind=kind, base_url=server_url, api_key_env="PLANTED_KEY", timeout_s=60.0, **fields
     )
     return build_judge(config, env={"PLANTED_KEY": SECRET})
 
 
 @pytest.mark.parametrize("kind", APIS)
-async def test_no_error_message_contains_the_key(start_server: StartServer, kind: str) -> None:
+async def test_no_error_message_contains_the_key(
+    start_server: StartServer, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     texts: list[str] = []
     # Scripted faults, one per request.
     server = start_server(faults=FaultScript(SCRIPTED))
@@ -102,6 +103,15 @@ async def test_no_error_message_contains_the_key(start_server: StartServer, kind
     closed.stop()
     judge = _client(url, kind)
     texts += await _collect(judge, 1)
+    await judge.aclose()
+
+    # A server that never answers: the client's deadline (60 s, moved past, not waited).
+    held = start_server(faults=FaultScript.always(Fault("delay", delay_s=3600.0)))
+    judge = _client(held.url, kind)
+    with pytest.raises(JudgeError) as info:
+        await past_the_deadline(held, judge.judge(make_request()), 60.0, monkeypatch)
+    assert info.value.kind == "timeout"
+    texts += _texts(info.value)
     await judge.aclose()
 
     assert len(texts) > 40

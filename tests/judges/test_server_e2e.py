@@ -29,7 +29,7 @@ from cj_runner.judges.registry import build_judge, judge_prompt_template
 from cj_runner.judges.retry import RetryPolicy, should_retry, sleep_before_retry
 from cj_runner.judges.server import Fault, FaultScript, MockJudgeServer
 
-from .conftest import make_essay, make_request
+from .conftest import make_essay, make_request, past_the_deadline
 
 StartServer = Callable[..., MockJudgeServer]
 APIS = ["openai_compatible", "anthropic"]
@@ -141,15 +141,8 @@ async def test_client_timeout(
     the test moves the event loop's clock past the 60 s deadline instead of waiting."""
     server = start_server(faults=FaultScript([Fault("delay", delay_s=3600.0)]))
     judge = client_for(server, kind, timeout_s=60.0)
-    call = asyncio.create_task(judge.judge(make_request()))
-    while server.judge_requests < 1:  # rendezvous: the server holds the request
-        await asyncio.sleep(0.001)
-    assert not call.done()
-    loop = asyncio.get_running_loop()
-    real_time = loop.time
-    monkeypatch.setattr(loop, "time", lambda: real_time() + 61.0)
     with pytest.raises(TransientJudgeError) as info:
-        await call
+        await past_the_deadline(server, judge.judge(make_request()), 60.0, monkeypatch)
     assert info.value.kind == "timeout"
     # The next call (no fault scripted) succeeds on a fresh connection, within its 60 s.
     assert (await judge.judge(make_request())).winner in ("A", "B")
