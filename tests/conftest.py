@@ -11,6 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Hypothesis times every example (200 ms by default) and fails a test whose examples or
+# data generation are slow: on a loaded machine that is the machine's speed, not the
+# code's. Property tests here check results only.
+settings.register_profile("cj-runner", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("cj-runner")
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
