@@ -6,17 +6,20 @@ switched off and ``MAX_ITERATIONS`` raised, so every run asks its whole budget (
 12, 8 calls in flight, ``infogain``, order effect in the per-wave fits).
 
 (a) calls/s end to end (executor, SQLite, refits, finalization included) at n = 100, 500,
-    2,000 (target >= 1,000/s at n = 2,000);
+    2,000 (target >= 1,000/s at n = 2,000), and to the last answer; where the CPU goes
+    (selection and refit in worker threads, the event loop's thread, the rest) and how
+    many transactions the recorder committed;
 (b) CPU milliseconds of one wave's pair selection against n (synthetic history at 5
     comparisons per essay; target < 5 ms at n = 2,000 for ``infogain``);
 (c) finalization and every report of the 2,000-essay batch (target < 2 s each): the
     finalization in process, each report as its own ``cj-report`` process (imports
-    included), wall and CPU seconds;
+    included, bytecode cached as in an installed package), wall and CPU seconds;
 (d) peak resident memory of a whole 10,000-essay batch at 10 comparisons per essay, in a
     child process (target < 2 GB).
 
 Timings depend on the machine and its load; the load average is printed with them.
-Run: ``python benchmarks/bench_scale.py`` (``--quick``: n = 100/500 only, no 10,000).
+Run: ``python benchmarks/bench_scale.py`` (``--quick``: n = 100/500 only, no 10,000;
+``--no-memory``: no 10,000).
 """
 
 from __future__ import annotations
@@ -77,8 +80,56 @@ def settings_for(n: int) -> dict[str, Any]:
     }
 
 
-def run(tmp: Path, n: int) -> tuple[Path, str, float, float]:
-    """One batch of ``n`` essays; (db, batch id, seconds, CPU seconds)."""
+class Breakdown:
+    """Where a run's CPU goes: the workflow's selection (``plan_wave``) and refit
+    (``end_wave``), both in worker threads; the event loop's thread (executor, recorder,
+    SQLAlchemy, mock judge); the rest of the process (SQLite's driver thread, thread
+    hand-offs); and the recorder's transactions."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = {"plan_wave": 0.0, "end_wave": 0.0}
+        self.commits = 0
+        self._patched: list[tuple[Any, str, Any]] = []
+
+    def __enter__(self) -> Breakdown:
+        from cj_runner.core.workflow import WorkflowState
+        from cj_runner.storage.recorder import Recorder
+
+        for name in ("plan_wave", "end_wave"):
+            original = getattr(WorkflowState, name)
+
+            def timed(*args: Any, _original: Any = original, _name: str = name, **kw: Any) -> Any:
+                started = time.thread_time()
+                try:
+                    return _original(*args, **kw)
+                finally:
+                    self.cpu[_name] += time.thread_time() - started
+
+            self._patch(WorkflowState, name, timed)
+        commit = Recorder._commit
+
+        async def counted(recorder: Any, batch: Any) -> None:
+            before = recorder.commits
+            await commit(recorder, batch)
+            self.commits += recorder.commits - before
+
+        self._patch(Recorder, "_commit", counted)
+        return self
+
+    def _patch(self, owner: Any, name: str, value: Any) -> None:
+        self._patched.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, value)
+
+    def __exit__(self, *_exc: object) -> None:
+        for owner, name, value in reversed(self._patched):
+            setattr(owner, name, value)
+
+
+def run(
+    tmp: Path, n: int, breakdown: Breakdown | None = None
+) -> tuple[Path, str, float, float, float]:
+    """One batch of ``n`` essays; (db, batch id, seconds, seconds to the last answer, CPU
+    seconds). With ``breakdown``, the event loop's CPU goes in ``breakdown.cpu["loop"]``."""
     inventory = write_inventory(tmp / f"inv_{n}", n)
     profile = write_profile(
         tmp,
@@ -88,8 +139,11 @@ def run(tmp: Path, n: int) -> tuple[Path, str, float, float]:
     )
     db = tmp / f"scale_{n}.db"
     cpu = time.process_time()
-    batch_id, elapsed = asyncio.run(run_batch(db, inventory, profile))
-    return db, batch_id, elapsed, time.process_time() - cpu
+    loop_cpu = time.thread_time()  # asyncio.run runs the loop on this thread
+    batch_id, elapsed, last_answer = asyncio.run(run_batch(db, inventory, profile))
+    if breakdown is not None:
+        breakdown.cpu["loop"] = time.thread_time() - loop_cpu
+    return db, batch_id, elapsed, last_answer, time.process_time() - cpu
 
 
 def selection_ms(n: int, strategy: str, reps: int = 20) -> float:
@@ -177,6 +231,12 @@ def time_finalize(db: Path, batch_id: str) -> float:
     return asyncio.run(body())
 
 
+# As an installed package runs: with its modules' bytecode cached (pip compiles it at
+# install; a development checkout with PYTHONDONTWRITEBYTECODE set would compile every
+# module of cj_runner in every report process, ~0.1 s). One untimed report writes it.
+REPORT_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def time_report(db: Path, batch_id: str, args: tuple[str, ...], out: Path) -> tuple[float, float]:
     """Wall and CPU seconds of one ``cj-report`` process."""
     extra = ["-o", str(out / "report.html")] if args[0] == "html" else []
@@ -188,6 +248,7 @@ def time_report(db: Path, batch_id: str, args: tuple[str, ...], out: Path) -> tu
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=REPORT_ENV,
     )
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -202,7 +263,7 @@ def peak_memory(n: int) -> dict[str, Any]:
         f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r});"
         "import bench_scale as b;"
         "d = tempfile.mkdtemp(); t = time.perf_counter();"
-        f"db, bid, s, c = b.run(Path(d), {n});"
+        f"db, bid, s, last, c = b.run(Path(d), {n});"
         "print(json.dumps({'seconds': s, 'cpu': c,"
         " 'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
     )
@@ -214,6 +275,9 @@ def peak_memory(n: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="n = 100 and 500 only")
+    parser.add_argument(
+        "--no-memory", action="store_true", help="leave out (d), the 10,000-essay batch"
+    )
     args = parser.parse_args(argv)
     sizes = (100, 500) if args.quick else (100, 500, 2000)
     ok = True
@@ -222,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(a) calls/s, zero-latency mock, defaults, {CPE} comparisons per essay ({load()})")
         big: tuple[Path, str] | None = None
         for n in sizes:
-            db, batch_id, seconds, cpu = run(tmp, n)
+            with Breakdown() as parts:
+                db, batch_id, seconds, last, cpu = run(tmp, n, parts)
             calls = n * CPE // 2
             rate = calls / seconds
             target = ""
@@ -232,7 +297,15 @@ def main(argv: list[str] | None = None) -> int:
             big = (db, batch_id)  # the largest batch goes to (c)
             print(
                 f"    n={n:>5}: {calls:>6} calls in {seconds:6.1f} s = {rate:6.0f}/s "
-                f"(CPU {cpu:.1f} s){target}"
+                f"(to the last answer {calls / last:.0f}/s; CPU {cpu:.1f} s){target}"
+            )
+            c = parts.cpu
+            rest = cpu - c["plan_wave"] - c["end_wave"] - c["loop"]
+            print(
+                f"        CPU: selection {c['plan_wave']:.1f} s, refit {c['end_wave']:.1f} s "
+                f"(worker threads), event loop {c['loop']:.1f} s, rest {rest:.1f} s "
+                f"(database thread, hand-offs); {parts.commits} commits, "
+                f"{-(-calls // 12)} waves"
             )
         print(f"(b) selection CPU ms per wave of 12 after 5 comparisons per essay ({load()})")
         for n in (100, 500, 2000, 5000, 10000):
@@ -246,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"(c) n={sizes[-1]} finalization and reports, seconds "
                 f"(target at n=2000: < 2 s each; {load()})"
             )
+            time_report(db, batch_id, ("html",), tmp)  # untimed: writes the bytecode cache
             fin = time_finalize(db, batch_id)
             ok = ok and fin < 2.0
             print(f"    finalize (in process)            wall {fin:5.2f}")
@@ -253,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                 wall, cpu = time_report(db, batch_id, report, tmp)
                 ok = ok and wall < 2.0
                 print(f"    cj-report {' '.join(report):24s} wall {wall:5.2f}  CPU {cpu:5.2f}")
-        if not args.quick:
+        if not args.quick and not args.no_memory:
             print(f"(d) n=10000, {CPE} comparisons per essay, whole batch in a child ({load()})")
             mem = peak_memory(10_000)
             ok = ok and mem["peak_mb"] < 2048

@@ -344,6 +344,33 @@ def test_positions_plot_aggregates_above_a_hundred_nodes(monkeypatch: pytest.Mon
     assert html_report.positions_plot({"nodes": nodes[:100], "max_skew": 0.2}) != "x"
 
 
+def test_table_cells_sort_numbers_and_escape_text() -> None:
+    """Every kind of cell a report row holds: finite numbers are right-aligned and carry
+    their exact value for sorting (NaN and infinities do not), floats show 3 decimals,
+    text is escaped, ``None`` is a dash, lists are joined."""
+    from cj_runner.services.html_report import _table
+
+    values = [
+        1.23456, float("nan"), float("-inf"), 7, True, None, "<b>&'\"", [0.5, None, "x"],
+        np.float64(2.5),
+    ]  # fmt: skip
+    page = _table("t", [("v", "value <v>", lambda r: r["v"])], [{"v": v} for v in values])
+    cells = re.findall(r"<td[^>]*>.*?</td>", page)
+    assert cells == [
+        '<td data-v="1.23456" class="num">1.235</td>',
+        "<td>nan</td>",
+        "<td>-inf</td>",
+        '<td data-v="7" class="num">7</td>',
+        "<td>yes</td>",
+        "<td>–</td>",
+        "<td>&lt;b&gt;&amp;&#x27;&quot;</td>",
+        "<td>0.500, –, x</td>",
+        '<td data-v="2.5" class="num">2.500</td>',
+    ]
+    assert '<th scope="col">value &lt;v&gt;</th>' in page
+    assert '<td colspan="1">no rows</td>' in _table("t", [("v", "v", lambda r: r)], [])
+
+
 def test_ssr_below_the_axis_floor_is_drawn_on_it() -> None:
     from cj_runner.services.html_report import clip_to_floor, convergence_plot
 
