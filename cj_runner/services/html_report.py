@@ -27,7 +27,6 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from cj_runner import __version__
-from cj_runner.judges.config import judge_config_from_mapping
 from cj_runner.services.reports import (
     coverage_report,
     fairness_report,
@@ -807,8 +806,9 @@ async def build_html(store: Store, batch_ref: str) -> str:
     # a batch with one judge (no panel, no imports) gets the page it always had
     judges = None
     imported = await load_imported(store, data.batch.id)
-    judge = judge_config_from_mapping(data.batch.judge, f"batch {data.batch.id}: judge")
-    if imported or judge.panel:
+    # the stored judge profile was validated when the batch was created: its ``panel``
+    # list is read as it is (validating it again imports the judge configuration, ~0.1 s)
+    if imported or data.batch.judge.get("panel"):
         # here, not at the top: the panel code (and the judges it names) is not imported
         # for the one-judge page
         from cj_runner.services.panels import judges_report, panel_inputs_of
