@@ -320,6 +320,7 @@ class WorkflowState:
             expected = self.audit_share * size
             n_audit = min(size - 1, int(expected) + int(audit_rng.random() < expected % 1))
         pairs = select_pairs(state, self.mode, size - n_audit, rng, strategy=self.strategy)
+        n_main = len(pairs)
         self.wave_modes = [self.mode] * len(pairs)
         if pairs and n_audit > 0:
             audits = self._audit_pairs(state, pairs, n_audit, audit_rng)
@@ -327,7 +328,7 @@ class WorkflowState:
             self.wave_modes += [Mode.AUDIT] * len(audits)
         self.wave_judges = [None] * len(pairs)
         if doubling and pairs:
-            self._add_doubles(pairs, len(pairs) - n_audit, n_double, double_rng)
+            self._add_doubles(pairs, n_main, n_double, double_rng)
         return pairs
 
     def _add_doubles(

@@ -169,3 +169,17 @@ def test_doubled_edges_leave_the_pass_like_any_asked_edge() -> None:
     assert all(m == Mode.RESAMPLING for m in wf.wave_modes)
     wf.end_wave(1, [(p.a, p.b) for p in pairs])
     assert not wf.pass_remaining & {p.edge for p in pairs}
+
+
+def test_audit_pairs_are_never_doubled_even_when_fewer_are_found() -> None:
+    """Second asks double the wave's own pairs only; with audits asked (and however many
+    the audit selection finds) every doubled pair is one of the mode's pairs."""
+    for seed in range(20):
+        wf = _state(3, 0.5, seed=seed)
+        wf.audit_share = 0.3
+        pairs = wf.plan_wave(1)
+        audits = {p.edge for p, m in zip(pairs, wf.wave_modes, strict=True) if m == Mode.AUDIT}
+        doubled = Counter(p.edge for p in pairs)
+        assert audits
+        assert all(doubled[e] == 1 for e in audits)
+        assert any(n == 2 for n in doubled.values())
