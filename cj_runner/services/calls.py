@@ -166,6 +166,7 @@ class CallRunner:
         on_attempt: AttemptListener,
         on_done: DoneListener,
         release: ReleaseGate | None = None,
+        interrupt: asyncio.Event | None = None,
     ) -> None:
         self.judge = judge
         self.recorder = recorder
@@ -185,6 +186,14 @@ class CallRunner:
         # set: a first call goes out once ``release`` committed its comparison's release,
         # without waiting for its sent row (Recorder.sent_ahead); None: always wait
         self.release = release
+        # the run's interrupt (a signal): checked here directly, not only through
+        # ``stop_event``, which a watcher sets a loop turn later -- a slot freed in that
+        # turn must not send another call after the signal arrived
+        self.interrupt = interrupt
+
+    def _stopping(self) -> bool:
+        """No new send: a stop decision, or an interrupt already received."""
+        return self.stop_event.is_set() or (self.interrupt is not None and self.interrupt.is_set())
 
     def _cache_key(self, slot: Slot) -> str | None:
         """The request's key in the judgment cache (None when the cache is off)."""
@@ -220,13 +229,13 @@ class CallRunner:
         a_text, b_text = self.texts[slot.a], self.texts[slot.b]
         cache_key = self._cache_key(slot)
         while True:
-            if self.stop_event.is_set():
+            if self._stopping():
                 return CallOutcome("stopped", attempt)  # planned rows stay planned
             # outside the semaphore: a comparison waiting for earlier ones to finish
             # holds no slot, so they can send their retries
             fits: bool | None = await budget.turn(slot.slot) if self.fatal is None else False
             async with semaphore:
-                if self.stop_event.is_set():
+                if self._stopping():
                     return CallOutcome("stopped", attempt)
                 if self.cache is not None and attempt == 1 and cache_key in self.cache:
                     assert cache_key is not None
@@ -235,7 +244,7 @@ class CallRunner:
                 if ahead:
                     assert self.release is not None
                     await self.release(slot)
-                    if self.stop_event.is_set():
+                    if self._stopping():
                         return CallOutcome("stopped", attempt)
                 if fits:
                     fits = budget.fits(slot.slot)  # calls sent while waiting for a slot
@@ -350,7 +359,7 @@ class CallRunner:
             self.on_attempt(slot, result)
             if not retry:
                 return self._done(slot, CallOutcome("failed", attempt))
-            if self.stop_event.is_set():
+            if self._stopping():
                 return CallOutcome("stopped", attempt)
             attempt += 1
             if error.kind == "unsupported":

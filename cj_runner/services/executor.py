@@ -638,6 +638,7 @@ class BatchExecutor:
             on_attempt=self._on_attempt,
             on_done=self._on_done,
             release=self._ensure_released,
+            interrupt=self.stop_event,
         )
         if self.batch_api is not None:
             self.jobs = self._job_runner(self.batch_api, self.calls)

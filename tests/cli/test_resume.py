@@ -336,6 +336,61 @@ async def test_interrupt_stores_what_arrived_and_resume_finishes(
         await store.close()
 
 
+class LateSignalJudge(CrashingJudge):
+    """Call ``at_call`` answers, and the signal's handler is queued behind its answer: the
+    stop is set in the next loop turn, the one where the slot the answer freed is taken up
+    (the order a loaded machine gives when the answer and the signal arrive together)."""
+
+    def __init__(self, inner: Judge, at_call: int, stop: asyncio.Event) -> None:
+        super().__init__(inner, at_call)
+        self.stop = stop
+        self.started_after_stop = 0
+
+    async def judge(self, request: JudgeRequest) -> Verdict:
+        self.calls += 1
+        number = self.calls
+        if self.stop.is_set():
+            self.started_after_stop += 1
+        verdict = await self.inner.judge(request)
+        if number == self.at_call:
+            asyncio.get_running_loop().call_soon(self.stop.set)
+        return verdict
+
+
+async def test_no_call_starts_after_the_interrupt_was_received(
+    db_url: str, reference: Reference
+) -> None:
+    """A signal is a stop at once: a slot freed in the same loop turn sends nothing (it
+    sent one or two calls more before, which made tests/cli/test_interrupt.py flaky)."""
+    store = await open_store(resolve_db_url(db_url))
+    try:
+        batch_id = await new_batch(store, reference.inventory, reference.profile, "late")
+        stop = asyncio.Event()
+        batch = await repo.find_batch(store, batch_id)
+        judge = LateSignalJudge(build_judge(stored_judge_config(batch)), 30, stop)
+        runner = BatchExecutor(
+            store,
+            batch,
+            await repo.load_nodes(store, batch_id),
+            judge,
+            settings_from_stored(batch.settings),
+            use_cache=False,
+            stop_event=stop,
+        )
+        try:
+            result = await runner.run()
+        finally:
+            await judge.aclose()
+        assert result.status == "INTERRUPTED"
+        assert judge.calls >= 30
+        assert judge.started_after_stop == 0
+        book = await ledger(store, batch_id)
+        assert_consistent(book)
+        assert book["in_flight"] == 0
+    finally:
+        await store.close()
+
+
 async def test_calls_lost_at_the_end_of_the_budget_are_not_asked_again(
     db_url: str, tmp_path: Path
 ) -> None:
