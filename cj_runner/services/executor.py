@@ -760,13 +760,18 @@ class BatchExecutor:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a storage error, a dying process: the run stops
-            if self._task_error is None:
-                self._task_error = exc
-            self.halt.set()
-            self._changed.set()
+            self._task_failed(exc)
             return
         if outcome.status == "stopped":
             self.stopped[slot.slot] = (slot, outcome)
+        self._changed.set()
+
+    def _task_failed(self, exc: BaseException) -> None:
+        """A sending task died (storage error, lock lost, a dying process): no new sends;
+        the driver re-raises the first such error."""
+        if self._task_error is None:
+            self._task_error = exc
+        self.halt.set()
         self._changed.set()
 
     async def _ensure_released(self, slot: Slot) -> None:
@@ -905,10 +910,7 @@ class BatchExecutor:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a storage error, a dying process: the run stops
-            if self._task_error is None:
-                self._task_error = exc
-            self.halt.set()
-            self._changed.set()
+            self._task_failed(exc)
             return
         calls = self.calls
         if jobs.fatal is not None and calls is not None and calls.fatal is None:
