@@ -274,10 +274,18 @@ def test_hostile_server_faults(tmp_path: Path, name: str) -> None:
         path = tmp_path / "judge.yaml"
         path.write_text(yaml.safe_dump(profile), encoding="utf-8")
         summary, book = check(tmp_path / "cj.db", ["--judge", str(path)], case)
-        # a request the client gave up on may reach the server's thread after the run
-        # ended (a loaded machine): wait for it rather than race it
-        server.wait_for(summary["calls_sent"])
-        assert server.requests == summary["calls_sent"] == len(book["calls"])
+        assert summary["calls_sent"] == len(book["calls"])
+        if case.error_kind == "timeout":
+            # every call begun counts, but on a loaded machine the 0.5 s deadline can run
+            # out before a call's request was written: that request never reaches the
+            # server. What must hold: the server never sees a request the budget missed.
+            server.wait_for(1)
+            assert server.requests <= summary["calls_sent"]
+        else:
+            # a request may reach the server's thread after the run ended (a loaded
+            # machine): wait for it rather than race it
+            server.wait_for(summary["calls_sent"])
+            assert server.requests == summary["calls_sent"]
     with sqlite3.connect(tmp_path / "cj.db") as conn:
         messages = [r[0] for r in conn.execute("SELECT error_message FROM comparisons")]
     if case.error_kind == "timeout":
