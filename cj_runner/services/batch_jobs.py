@@ -177,22 +177,7 @@ class JobRunner:
                     self.api.body(request),
                 )
             )
-            sent.append(
-                SentAttempt(
-                    slot=slot.slot,
-                    attempt=slot.next_attempt,
-                    call_no=call_no,
-                    a_idx=slot.a,
-                    b_idx=slot.b,
-                    mode=slot.mode,
-                    wave=slot.wave,
-                    repeat_index=slot.repeat_index,
-                    model=self.judge.model,
-                    prompt_hash=self.judge.prompt_hash,
-                    sent_at=repo.utcnow(),
-                    judge=slot.judge,
-                )
-            )
+            sent.append(self.calls.sent_attempt(slot, slot.next_attempt, call_no))
         if not requests:
             return None
         job = pj.JobRecord(

@@ -195,6 +195,23 @@ class CallRunner:
         """No new send: a stop decision, or an interrupt already received."""
         return self.stop_event.is_set() or (self.interrupt is not None and self.interrupt.is_set())
 
+    def sent_attempt(self, slot: Slot, attempt: int, call_no: int) -> SentAttempt:
+        """The row of one call about to go out (synchronous calls and batch-API jobs)."""
+        return SentAttempt(
+            slot=slot.slot,
+            attempt=attempt,
+            call_no=call_no,
+            a_idx=slot.a,
+            b_idx=slot.b,
+            mode=slot.mode,
+            wave=slot.wave,
+            repeat_index=slot.repeat_index,
+            model=self.judge.model,
+            prompt_hash=self.judge.prompt_hash,
+            sent_at=repo.utcnow(),
+            judge=slot.judge,
+        )
+
     def _cache_key(self, slot: Slot) -> str | None:
         """The request's key in the judgment cache (None when the cache is off)."""
         if self.cache is None:
@@ -257,20 +274,7 @@ class CallRunner:
                     await recorder.mark_failed(slot.slot, attempt - 1)
                     return self._done(slot, CallOutcome("failed", attempt - 1))
                 call_no = budget.count_call(slot.slot, judge_attempt)
-                sent = SentAttempt(
-                    slot=slot.slot,
-                    attempt=attempt,
-                    call_no=call_no,
-                    a_idx=slot.a,
-                    b_idx=slot.b,
-                    mode=slot.mode,
-                    wave=slot.wave,
-                    repeat_index=slot.repeat_index,
-                    model=self.judge.model,
-                    prompt_hash=self.judge.prompt_hash,
-                    sent_at=repo.utcnow(),
-                    judge=slot.judge,
-                )
+                sent = self.sent_attempt(slot, attempt, call_no)
                 if ahead:
                     # its release is on disk: no commit round trip before the call
                     recorder.sent_ahead(sent)

@@ -19,7 +19,7 @@ import csv
 import json
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,9 +175,12 @@ async def run_batch(
     crash_at_call: int | None = None,
     stop_event: asyncio.Event | None = None,
     stop_at_call: int | None = None,
+    wrap: Callable[[Judge], Any] | None = None,
 ) -> RunResult:
     batch = await repo.find_batch(store, batch_id)
     judge: Any = build_judge(stored_judge_config(batch))
+    if wrap is not None:
+        judge = wrap(judge)
     if crash_at_call is not None:
         judge = CrashingJudge(judge, crash_at_call)
     if stop_at_call is not None:
@@ -366,21 +369,14 @@ async def test_no_call_starts_after_the_interrupt_was_received(
     try:
         batch_id = await new_batch(store, reference.inventory, reference.profile, "late")
         stop = asyncio.Event()
-        batch = await repo.find_batch(store, batch_id)
-        judge = LateSignalJudge(build_judge(stored_judge_config(batch)), 30, stop)
-        runner = BatchExecutor(
-            store,
-            batch,
-            await repo.load_nodes(store, batch_id),
-            judge,
-            settings_from_stored(batch.settings),
-            use_cache=False,
-            stop_event=stop,
-        )
-        try:
-            result = await runner.run()
-        finally:
-            await judge.aclose()
+        judges: list[LateSignalJudge] = []
+
+        def late(inner: Judge) -> LateSignalJudge:
+            judges.append(LateSignalJudge(inner, 30, stop))
+            return judges[0]
+
+        result = await run_batch(store, batch_id, stop_event=stop, wrap=late)
+        (judge,) = judges
         assert result.status == "INTERRUPTED"
         assert judge.calls >= 30
         assert judge.started_after_stop == 0
