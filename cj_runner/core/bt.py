@@ -40,6 +40,8 @@ import scipy.sparse.linalg
 import scipy.special
 from numpy.typing import ArrayLike, NDArray
 
+from cj_runner.core.gabp import laplacian_bp
+
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
 
@@ -67,8 +69,6 @@ _MAX_NEWTON_ITERATIONS = 200
 _STEP_TOLERANCE = 1e-9  # converged when no score would move by more than this
 _CG_RTOL = 1e-10
 _F_NOISE = 1e-12  # relative rounding noise of the summed objective
-_BP_MAX_ITERATIONS = 500
-_BP_RTOL = 1e-8
 
 
 class MLENotFoundError(ValueError):
@@ -277,38 +277,12 @@ class _Information:
         return np.asarray(inv, dtype=np.float64)
 
     def approximate_variances(self) -> FloatArray:
-        """Gaussian belief propagation estimate of the score variances (see :func:`fit_bt`).
-
-        Messages run both ways along every edge: ``G[i->j]``, the variance of node ``i``
-        in the graph with edge ``ij`` removed, is ``1 / (D_i - sum_{k != j} c_ik^2 G[k->i])``
-        and the variance of ``i`` is ``1 / (D_i - sum_k c_ik^2 G[k->i])`` (Weiss & Freeman
-        2001). The information matrix is attractive (non-positive off-diagonal) and positive
-        definite, hence walk-summable, so the iteration converges, monotonically from
-        ``1 / D`` (Malioutov, Johnson & Willsky 2006).
-        """
-        data, n = self._data, self.n
+        """Gaussian belief propagation estimate of the score variances (see :func:`fit_bt`
+        and :func:`cj_runner.core.gabp.laplacian_bp`)."""
         # A tiny floor keeps a tree-shaped graph finite when lambda = 0 (its Laplacian is
         # singular); it adds at most 1 / (n * floor) to a variance.
         lam = max(self.lam, DEFAULT_PRIOR_PRECISION)
-        diag = self.degree + lam
-        n_edges = data.lo.size
-        src = np.concatenate([data.lo, data.hi])
-        dst = np.concatenate([data.hi, data.lo])
-        c2 = np.concatenate([self.c, self.c]) ** 2
-        reverse = np.concatenate([np.arange(n_edges, 2 * n_edges), np.arange(n_edges)])
-        diag_src = diag[src]
-        cavity = 1.0 / diag_src
-        for _ in range(_BP_MAX_ITERATIONS):
-            incoming = _sum_by(dst, c2 * cavity, n)
-            updated = 1.0 / np.maximum(
-                diag_src - (incoming[src] - c2[reverse] * cavity[reverse]), lam
-            )
-            converged = np.max(np.abs(updated - cavity) / updated, initial=0.0) <= _BP_RTOL
-            cavity = updated
-            if converged:
-                break
-        incoming = _sum_by(dst, c2 * cavity, n)
-        return np.asarray(1.0 / np.maximum(diag - incoming, lam), dtype=np.float64)
+        return laplacian_bp(self.n, self._data.lo, self._data.hi, self.c, lam).variances
 
 
 def _pcg(adj: Any, diag: FloatArray, rhs: FloatArray, rtol: float, maxiter: int) -> FloatArray:

@@ -36,7 +36,7 @@ import scipy.linalg
 from numpy.typing import ArrayLike, NDArray
 
 from cj_runner.core.bt import fit_bt
-from cj_runner.core.robust import DENSE_MAX_N, _Evidence, _maximise
+from cj_runner.core.evidence import DENSE_MAX_N, _Evidence, _maximise, upper_log_tau
 
 __all__ = [
     "HYPER_SCALE",
@@ -181,6 +181,8 @@ def mixture_posterior(
     best = _maximise(evidence)
     log_se = evidence.curvature_se(best)
     grid = tau_grid(best, log_se, points) if points > 1 else np.array([best])
+    # the second-order evidence is not trusted above this (cj_runner.core.evidence)
+    grid = np.unique(np.minimum(grid, max(upper_log_tau(evidence), best)))
     weights = mixture_weights(np.array([evidence(float(g)) for g in grid]), grid, hyper_scale)
     order = bool(order_effect and a.size >= 2)
     dense = n_items <= DENSE_MAX_N

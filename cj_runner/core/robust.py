@@ -52,9 +52,11 @@ import scipy.special
 from numpy.typing import ArrayLike, NDArray
 
 from cj_runner.core.bt import DEFAULT_PRIOR_PRECISION, BTFit, fit_bt
+from cj_runner.core.evidence import DENSE_MAX_N, _Evidence, _maximise
 from cj_runner.core.reliability import scale_separation_reliability
 
 __all__ = [
+    "DENSE_MAX_N",
     "METHODS",
     "EmpiricalBayesFit",
     "RobustReliability",
@@ -278,130 +280,6 @@ def _posterior(
     r2 = np.square((x @ truth) / (x_norm * t_norm))
     detail["posterior_sd"] = float(np.std(r2))
     return float(np.mean(r2))
-
-
-class _Evidence:
-    """Laplace approximation of the marginal likelihood ``log p(answers | tau)``.
-
-    With a ``N(0, tau^2)`` prior on the centred scores (``k = n - 1`` free dimensions) and
-    ``m`` the posterior mode (the ridge fit with precision ``lambda = 1 / tau^2``),
-    ``log L(m) - |m|^2 / (2 tau^2) - log det(H + lambda I) / 2 - k log(tau)`` up to a
-    constant, ``H`` the Bradley-Terry information at ``m`` on the centred subspace
-    (MacKay 1992, "Bayesian interpolation", Neural Computation 4(3)).
-    """
-
-    def __init__(
-        self,
-        n: int,
-        a: NDArray[np.int64],
-        b: NDArray[np.int64],
-        y: NDArray[np.bool_],
-        dense: bool | None = None,
-    ) -> None:
-        self.n, self.a, self.b, self.y = n, a, b, y
-        self._cache: dict[float, tuple[float, FloatArray]] = {}
-        self._init: FloatArray | None = None
-        self._dense = n <= _DENSE_EVIDENCE_MAX_N if dense is None else dense
-        edges, self._edge_counts = np.unique(
-            np.minimum(a, b) * n + np.maximum(a, b), return_counts=True
-        )
-        self._lo, self._hi = np.divmod(edges, n)
-
-    def fit(self, log_tau: float) -> BTFit:
-        """The posterior at ``tau = exp(log_tau)``, with SEs; the covariance (exact SEs)
-        up to :data:`DENSE_MAX_N` nodes, the approximate SEs of ``fit_bt`` above."""
-        init = self._evaluate(log_tau)[1]
-        return fit_bt(
-            self.n,
-            self.a,
-            self.b,
-            self.y,
-            prior_precision=math.exp(-2.0 * log_tau),
-            init=init,
-            exact_se=self._dense,
-        )
-
-    def __call__(self, log_tau: float) -> float:
-        return self._evaluate(log_tau)[0]
-
-    def _evaluate(self, log_tau: float) -> tuple[float, FloatArray]:
-        key = round(log_tau, 6)
-        if key not in self._cache:
-            lam = math.exp(-2.0 * log_tau)
-            dense = self._dense
-            fit = fit_bt(
-                self.n,
-                self.a,
-                self.b,
-                self.y,
-                prior_precision=lam,
-                init=self._init,
-                compute_se=not dense,
-                exact_se=None if dense else False,
-            )
-            m = np.asarray(fit.scores)
-            self._init = m
-            if dense:
-                log_det_info = self._log_det_information(m, lam)
-            else:  # large batches: the SEs' approximate variances
-                assert fit.se is not None
-                log_det_info = -float(np.sum(np.log(np.maximum(np.square(fit.se), 1e-300))))
-            value = (
-                fit.log_likelihood
-                - lam * float(m @ m) / 2.0
-                - 0.5 * log_det_info
-                + 0.5 * (self.n - 1) * math.log(lam)
-            )
-            self._cache[key] = (float(value), m)
-        return self._cache[key]
-
-    def _log_det_information(self, m: FloatArray, lam: float) -> float:
-        """``log det`` of ``H + lambda I`` on the centred subspace (dense Cholesky)."""
-        n, lo, hi = self.n, self._lo, self._hi
-        p = scipy.special.expit(m[lo] - m[hi])
-        weight = self._edge_counts * p * (1.0 - p)
-        # H + lambda I + 11'/n has eigenvalue (1 + lambda) along 1, the rest as wanted
-        mat = np.full((n, n), 1.0 / n)
-        mat[lo, hi] -= weight
-        mat[hi, lo] -= weight
-        degree = np.bincount(lo, weights=weight, minlength=n) + np.bincount(
-            hi, weights=weight, minlength=n
-        )
-        mat[np.diag_indices(n)] += degree + lam
-        factor = scipy.linalg.cholesky(mat, lower=True, check_finite=False)
-        return 2.0 * float(np.sum(np.log(np.diag(factor)))) - math.log1p(lam)
-
-    def curvature_se(self, best: float, step: float = 0.1) -> float:
-        """``1 / sqrt(-d2)``, ``d2`` the second difference of the evidence at ``best``."""
-        d2 = (self(best + step) - 2.0 * self(best) + self(best - step)) / step**2
-        return 1.0 / math.sqrt(-d2) if d2 < 0 else math.inf
-
-
-DENSE_MAX_N = 400
-"""Largest batch (nodes) whose evidence uses the dense log determinant and whose
-posterior keeps its full covariance (``O(n^3)`` per evaluation, some twenty evaluations
-per fit); above it the evidence and the variances come from the sparse approximation of
-:func:`cj_runner.core.bt.fit_bt`, so finalizing a 2,000-essay batch takes about a second
-(docs/performance.md). The Gibbs sampler of :mod:`cj_runner.core.posterior` stops at the
-same size."""
-
-_DENSE_EVIDENCE_MAX_N = DENSE_MAX_N
-_GRID: tuple[float, ...] = tuple(np.linspace(math.log(0.1), math.log(10.0), 9))
-
-
-def _maximise(evidence: _Evidence) -> float:
-    """``log tau`` of the largest evidence: a grid, then a bounded Brent search around it."""
-    values = [evidence(g) for g in _GRID]
-    k = int(np.argmax(values))
-    lo = _GRID[max(k - 1, 0)]
-    hi = _GRID[min(k + 1, len(_GRID) - 1)]
-    from scipy.optimize import minimize_scalar  # here: importing it costs every report ~0.2 s
-
-    result = minimize_scalar(
-        lambda g: -evidence(float(g)), bounds=(lo, hi), method="bounded", options={"xatol": 0.02}
-    )
-    best = float(result.x)
-    return best if evidence(best) >= values[k] else _GRID[k]
 
 
 def _sqrt_psd(cov: FloatArray) -> FloatArray:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import cj_runner.core.evidence as evidence
 import cj_runner.core.robust as robust
 from cj_runner.config import Settings, continuation_limits
 from cj_runner.core.bt import fit_bt
@@ -265,7 +266,7 @@ def test_large_batches_finalize_without_dense_matrices(monkeypatch: pytest.Monke
     reliability = robust.robust_reliability(n, a, b, won, seed=1)
     assert sparse.covariance is None
     monkeypatch.setattr(posterior, "DENSE_MAX_N", 10 * n)
-    monkeypatch.setattr(robust, "_DENSE_EVIDENCE_MAX_N", 10 * n)
+    monkeypatch.setattr(evidence, "_DENSE_EVIDENCE_MAX_N", 10 * n)
     monkeypatch.setattr(robust, "DENSE_MAX_N", 10 * n)
     dense = posterior.mixture_posterior(n, a, b, won, order_effect=True)
     assert dense.covariance is not None
