@@ -65,9 +65,10 @@ belief-propagation approximation of :func:`cj_runner.core.bt.fit_bt`, so finaliz
 
 SECOND_ORDER_MIN_N = DENSE_MAX_N
 """The evidence of batches with more nodes than this carries the second-order term
-(module docstring): there the Laplace mixture is the posterior users see and selection
-takes its ``tau``. Up to it the Gibbs sampler integrates over ``tau`` for the shown
-scores, and the robust reliability keeps the plain Laplace evidence (docs/decisions.md)."""
+(module docstring): there the Laplace mixture is the posterior users see, and selection
+and the robust reliability take their ``tau`` from it. Up to it the Gibbs sampler
+integrates over ``tau`` for the shown scores, and the robust reliability and selection
+keep the plain Laplace evidence (docs/decisions.md)."""
 
 LEVERAGE_MAX = 0.25
 """The second-order term is trusted up to the ``tau`` at which the mean leverage of the

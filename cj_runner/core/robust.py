@@ -123,8 +123,9 @@ def empirical_bayes_fit(
     """Bradley-Terry fit with a hierarchical ``N(0, tau^2)`` prior, ``tau`` by empirical Bayes.
 
     ``tau`` maximises the Laplace approximation of the marginal likelihood (MacKay 1992,
-    "Bayesian interpolation", Neural Computation 4(3)) over a grid of ``tau`` from 0.1 to
-    10 logits, refined by a bounded Brent search. Because the likelihood does not depend
+    "Bayesian interpolation", Neural Computation 4(3); above :data:`DENSE_MAX_N` nodes
+    with its second-order term, :mod:`cj_runner.core.evidence`) over a grid of ``tau``
+    from 0.1 to 10 logits, refined by a bounded Brent search. Because the likelihood does not depend
     on how the pairs were chosen, this posterior (mode, covariance, SEs) stays calibrated
     under adaptive pair selection, where the weak-ridge fit spreads out and its SEs are
     too small.
@@ -157,11 +158,12 @@ def empirical_bayes_prior_sd(
 ) -> float:
     """``tau`` of :func:`empirical_bayes_fit` without the final fit, for large nets.
 
-    The evidence uses the approximate score variances of :func:`cj_runner.core.bt.fit_bt`
-    (sparse, ``O(comparisons)`` per evaluation) at every size, where
-    :func:`empirical_bayes_fit` takes the dense log determinant up to 2,000 nodes; pair
-    selection on large nets (:class:`cj_runner.core.workflow.WorkflowState`) calls it on
-    a doubling schedule of comparisons.
+    The evidence takes the sparse (Bethe) log determinant of :mod:`cj_runner.core.evidence`
+    (``O(comparisons)`` per evaluation) at every size, where :func:`empirical_bayes_fit`
+    takes the dense one up to :data:`DENSE_MAX_N` nodes; above that size both add the
+    second-order term. Pair selection on large nets
+    (:class:`cj_runner.core.workflow.WorkflowState`) calls it on a doubling schedule of
+    comparisons.
     """
     evidence = _Evidence(
         n_items,
