@@ -125,6 +125,11 @@ class _Evidence:
     def __call__(self, log_tau: float) -> float:
         return self._evaluate(log_tau)[0]
 
+    @property
+    def second_order(self) -> bool:
+        """Whether the evidence carries the second-order term."""
+        return self._second_order
+
     def leverage(self, log_tau: float) -> float:
         """Mean leverage of the compared pairs at ``tau`` (0 without the second-order term)."""
         return self._evaluate(log_tau)[2]
@@ -248,8 +253,10 @@ class _Evidence:
 
 def upper_log_tau(evidence: _Evidence) -> float:
     """The largest ``log tau`` (at most the grid's top) at which the mean leverage stays
-    within :data:`LEVERAGE_MAX` (linear interpolation between grid points); the grid's
-    top without the second-order term."""
+    within :data:`LEVERAGE_MAX` (linear interpolation between grid points); ``inf``
+    without the second-order term (nothing to distrust)."""
+    if not evidence.second_order:
+        return math.inf
     previous: tuple[float, float] | None = None
     for g in _GRID:
         lev = evidence.leverage(g)
@@ -265,7 +272,7 @@ def upper_log_tau(evidence: _Evidence) -> float:
 def _maximise(evidence: _Evidence) -> float:
     """``log tau`` of the largest evidence: a grid, then a bounded Brent search around it;
     never above :func:`upper_log_tau`."""
-    top = upper_log_tau(evidence)
+    top = min(upper_log_tau(evidence), _GRID[-1])
     grid = [g for g in _GRID if g < top] + [top]
     values = [evidence(g) for g in grid]
     k = int(np.argmax(values))
