@@ -40,7 +40,8 @@ best worst-cell detection. Figures in docs/statistics.md ("Misfit flag").
 
 Run: ``nice -n 10 python benchmarks/bench_misfit_statistics.py`` (60 replicates per cell,
 about 10 minutes of CPU); ``--latent-sd 0.58`` for a judge right on 65% of random pairs;
-``--quick`` for a smoke run.
+``--cpe 30`` for another budget; ``--only infit`` skips the per-node tests (the product's
+rule alone: its row at limit 1.50); ``--quick`` for a smoke run.
 """
 
 from __future__ import annotations
@@ -166,8 +167,10 @@ def node_statistics(
     theta: np.ndarray,
     eta: float,
     rng: np.random.Generator,
+    calibrated: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Every statistic of the module docstring per node, and the comparison counts."""
+    """Every statistic of the module docstring per node, and the comparison counts
+    (``cond`` and ``boot`` stay ``nan`` unless ``calibrated``)."""
     fit = standardized_fit(n, a, b, y, theta, eta)
     p_first = scipy.special.expit(theta[a] - theta[b] + eta)
     out = {name: np.full(n, np.nan) for name in ("lz", "slope", "llr", "cond", "boot")}
@@ -187,15 +190,21 @@ def node_statistics(
         out["llr"][i] = float(np.sum(won * np.log(2 * p) + (1 - won) * np.log(2 * (1 - p))))
         # opponent scores from the node's side: P(node wins) = expit(theta_i - delta)
         delta = np.concatenate([theta[b[as_a]] - eta, theta[a[as_b]] + eta])
-        out["cond"][i] = conditional_p(delta, won)
-        out["boot"][i] = bootstrap_p(delta, won, rng)
+        if calibrated:
+            out["cond"][i] = conditional_p(delta, won)
+            out["boot"][i] = bootstrap_p(delta, won, rng)
     out["infit"] = fit.infit_z
     out["count"] = fit.count.astype(float)
     return out
 
 
 def statistics_of_run(
-    judge: SimulatedJudge, settings: Settings, seed: int, scores: str, bound_of: int = -1
+    judge: SimulatedJudge,
+    settings: Settings,
+    seed: int,
+    scores: str,
+    bound_of: int = -1,
+    calibrated: bool = True,
 ) -> dict[str, np.ndarray]:
     """The statistics of one batch; with ``bound_of >= 0`` also the Neyman-Pearson bound
     (``"bound"``, true opponent scores) for that node."""
@@ -209,15 +218,15 @@ def statistics_of_run(
     rng = np.random.default_rng([seed, 0xB007])
     truth = np.asarray(judge.true_scores, dtype=np.float64)
     if scores == "true":
-        out = node_statistics(n, a, b, y, truth - truth.mean(), 0.0, rng)
+        out = node_statistics(n, a, b, y, truth - truth.mean(), 0.0, rng, calibrated)
     elif scores == "posterior":
         post = score_posterior(n, a, b, y.astype(bool), order_effect=True, seed=seed)
         theta, eta = np.asarray(post.scores), post.order_effect or 0.0
-        out = node_statistics(n, a, b, y, theta, eta, rng)
+        out = node_statistics(n, a, b, y, theta, eta, rng, calibrated)
     else:
         fit = final_fit(n, a, b, y.astype(bool), settings)
         theta, eta = np.asarray(fit.scores), fit.order_effect or 0.0
-        out = node_statistics(n, a, b, y, theta, eta, rng)
+        out = node_statistics(n, a, b, y, theta, eta, rng, calibrated)
     if bound_of >= 0:
         delta = np.concatenate([truth[b[a == bound_of]], truth[a[b == bound_of]]])
         out["bound"] = np.array([neyman_pearson_bound(delta, rng)])
@@ -233,15 +242,19 @@ def run_cell(
     scores: str,
     bound: bool = False,
     audit_share: float = 0.0,
+    cpe: float = 20.0,
+    calibrated: bool = True,
 ) -> list[tuple[int, dict[str, np.ndarray], dict[str, np.ndarray]]]:
     """Per replicate: the erratic node, the statistics without and with it (as
     :func:`cj_runner.services.misfit_sim.misfit_rates` draws them)."""
-    settings = _settings(n, 20.0, strategy).model_copy(update={"AUDIT_SHARE": audit_share})
+    settings = _settings(n, cpe, strategy).model_copy(update={"AUDIT_SHARE": audit_share})
     rows = []
     for k in range(replicates):
         rng = np.random.default_rng([seed + k, 0x515])
         truth = rng.standard_normal(n) * latent_sd
-        good = statistics_of_run(SimulatedJudge(truth), settings, seed + k, scores)
+        good = statistics_of_run(
+            SimulatedJudge(truth), settings, seed + k, scores, calibrated=calibrated
+        )
         erratic = int(rng.integers(n))
         bad = statistics_of_run(
             ErraticJudge(truth, erratic=erratic),
@@ -249,6 +262,7 @@ def run_cell(
             seed + k,
             scores,
             bound_of=erratic if bound else -1,
+            calibrated=calibrated,
         )
         rows.append((erratic, good, bad))
     return rows
@@ -288,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latent-sd", type=float, default=LATENT_SD)
     parser.add_argument("--sizes", default="24,40")
     parser.add_argument("--strategies", default="random,balanced,infogain")
+    parser.add_argument("--cpe", type=float, default=20.0, help="comparisons per essay")
     parser.add_argument(
         "--audit-share", type=float, default=0.0, help="AUDIT_SHARE: random pairs' share"
     )
@@ -305,13 +320,24 @@ def main(argv: list[str] | None = None) -> int:
     scores = "true" if args.true_scores else "posterior" if args.posterior else "fit"
     strategies = set(args.strategies.split(","))
     cells = [(s, n) for s, n in CELLS if n in sizes and s in strategies]
+    chosen = {x for x in args.only.split(",") if x}
     data = {
-        cell: run_cell(*cell, reps, args.seed, args.latent_sd, scores, args.bound, args.audit_share)
+        cell: run_cell(
+            *cell,
+            reps,
+            args.seed,
+            args.latent_sd,
+            scores,
+            args.bound,
+            args.audit_share,
+            args.cpe,
+            calibrated=not chosen or bool(chosen & {"cond", "boot"}),
+        )
         for cell in cells
     }
     head = " | ".join(f"{s} {n}" for s, n in cells)
     print(
-        f"Misfit statistics at 20 cpe, {reps} replicates per cell, latent SD "
+        f"Misfit statistics at {args.cpe:g} cpe, {reps} replicates per cell, latent SD "
         f"{args.latent_sd}, {scores} scores, AUDIT_SHARE {args.audit_share}: "
         "false alarms % / detection %"
     )
@@ -320,7 +346,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\nNeyman-Pearson bound on detection at 5% (true opponent scores)")
         print(f"| {head} |\n|" + "---|" * len(cells))
         print("| " + " | ".join(f"{100 * x:.0f}" for x in bounds) + " |")
-    chosen = {x for x in args.only.split(",") if x}
     for name, sign, grid in STATISTICS:
         if chosen and name not in chosen:
             continue
