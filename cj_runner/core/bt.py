@@ -189,6 +189,49 @@ def _prepare(
     )
 
 
+_last_prepared: tuple[int, tuple[Any, ...], _Data, _Structure] | None = None
+
+
+def _frozen(values: ArrayLike) -> bool:
+    """An array no one can change behind our back: read-only and owning its data."""
+    return isinstance(values, np.ndarray) and not values.flags.writeable and values.flags.owndata
+
+
+def _prepared(
+    n_items: int,
+    first: ArrayLike,
+    second: ArrayLike,
+    first_won: ArrayLike,
+    weights: ArrayLike | None,
+) -> tuple[_Data, _Structure]:
+    """:func:`_prepare` and the sparse layout, reused for the very same read-only arrays.
+
+    A batch's per-wave refit and its pair selection fit the same comparisons with
+    different priors; :meth:`cj_runner.core.workflow.WorkflowState.comparison_arrays`
+    hands both the same read-only arrays, so they are validated and aggregated once.
+    """
+    global _last_prepared
+    arrays = (first, second, first_won)
+    reuse = weights is None and all(_frozen(x) for x in arrays)
+    last = _last_prepared
+    if (
+        reuse
+        and last is not None
+        and last[0] == n_items
+        and all(x is y for x, y in zip(last[1], arrays, strict=True))
+    ):
+        return last[2], last[3]
+    data = _prepare(n_items, first, second, first_won, weights)
+    structure = (
+        _structure(data)
+        if data.n > _DENSE_SOLVE_MAX_N
+        else _Structure(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.intp))
+    )
+    if reuse:
+        _last_prepared = (n_items, arrays, data, structure)
+    return data, structure
+
+
 @dataclass(frozen=True)
 class _Point:
     """Parameters and the per-pair quantities computed from them.
@@ -258,14 +301,39 @@ class _Information:
             if info != 0:
                 raise RuntimeError(f"LAPACK potrs failed with info={info}")
             return np.asarray(x, dtype=np.float64)
+        # stopping early (maxiter) still gives a descent direction; the Newton line
+        # search and the outer iteration take care of the rest
+        return _pcg(self._adjacency(), self.diag, rhs, rtol, max(1000, 10 * self.n))
+
+    @property
+    def iterative(self) -> bool:
+        """Solved by conjugate gradients (above :data:`_DENSE_SOLVE_MAX_N` nodes)."""
+        return self.n > _DENSE_SOLVE_MAX_N
+
+    def _adjacency(self) -> Any:
         if self._sparse is None:
             s = self._structure
             self._sparse = scipy.sparse.csr_array(
                 (self.c[s.src], s.indices, s.indptr), shape=(self.n, self.n)
             )
-        # stopping early (maxiter) still gives a descent direction; the Newton line
-        # search and the outer iteration take care of the rest
-        return _pcg(self._sparse, self.diag, rhs, rtol, max(1000, 10 * self.n))
+        return self._sparse
+
+    def solve_bordered(
+        self, h: FloatArray, corner: float, rhs: FloatArray, rhs_last: float, rtol: float
+    ) -> tuple[FloatArray, float]:
+        """Solve ``[[M, h], [h', corner]] [x; y] = [rhs; rhs_last]`` by conjugate gradients
+        (iterative systems only): the Newton direction with an order effect in one solve,
+        where block elimination takes two (``M^-1 g`` and ``M^-1 h``) and, measured on
+        adaptive batches of 2,000 essays, about twice the matrix products."""
+        x = _pcg(
+            self._adjacency(),
+            self.diag,
+            np.append(rhs, rhs_last),
+            rtol,
+            max(1000, 10 * self.n),
+            border=(h, corner),
+        )
+        return x[:-1], float(x[-1])
 
     def inverse(self) -> FloatArray:
         """``M^-1`` as a dense matrix (LAPACK ``potri`` on the Cholesky factor)."""
@@ -285,17 +353,29 @@ class _Information:
         return laplacian_bp(self.n, self._data.lo, self._data.hi, self.c, lam).variances
 
 
-def _pcg(adj: Any, diag: FloatArray, rhs: FloatArray, rtol: float, maxiter: int) -> FloatArray:
+def _pcg(
+    adj: Any,
+    diag: FloatArray,
+    rhs: FloatArray,
+    rtol: float,
+    maxiter: int,
+    border: tuple[FloatArray, float] | None = None,
+) -> FloatArray:
     """Solve ``(diag - adj + 11'/n) x = rhs`` by Jacobi-preconditioned conjugate gradients.
 
     The textbook iteration (Saad 2003, "Iterative methods for sparse linear systems",
     Algorithm 9.1), stopped at ``|r| <= rtol |rhs|``; written out because the per-call
     overhead of ``scipy.sparse.linalg.cg`` dominated the per-wave refits of large batches.
+    With ``border = (h, corner)`` the matrix gains a last row and column ``[h', corner]``
+    (``rhs`` and the solution one entry longer).
     """
     n = diag.size
     b = np.asarray(rhs, dtype=np.float64).ravel()
     inv_m = 1.0 / (diag + 1.0 / n)
-    x = np.zeros(n)
+    if border is not None:
+        h, corner = border
+        inv_m = np.append(inv_m, 1.0 / corner)
+    x = np.zeros(b.size)
     r = b.copy()
     target = rtol * float(np.sqrt(b @ b))
     if target == 0.0:
@@ -304,7 +384,13 @@ def _pcg(adj: Any, diag: FloatArray, rhs: FloatArray, rtol: float, maxiter: int)
     p = z.copy()
     rz = float(r @ z)
     for _ in range(maxiter):
-        ap = diag * p - adj @ p + p.sum() / n
+        if border is None:
+            ap = diag * p - adj @ p + p.sum() / n
+        else:
+            head, last = p[:n], p[n]
+            ap = np.empty_like(p)
+            ap[:n] = diag * head - adj @ head + (head.sum() / n) + h * last
+            ap[n] = h @ head + corner * last
         alpha = rz / float(p @ ap)
         x += alpha * p
         r -= alpha * ap
@@ -496,15 +582,10 @@ def fit_bt(
     lam = float(prior_precision)
     if not np.isfinite(lam) or lam < 0:
         raise ValueError(f"prior_precision must be finite and >= 0, got {prior_precision!r}")
-    data = _prepare(n_items, first, second, first_won, weights)
+    data, structure = _prepared(n_items, first, second, first_won, weights)
     n = data.n
     if lam == 0:
         _check_mle_exists(data, order_effect)
-    structure = (
-        _structure(data)
-        if n > _DENSE_SOLVE_MAX_N
-        else _Structure(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.intp))
-    )
 
     if init is None:
         theta = np.zeros(n)
@@ -613,9 +694,19 @@ def _direction(
     lam: float,
     order_effect: bool,
     rtol: float,
+    bordered: bool = False,
 ) -> tuple[FloatArray, float]:
-    """Newton direction ``-H^-1 g`` in (theta, eta), theta centred; eta by block elimination."""
+    """Newton direction ``-H^-1 g`` in (theta, eta), theta centred; eta by block
+    elimination, or with ``bordered`` (loose fits of large batches) in one solve."""
     g_theta, g_eta = gradient
+    if order_effect and bordered and system.iterative and lam > 0:
+        # the prior keeps eta's Schur complement >= lambda: the bordered matrix is
+        # positive definite, and one solve gives both parts of the direction (only for
+        # loose fits: solved to 1e-10 its conjugate gradients stall, where the two
+        # solves of the block elimination do not)
+        h = _sum_by(data.a, info, data.n) - _sum_by(data.b, info, data.n)
+        solved, eta = system.solve_bordered(h, float(np.sum(info)) + lam, g_theta, g_eta, rtol)
+        return -(solved - solved.mean()), -eta
     step_theta = -system.solve(g_theta, rtol)
     step_eta = 0.0
     if order_effect:
@@ -641,7 +732,8 @@ def _newton(
     """
     # a looser tolerance also takes less accurate solves: an inexact Newton step still
     # converges to the optimum (the gradient is exact), only the stopping test is looser
-    floor = _CG_RTOL if tolerance <= _STEP_TOLERANCE else 1e-3
+    loose = tolerance > _STEP_TOLERANCE
+    floor = 1e-3 if loose else _CG_RTOL
     point = _point(data, theta, 0.0)
     f_current = _objective(point, lam)
     g_first = 0.0
@@ -656,12 +748,14 @@ def _newton(
         system = _Information(data, structure, _sum_by(data.edge_of_pair, info, data.lo.size), lam)
 
         gradient = (g_theta, g_eta)
-        step_theta, step_eta = _direction(data, system, gradient, info, lam, order_effect, rtol)
+        step_theta, step_eta = _direction(
+            data, system, gradient, info, lam, order_effect, rtol, loose
+        )
         largest = max(float(np.max(np.abs(step_theta), initial=0.0)), abs(step_eta))
         if largest <= tolerance and rtol > floor:
             # confirm convergence with an accurate solve
             step_theta, step_eta = _direction(
-                data, system, gradient, info, lam, order_effect, floor
+                data, system, gradient, info, lam, order_effect, floor, loose
             )
             largest = max(float(np.max(np.abs(step_theta), initial=0.0)), abs(step_eta))
         if largest <= tolerance:

@@ -181,6 +181,7 @@ class WorkflowState:
         self._wave_start_successes = 0
         self._posterior: tuple[int, EmpiricalBayesFit] | None = None
         self._tau: tuple[np.ndarray, float] | None = None
+        self._arrays: tuple[int, list[int], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
         self._selection: tuple[tuple[int, float], tuple[np.ndarray, np.ndarray, float]] | None = (
             None
         )
@@ -428,13 +429,25 @@ class WorkflowState:
         return result
 
     def comparison_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(first, second, first_won)`` of the successes, in key order."""
+        """``(first, second, first_won)`` of the successes, in key order.
+
+        Built once per number of successes (the lists only grow) and read-only, so the
+        wave's refit and its selection share them, and with them the fit's prepared form
+        (:func:`cj_runner.core.bt.fit_bt` reuses it for the same read-only arrays).
+        """
+        cached = self._arrays
+        if cached is not None and cached[0] == len(self.keys) and cached[1] is self.keys:
+            return cached[2]
         order = np.argsort(np.asarray(self.keys, dtype=np.int64), kind="stable")
-        return (
+        arrays = (
             np.asarray(self.first, dtype=np.int64)[order],
             np.asarray(self.second, dtype=np.int64)[order],
             np.asarray(self.first_won, dtype=bool)[order],
         )
+        for array in arrays:
+            array.setflags(write=False)
+        self._arrays = (len(self.keys), self.keys, arrays)
+        return arrays
 
     def comparison_modes(self) -> list[str]:
         """The mode of every success, in the key order of :meth:`comparison_arrays`."""

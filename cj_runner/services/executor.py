@@ -36,8 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cj_runner.config import Settings, continuation_limits
 from cj_runner.core.continuation import Action, Decision, StopReason
 from cj_runner.core.models import GradeScale, Mode, PlannedPair
@@ -59,6 +57,7 @@ from cj_runner.services.finalize import fail_scoring, finalize_batch
 from cj_runner.storage import Store
 from cj_runner.storage import repository as repo
 from cj_runner.storage.recorder import AttemptResult, PlannedRow, Recorder
+from cj_runner.storage.scores_codec import SCORES_KEY, pack_scores, unpack_scores
 
 HEARTBEAT_S = 10.0
 GROUP_COMMIT_WINDOW_S = 0.01
@@ -545,9 +544,9 @@ class BatchExecutor:
                 w.unfinished.add(slot_no)
         self.wf.doubles_planned = _stored_doubles(attempts)
         extra = self.batch.state.get("extra_json") or {}
-        scores = extra.get("scores")
-        if scores is not None and len(scores) == self.wf.n_nodes:
-            self.wf.scores = np.asarray(scores, dtype=float)
+        scores = unpack_scores(extra, self.wf.n_nodes)
+        if scores is not None:
+            self.wf.scores = scores
             self.wf.have_fit = bool(extra.get("have_fit", True))
         waves = await repo.load_waves(self.store, self.batch.id)
         if waves and waves[-1]["decision"] and int(waves[-1]["wave"]) == closed:
@@ -1129,7 +1128,7 @@ class BatchExecutor:
                 "pass_remaining": sorted([a, b] for a, b in self.wf.pass_remaining),
                 "current_mode": self.wf.mode.value,
                 "extra_json": {
-                    "scores": [float(x) for x in self.wf.scores],
+                    SCORES_KEY: pack_scores(self.wf.scores),
                     "have_fit": self.wf.have_fit,
                 },
             },
@@ -1218,7 +1217,7 @@ class BatchExecutor:
             state_values={
                 **self._state_values(),
                 "extra_json": {
-                    "scores": [float(x) for x in self.wf.scores],
+                    SCORES_KEY: pack_scores(self.wf.scores),
                     "have_fit": self.wf.have_fit,
                     "cache_hits": self.cache_hits,
                     "lost_on_resume": self.lost_on_resume,

@@ -34,6 +34,7 @@ from cj_runner.core.robust import DENSE_MAX_N, robust_reliability
 from cj_runner.core.workflow import WorkflowState
 from cj_runner.storage import Store
 from cj_runner.storage import repository as repo
+from cj_runner.storage.scores_codec import SCORES_KEY
 
 
 def _finite(value: float | None) -> float | None:
@@ -356,6 +357,7 @@ def final_results(
         if provisional:
             extra["provisional"] = True
         else:
+            extra.pop(SCORES_KEY, None)  # the running batch's scores (packed): replaced
             extra["scores"] = [float(x) for x in fit.scores]
         extra.update(
             log_likelihood=float(fit.log_likelihood),
