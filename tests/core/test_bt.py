@@ -559,3 +559,76 @@ def test_max_score_change() -> None:
         max_score_change([0.0], [0.0, 1.0])
     with pytest.raises(ValueError):
         max_score_change([np.nan], [0.0])
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(2, 40), lam=st.floats(0.01, 2.0))
+def test_bordered_solve_matches_the_dense_system(seed: int, n: int, lam: float) -> None:
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, n, 4 * n)
+    b = (a + rng.integers(1, n, 4 * n)) % n
+    data, structure = bt._prepared(n, a, b, rng.random(4 * n) < 0.5, None)
+    point = bt._point(data, rng.normal(0, 1, n), 0.2)
+    _, _, info = bt._derivatives(data, point, lam)
+    system = bt._Information(
+        data, bt._structure(data), bt._sum_by(data.edge_of_pair, info, data.lo.size), lam
+    )
+    h = bt._sum_by(data.a, info, n) - bt._sum_by(data.b, info, n)
+    corner = float(np.sum(info)) + lam
+    rhs, last = rng.normal(0, 1, n), float(rng.normal())
+    x, y = system.solve_bordered(h, corner, rhs, last, 1e-12)
+    full = np.block([[system.dense(), h[:, None]], [h[None, :], np.array([[corner]])]])
+    expected = np.linalg.solve(full, np.append(rhs, last))
+    np.testing.assert_allclose(np.append(x, y), expected, atol=1e-8)
+    assert structure is not None
+
+
+def test_loose_fits_of_large_batches_solve_eta_in_one_bordered_solve(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(21)
+    n = 400  # above the dense solver's limit: conjugate gradients
+    a, b, y = simulate(rng, rng.normal(0, 1.5, n), 8 * n, order_effect=0.3)
+    exact = fit_bt(n, a, b, y, order_effect=True, compute_se=False)
+    bordered: list[int] = []
+    original = bt._Information.solve_bordered
+
+    def counted(self: bt._Information, *args: object) -> tuple[np.ndarray, float]:
+        bordered.append(1)
+        return original(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bt._Information, "solve_bordered", counted)
+    loose = fit_bt(n, a, b, y, order_effect=True, compute_se=False, tolerance=1e-6)
+    assert bordered  # the per-wave refit's path
+    np.testing.assert_allclose(loose.scores, exact.scores, atol=1e-5)
+    assert loose.order_effect == pytest.approx(exact.order_effect, abs=1e-5)
+    bordered.clear()
+    fit_bt(n, a, b, y, order_effect=True, compute_se=False)
+    assert not bordered  # exact fits keep the block elimination
+
+
+def test_the_same_read_only_arrays_are_prepared_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    n = 30
+    a, b, y = simulate(rng, rng.normal(0, 1, n), 300)
+    prepared: list[int] = []
+    original = bt._prepare
+
+    def counted(*args: object) -> object:
+        prepared.append(1)
+        return original(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bt, "_prepare", counted)
+    frozen = [np.array(x) for x in (a, b, y)]
+    for x in frozen:
+        x.setflags(write=False)
+    first = fit_bt(n, *frozen, order_effect=True)
+    second = fit_bt(n, *frozen, prior_precision=0.5)
+    assert len(prepared) == 1
+    np.testing.assert_array_equal(first.scores, fit_bt(n, a, b, y, order_effect=True).scores)
+    np.testing.assert_array_equal(second.scores, fit_bt(n, a, b, y, prior_precision=0.5).scores)
+    # writable arrays (a caller may change them in place) are prepared every time
+    prepared.clear()
+    fit_bt(n, a, b, y)
+    fit_bt(n, a, b, y)
+    assert len(prepared) == 2

@@ -6,6 +6,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import scipy.special
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -277,3 +278,29 @@ def test_large_batches_finalize_without_dense_matrices(monkeypatch: pytest.Monke
     exact = robust.robust_reliability(n, a, b, won, seed=1)
     assert reliability.value is not None and exact.value is not None
     assert abs(reliability.value - exact.value) < 0.03
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    spread=st.sampled_from([0.1, 2.0, 40.0]),
+    n=st.integers(2, 60),
+)
+def test_gains_match_the_textbook_formula(seed: int, spread: float, n: int) -> None:
+    from cj_runner.core.large_nets import _gains
+
+    gen = np.random.default_rng(seed)
+    s = gen.normal(0, spread, n)
+    v = gen.uniform(0.01, 5.0, n)
+    g = gen.uniform(0.0, 2.0, n)
+    rows = gen.choice(n, size=min(n, 7), replace=False)
+    d = s[rows, None] - s[None, :]
+    w = scipy.special.expit(d) * scipy.special.expit(-d)  # p (1 - p) without cancellation
+    expected = w * (g[rows, None] * v[rows, None] ** 2 + g * v**2)
+    expected /= 1.0 + w * (v[rows, None] + v[None, :])
+    got = _gains(s, v, g, rows)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-300)
+    # beyond +-300 logits the scores are clipped: gains stay finite and non-negative
+    far = _gains(s * 100.0, v, g, rows)
+    assert np.all(np.isfinite(far)) and np.all(far >= 0.0)
