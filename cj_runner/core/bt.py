@@ -266,7 +266,17 @@ class _Information:
     ``lambda > 0``.
     """
 
-    def __init__(self, data: _Data, structure: _Structure, c: FloatArray, lam: float) -> None:
+    def __init__(
+        self,
+        data: _Data,
+        structure: _Structure,
+        c: FloatArray,
+        lam: float,
+        adjacency: Any = None,
+    ) -> None:
+        """``adjacency``: a CSR matrix of ``structure``'s layout whose values this system
+        may overwrite (one per Newton fit, reused by its iterations: building a sparse
+        matrix costs more than a conjugate-gradient iteration)."""
         self.n = data.n
         self.lam = lam
         self.c = c
@@ -276,6 +286,7 @@ class _Information:
         self._structure = structure
         self._factor: FloatArray | None = None
         self._sparse: Any = None
+        self._reusable = adjacency
 
     def dense(self) -> FloatArray:
         """The matrix ``M`` as a dense array."""
@@ -313,9 +324,13 @@ class _Information:
     def _adjacency(self) -> Any:
         if self._sparse is None:
             s = self._structure
-            self._sparse = scipy.sparse.csr_array(
-                (self.c[s.src], s.indices, s.indptr), shape=(self.n, self.n)
-            )
+            if self._reusable is not None:
+                np.take(self.c, s.src, out=self._reusable.data)
+                self._sparse = self._reusable
+            else:
+                self._sparse = scipy.sparse.csr_array(
+                    (self.c[s.src], s.indices, s.indptr), shape=(self.n, self.n)
+                )
         return self._sparse
 
     def solve_bordered(
@@ -736,6 +751,14 @@ def _newton(
     floor = 1e-3 if loose else _CG_RTOL
     point = _point(data, theta, 0.0)
     f_current = _objective(point, lam)
+    adjacency = (
+        scipy.sparse.csr_array(
+            (np.zeros(structure.src.size), structure.indices, structure.indptr),
+            shape=(data.n, data.n),
+        )
+        if data.n > _DENSE_SOLVE_MAX_N
+        else None
+    )
     g_first = 0.0
     iterations = 0
     while True:
@@ -745,7 +768,9 @@ def _newton(
             g_norm = max(g_norm, abs(g_eta))
         g_first = g_first or g_norm
         rtol = max(floor, min(0.1, g_norm / g_first)) if g_first else floor
-        system = _Information(data, structure, _sum_by(data.edge_of_pair, info, data.lo.size), lam)
+        system = _Information(
+            data, structure, _sum_by(data.edge_of_pair, info, data.lo.size), lam, adjacency
+        )
 
         gradient = (g_theta, g_eta)
         step_theta, step_eta = _direction(

@@ -94,6 +94,45 @@ class WaveEnd:
 RobustReliabilityFn = Callable[["WorkflowState", BTFit], float | None]
 
 
+class _ComparisonBuffers:
+    """The successes as numpy arrays, grown as :class:`WorkflowState`'s lists grow."""
+
+    def __init__(self, source: list[int]) -> None:
+        self.source = source  # the keys list these buffers mirror
+        self.size = 0
+        self.in_order = True  # keys non-decreasing so far (a stable sort changes nothing)
+        self.keys = np.zeros(0, dtype=np.int64)
+        self.first = np.zeros(0, dtype=np.int64)
+        self.second = np.zeros(0, dtype=np.int64)
+        self.won = np.zeros(0, dtype=bool)
+
+    def extend(self, keys: list[int], first: list[int], second: list[int], won: list[bool]) -> None:
+        m, k = len(keys), self.size
+        if m > self.keys.size:
+            capacity = max(m, 2 * self.keys.size, 64)
+            for name in ("keys", "first", "second", "won"):
+                old = getattr(self, name)
+                grown = np.zeros(capacity, dtype=old.dtype)
+                grown[:k] = old[:k]
+                setattr(self, name, grown)
+        self.keys[k:m] = keys[k:m]
+        self.first[k:m] = first[k:m]
+        self.second[k:m] = second[k:m]
+        self.won[k:m] = won[k:m]
+        if m > k and self.in_order:
+            tail = self.keys[max(k - 1, 0) : m]
+            self.in_order = bool(np.all(tail[1:] >= tail[:-1]))
+        self.size = m
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Copies in key order (a stable sort when the keys came out of order)."""
+        m = self.size
+        if self.in_order:
+            return self.first[:m].copy(), self.second[:m].copy(), self.won[:m].copy()
+        order = np.argsort(self.keys[:m], kind="stable")
+        return self.first[:m][order], self.second[:m][order], self.won[:m][order]
+
+
 @dataclass
 class WorkflowState:
     """Everything the workflow knows about a batch between judge calls.
@@ -182,6 +221,7 @@ class WorkflowState:
         self._posterior: tuple[int, EmpiricalBayesFit] | None = None
         self._tau: tuple[np.ndarray, float] | None = None
         self._arrays: tuple[int, list[int], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        self._buffers: _ComparisonBuffers | None = None
         self._selection: tuple[tuple[int, float], tuple[np.ndarray, np.ndarray, float]] | None = (
             None
         )
@@ -431,22 +471,24 @@ class WorkflowState:
     def comparison_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(first, second, first_won)`` of the successes, in key order.
 
-        Built once per number of successes (the lists only grow) and read-only, so the
-        wave's refit and its selection share them, and with them the fit's prepared form
-        (:func:`cj_runner.core.bt.fit_bt` reuses it for the same read-only arrays).
+        Built once per number of successes and read-only, so the wave's refit and its
+        selection share them, and with them the fit's prepared form
+        (:func:`cj_runner.core.bt.fit_bt` reuses it for the same read-only arrays). The
+        lists only grow: only the successes added since the last call are converted, and
+        the sort is skipped while the keys arrive in order (as they do in a run).
         """
+        m = len(self.keys)
         cached = self._arrays
-        if cached is not None and cached[0] == len(self.keys) and cached[1] is self.keys:
+        if cached is not None and cached[0] == m and cached[1] is self.keys:
             return cached[2]
-        order = np.argsort(np.asarray(self.keys, dtype=np.int64), kind="stable")
-        arrays = (
-            np.asarray(self.first, dtype=np.int64)[order],
-            np.asarray(self.second, dtype=np.int64)[order],
-            np.asarray(self.first_won, dtype=bool)[order],
-        )
+        buffers = self._buffers
+        if buffers is None or buffers.source is not self.keys or buffers.size > m:
+            buffers = self._buffers = _ComparisonBuffers(self.keys)
+        buffers.extend(self.keys, self.first, self.second, self.first_won)
+        arrays = buffers.arrays()
         for array in arrays:
             array.setflags(write=False)
-        self._arrays = (len(self.keys), self.keys, arrays)
+        self._arrays = (m, self.keys, arrays)
         return arrays
 
     def comparison_modes(self) -> list[str]:

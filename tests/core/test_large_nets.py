@@ -304,3 +304,33 @@ def test_gains_match_the_textbook_formula(seed: int, spread: float, n: int) -> N
     # beyond +-300 logits the scores are clipped: gains stay finite and non-negative
     far = _gains(s * 100.0, v, g, rows)
     assert np.all(np.isfinite(far)) and np.all(far >= 0.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    keys=st.lists(st.integers(0, 50), min_size=0, max_size=60, unique=True),
+    cuts=st.lists(st.integers(0, 60), max_size=4),
+)
+def test_comparison_arrays_follow_the_keys_as_the_lists_grow(
+    keys: list[int], cuts: list[int]
+) -> None:
+    n = 8
+    wf = workflow(n)
+    gen = np.random.default_rng(len(keys))
+    seen: list[tuple[int, int, bool, int]] = []
+    stops = sorted({min(c, len(keys)) for c in cuts} | {len(keys)})
+    done = 0
+    for stop in stops:
+        for key in keys[done:stop]:
+            a = int(gen.integers(n))
+            b = (a + 1 + int(gen.integers(n - 1))) % n
+            won = bool(gen.random() < 0.5)
+            wf.record_success(a, b, "A" if won else "B", key=key)
+            seen.append((key, a, b, won))
+        done = stop
+        first, second, first_won = wf.comparison_arrays()
+        expected = sorted(seen)  # keys are unique: key order
+        assert first.tolist() == [e[1] for e in expected]
+        assert second.tolist() == [e[2] for e in expected]
+        assert first_won.tolist() == [e[3] for e in expected]
+        assert not first.flags.writeable
