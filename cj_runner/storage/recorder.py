@@ -646,13 +646,17 @@ def _cache_row(r: AttemptResult, batch_id: str) -> dict[str, Any]:
     }
 
 
+_SQLITE_CACHE_INSERT = sqlite_insert(T_CACHE).on_conflict_do_nothing()
+_PG_CACHE_INSERT = pg_insert(T_CACHE).on_conflict_do_nothing()
+
+
 async def _cache_insert(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     """Add answers to the judgment cache; an answer already cached is kept."""
     dialect = conn.dialect.name
     if dialect == "sqlite":
-        await conn.execute(sqlite_insert(T_CACHE).on_conflict_do_nothing(), rows)
+        await conn.execute(_SQLITE_CACHE_INSERT, rows)
     elif dialect == "postgresql":
-        await conn.execute(pg_insert(T_CACHE).on_conflict_do_nothing(), rows)
+        await conn.execute(_PG_CACHE_INSERT, rows)
     else:  # pragma: no cover - other databases: check first
         for values in rows:
             exists = await conn.execute(

@@ -629,14 +629,22 @@ async def acquire_lock(
             raise BatchLockedError(f"batch {batch_id} was locked by another process just now")
 
 
+# built once: a statement built per transaction costs SQLAlchemy a cache-key walk each time
+_HEARTBEAT = (
+    update(T_BATCHES)
+    .where(
+        and_(T_BATCHES.c.id == bindparam("k_batch"), T_BATCHES.c.lock_owner == bindparam("k_owner"))
+    )
+    .values(lock_heartbeat=bindparam("k_now"))
+)
+
+
 async def fence(conn: AsyncConnection, batch_id: str, owner: str) -> None:
     """Inside a write transaction: refresh the heartbeat, or raise when ``owner`` no longer
     holds the lock (another process took it over), so that nothing of this transaction
     is written."""
     result = await conn.execute(
-        update(T_BATCHES)
-        .where(and_(T_BATCHES.c.id == batch_id, T_BATCHES.c.lock_owner == owner))
-        .values(lock_heartbeat=utcnow())
+        _HEARTBEAT, {"k_batch": batch_id, "k_owner": owner, "k_now": utcnow()}
     )
     if result.rowcount != 1:
         raise BatchLockedError(
@@ -648,9 +656,7 @@ async def heartbeat(store: Store, batch_id: str, owner: str) -> bool:
     """Refresh the lock's heartbeat; ``False`` when ``owner`` no longer holds the lock."""
     async with store.engine.begin() as conn:
         result = await conn.execute(
-            update(T_BATCHES)
-            .where(and_(T_BATCHES.c.id == batch_id, T_BATCHES.c.lock_owner == owner))
-            .values(lock_heartbeat=utcnow())
+            _HEARTBEAT, {"k_batch": batch_id, "k_owner": owner, "k_now": utcnow()}
         )
     return result.rowcount == 1
 

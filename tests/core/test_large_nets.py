@@ -334,3 +334,18 @@ def test_comparison_arrays_follow_the_keys_as_the_lists_grow(
         assert second.tolist() == [e[2] for e in expected]
         assert first_won.tolist() == [e[3] for e in expected]
         assert not first.flags.writeable
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.5]), min_size=1, max_size=80),
+    size=st.integers(1, 90),
+    seed=st.integers(0, 2**31),
+)
+def test_largest_nodes_match_the_full_sort(values: list[float], size: int, seed: int) -> None:
+    from cj_runner.core.large_nets import _largest
+
+    own = np.array(values)  # few distinct values: many ties at the boundary
+    tie = np.random.default_rng(seed).random(own.size)
+    expected = np.lexsort((-tie, -own))[:size]
+    assert _largest(own, tie, size).tolist() == expected.tolist()
