@@ -305,8 +305,11 @@ class _Information:
             self._factor = np.asarray(factor, dtype=np.float64)
         return self._factor
 
-    def solve(self, rhs: FloatArray, rtol: float = _CG_RTOL) -> FloatArray:
-        """Solve ``M x = rhs``: exactly (dense) or by CG to relative residual ``rtol``."""
+    def solve(self, rhs: FloatArray, rtol: float = _CG_RTOL, centred: bool = False) -> FloatArray:
+        """Solve ``M x = rhs``: exactly (dense) or by CG to relative residual ``rtol``.
+
+        ``centred``: ``rhs`` is orthogonal to ``1`` and the caller centres the solution, so
+        with a prior the CG may leave out ``11'/n`` (one product less per iteration)."""
         if self.n <= _DENSE_SOLVE_MAX_N:
             x, info = scipy.linalg.lapack.dpotrs(self._cholesky(), rhs, lower=False)
             if info != 0:
@@ -314,7 +317,14 @@ class _Information:
             return np.asarray(x, dtype=np.float64)
         # stopping early (maxiter) still gives a descent direction; the Newton line
         # search and the outer iteration take care of the rest
-        return _pcg(self._adjacency(), self.diag, rhs, rtol, max(1000, 10 * self.n))
+        return _pcg(
+            self._adjacency(),
+            self.diag,
+            rhs,
+            rtol,
+            max(1000, 10 * self.n),
+            rank_one=not (centred and self.lam > 0),
+        )
 
     @property
     def iterative(self) -> bool:
@@ -347,6 +357,7 @@ class _Information:
             rtol,
             max(1000, 10 * self.n),
             border=(h, corner),
+            rank_one=False,
         )
         return x[:-1], float(x[-1])
 
@@ -375,6 +386,7 @@ def _pcg(
     rtol: float,
     maxiter: int,
     border: tuple[FloatArray, float] | None = None,
+    rank_one: bool = True,
 ) -> FloatArray:
     """Solve ``(diag - adj + 11'/n) x = rhs`` by Jacobi-preconditioned conjugate gradients.
 
@@ -382,11 +394,14 @@ def _pcg(
     Algorithm 9.1), stopped at ``|r| <= rtol |rhs|``; written out because the per-call
     overhead of ``scipy.sparse.linalg.cg`` dominated the per-wave refits of large batches.
     With ``border = (h, corner)`` the matrix gains a last row and column ``[h', corner]``
-    (``rhs`` and the solution one entry longer).
+    (``rhs`` and the solution one entry longer). ``rank_one=False`` leaves out ``11'/n``:
+    with a prior (``diag`` above the degrees) the matrix is positive definite without it,
+    and for a right-hand side orthogonal to ``1`` (a centred fit's gradient, ``h``) only
+    the solution's mean changes, which the caller removes.
     """
     n = diag.size
     b = np.asarray(rhs, dtype=np.float64).ravel()
-    inv_m = 1.0 / (diag + 1.0 / n)
+    inv_m = 1.0 / (diag + 1.0 / n) if rank_one else 1.0 / diag
     if border is not None:
         h, corner = border
         inv_m = np.append(inv_m, 1.0 / corner)
@@ -400,11 +415,15 @@ def _pcg(
     rz = float(r @ z)
     for _ in range(maxiter):
         if border is None:
-            ap = diag * p - adj @ p + p.sum() / n
+            ap = diag * p - adj @ p
+            if rank_one:
+                ap += p.sum() / n
         else:
             head, last = p[:n], p[n]
             ap = np.empty_like(p)
-            ap[:n] = diag * head - adj @ head + (head.sum() / n) + h * last
+            ap[:n] = diag * head - adj @ head + h * last
+            if rank_one:
+                ap[:n] += head.sum() / n
             ap[n] = h @ head + corner * last
         alpha = rz / float(p @ ap)
         x += alpha * p
@@ -722,7 +741,9 @@ def _direction(
         h = _sum_by(data.a, info, data.n) - _sum_by(data.b, info, data.n)
         solved, eta = system.solve_bordered(h, float(np.sum(info)) + lam, g_theta, g_eta, rtol)
         return -(solved - solved.mean()), -eta
-    step_theta = -system.solve(g_theta, rtol)
+    # a loose fit's gradient is orthogonal to 1 (its scores stay centred) and the
+    # direction is centred below: its solve may leave out 11'/n
+    step_theta = -system.solve(g_theta, rtol, centred=bordered and not order_effect)
     step_eta = 0.0
     if order_effect:
         h, z, schur = _eta_elimination(data, system, info, lam, rtol)

@@ -131,7 +131,12 @@ class _SlotOrderBudget:
         self.calls_sent = 0
         self._slots: list[int] = []  # unfinished comparisons, sorted
         self._worst: dict[int, int] = {}
+        self._worst_total = 0  # sum of _worst: while the budget covers it, every call fits
         self._changed = asyncio.Event()
+
+    def _set_worst(self, slot: int, worst: int) -> None:
+        self._worst_total += worst - self._worst.get(slot, 0)
+        self._worst[slot] = worst
 
     def add(self, slot: int, judge_attempt: int = 1) -> None:
         """An unfinished comparison whose next call is judge attempt ``judge_attempt``."""
@@ -139,7 +144,7 @@ class _SlotOrderBudget:
             return
         if slot not in self._worst:
             bisect.insort(self._slots, slot)
-        self._worst[slot] = max(0, self.max_attempts - judge_attempt + 1)
+        self._set_worst(slot, max(0, self.max_attempts - judge_attempt + 1))
 
     def _earlier(self, slot: int) -> int:
         return sum(self._worst[u] for u in self._slots[: bisect.bisect_left(self._slots, slot)])
@@ -147,6 +152,9 @@ class _SlotOrderBudget:
     def fits(self, slot: int) -> bool | None:
         if self.calls_sent >= self.total_budget:
             return False
+        # the worst case of every unfinished comparison bounds that of the earlier ones
+        if self.calls_sent + 1 + self._worst_total <= self.total_budget:
+            return True
         if self.calls_sent + 1 + self._earlier(slot) <= self.total_budget:
             return True
         return None
@@ -162,12 +170,14 @@ class _SlotOrderBudget:
     def count_call(self, slot: int | None = None, judge_attempt: int = 1) -> int:
         self.calls_sent += 1
         if slot is not None and slot in self._worst:
-            self._worst[slot] = max(0, self.max_attempts - judge_attempt)
+            self._set_worst(slot, max(0, self.max_attempts - judge_attempt))
             self._changed.set()
         return self.calls_sent
 
     def finish(self, slot: int) -> None:
-        if self._worst.pop(slot, None) is not None:
+        worst = self._worst.pop(slot, None)
+        if worst is not None:
+            self._worst_total -= worst
             del self._slots[bisect.bisect_left(self._slots, slot)]
             self._changed.set()
 
