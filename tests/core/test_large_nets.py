@@ -349,3 +349,18 @@ def test_largest_nodes_match_the_full_sort(values: list[float], size: int, seed:
     tie = np.random.default_rng(seed).random(own.size)
     expected = np.lexsort((-tie, -own))[:size]
     assert _largest(own, tie, size).tolist() == expected.tolist()
+
+
+def test_per_wave_fits_stop_well_within_the_stability_threshold() -> None:
+    from cj_runner.core.workflow import EXACT_WAVE_SE_MAX_N, WAVE_TOLERANCE
+
+    def tolerance(n: int, threshold: float) -> float:
+        limits = continuation_limits(Settings(SCORE_STABILITY_THRESHOLD=threshold))
+        state = WorkflowState(n_nodes=n, n_students=n, total_budget=10, limits=limits, wave_size=12)
+        return state._wave_tolerance()
+
+    big = EXACT_WAVE_SE_MAX_N + 1
+    assert tolerance(big, 0.05) == WAVE_TOLERANCE == 1e-4
+    assert tolerance(big, 0.0) == WAVE_TOLERANCE  # stability off
+    assert tolerance(big, 0.002) == pytest.approx(2e-5)
+    assert tolerance(EXACT_WAVE_SE_MAX_N, 0.05) == 1e-9  # small nets: exact per-wave fits
