@@ -190,6 +190,8 @@ class CallRunner:
         # ``stop_event``, which a watcher sets a loop turn later -- a slot freed in that
         # turn must not send another call after the signal arrived
         self.interrupt = interrupt
+        #: judge calls sent and not answered yet (the recorder gathers writes only then)
+        self.judging = 0
 
     def _stopping(self) -> bool:
         """No new send: a stop decision, or an interrupt already received."""
@@ -293,6 +295,7 @@ class CallRunner:
                 started = time.perf_counter()
                 error: JudgeError | None = None
                 verdict: Verdict | None = None
+                self.judging += 1
                 try:
                     verdict = checked_verdict(await self.judge.judge(request))
                 except JudgeError as exc:
@@ -301,6 +304,8 @@ class CallRunner:
                         self.fatal = exc  # before the semaphore lets another call start
                 except Exception as exc:  # a bug in a judge must not lose the batch
                     error = JudgeError("internal", f"{type(exc).__name__}: {exc}")
+                finally:
+                    self.judging -= 1
                 latency = time.perf_counter() - started
             if verdict is not None:
                 try:

@@ -63,7 +63,9 @@ HEARTBEAT_S = 10.0
 GROUP_COMMIT_WINDOW_S = 0.01
 """Shortest time between two of a run's write transactions (they gather what came
 meanwhile): at hundreds of answers a second, fewer and larger commits leave the event loop
-free for the calls; an answer waits at most this long for its commit."""
+free for the calls; an answer waits at most this long for its commit. Waited only while a
+judge call is in flight: with none, no answer is on its way and the wait would only stall
+the batch (a zero-latency judge ran at 830 calls/s with it, ~1,100 without)."""
 INTERRUPT_GRACE_S = 5.0
 FINAL_STATUSES = ("success", "failed")
 FINISHED_BATCH_STATUSES = ("COMPLETED", "FAILED")
@@ -602,7 +604,11 @@ class BatchExecutor:
         beat = asyncio.create_task(self._heartbeat())
         try:
             async with Recorder(
-                self.store, self.batch.id, owner=self.owner, group_window_s=GROUP_COMMIT_WINDOW_S
+                self.store,
+                self.batch.id,
+                owner=self.owner,
+                group_window_s=GROUP_COMMIT_WINDOW_S,
+                gather_while=self._judging,
             ) as recorder:
                 self.recorder = recorder
                 try:
@@ -1151,6 +1157,10 @@ class BatchExecutor:
             reason=end.decision.reason.value,
         )
         return end.decision
+
+    def _judging(self) -> bool:
+        """A judge call is in flight (its answer may come while a commit gathers)."""
+        return self.calls is not None and self.calls.judging > 0
 
     def _state_values(self) -> dict[str, Any]:
         return {

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -46,6 +46,14 @@ from cj_runner.storage.repository import (
     write_wave_end,
 )
 from cj_runner.storage.storable import storable_justification, storable_message, storable_text
+
+
+IDLE_WINDOW_S = 0.002
+"""Group-commit window while no judge call is in flight (a zero-latency judge, the last
+answers of a wave): long enough for the writes of the same burst (a wave's answers, the
+next plan) to share a transaction, short enough not to stall the batch. Measured at 2,000
+essays with a zero-latency judge: 830 calls/s with the full 10 ms, ~930 committing at
+once (2.6 times the transactions), ~1,090 with 2 ms."""
 
 
 class UnstorableAnswer(StorageError):
@@ -136,9 +144,16 @@ class Recorder:
         *,
         owner: str | None = None,
         group_window_s: float = 0.0,
+        gather_while: Callable[[], bool] | None = None,
     ) -> None:
+        """``group_window_s``: the shortest time between two transactions, to gather the
+        writes that come meanwhile; with ``gather_while``, that long only while it says
+        more writes are on their way (judge calls in flight), else at most
+        :data:`IDLE_WINDOW_S`: when every call has answered, a long wait would only hold
+        their answers back."""
         self._store = store
         self._group_window_s = group_window_s
+        self._gather_while = gather_while
         self._batch_id = batch_id
         self._owner = owner
         self._queue: asyncio.Queue[tuple[str, Any, asyncio.Future[None]]] = asyncio.Queue()
@@ -296,7 +311,10 @@ class Recorder:
             first = await self._queue.get()
             # many answers a second: gather them into fewer, larger transactions (each
             # costs the event loop more than its rows); nothing waits longer than the window
-            wait = last + self._group_window_s - loop.time()
+            window = self._group_window_s
+            if self._gather_while is not None and not self._gather_while():
+                window = min(window, IDLE_WINDOW_S)
+            wait = last + window - loop.time()
             if wait > 0 and first[0] != "flush":
                 await asyncio.sleep(wait)
             batch = [first]

@@ -500,3 +500,40 @@ def test_lower5_and_a_regular_batch_with_anchors_run_the_same_on_every_backend(
     assert {k: regular[k] for k in keep} == {k: same[k] for k in keep}
     assert _successes(db_url, regular["batch_id"]) == _successes(str(reference), same["batch_id"])
     assert json.dumps(regular["grades"]) == json.dumps(same["grades"])
+
+
+@pytest.mark.parametrize("in_flight", [True, False])
+async def test_group_commits_wait_the_window_only_while_calls_are_in_flight(
+    db_url: str, in_flight: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cj_runner.storage.recorder as recorder_module
+
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recorded(delay: float, *args: Any) -> Any:
+        waits.append(delay)
+        return await real_sleep(0)  # no real wait: the test does not race the clock
+
+    monkeypatch.setattr(recorder_module.asyncio, "sleep", recorded)
+    store = await _open(db_url)
+    try:
+        batch_id = await _batch(store)
+        window = 3600.0
+        async with Recorder(
+            store, batch_id, group_window_s=window, gather_while=lambda: in_flight
+        ) as recorder:
+            await recorder.plan([PlannedRow(s, 0, s % 3 + 1, "coverage", 1, 0) for s in (1, 2)])
+            await recorder.sent(_sent(1, 1, 1))
+            await recorder.result(_success(1))
+            await recorder.flush()
+        assert waits, "a commit right after another one waits for the window"
+        if in_flight:  # answers are on their way: gather them for up to the window
+            assert max(waits) > recorder_module.IDLE_WINDOW_S
+            assert max(waits) <= window
+        else:  # none is: at most the short idle window
+            assert max(waits) <= recorder_module.IDLE_WINDOW_S
+        attempts = {(r["slot"], r["attempt"]): r for r in await repo.load_attempts(store, batch_id)}
+        assert attempts[(1, 1)]["status"] == "success"
+    finally:
+        await store.close()
