@@ -47,7 +47,6 @@ from cj_runner.storage.repository import (
 )
 from cj_runner.storage.storable import storable_justification, storable_message, storable_text
 
-
 IDLE_WINDOW_S = 0.002
 """Group-commit window while no judge call is in flight (a zero-latency judge, the last
 answers of a wave): long enough for the writes of the same burst (a wave's answers, the
