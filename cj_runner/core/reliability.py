@@ -36,7 +36,7 @@ MISFIT_Z_THRESHOLD: float = 1.5
 """Standardised infit (ZSTD) above which a node is flagged as misfitting (one-sided: only
 underfit, noise beyond the model, harms the scale).
 
-Chosen by simulation (``cj_runner.services.misfit_sim``; figures in docs/reliability.md):
+Chosen by simulation (``cj_runner.services.misfit_sim``; figures in docs/statistics.md):
 with the final fit's scores the infit ZSTD is conservative (its SD is about 0.8 under the
 model, because the scores were fitted to the same comparisons), so the conventional 2.0
 would miss most erratic essays; 1.5 keeps false alarms under 5% of nodes with a judge that
