@@ -67,8 +67,8 @@ from scipy import stats  # noqa: E402
 from cj_runner.config import Settings  # noqa: E402
 from cj_runner.core.bt import fit_bt  # noqa: E402
 from cj_runner.core.models import GradeScale  # noqa: E402
-from cj_runner.core.posterior import score_posterior  # noqa: E402
-from cj_runner.core.projection import calibrate, project_grades  # noqa: E402
+from cj_runner.core.posterior import ScorePosterior, score_posterior  # noqa: E402
+from cj_runner.core.projection import ProjectionResult, calibrate, project_grades  # noqa: E402
 from cj_runner.core.robust import robust_reliability  # noqa: E402
 from cj_runner.core.workflow import WaveEnd, WorkflowState  # noqa: E402
 from cj_runner.services.harness import (  # noqa: E402
@@ -164,25 +164,38 @@ def _checkpoint(
         out["eta_rep"] = (post.order_effect, post.order_effect_se)
         out["eta_mle"] = (mle.order_effect, mle.order_effect_se)
     if cpe in GRADE_CPE:
-        nodes = sorted(anchors)
-        true_cal = calibrate(truth[nodes], [anchors[a] for a in nodes], 4)
-        assert true_cal is not None
-        true_grade = np.searchsorted(true_cal[1], truth[students])
-        result = project_grades(
-            post.scores,
-            post.se,
-            nodes,
-            [SCALE.grades[anchors[a]] for a in nodes],
-            students.tolist(),
-            SCALE,
-            covariance=post.covariance,
-            seed=wf.seed,
-        )
+        result, true_grade = project_checkpoint(post, truth, anchors, students, wf.seed)
         if result.deferred_reason is None:  # else: the anchors' fit came out flat
             out[f"grades_{cpe}"] = [
                 (p.confidence, SCALE.index(p.grade) == int(t))
                 for p, t in zip(result.students, true_grade, strict=True)
             ]
+
+
+def project_checkpoint(
+    post: ScorePosterior,
+    truth: np.ndarray,
+    anchors: dict[int, int],
+    students: np.ndarray,
+    seed: int,
+) -> tuple[ProjectionResult, np.ndarray]:
+    """The product's grade projection from the posterior users are shown, and each
+    student's true grade (the isotonic calibration of the anchors' true scores)."""
+    nodes = sorted(anchors)
+    true_cal = calibrate(truth[nodes], [anchors[a] for a in nodes], 4)
+    assert true_cal is not None
+    true_grade = np.searchsorted(true_cal[1], truth[students])
+    result = project_grades(
+        post.scores,
+        post.se,
+        nodes,
+        [SCALE.grades[anchors[a]] for a in nodes],
+        students.tolist(),
+        SCALE,
+        covariance=post.covariance,
+        seed=seed,
+    )
+    return result, true_grade
 
 
 def run_coverage(task: Task) -> dict[str, Any]:

@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_calibration as bc  # noqa: E402
 
 from cj_runner.core.posterior import score_posterior  # noqa: E402
-from cj_runner.core.projection import calibrate, grade_probabilities, project_grades  # noqa: E402
+from cj_runner.core.projection import calibrate, grade_probabilities  # noqa: E402
 from cj_runner.core.workflow import WaveEnd, WorkflowState  # noqa: E402
 from cj_runner.services.harness import run_harness  # noqa: E402
 
@@ -196,19 +196,7 @@ def _grades(
     students = np.array([i for i in range(n) if i not in anchors], dtype=np.intp)
     first, second, won = wf.comparison_arrays()
     post = score_posterior(n, first, second, won, order_effect=True, seed=wf.seed + cpe)
-    true_cal = calibrate(truth[nodes], [anchors[a] for a in nodes], 4)
-    assert true_cal is not None
-    true_grade = np.searchsorted(true_cal[1], truth[students])
-    result = project_grades(
-        post.scores,
-        post.se,
-        nodes,
-        [bc.SCALE.grades[anchors[a]] for a in nodes],
-        students.tolist(),
-        bc.SCALE,
-        covariance=post.covariance,
-        seed=wf.seed,
-    )
+    result, true_grade = bc.project_checkpoint(post, truth, anchors, students, wf.seed)
     out: dict[str, Any] = {}
     if result.deferred_reason is None:
         out["grades"] = [
