@@ -19,7 +19,9 @@ switched off and ``MAX_ITERATIONS`` raised, so every run asks its whole budget (
 
 Timings depend on the machine and its load; the load average is printed with them.
 Run: ``python benchmarks/bench_scale.py`` (``--quick``: n = 100/500 only, no 10,000;
-``--no-memory``: no 10,000).
+``--no-memory``: no 10,000; ``--memory-only``: (d) alone; ``--anchors``: (d) with 12
+anchors, grades projected; ``--dense-diagonal``: (d) as before rule 3a took the variances,
+with the dense ``n x n`` diagonal covariance).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import asyncio
 import json
 import os
 import resource
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -125,11 +128,37 @@ class Breakdown:
             setattr(owner, name, value)
 
 
+ANCHOR_GRADES = ("F", "E", "D", "C", "B", "A")  # the shipped eng5 scale
+
+
+def register_anchors(tmp: Path, db: Path, per_grade: int = 2) -> str:
+    """Register ``per_grade`` synthetic anchors per grade of the eng5 scale (true scores
+    spread over the essays' range) with ``cj-anchors register``; returns the assignment."""
+    folder = tmp / "anchors"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = ["file,grade,true_score"]
+    for k, grade in enumerate(ANCHOR_GRADES):
+        for j in range(per_grade):
+            name = f"anchor_{grade}_{j}.txt"
+            (folder / name).write_text(f"Anchor essay {j} of grade {grade}.", encoding="utf-8")
+            rows.append(f"{name},{grade},{1.5 * (k - 2.5) + 0.3 * j:.2f}")
+    (folder / "anchors.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    cj_anchors = Path(sys.executable).parent / "cj-anchors"
+    command = [str(cj_anchors), "register", str(folder), "--assignment-id", "scale"]
+    subprocess.run(
+        [*command, "--grade-scale", "eng5", "--db", str(db)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return "scale"
+
+
 def run(
-    tmp: Path, n: int, breakdown: Breakdown | None = None
+    tmp: Path, n: int, breakdown: Breakdown | None = None, anchors: bool = False
 ) -> tuple[Path, str, float, float, float]:
-    """One batch of ``n`` essays; (db, batch id, seconds, seconds to the last answer, CPU
-    seconds). With ``breakdown``, the event loop's CPU goes in ``breakdown.cpu["loop"]``."""
+    """One batch of ``n`` essays (with ``anchors``: and 12 anchors, grades projected);
+    (db, batch id, seconds, seconds to the last answer, CPU seconds). With ``breakdown``,
+    the event loop's CPU goes in ``breakdown.cpu["loop"]``."""
     inventory = write_inventory(tmp / f"inv_{n}", n)
     profile = write_profile(
         tmp,
@@ -138,9 +167,10 @@ def run(
         {"kind": "mock", "seed": 1, "latency": {"distribution": "zero"}},
     )
     db = tmp / f"scale_{n}.db"
+    assignment = register_anchors(tmp, db) if anchors else None
     cpu = time.process_time()
     loop_cpu = time.thread_time()  # asyncio.run runs the loop on this thread
-    batch_id, elapsed, last_answer = asyncio.run(run_batch(db, inventory, profile))
+    batch_id, elapsed, last_answer = asyncio.run(run_batch(db, inventory, profile, assignment))
     if breakdown is not None:
         breakdown.cpu["loop"] = time.thread_time() - loop_cpu
     return db, batch_id, elapsed, last_answer, time.process_time() - cpu
@@ -256,15 +286,44 @@ def time_report(db: Path, batch_id: str, args: tuple[str, ...], out: Path) -> tu
     return wall, cpu
 
 
-def peak_memory(n: int) -> dict[str, Any]:
-    """Run an ``n``-essay batch in a child process; its peak RSS and time."""
+def dense_diagonal() -> None:
+    """Make this process's finalization hand rule 3a the dense ``n x n`` diagonal matrix
+    when the posterior has no covariance, as it did before rule 3a took the variances."""
+    import cj_runner.services.finalize as finalize
+
+    project = finalize.project_grades
+
+    def dense(*args: Any, covariance: Any = None, **kw: Any) -> Any:
+        if covariance is not None and np.ndim(covariance) == 1:
+            covariance = np.diag(covariance)
+        return project(*args, covariance=covariance, **kw)
+
+    finalize.project_grades = dense  # type: ignore[assignment]
+
+
+def graded_students(db: Path, batch_id: str) -> int:
+    """Students with a projected grade in the batch."""
+    with sqlite3.connect(db) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM grade_projections"
+            " WHERE batch_id = ? AND projected_grade IS NOT NULL",
+            (batch_id,),
+        ).fetchone()
+    return int(row[0])
+
+
+def peak_memory(n: int, anchors: bool = False, dense: bool = False) -> dict[str, Any]:
+    """Run an ``n``-essay batch in a child process (``anchors``: with 12 anchors, grades
+    projected; ``dense``: the dense diagonal covariance of before); its peak RSS and time."""
     code = (
         "import json, resource, sys, tempfile, time; from pathlib import Path;"
         f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r});"
         "import bench_scale as b;"
-        "d = tempfile.mkdtemp(); t = time.perf_counter();"
-        f"db, bid, s, last, c = b.run(Path(d), {n});"
-        "print(json.dumps({'seconds': s, 'cpu': c,"
+        + ("b.dense_diagonal();" if dense else "")
+        + "d = tempfile.mkdtemp(); t = time.perf_counter();"
+        f"db, bid, s, last, c = b.run(Path(d), {n}, anchors={anchors});"
+        "g = b.graded_students(db, bid);"
+        "print(json.dumps({'seconds': s, 'cpu': c, 'graded': g,"
         " 'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
     )
     done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
@@ -278,7 +337,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-memory", action="store_true", help="leave out (d), the 10,000-essay batch"
     )
+    parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="only (d); with --anchors the batch has 12 anchors and its grades are projected",
+    )
+    parser.add_argument("--anchors", action="store_true", help="(d) with anchors")
+    parser.add_argument(
+        "--dense-diagonal",
+        action="store_true",
+        help="(d) as before: rule 3a given the dense n x n diagonal covariance",
+    )
     args = parser.parse_args(argv)
+    if args.memory_only:
+        return memory_section(args.anchors, args.dense_diagonal)
     sizes = (100, 500) if args.quick else (100, 500, 2000)
     ok = True
     with tempfile.TemporaryDirectory() as folder:
@@ -328,15 +400,22 @@ def main(argv: list[str] | None = None) -> int:
                 ok = ok and wall < 2.0
                 print(f"    cj-report {' '.join(report):24s} wall {wall:5.2f}  CPU {cpu:5.2f}")
         if not args.quick and not args.no_memory:
-            print(f"(d) n=10000, {CPE} comparisons per essay, whole batch in a child ({load()})")
-            mem = peak_memory(10_000)
-            ok = ok and mem["peak_mb"] < 2048
-            print(
-                f"    {mem['seconds']:.0f} s, CPU {mem['cpu']:.0f} s, peak RSS "
-                f"{mem['peak_mb']:.0f} MB (target < 2,048 MB: "
-                f"{'PASS' if mem['peak_mb'] < 2048 else 'MISS'})"
-            )
+            ok = memory_section(args.anchors, args.dense_diagonal) == 0 and ok
     return 0 if ok else 1
+
+
+def memory_section(anchors: bool, dense: bool) -> int:
+    """(d): peak RSS of the whole 10,000-essay batch in a child process."""
+    what = " with 12 anchors, grades projected" if anchors else ""
+    what += " (dense diagonal covariance, as before)" if dense else ""
+    print(f"(d) n=10000{what}, {CPE} comparisons per essay, whole batch in a child ({load()})")
+    mem = peak_memory(10_000, anchors, dense)
+    print(
+        f"    {mem['seconds']:.0f} s, CPU {mem['cpu']:.0f} s, {mem['graded']} students graded, "
+        f"peak RSS {mem['peak_mb']:.0f} MB (target < 2,048 MB: "
+        f"{'PASS' if mem['peak_mb'] < 2048 else 'MISS'}; {load()})"
+    )
+    return 0 if mem["peak_mb"] < 2048 else 1
 
 
 if __name__ == "__main__":

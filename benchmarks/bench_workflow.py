@@ -100,12 +100,16 @@ def write_profile(folder: Path, name: str, settings: dict[str, Any], judge: dict
     return path
 
 
-async def run_batch(db: Path, inventory: Path, profile: Path) -> tuple[str, float, float]:
-    """Create and run one batch; returns (batch id, seconds in the run, seconds to its last
+async def run_batch(
+    db: Path, inventory: Path, profile: Path, assignment_id: str | None = None
+) -> tuple[str, float, float]:
+    """Create and run one batch (with the anchors of ``assignment_id``, grades projected as
+    ``cj-run execute`` does); returns (batch id, seconds in the run, seconds to its last
     answer)."""
     store = await open_store(resolve_db_url(str(db)))
     try:
-        prepared = await prepare(store, RunRequest(inventory=inventory, profile=str(profile)))
+        request = RunRequest(inventory=inventory, profile=str(profile), assignment_id=assignment_id)
+        prepared = await prepare(store, request)
         batch_id = await create_batch(store, prepared, plan_summary(prepared))
         batch = await repo.find_batch(store, batch_id)
         nodes = await repo.load_nodes(store, batch_id)
@@ -124,6 +128,7 @@ async def run_batch(db: Path, inventory: Path, profile: Path) -> tuple[str, floa
             settings_from_stored(batch.settings),
             use_cache=False,
             progress=progress,
+            grade_scale=prepared.grade_scale,
         )
         started = time.perf_counter()
         result = await executor.run()

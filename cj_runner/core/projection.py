@@ -25,6 +25,8 @@
    averaged over the draws (a Rao-Blackwellised Monte Carlo: smooth in the scores and
    deterministic for a seed). So the probabilities carry the uncertainty of the anchors'
    scores, of the fit through them and of the student's own score, with their correlations.
+   A vector of variances stands for a diagonal ``Sigma`` (independent scores: large batches
+   have no covariance), read without forming the ``n x n`` matrix.
 4. **Anchor health.** Two anchors are discordant when the one with the lower known grade has
    the higher score by at least :data:`ANCHOR_WARNING_MIN_SE` combined standard errors
    (``(x_low - x_high) / sqrt(se_low^2 + se_high^2)``); each discordant pair is reported as a
@@ -203,6 +205,47 @@ def grade_probabilities(
     return np.asarray(weighted / total, dtype=np.float64)
 
 
+def drawn_boundaries(
+    anchor_mean: ArrayLike,
+    anchor_covariance: ArrayLike,
+    anchor_indices: ArrayLike,
+    n_grades: int,
+    rng: np.random.Generator,
+    draws: int = DEFAULT_DRAWS,
+) -> tuple[FloatArray, FloatArray] | None:
+    """The anchor draws of rule 3a and each draw's own boundaries (module docstring).
+
+    Args:
+        anchor_mean: the anchors' posterior mean scores.
+        anchor_covariance: their posterior covariance.
+        anchor_indices: their known grade indices.
+        n_grades: grades on the scale.
+        rng: the random generator of the draws.
+        draws: anchor draws.
+
+    Returns:
+        ``(x, b)``: the draws whose isotonic fit increases (``x`` of shape
+        ``(n_anchors, used)``) and their boundaries (``b`` of shape ``(used, n_grades - 1)``,
+        each row non-decreasing); ``None`` when no draw's fit increases.
+    """
+    m_a = np.asarray(anchor_mean, dtype=np.float64)
+    s_aa = np.asarray(anchor_covariance, dtype=np.float64)
+    idx = np.asarray(anchor_indices, dtype=np.float64)
+    values, vectors = np.linalg.eigh(s_aa)
+    root = vectors * np.sqrt(np.maximum(values, 0.0))
+    x = m_a[:, None] + root @ rng.standard_normal((m_a.size, max(1, draws)))
+    kept: list[int] = []
+    cuts: list[FloatArray] = []
+    for d in range(x.shape[1]):
+        calibration = calibrate(x[:, d], idx, n_grades)
+        if calibration is not None:
+            kept.append(d)
+            cuts.append(calibration[1])
+    if not kept:
+        return None
+    return np.asarray(x[:, kept]), np.array(cuts, dtype=np.float64)
+
+
 def joint_grade_probabilities(
     mean: ArrayLike,
     covariance: ArrayLike,
@@ -220,7 +263,9 @@ def joint_grade_probabilities(
 
     Args:
         mean: posterior mean score of every node.
-        covariance: their posterior covariance (``n x n``).
+        covariance: their posterior covariance: an ``n x n`` matrix, or a vector of the
+            ``n`` variances when the scores are independent (a diagonal covariance, given
+            without forming the ``n x n`` matrix; the same probabilities).
         anchor_nodes: node indices of the anchors.
         anchor_indices: the anchors' known grade indices.
         student_nodes: node indices of the students.
@@ -238,30 +283,29 @@ def joint_grade_probabilities(
     a = np.asarray(anchor_nodes, dtype=np.intp)
     s = np.asarray(student_nodes, dtype=np.intp)
     idx = np.asarray(anchor_indices, dtype=np.float64)
-    s_aa = cov[np.ix_(a, a)]
-    s_sa = cov[np.ix_(s, a)]
+    if cov.ndim == 1:  # independent scores: only the blocks rule 3a reads
+        s_aa = np.diag(cov[a])
+        s_sa = np.zeros((s.size, a.size))
+        var_s = cov[s]
+    else:
+        s_aa = cov[np.ix_(a, a)]
+        s_sa = cov[np.ix_(s, a)]
+        var_s = np.diagonal(cov)[s]
     scale = max(float(np.mean(np.diag(s_aa))), 1e-12)
     # K = Sigma_sa Sigma_aa^-1 (a tiny jitter keeps exactly dependent anchors solvable)
     gain = np.linalg.solve(s_aa + 1e-9 * scale * np.eye(a.size), s_sa.T).T
-    cond_var = np.diag(cov)[s] - np.sum(gain * s_sa, axis=1)
+    cond_var = var_s - np.sum(gain * s_sa, axis=1)
     cond_sd = np.sqrt(np.maximum(cond_var, 0.0))
-    values, vectors = np.linalg.eigh(s_aa)
-    root = vectors * np.sqrt(np.maximum(values, 0.0))
-    anchor_draws = m[a][:, None] + root @ rng.standard_normal((a.size, max(1, draws)))
-    total = np.zeros((s.size, n_grades))
-    used = 0
-    ones = np.ones(n_grades)
-    for d in range(anchor_draws.shape[1]):
-        x = anchor_draws[:, d]
-        calibration = calibrate(x, idx, n_grades)
-        if calibration is None:
-            continue
-        cond_mean = m[s] + gain @ (x - m[a])
-        total += grade_probabilities(cond_mean, cond_sd, calibration[1], ones)
-        used += 1
-    if used == 0:
+    drawn = drawn_boundaries(m[a], s_aa, idx, n_grades, rng, draws)
+    if drawn is None:
         return None
-    weighted = total / used * np.asarray(priors, dtype=np.float64)[None, :]
+    anchor_draws, boundaries = drawn
+    total = np.zeros((s.size, n_grades))
+    ones = np.ones(n_grades)
+    for x, cut in zip(anchor_draws.T, boundaries, strict=True):
+        cond_mean = m[s] + gain @ (x - m[a])
+        total += grade_probabilities(cond_mean, cond_sd, cut, ones)
+    weighted = total / len(boundaries) * np.asarray(priors, dtype=np.float64)[None, :]
     sums = weighted.sum(axis=1, keepdims=True)
     sums[sums <= 0] = 1.0
     return np.asarray(weighted / sums, dtype=np.float64)
@@ -316,7 +360,8 @@ def project_grades(
             caller checks the graph); ``False`` defers the projection.
         labels: a name per node (e.g. essay ids) for the anchor health warnings; the
             default names nodes by index (``node 7``).
-        covariance: the joint posterior covariance of ``scores``; when given, the
+        covariance: the joint posterior covariance of ``scores`` (``n x n``, or a vector
+            of the ``n`` variances for independent scores); when given, the
             probabilities carry the boundaries' uncertainty too (rule 3a, seeded by
             ``seed``); otherwise only the students' SEs (rule 3).
         seed: seeds the anchor draws of rule 3a.

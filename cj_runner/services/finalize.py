@@ -121,7 +121,9 @@ def projection_for(
     uncertainty of anchors and students (posterior covariance, seeded Monte Carlo)."""
     is_anchor = [n.is_anchor for n in nodes]
     anchors = [n.idx for n in nodes if n.is_anchor]
-    covariance = fit.covariance if fit.covariance is not None else np.diag(np.square(fit.se))
+    # Without a covariance (large batches) the variances stand for the diagonal one: rule 3a
+    # reads them without forming an n x n matrix (800 MB at 10,000 nodes).
+    covariance = fit.covariance if fit.covariance is not None else np.square(fit.se)
     return project_grades(
         fit.scores,
         fit.se,
