@@ -49,9 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_workflow import run_batch, write_inventory, write_profile
 
-from cj_runner.config import Settings, continuation_limits, settings_from_stored
+from cj_runner.config import Settings, settings_from_stored
 from cj_runner.core.pairing import select_pairs
-from cj_runner.core.workflow import WorkflowState
+from cj_runner.services.workflow_setup import batch_workflow, workflow_from_settings
 
 CPE = 10
 REPORTS = (
@@ -178,16 +178,8 @@ def run(
 
 def selection_ms(n: int, strategy: str, reps: int = 20) -> float:
     """CPU ms of one wave's selection (waves of 12) after ``2.5 n`` random comparisons."""
-    limits = continuation_limits(Settings(SCORE_STABILITY_THRESHOLD=0.0))
-    wf = WorkflowState(
-        n_nodes=n,
-        n_students=n,
-        total_budget=10**9,
-        limits=limits,
-        wave_size=12,
-        strategy=strategy,
-        seed=1,
-    )
+    settings = Settings(SCORE_STABILITY_THRESHOLD=0.0, MATCHING_STRATEGY=strategy)
+    wf = workflow_from_settings(settings, n_nodes=n, seed=1, total_budget=10**9)
     gen = np.random.default_rng(0)
     truth = gen.normal(0, 1.5, n)
     m = 5 * n // 2
@@ -230,13 +222,9 @@ def time_finalize(db: Path, batch_id: str) -> float:
             nodes = await repo.load_nodes(store, batch_id)
             attempts = await repo.load_attempts(store, batch_id)
             settings = settings_from_stored(batch.settings)
-            wf = WorkflowState(
-                n_nodes=len(nodes),
-                n_students=len(nodes),
-                total_budget=int(batch.state["total_budget"]),
-                limits=continuation_limits(settings),
-                wave_size=settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION,
-                seed=batch.seed,
+            # the batch's workflow before its stored answers enter (a cold-start fit)
+            wf = batch_workflow(
+                settings, nodes, seed=batch.seed, total_budget=int(batch.state["total_budget"])
             )
             for r in attempts:
                 if r["status"] == "success":

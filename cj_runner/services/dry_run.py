@@ -11,15 +11,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cj_runner.config import continuation_limits
 from cj_runner.core.models import Mode
-from cj_runner.core.workflow import WorkflowState
 from cj_runner.judges.base import EssayText, JudgeRequest
-from cj_runner.judges.config import panel_double_share
 from cj_runner.judges.panel import member_of
 from cj_runner.judges.prompts import PromptTemplate, render_prompt
 from cj_runner.judges.registry import judge_prompt_template
 from cj_runner.services.batches import PreparedBatch, judge_record
+from cj_runner.services.workflow_setup import batch_workflow
 
 ENVELOPE_FILE = "envelope.json"
 
@@ -27,21 +25,13 @@ ENVELOPE_FILE = "envelope.json"
 def first_wave_plan(prepared: PreparedBatch, seed: int) -> list[tuple[int, int, Mode, int | None]]:
     """The first wave as a real run plans it (the workflow's own planning): each ordered
     pair with its mode and, for a panel, its planned judge (``None``: the seeded choice)."""
-    settings = prepared.settings
-    config = prepared.judge_config
-    wf = WorkflowState(
-        n_nodes=len(prepared.nodes),
-        n_students=prepared.students,
-        total_budget=prepared.total_budget,
-        limits=continuation_limits(settings),
-        wave_size=settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION,
-        strategy=settings.MATCHING_STRATEGY,
+    wf = batch_workflow(
+        prepared.settings,
+        prepared.nodes,
         seed=seed,
-        prior_precision=settings.BT_PRIOR_PRECISION,
-        min_resampling_net_size=settings.MIN_RESAMPLING_NET_SIZE,
-        audit_share=settings.AUDIT_SHARE,
-        n_judges=max(1, len(config.panel)),
-        double_share=panel_double_share(config, settings.PANEL_DOUBLE_SHARE),
+        total_budget=prepared.total_budget,
+        grade_scale=prepared.grade_scale,
+        judge=prepared.judge_config,
     )
     pairs = wf.plan_wave(1)
     return [

@@ -36,17 +36,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cj_runner.config import Settings, continuation_limits
+from cj_runner.config import Settings
 from cj_runner.core.continuation import Action, Decision, StopReason
 from cj_runner.core.models import GradeScale, Mode, PlannedPair
-from cj_runner.core.workflow import WorkflowState, exhausted_decision, robust_reliability_hook
+from cj_runner.core.workflow import WorkflowState, exhausted_decision
 from cj_runner.errors import BatchLockedError, ScoringError, UserError
 from cj_runner.judges.base import AssignmentText, EssayText, Judge
 from cj_runner.judges.batch_api import BatchAPI
 from cj_runner.judges.config import (
     JudgeConfig,
     judge_config_from_mapping,
-    panel_double_share,
     token_cost,
 )
 from cj_runner.judges.panel import member_of
@@ -54,6 +53,7 @@ from cj_runner.judges.retry import RetryPolicy
 from cj_runner.services.batch_jobs import JobRunner
 from cj_runner.services.calls import CallOutcome, CallRunner, Slot
 from cj_runner.services.finalize import fail_scoring, finalize_batch
+from cj_runner.services.workflow_setup import batch_workflow
 from cj_runner.storage import Store
 from cj_runner.storage import repository as repo
 from cj_runner.storage.recorder import AttemptResult, PlannedRow, Recorder
@@ -386,44 +386,14 @@ class BatchExecutor:
 
     def _workflow(self, state: dict[str, Any]) -> WorkflowState:
         """The workflow state as stored after the last closed wave."""
-        settings = self.settings
-        students = [n.idx for n in self.nodes if not n.is_anchor]
-        anchor_grades: dict[int, int] = {}
-        if self.grade_scale is not None:
-            anchor_grades = {
-                n.idx: self.grade_scale.index(n.known_grade)
-                for n in self.nodes
-                if n.is_anchor and n.known_grade in self.grade_scale.grades
-            }
-        return WorkflowState(
-            n_nodes=len(self.nodes),
-            n_students=sum(1 for n in self.nodes if not n.is_anchor),
-            total_budget=int(state["total_budget"]),
-            limits=continuation_limits(settings),
-            wave_size=settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION,
-            strategy=settings.MATCHING_STRATEGY,
+        return batch_workflow(
+            self.settings,
+            self.nodes,
             seed=self.batch.seed,
-            prior_precision=settings.BT_PRIOR_PRECISION,
-            min_resampling_net_size=settings.MIN_RESAMPLING_NET_SIZE,
-            mode=Mode(state.get("current_mode") or Mode.COVERAGE.value),
-            waves_completed=int(state.get("iteration") or 0),
-            pass_count=int(state.get("resampling_pass_count") or 0),
-            pass_remaining={(int(p[0]), int(p[1])) for p in state.get("pass_remaining") or []},
-            audit_share=settings.AUDIT_SHARE,
-            n_judges=len(self.panel.panel) if self.panel is not None else 1,
-            double_share=(
-                panel_double_share(self.panel, settings.PANEL_DOUBLE_SHARE)
-                if self.panel is not None
-                else 0.0
-            ),
-            order_effect=settings.FIT_ORDER_EFFECT,
-            anchor_grades=anchor_grades,
-            n_grades=len(self.grade_scale.grades) if self.grade_scale is not None else 0,
-            robust_reliability_fn=(
-                robust_reliability_hook(students)
-                if settings.TARGET_RELIABILITY is not None
-                else None
-            ),
+            total_budget=int(state["total_budget"]),
+            grade_scale=self.grade_scale,
+            judge=self.panel,
+            stored=state,
         )
 
     # ------------------------------------------------------------ helpers

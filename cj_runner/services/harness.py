@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from cj_runner.config import Settings, continuation_limits
+from cj_runner.config import Settings
 from cj_runner.core.bt import BTFit
 from cj_runner.core.continuation import Decision
 from cj_runner.core.workflow import (
@@ -23,8 +23,8 @@ from cj_runner.core.workflow import (
     WaveEnd,
     WorkflowState,
     exhausted_decision,
-    robust_reliability_hook,
 )
+from cj_runner.services.workflow_setup import workflow_from_settings
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,8 @@ def run_harness(
         judge: the simulated judge (its ``true_scores`` fix the number of nodes).
         settings: the CJ settings (strategy, wave size, caps, stopping rules...).
         total_budget: the call budget (default ``MAX_PAIRWISE_COMPARISONS``).
-        n_students: students among the nodes (default all), for the small-net rule.
+        n_students: students among the nodes, for the small-net rule (default: the nodes
+            not in ``anchor_grades``, as in a real batch).
         seed: the batch seed (selection) and the judge's draws.
         on_wave: called after every wave (metrics collection).
         workflow: a pre-built state (the arguments below are then ignored).
@@ -141,23 +142,15 @@ def run_harness(
     n = len(judge.true_scores)
     anchors = dict(anchor_grades or {})
     students = np.array([i for i in range(n) if i not in anchors], dtype=np.intp)
-    if robust_fn is None and settings.TARGET_RELIABILITY is not None:
-        robust_fn = robust_reliability_hook(students.tolist())
-    wf = workflow or WorkflowState(
+    wf = workflow or workflow_from_settings(
+        settings,
         n_nodes=n,
-        n_students=n if n_students is None else n_students,
-        total_budget=total_budget or settings.MAX_PAIRWISE_COMPARISONS,
-        limits=continuation_limits(settings),
-        wave_size=settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION,
-        strategy=settings.MATCHING_STRATEGY,
         seed=seed,
-        prior_precision=settings.BT_PRIOR_PRECISION,
-        min_resampling_net_size=settings.MIN_RESAMPLING_NET_SIZE,
-        audit_share=settings.AUDIT_SHARE,
-        order_effect=settings.FIT_ORDER_EFFECT,
+        total_budget=total_budget or settings.MAX_PAIRWISE_COMPARISONS,
         anchor_grades=anchors,
         n_grades=n_grades,
-        robust_reliability_fn=robust_fn,
+        n_students=n_students,
+        robust_fn=robust_fn,
         selection_scores=selection_scores,
     )
     truth = np.asarray(judge.true_scores, dtype=float)[students]

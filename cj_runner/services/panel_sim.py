@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cj_runner.config import Settings, continuation_limits
+from cj_runner.config import Settings
 from cj_runner.core.models import PlannedPair
 from cj_runner.core.panel import (
     KAPPA_MIN_SHARED_EDGES,
@@ -35,9 +35,9 @@ from cj_runner.core.panel import (
     reliability_without,
 )
 from cj_runner.core.panel_design import judge_pairs, panel_member
-from cj_runner.core.workflow import WorkflowState
 from cj_runner.services.harness import true_reliability
 from cj_runner.services.misfit_sim import LATENT_SD
+from cj_runner.services.workflow_setup import workflow_from_settings
 
 __all__ = [
     "MOCK_PANEL",
@@ -136,17 +136,12 @@ def simulate_panel(
     """
     n = len(truth)
     budget = settings.MAX_PAIRWISE_COMPARISONS
-    wf = WorkflowState(
+    # the panel's double share is the simulation's own argument (not PANEL_DOUBLE_SHARE)
+    wf = workflow_from_settings(
+        settings,
         n_nodes=n,
-        n_students=n,
-        total_budget=budget,
-        limits=continuation_limits(settings),
-        wave_size=settings.COMPARISONS_PER_STABILITY_CHECK_ITERATION,
-        strategy=settings.MATCHING_STRATEGY,
         seed=seed,
-        prior_precision=settings.BT_PRIOR_PRECISION,
-        min_resampling_net_size=settings.MIN_RESAMPLING_NET_SIZE,
-        order_effect=settings.FIT_ORDER_EFFECT,
+        total_budget=budget,
         n_judges=len(members),
         double_share=double_share,
     )

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks import bench_efficiency as bench
-from cj_runner.config import Settings, continuation_limits
+from cj_runner.config import Settings
 from cj_runner.core.models import Mode
 from cj_runner.core.workflow import WorkflowState
 from cj_runner.services.harness import (
@@ -18,6 +18,7 @@ from cj_runner.services.harness import (
     latent_sd_for_accuracy,
     run_harness,
 )
+from cj_runner.services.workflow_setup import workflow_from_settings
 
 NO_STABILITY: dict[str, Any] = {"SCORE_STABILITY_THRESHOLD": 0.0, "MAX_ITERATIONS": 100_000}
 
@@ -109,16 +110,10 @@ def test_audit_share_spends_that_share_on_random_pairs(strategy: str) -> None:
 
 
 def test_audit_pairs_come_last_and_never_repeat_a_wave_or_pass_edge() -> None:
-    limits = continuation_limits(Settings(**NO_STABILITY))
-    wf = WorkflowState(
-        n_nodes=10,
-        n_students=10,
-        total_budget=10_000,
-        limits=limits,
-        wave_size=8,
-        seed=1,
-        audit_share=0.5,
+    settings = Settings(
+        AUDIT_SHARE=0.5, COMPARISONS_PER_STABILITY_CHECK_ITERATION=8, **NO_STABILITY
     )
+    wf = workflow_from_settings(settings, n_nodes=10, seed=1, total_budget=10_000)
     judge = judge_for(10)
     gen = np.random.default_rng(0)
     seen_audit = False
@@ -149,20 +144,21 @@ def test_no_audits_by_default() -> None:
 # --------------------------------------------------------------------------- adaptive runs
 
 
-def replay(wf: WorkflowState, **kwargs: Any) -> WorkflowState:
-    """A fresh state rebuilt from what a store keeps, as the executor does on resume."""
-    again = WorkflowState(
+def replay(wf: WorkflowState, settings: Settings, **kwargs: Any) -> WorkflowState:
+    """A fresh state rebuilt from the settings and what a store keeps, as the executor
+    does on resume (services/workflow_setup.py)."""
+    stored = {
+        "current_mode": wf.mode.value,
+        "iteration": wf.waves_completed,
+        "resampling_pass_count": wf.pass_count,
+        "pass_remaining": sorted([a, b] for a, b in wf.pass_remaining),
+    }
+    again = workflow_from_settings(
+        settings,
         n_nodes=wf.n_nodes,
-        n_students=wf.n_students,
-        total_budget=wf.total_budget,
-        limits=wf.limits,
-        wave_size=wf.wave_size,
-        strategy=wf.strategy,
         seed=wf.seed,
-        mode=wf.mode,
-        waves_completed=wf.waves_completed,
-        pass_count=wf.pass_count,
-        pass_remaining=set(wf.pass_remaining),
+        total_budget=wf.total_budget,
+        stored=stored,
         **kwargs,
     )
     order = np.argsort(wf.keys)[::-1]  # answers may come back in any order
@@ -179,14 +175,14 @@ def replay(wf: WorkflowState, **kwargs: Any) -> WorkflowState:
 def test_adaptive_selection_is_the_same_after_a_resume(strategy: str) -> None:
     anchors = {10: 0, 11: 1, 12: 2}
     settings = Settings(MATCHING_STRATEGY=strategy, AUDIT_SHARE=0.1, **NO_STABILITY)
-    extra = {"audit_share": 0.1, "anchor_grades": anchors, "n_grades": 3}
+    extra = {"anchor_grades": anchors, "n_grades": 3}
     res = run_harness(
         judge_for(13), settings, total_budget=60, seed=9, anchor_grades=anchors, n_grades=3
     )
     wf = res.workflow
     assert wf is not None
     wf.total_budget = 200
-    again = replay(wf, **extra)
+    again = replay(wf, settings, **extra)
     assert again.plan_wave() == wf.plan_wave()
     assert again.wave_modes == wf.wave_modes
 
