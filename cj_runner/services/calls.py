@@ -85,7 +85,7 @@ class Slot:
 
 class CallBudget(Protocol):
     """The batch's call budget, counted at the moment each call is sent, handed out to
-    comparisons in slot order (see the executor's ``_SlotOrderBudget``)."""
+    comparisons in slot order (see the executor's ``SlotOrderBudget``)."""
 
     calls_sent: int
     total_budget: int
