@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from cj_runner.cli.run import _batch_context
+from cj_runner.cli.run_execute import batch_context
 from cj_runner.core.bt import MLENotFoundError
 from cj_runner.judges.base import Judge, JudgeRequest, Verdict
 from cj_runner.judges.registry import build_judge
@@ -89,7 +89,7 @@ async def _interrupted_batch(db: Path, profile: Path, name: str) -> str:
     batch_id = await _new_batch(db, profile, name)
     store = await open_store(resolve_db_url(str(db)))
     try:
-        context = await _batch_context(store, batch_id)
+        context = await batch_context(store, batch_id)
         judge = HoldingJudge(build_judge(stored_judge_config(context["batch"])), HOLD_AFTER)
         stop = asyncio.Event()
         executor = BatchExecutor(
@@ -242,7 +242,7 @@ def test_final_scoring_runs_off_the_event_loop_while_the_heartbeat_beats(
         loop = asyncio.get_running_loop()
         loop_thread = threading.get_ident()
         try:
-            context = await _batch_context(store, batch_id)
+            context = await batch_context(store, batch_id)
             judge = build_judge(stored_judge_config(context["batch"]))
             executor = BatchExecutor(
                 store,
