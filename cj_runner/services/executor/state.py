@@ -107,7 +107,7 @@ def stored_panel(batch: repo.BatchRecord) -> JudgeConfig | None:
 
 
 class ExecutorState:
-    """Runs one batch to its stop (new or resumed): the state and the shared helpers."""
+    """What a run of one batch (new or resumed) holds, and the helpers every part shares."""
 
     def __init__(
         self,
