@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -159,6 +159,9 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
         self._failure: BaseException | None = None
+        # writes queued without waiting (_post) and not committed yet: when one fails,
+        # every write queued after it fails too (it may be about the rows it held)
+        self._unawaited: set[asyncio.Future[None]] = set()
         # one connection for the writer's life: no pool checkout and reset per group
         self._conn: AsyncConnection | None = None
 
@@ -236,6 +239,7 @@ class Recorder:
             raise RuntimeError("recorder is not running")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.add_done_callback(self._posted)
+        self._unawaited.add(future)
         self._queue.put_nowait((kind, payload, future))
 
     async def result(self, result: AttemptResult) -> None:
@@ -271,8 +275,14 @@ class Recorder:
         self._post("wave_end", (wave, state))
 
     def _posted(self, future: asyncio.Future[None]) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            self._failure = future.exception()
+        self._unawaited.discard(future)
+        self._note_failure(future)
+
+    def _note_failure(self, future: asyncio.Future[None]) -> None:
+        # (retrieving the exception also keeps asyncio from logging it as never retrieved)
+        exc = None if future.cancelled() else future.exception()
+        if exc is not None and self._failure is None:
+            self._failure = exc
 
     async def _commit(self, batch: list[tuple[str, Any, asyncio.Future[None]]]) -> None:
         if all(kind == "flush" for kind, _, _ in batch):
@@ -319,6 +329,11 @@ class Recorder:
             batch = [first]
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            if self._failure is not None:
+                # a write queued earlier without waiting failed: what follows it may be
+                # about its rows (a result for a call whose ``sent`` row was refused)
+                _fail_all(batch, self._failure)
+                continue
             try:
                 await self._commit(batch)
                 last = loop.time()
@@ -327,13 +342,22 @@ class Recorder:
                 raise
             except CJError as exc:  # lock taken over, or a row that is not planned
                 _fail_all(batch, exc)
+                self._failed_unawaited(batch)
                 continue
             except Exception:  # one bad row: write the group row by row
                 await self._row_by_row(batch)
+                self._failed_unawaited(batch)
                 continue
             for _, _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)
+
+    def _failed_unawaited(self, batch: list[tuple[str, Any, asyncio.Future[None]]]) -> None:
+        """Note at once the failure of a write queued without waiting (its done callback
+        runs only later, after the writer may have taken the next group)."""
+        for _, _, fut in batch:
+            if fut in self._unawaited and fut.done():
+                self._note_failure(fut)
 
     async def _row_by_row(self, batch: list[tuple[str, Any, asyncio.Future[None]]]) -> None:
         """Write each entry of a failed group in its own transaction, in order; a result
@@ -491,11 +515,14 @@ class Recorder:
             if not rows:
                 continue
             done = await conn.execute(statement, rows)
-            if conn.dialect.supports_sane_multi_rowcount and done.rowcount != len(rows):
-                raise StorageError(
-                    f"batch {bid}: a call was about to be sent for a comparison that is not "
-                    "stored as planned"
-                )
+            counted = conn.dialect.supports_sane_multi_rowcount
+            if not counted or done.rowcount != len(rows):
+                await _check_first_sent(conn, bid, rows)
+                if counted:  # a short count the read-back could not place
+                    raise StorageError(
+                        f"batch {bid}: {len(rows) - done.rowcount} call(s) about to be sent "
+                        "for comparisons not stored as planned; nothing of the group was written"
+                    )
         for rows in (sent_retry, retry_answered):
             if rows:
                 await conn.execute(insert(T_COMPARISONS), rows)
@@ -543,9 +570,13 @@ _KEY = and_(
     _C.slot == bindparam("k_slot"),
     _C.attempt == bindparam("k_attempt"),
 )
+# a first call goes out only for its wave's planned (or released) row: any other row is
+# left as it is, and the group fails (_check_first_sent)
+# (no IN: an expanding parameter cannot go into an executemany)
+_PLANNED_KEY = and_(_KEY, or_(_C.status == "planned", _C.status == "released"))
 _SENT_UPDATE = (
     update(T_COMPARISONS)
-    .where(_KEY)
+    .where(_PLANNED_KEY)
     .values(
         {
             name: bindparam(f"v_{name}")
@@ -562,7 +593,7 @@ _RESULT_UPDATE = (
 # (the status written is the result's)
 _SENT_RESULT_UPDATE = (
     update(T_COMPARISONS)
-    .where(_KEY)
+    .where(_PLANNED_KEY)
     .values(
         {
             name: bindparam(f"v_{name}")
@@ -600,6 +631,47 @@ _STATUS_UPDATE = (
         received_at=func.coalesce(_C.received_at, bindparam("v_now", type_=_C.received_at.type)),
     )
 )
+
+
+_CHECK_CHUNK = 1000
+"""Slots read back per statement: far below SQLite's and asyncpg's bound parameter limits."""
+
+
+async def _check_first_sent(conn: AsyncConnection, bid: str, rows: list[dict[str, Any]]) -> None:
+    """Raise unless every first call of ``rows`` (``k_slot``, ``v_call_no``) is stored on
+    its planned row, read back in this transaction.
+
+    The ``UPDATE``s that store them are ``executemany`` statements, whose row counts
+    asyncpg does not report (SQLAlchemy's ``supports_sane_multi_rowcount``): on
+    PostgreSQL every group is read back; on SQLite only one whose count is short, to
+    name the comparison. Each ``call_no`` is new in its batch, so a row that holds it
+    was written by this transaction.
+    """
+    expected = {int(r["k_slot"]): int(r["v_call_no"]) for r in rows}
+    slots = sorted(expected)
+    stored: dict[int, tuple[int | None, str]] = {}
+    for start in range(0, len(slots), _CHECK_CHUNK):
+        chunk = slots[start : start + _CHECK_CHUNK]
+        found = await conn.execute(
+            select(_C.slot, _C.call_no, _C.status).where(
+                _C.batch_id == bid, _C.attempt == 1, _C.slot.in_(chunk)
+            )
+        )
+        stored.update({int(s): (c, str(st)) for s, c, st in found})
+    for slot in slots:
+        call_no, status = stored.get(slot, (None, "not stored"))
+        if call_no != expected[slot] or status in ("planned", "released"):
+            state = "absent" if slot not in stored else f"stored as {status!r}"
+            raise StorageError(
+                f"batch {bid}: call {expected[slot]} was about to be sent for comparison "
+                f"{slot}, which is not stored as planned ({state}); nothing of its group "
+                "was written"
+            )
+    if len(rows) != len(expected):  # the same comparison twice in one group
+        raise StorageError(
+            f"batch {bid}: two first calls for one comparison in one group; nothing of it "
+            "was written"
+        )
 
 
 def storable_result(r: AttemptResult) -> AttemptResult:

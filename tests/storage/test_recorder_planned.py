@@ -1,0 +1,177 @@
+"""A first call is stored only on its wave's planned row, on every backend.
+
+The recorder writes the ``sent`` rows of a group with ``executemany``, whose row counts
+asyncpg does not report: PostgreSQL needs the read-back of
+:func:`cj_runner.storage.recorder._check_first_sent`, SQLite the row count. Either way a
+call about to be sent for a comparison that is absent, or stored in any other state than
+``planned``/``released``, fails its whole group: nothing of it is written, and no stored
+answer is overwritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from cj_runner.errors import StorageError
+from cj_runner.storage import Store, open_store, resolve_db_url
+from cj_runner.storage import repository as repo
+from cj_runner.storage.recorder import (
+    _CHECK_CHUNK,
+    AttemptResult,
+    PlannedRow,
+    Recorder,
+    SentAttempt,
+)
+
+OWNER = "test-host:1:bbbb"
+
+
+async def _batch(store: Store, n_slots: int) -> str:
+    nodes = [
+        repo.NewNode(essay_id=f"e{i}", is_anchor=False, checksum=f"{i:064d}", text=f"essay {i}")
+        for i in range(4)
+    ]
+    batch_id = await repo.create_batch(
+        store,
+        name=None,
+        assignment_id=None,
+        seed=1,
+        settings={},
+        judge={"kind": "mock"},
+        judge_name="mock",
+        inventory="inv",
+        plan={},
+        total_budget=n_slots + 10,
+        nodes=nodes,
+        max_possible_pairs=6,
+    )
+    await repo.acquire_lock(store, batch_id, OWNER)
+    return batch_id
+
+
+def _planned(slot: int) -> PlannedRow:
+    return PlannedRow(slot, 0, slot % 3 + 1, "coverage", 1, 0)
+
+
+def _sent(slot: int, call_no: int) -> SentAttempt:
+    return SentAttempt(
+        slot=slot,
+        attempt=1,
+        call_no=call_no,
+        a_idx=0,
+        b_idx=slot % 3 + 1,
+        mode="coverage",
+        wave=1,
+        repeat_index=0,
+        model="m",
+        prompt_hash="h",
+        sent_at=repo.utcnow(),
+    )
+
+
+def _success(slot: int, winner: str = "A") -> AttemptResult:
+    return AttemptResult(
+        slot=slot,
+        attempt=1,
+        status="success",
+        received_at=repo.utcnow(),
+        winner=winner,
+        confidence=3,
+        justification=f"{winner} is better",
+        tokens_in=10,
+        tokens_out=5,
+        latency_s=0.1,
+    )
+
+
+async def _rows(store: Store, batch_id: str) -> dict[int, dict[str, Any]]:
+    return {int(r["slot"]): r for r in await repo.load_attempts(store, batch_id)}
+
+
+async def _one_group(
+    recorder: Recorder, sent: list[SentAttempt], results: list[AttemptResult]
+) -> None:
+    """Queue ``sent`` rows and ``results`` so that the writer commits them as one group:
+    the result tasks are queued before the writer wakes (the event loop runs ready
+    callbacks in order), no clock involved."""
+    tasks = [asyncio.create_task(recorder.result(r)) for r in results]
+    for attempt in sent:
+        recorder.sent_ahead(attempt)
+    await asyncio.gather(*tasks, return_exceptions=True)  # the flush raises the failure
+    await recorder.flush()
+
+
+@pytest.mark.parametrize("answered", [False, True], ids=["sent", "sent-and-answered"])
+@pytest.mark.parametrize("state", ["absent", "cancelled", "success"])
+async def test_a_first_call_for_a_row_not_planned_fails_its_group(
+    db_url: str, state: str, answered: bool
+) -> None:
+    """Slot 1 is planned and fine; slot 2 is absent, cancelled or already answered. A
+    group holding both calls (with their answers or without) writes nothing, names the
+    comparison in the error the user sees, and leaves slot 2's stored answer as it was."""
+    store = await open_store(resolve_db_url(db_url))
+    try:
+        batch_id = await _batch(store, 2)
+        async with Recorder(store, batch_id, owner=OWNER) as recorder:
+            await recorder.plan([_planned(1)] + ([_planned(2)] if state != "absent" else []))
+            if state == "cancelled":
+                await recorder.cancel(2, 1)
+            elif state == "success":
+                await recorder.sent(_sent(2, 1))
+                await recorder.result(_success(2, winner="B"))
+        before = await _rows(store, batch_id)
+        calls_before = (await repo.find_batch(store, batch_id)).state["calls_sent"]
+
+        stored = "absent" if state == "absent" else f"stored as '{state}'"
+        expected = (
+            f"batch {batch_id}: call 3 was about to be sent for comparison 2, which is not "
+            f"stored as planned ({stored}); nothing of its group was written"
+        )
+        with pytest.raises(StorageError) as raised:
+            async with Recorder(store, batch_id, owner=OWNER) as recorder:
+                results = [_success(1), _success(2)] if answered else []
+                await _one_group(recorder, [_sent(1, 2), _sent(2, 3)], results)
+        assert str(raised.value) == expected
+
+        assert await _rows(store, batch_id) == before  # nothing half-written
+        assert (await repo.find_batch(store, batch_id)).state["calls_sent"] == calls_before
+        if state == "success":
+            assert (before[2]["status"], before[2]["winner"], before[2]["call_no"]) == (
+                "success", "B", 1,
+            )  # fmt: skip
+    finally:
+        await store.close()
+
+
+async def test_released_rows_and_groups_larger_than_one_read_back_are_stored(
+    db_url: str,
+) -> None:
+    """The check passes for every planned and released row of a group larger than one
+    read-back chunk (PostgreSQL reads a group back in chunks), and names the one row of
+    such a group that is not planned, in its last chunk."""
+    n = _CHECK_CHUNK + 7
+    last = 2 * n + 1
+    store = await open_store(resolve_db_url(db_url))
+    try:
+        batch_id = await _batch(store, last)
+        async with Recorder(store, batch_id, owner=OWNER) as recorder:
+            await recorder.plan([_planned(s) for s in range(1, last + 1)])
+            await recorder.release(list(range(1, last + 1, 2)))
+            await recorder.cancel(last, 1)
+            await _one_group(recorder, [_sent(s, s) for s in range(1, n + 1)], [])
+        rows = await _rows(store, batch_id)
+        assert all(rows[s]["status"] == "sent" and rows[s]["call_no"] == s for s in range(1, n + 1))
+        assert {rows[s]["status"] for s in range(n + 1, last)} == {"planned", "released"}
+        assert rows[last]["status"] == "cancelled"
+        assert (await repo.find_batch(store, batch_id)).state["calls_sent"] == n
+
+        with pytest.raises(StorageError, match=f"comparison {last}, which is not stored as"):
+            async with Recorder(store, batch_id, owner=OWNER) as recorder:
+                await _one_group(recorder, [_sent(s, s) for s in range(n + 1, last + 1)], [])
+        assert await _rows(store, batch_id) == rows
+        assert (await repo.find_batch(store, batch_id)).state["calls_sent"] == n
+    finally:
+        await store.close()
