@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cj_runner.errors import InputError
 from cj_runner.storage.engine import Store
-from cj_runner.storage.repository import T_BATCHES, utcnow
 from cj_runner.storage.schema import ImportedJudgmentRow
+from cj_runner.storage.tables import T_BATCHES, utcnow
 
 T_IMPORTS = cast(Table, ImportedJudgmentRow.__table__)
 

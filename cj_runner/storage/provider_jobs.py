@@ -5,7 +5,7 @@ A job is written together with the ``sent`` rows of its requests (one transactio
 :meth:`~cj_runner.storage.recorder.Recorder.job`) before anything goes out; its input file
 id, the moment its create request may leave (``submitting``) and its provider job id are
 stored as soon as they are known. Attempts of a job that has not ended stay ``sent`` on a
-resume (:func:`~cj_runner.storage.repository.mark_in_flight_lost` leaves them): their
+resume (:func:`~cj_runner.storage.attempts.mark_in_flight_lost` leaves them): their
 answers are still coming.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, func, select, update
 
 from cj_runner.storage.engine import Store
-from cj_runner.storage.repository import fence
+from cj_runner.storage.locks import fence
 from cj_runner.storage.schema import ProviderJobRequestRow, ProviderJobRow
 
 T_JOBS = cast(Table, ProviderJobRow.__table__)

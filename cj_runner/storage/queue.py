@@ -30,17 +30,10 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, func, insert, or_, select, update
 
 from cj_runner.errors import InputError
+from cj_runner.storage.batch_rows import insert_batch
 from cj_runner.storage.engine import Store
-from cj_runner.storage.repository import (
-    T_ASSIGNMENTS,
-    T_BATCHES,
-    T_PROJECTIONS,
-    T_STATE,
-    _aware,
-    insert_batch,
-    utcnow,
-)
 from cj_runner.storage.schema import CohortQueueRow
+from cj_runner.storage.tables import T_ASSIGNMENTS, T_BATCHES, T_PROJECTIONS, T_STATE, aware, utcnow
 
 T_QUEUE = cast(Table, CohortQueueRow.__table__)
 FINISHED = ("COMPLETED", "FAILED")
@@ -323,7 +316,7 @@ async def cohort_rows(store: Store, cohort: str) -> list[dict[str, Any]]:
         values["plan"] = dict(values.pop("plan_json") or {})
         values["extra"] = dict(values.pop("extra_json") or {})
         for key in ("enqueued_at", "claimed_at", "heartbeat_at", "finished_at"):
-            values[key] = _aware(cast(datetime | None, values[key]))
+            values[key] = aware(cast(datetime | None, values[key]))
         values["grade_counts"] = grades.get(r.batch_id, {})
         values["grades"] = scales.get(r.assignment_id or "", [])
         out.append(values)

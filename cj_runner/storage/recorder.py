@@ -36,16 +36,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cj_runner.errors import CJError, StorageError
 from cj_runner.storage.engine import Store
+from cj_runner.storage.locks import fence
 from cj_runner.storage.provider_jobs import T_JOB_REQUESTS, T_JOBS, JobRecord
-from cj_runner.storage.repository import (
-    T_CACHE,
-    T_COMPARISONS,
-    T_STATE,
-    fence,
-    utcnow,
-    write_wave_end,
-)
 from cj_runner.storage.storable import storable_justification, storable_message, storable_text
+from cj_runner.storage.tables import T_CACHE, T_COMPARISONS, T_STATE, utcnow
+from cj_runner.storage.wave_ends import write_wave_end
 
 IDLE_WINDOW_S = 0.002
 """Group-commit window while no judge call is in flight (a zero-latency judge, the last
