@@ -326,29 +326,29 @@ def test_overflow_probe_catches_a_wide_element(tmp_path: Path) -> None:
 
 
 def test_positions_plot_aggregates_above_a_hundred_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cj_runner.services import html_report
+    from cj_runner.services import html_charts
 
     nodes = [
         {"essay_id": f"e{i}", "a_count": 5, "b_count": 5 + (i % 3), "is_anchor": False}
         for i in range(600)
     ]
     fairness = {"nodes": nodes, "max_skew": 0.2}
-    uri = html_report.positions_plot(fairness)
+    uri = html_charts.positions_plot(fairness)
     assert uri is not None
     assert not_blank(mpimg.imread(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])), "png"))
     seen: list[int] = []
     monkeypatch.setattr(
-        html_report, "_positions_histogram", lambda f: seen.append(len(f["nodes"])) or "x"
+        html_charts, "_positions_histogram", lambda f: seen.append(len(f["nodes"])) or "x"
     )
-    assert html_report.positions_plot(fairness) == "x" and seen == [600]
-    assert html_report.positions_plot({"nodes": nodes[:100], "max_skew": 0.2}) != "x"
+    assert html_charts.positions_plot(fairness) == "x" and seen == [600]
+    assert html_charts.positions_plot({"nodes": nodes[:100], "max_skew": 0.2}) != "x"
 
 
 def test_table_cells_sort_numbers_and_escape_text() -> None:
     """Every kind of cell a report row holds: finite numbers are right-aligned and carry
     their exact value for sorting (NaN and infinities do not), floats show 3 decimals,
     text is escaped, ``None`` is a dash, lists are joined."""
-    from cj_runner.services.html_report import _table
+    from cj_runner.services.html_sections import _table
 
     values = [
         1.23456, float("nan"), float("-inf"), 7, True, None, "<b>&'\"", [0.5, None, "x"],
