@@ -2,7 +2,7 @@
 
 The recorder writes the ``sent`` rows of a group with ``executemany``, whose row counts
 asyncpg does not report: PostgreSQL needs the read-back of
-:func:`cj_runner.storage.recorder._check_first_sent`, SQLite the row count. Either way a
+:func:`cj_runner.storage.group_writes._check_first_sent`, SQLite the row count. Either way a
 call about to be sent for a comparison that is absent, or stored in any other state than
 ``planned``/``released``, fails its whole group: nothing of it is written, and no stored
 answer is overwritten.
@@ -18,8 +18,8 @@ import pytest
 from cj_runner.errors import StorageError
 from cj_runner.storage import Store, open_store, resolve_db_url
 from cj_runner.storage import repository as repo
+from cj_runner.storage.group_writes import READ_BACK_CHUNK
 from cj_runner.storage.recorder import (
-    _CHECK_CHUNK,
     AttemptResult,
     PlannedRow,
     Recorder,
@@ -152,7 +152,7 @@ async def test_released_rows_and_groups_larger_than_one_read_back_are_stored(
     """The check passes for every planned and released row of a group larger than one
     read-back chunk (PostgreSQL reads a group back in chunks), and names the one row of
     such a group that is not planned, in its last chunk."""
-    n = _CHECK_CHUNK + 7
+    n = READ_BACK_CHUNK + 7
     last = 2 * n + 1
     store = await open_store(resolve_db_url(db_url))
     try:

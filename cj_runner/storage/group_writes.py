@@ -1,0 +1,345 @@
+"""One group commit's writes: the recorder's queued writes of a batch as a few
+``executemany`` statements, and the checks that every call sent is stored as planned."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cj_runner.errors import StorageError
+from cj_runner.storage.call_records import AttemptResult, SentAttempt, storable_result
+from cj_runner.storage.provider_jobs import T_JOB_REQUESTS, T_JOBS, JobRecord
+from cj_runner.storage.tables import T_CACHE, T_COMPARISONS, T_STATE, utcnow
+from cj_runner.storage.wave_ends import write_wave_end
+
+
+async def write_group(
+    conn: AsyncConnection, bid: str, batch: Sequence[tuple[str, Any, Any]]
+) -> None:
+    """Write one group of batch ``bid``'s queued writes (``(kind, payload, future)``
+    entries of the :class:`~cj_runner.storage.recorder.Recorder`): a few ``executemany``
+    statements, whatever its size.
+
+    Within a group the order of kinds does not matter: a caller awaits the commit of a
+    call's ``sent`` row before it can queue that call's result, and a wave's ``plan``
+    before any of its calls.
+    """
+    planned: list[dict[str, Any]] = []
+    sent_first: list[dict[str, Any]] = []
+    sent_retry: list[dict[str, Any]] = []
+    sent_answered: list[dict[str, Any]] = []
+    retry_answered: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    cache_rows: list[dict[str, Any]] = []
+    set_status: list[dict[str, Any]] = []
+    wave_ends: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    released: list[dict[str, Any]] = []
+    jobs: list[JobRecord] = []
+    max_call = 0
+    entries: list[tuple[str, Any]] = []
+    for kind, payload, _ in batch:
+        if kind == "job":
+            jobs.append(payload[0])
+            entries.extend(("sent", s) for s in payload[1])
+        else:
+            entries.append((kind, payload))
+    # a call's result committed with its own ``sent`` row (zero or low latency): one
+    # statement writes both
+    sent_keys = {
+        (p.slot, p.attempt) for k, p in entries if k == "sent" and isinstance(p, SentAttempt)
+    }
+    merged: dict[tuple[int, int], AttemptResult] = {}
+    for kind, payload in entries:
+        if kind == "result" and (payload.slot, payload.attempt) in sent_keys:
+            merged[(payload.slot, payload.attempt)] = storable_result(payload)
+    for kind, payload in entries:
+        if kind == "wave_end":
+            wave_ends.append(payload)
+        elif kind == "release":
+            released.extend({"k_batch": bid, "k_slot": slot} for slot in payload)
+        elif kind == "plan":
+            planned.extend(
+                {
+                    "batch_id": bid,
+                    "slot": r.slot,
+                    "attempt": 1,
+                    "a_idx": r.a_idx,
+                    "b_idx": r.b_idx,
+                    "mode": r.mode,
+                    "wave": r.wave,
+                    "status": "planned",
+                    "repeat_index": r.repeat_index,
+                    "cached": False,
+                    "judge": r.judge,
+                }
+                for r in payload
+            )
+        elif kind == "sent":
+            s: SentAttempt = payload
+            max_call = max(max_call, s.call_no)
+            values = {
+                "status": "sent",
+                "call_no": s.call_no,
+                "sent_at": s.sent_at,
+                "model": s.model,
+                "prompt_hash": s.prompt_hash,
+            }
+            answer = merged.get((s.slot, s.attempt))
+            if s.attempt == 1:  # the wave's planned row
+                key = {"k_batch": bid, "k_slot": s.slot, "k_attempt": 1}
+                if answer is None:
+                    sent_first.append(key | {f"v_{k}": v for k, v in values.items()})
+                else:
+                    sent_answered.append(
+                        key | {f"v_{k}": v for k, v in values.items()} | _result_values(answer)
+                    )
+            else:
+                row = {
+                    "batch_id": bid,
+                    "slot": s.slot,
+                    "attempt": s.attempt,
+                    "a_idx": s.a_idx,
+                    "b_idx": s.b_idx,
+                    "mode": s.mode,
+                    "wave": s.wave,
+                    "repeat_index": s.repeat_index,
+                    "cached": False,
+                    "judge": s.judge,
+                    **values,
+                }
+                if answer is None:
+                    sent_retry.append(row)
+                else:
+                    row.update({k[2:]: v for k, v in _result_values(answer).items()})
+                    retry_answered.append(row)
+        elif kind == "result":
+            r: AttemptResult = merged.get((payload.slot, payload.attempt)) or storable_result(
+                payload
+            )
+            if (r.slot, r.attempt) not in merged:
+                results.append({"k_batch": bid, "k_slot": r.slot, "k_attempt": r.attempt})
+                results[-1].update(_result_values(r))
+            if r.cache_key is not None and r.status == "success" and not r.cached:
+                cache_rows.append(_cache_row(r, bid))
+        elif kind in ("mark_failed", "cancel"):
+            slot, attempt = payload
+            set_status.append(
+                {
+                    "k_batch": bid,
+                    "k_slot": slot,
+                    "k_attempt": attempt,
+                    "v_status": "failed" if kind == "mark_failed" else "cancelled",
+                    "v_now": utcnow(),
+                }
+            )
+    if planned:
+        await conn.execute(_PLAN_INSERT, planned)
+    for job in jobs:
+        await conn.execute(insert(T_JOBS), [job.row()])
+        await conn.execute(insert(T_JOB_REQUESTS), job.request_rows())
+    first = [(_SENT_UPDATE, sent_first), (_SENT_RESULT_UPDATE, sent_answered)]
+    for statement, rows in first:
+        if not rows:
+            continue
+        done = await conn.execute(statement, rows)
+        counted = conn.dialect.supports_sane_multi_rowcount
+        if not counted or done.rowcount != len(rows):
+            await _check_first_sent(conn, bid, rows)
+            if counted:  # a short count the read-back could not place
+                raise StorageError(
+                    f"batch {bid}: {len(rows) - done.rowcount} call(s) about to be sent "
+                    "for comparisons not stored as planned; nothing of the group was written"
+                )
+    for rows in (sent_retry, retry_answered):
+        if rows:
+            await conn.execute(insert(T_COMPARISONS), rows)
+    if results:
+        await conn.execute(_RESULT_UPDATE, results)
+    if set_status:
+        await conn.execute(_STATUS_UPDATE, set_status)
+    if cache_rows:
+        await _cache_insert(conn, cache_rows)
+    if released:
+        await conn.execute(_RELEASE_UPDATE, released)
+    if wave_ends:
+        # several waves closed since the last commit: their rows, and the newest state
+        # (each wave's state supersedes the one before)
+        await write_wave_end(conn, bid, waves=[w for w, _ in wave_ends], state=wave_ends[-1][1])
+    if max_call:
+        await conn.execute(_CALLS_SENT_UPDATE, {"k_batch": bid, "k_calls": max_call})
+
+
+_RESULT_FIELDS = (
+    "status",
+    "received_at",
+    "winner",
+    "confidence",
+    "justification",
+    "error_kind",
+    "error_message",
+    "tokens_in",
+    "tokens_out",
+    "tokens_cached",
+    "latency_s",
+    "cached",
+    "cache_source",
+)
+
+
+def _result_values(r: AttemptResult) -> dict[str, Any]:
+    """The columns a result writes, as ``v_<column>`` parameters (``r`` is storable)."""
+    return {f"v_{name}": getattr(r, name) for name in _RESULT_FIELDS}
+
+
+_C = T_COMPARISONS.c
+_KEY = and_(
+    _C.batch_id == bindparam("k_batch"),
+    _C.slot == bindparam("k_slot"),
+    _C.attempt == bindparam("k_attempt"),
+)
+# a first call goes out only for its wave's planned (or released) row: any other row is
+# left as it is, and the group fails (_check_first_sent)
+# (no IN: an expanding parameter cannot go into an executemany)
+_PLANNED_KEY = and_(_KEY, or_(_C.status == "planned", _C.status == "released"))
+_SENT_UPDATE = (
+    update(T_COMPARISONS)
+    .where(_PLANNED_KEY)
+    .values(
+        {
+            name: bindparam(f"v_{name}")
+            for name in ("status", "call_no", "sent_at", "model", "prompt_hash")
+        }
+    )
+)
+_RESULT_UPDATE = (
+    update(T_COMPARISONS)
+    .where(_KEY)
+    .values({name: bindparam(f"v_{name}") for name in _RESULT_FIELDS})
+)
+# a call sent and answered within one group: its ``sent`` values and its result together
+# (the status written is the result's)
+_SENT_RESULT_UPDATE = (
+    update(T_COMPARISONS)
+    .where(_PLANNED_KEY)
+    .values(
+        {
+            name: bindparam(f"v_{name}")
+            for name in ("call_no", "sent_at", "model", "prompt_hash", *_RESULT_FIELDS)
+        }
+    )
+)
+_PLAN_INSERT = insert(T_COMPARISONS)
+_CALLS_SENT_UPDATE = (
+    update(T_STATE)
+    .where(
+        and_(
+            T_STATE.c.batch_id == bindparam("k_batch"), T_STATE.c.calls_sent < bindparam("k_calls")
+        )
+    )
+    .values(calls_sent=bindparam("k_calls"))
+)
+_RELEASE_UPDATE = (
+    update(T_COMPARISONS)
+    .where(
+        and_(
+            _C.batch_id == bindparam("k_batch"),
+            _C.slot == bindparam("k_slot"),
+            _C.attempt == 1,
+            _C.status == "planned",
+        )
+    )
+    .values(status="released")
+)
+_STATUS_UPDATE = (
+    update(T_COMPARISONS)
+    .where(_KEY)
+    .values(
+        status=bindparam("v_status"),
+        received_at=func.coalesce(_C.received_at, bindparam("v_now", type_=_C.received_at.type)),
+    )
+)
+
+
+READ_BACK_CHUNK = 1000
+"""Slots read back per statement: far below SQLite's and asyncpg's bound parameter limits."""
+
+
+async def _check_first_sent(conn: AsyncConnection, bid: str, rows: list[dict[str, Any]]) -> None:
+    """Raise unless every first call of ``rows`` (``k_slot``, ``v_call_no``) is stored on
+    its planned row, read back in this transaction.
+
+    The ``UPDATE``s that store them are ``executemany`` statements, whose row counts
+    asyncpg does not report (SQLAlchemy's ``supports_sane_multi_rowcount``): on
+    PostgreSQL every group is read back; on SQLite only one whose count is short, to
+    name the comparison. Each ``call_no`` is new in its batch, so a row that holds it
+    was written by this transaction.
+    """
+    expected = {int(r["k_slot"]): int(r["v_call_no"]) for r in rows}
+    slots = sorted(expected)
+    stored: dict[int, tuple[int | None, str]] = {}
+    for start in range(0, len(slots), READ_BACK_CHUNK):
+        chunk = slots[start : start + READ_BACK_CHUNK]
+        found = await conn.execute(
+            select(_C.slot, _C.call_no, _C.status).where(
+                _C.batch_id == bid, _C.attempt == 1, _C.slot.in_(chunk)
+            )
+        )
+        stored.update({int(s): (c, str(st)) for s, c, st in found})
+    for slot in slots:
+        call_no, status = stored.get(slot, (None, "not stored"))
+        if call_no != expected[slot] or status in ("planned", "released"):
+            state = "absent" if slot not in stored else f"stored as {status!r}"
+            raise StorageError(
+                f"batch {bid}: call {expected[slot]} was about to be sent for comparison "
+                f"{slot}, which is not stored as planned ({state}); nothing of its group "
+                "was written"
+            )
+    if len(rows) != len(expected):  # the same comparison twice in one group
+        raise StorageError(
+            f"batch {bid}: two first calls for one comparison in one group; nothing of it "
+            "was written"
+        )
+
+
+def _cache_row(r: AttemptResult, batch_id: str) -> dict[str, Any]:
+    key = r.cache_key
+    assert key is not None
+    return {
+        "request_key": key.request_key,
+        "model": key.model,
+        "batch_id": batch_id,
+        "checksum_a": key.checksum_a,
+        "checksum_b": key.checksum_b,
+        "repeat_index": key.repeat_index,
+        "winner": r.winner,
+        "confidence": r.confidence or 0,
+        "justification": r.justification or "",
+        "tokens_in": r.tokens_in or 0,
+        "tokens_out": r.tokens_out or 0,
+        "created_at": r.received_at,
+    }
+
+
+_SQLITE_CACHE_INSERT = sqlite_insert(T_CACHE).on_conflict_do_nothing()
+_PG_CACHE_INSERT = pg_insert(T_CACHE).on_conflict_do_nothing()
+
+
+async def _cache_insert(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Add answers to the judgment cache; an answer already cached is kept."""
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        await conn.execute(_SQLITE_CACHE_INSERT, rows)
+    elif dialect == "postgresql":
+        await conn.execute(_PG_CACHE_INSERT, rows)
+    else:  # pragma: no cover - other databases: check first
+        for values in rows:
+            exists = await conn.execute(
+                select(T_CACHE.c.id).where(T_CACHE.c.request_key == values["request_key"])
+            )
+            if exists.first() is None:
+                await conn.execute(insert(T_CACHE).values(**values))
