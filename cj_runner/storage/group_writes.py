@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Integer, and_, bindparam, func, insert, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -147,14 +148,14 @@ async def write_group(
         if not rows:
             continue
         done = await conn.execute(statement, rows)
-        counted = conn.dialect.supports_sane_multi_rowcount
-        if not counted or done.rowcount != len(rows):
-            await _check_first_sent(conn, bid, rows)
-            if counted:  # a short count the read-back could not place
-                raise StorageError(
-                    f"batch {bid}: {len(rows) - done.rowcount} call(s) about to be sent "
-                    "for comparisons not stored as planned; nothing of the group was written"
-                )
+        stored = await _first_sent_stored(conn, bid, rows, done.rowcount)
+        if stored is None or stored != len(rows):
+            await _check_first_sent(conn, bid, rows)  # names the comparison
+        if stored is not None and stored != len(rows):  # a short count not placed above
+            raise StorageError(
+                f"batch {bid}: {len(rows) - stored} call(s) about to be sent for comparisons "
+                "not stored as planned; nothing of the group was written"
+            )
     for rows in (sent_retry, retry_answered):
         if rows:
             await conn.execute(insert(T_COMPARISONS), rows)
@@ -265,19 +266,57 @@ _STATUS_UPDATE = (
 )
 
 
+# PostgreSQL: how many of the (slot, call number) pairs just written are stored, in one
+# statement built once (two array parameters, whatever the group's size)
+_PAIRS = (
+    func.unnest(
+        bindparam("k_slots", type_=ARRAY(Integer)), bindparam("k_calls", type_=ARRAY(Integer))
+    )
+    .table_valued("slot", "call_no")
+    .render_derived()
+)
+_PG_FIRST_SENT_COUNT = (
+    select(func.count())
+    .select_from(T_COMPARISONS)
+    .where(
+        _C.batch_id == bindparam("k_batch"),
+        _C.attempt == 1,
+        tuple_(_C.slot, _C.call_no).in_(select(_PAIRS.c.slot, _PAIRS.c.call_no)),
+    )
+)
+
+
+async def _first_sent_stored(
+    conn: AsyncConnection, bid: str, rows: list[dict[str, Any]], rowcount: int
+) -> int | None:
+    """How many first calls of ``rows`` the ``executemany`` just stored on their planned
+    rows; ``None`` when the database cannot tell.
+
+    SQLite reports the row count of an ``executemany``; asyncpg does not (SQLAlchemy's
+    ``supports_sane_multi_rowcount``), so PostgreSQL counts the rows that hold the
+    calls' (slot, call number) pairs, in this transaction. Each ``call_no`` is new in its
+    batch, so a row that holds it was written by this transaction.
+    """
+    if conn.dialect.supports_sane_multi_rowcount:
+        return rowcount
+    if conn.dialect.name == "postgresql":
+        params = {
+            "k_batch": bid,
+            "k_slots": [int(r["k_slot"]) for r in rows],
+            "k_calls": [int(r["v_call_no"]) for r in rows],
+        }
+        return int((await conn.execute(_PG_FIRST_SENT_COUNT, params)).scalar_one())
+    return None  # pragma: no cover - other databases: the read-back decides
+
+
 READ_BACK_CHUNK = 1000
 """Slots read back per statement: far below SQLite's and asyncpg's bound parameter limits."""
 
 
 async def _check_first_sent(conn: AsyncConnection, bid: str, rows: list[dict[str, Any]]) -> None:
     """Raise unless every first call of ``rows`` (``k_slot``, ``v_call_no``) is stored on
-    its planned row, read back in this transaction.
-
-    The ``UPDATE``s that store them are ``executemany`` statements, whose row counts
-    asyncpg does not report (SQLAlchemy's ``supports_sane_multi_rowcount``): on
-    PostgreSQL every group is read back; on SQLite only one whose count is short, to
-    name the comparison. Each ``call_no`` is new in its batch, so a row that holds it
-    was written by this transaction.
+    its planned row, read back in this transaction, naming the first comparison that is
+    not (:func:`_first_sent_stored` counts them first).
     """
     expected = {int(r["k_slot"]): int(r["v_call_no"]) for r in rows}
     slots = sorted(expected)
