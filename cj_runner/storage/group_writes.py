@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, func, insert, or_, select, tuple_, update
+from sqlalchemy import Integer, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -143,12 +143,10 @@ async def write_group(
     for job in jobs:
         await conn.execute(insert(T_JOBS), [job.row()])
         await conn.execute(insert(T_JOB_REQUESTS), job.request_rows())
-    first = [(_SENT_UPDATE, sent_first), (_SENT_RESULT_UPDATE, sent_answered)]
-    for statement, rows in first:
+    for columns, rows in ((_SENT_COLUMNS, sent_first), (_SENT_RESULT_COLUMNS, sent_answered)):
         if not rows:
             continue
-        done = await conn.execute(statement, rows)
-        stored = await _first_sent_stored(conn, bid, rows, done.rowcount)
+        stored = await _store_first_sent(conn, bid, columns, rows)
         if stored is None or stored != len(rows):
             await _check_first_sent(conn, bid, rows)  # names the comparison
         if stored is not None and stored != len(rows):  # a short count not placed above
@@ -207,15 +205,11 @@ _KEY = and_(
 # left as it is, and the group fails (_check_first_sent)
 # (no IN: an expanding parameter cannot go into an executemany)
 _PLANNED_KEY = and_(_KEY, or_(_C.status == "planned", _C.status == "released"))
+_SENT_COLUMNS: tuple[str, ...] = ("status", "call_no", "sent_at", "model", "prompt_hash")
 _SENT_UPDATE = (
     update(T_COMPARISONS)
     .where(_PLANNED_KEY)
-    .values(
-        {
-            name: bindparam(f"v_{name}")
-            for name in ("status", "call_no", "sent_at", "model", "prompt_hash")
-        }
-    )
+    .values({name: bindparam(f"v_{name}") for name in _SENT_COLUMNS})
 )
 _RESULT_UPDATE = (
     update(T_COMPARISONS)
@@ -224,15 +218,17 @@ _RESULT_UPDATE = (
 )
 # a call sent and answered within one group: its ``sent`` values and its result together
 # (the status written is the result's)
+_SENT_RESULT_COLUMNS: tuple[str, ...] = (
+    "call_no",
+    "sent_at",
+    "model",
+    "prompt_hash",
+    *_RESULT_FIELDS,
+)
 _SENT_RESULT_UPDATE = (
     update(T_COMPARISONS)
     .where(_PLANNED_KEY)
-    .values(
-        {
-            name: bindparam(f"v_{name}")
-            for name in ("call_no", "sent_at", "model", "prompt_hash", *_RESULT_FIELDS)
-        }
-    )
+    .values({name: bindparam(f"v_{name}") for name in _SENT_RESULT_COLUMNS})
 )
 _PLAN_INSERT = insert(T_COMPARISONS)
 _CALLS_SENT_UPDATE = (
@@ -266,46 +262,55 @@ _STATUS_UPDATE = (
 )
 
 
-# PostgreSQL: how many of the (slot, call number) pairs just written are stored, in one
-# statement built once (two array parameters, whatever the group's size)
-_PAIRS = (
-    func.unnest(
-        bindparam("k_slots", type_=ARRAY(Integer)), bindparam("k_calls", type_=ARRAY(Integer))
+def _pg_planned_update(columns: tuple[str, ...]) -> Any:
+    """PostgreSQL: the first calls of a group as one ``UPDATE ... FROM unnest(...)``, one
+    array parameter per column (whatever the group's size), so that its row count is
+    reported (asyncpg reports none for an ``executemany``)."""
+    values = (
+        func.unnest(
+            bindparam("a_slot", type_=ARRAY(Integer)),
+            *(bindparam(f"a_{name}", type_=ARRAY(_C[name].type)) for name in columns),
+        )
+        .table_valued("slot", *columns)
+        .render_derived()
     )
-    .table_valued("slot", "call_no")
-    .render_derived()
-)
-_PG_FIRST_SENT_COUNT = (
-    select(func.count())
-    .select_from(T_COMPARISONS)
-    .where(
-        _C.batch_id == bindparam("k_batch"),
-        _C.attempt == 1,
-        tuple_(_C.slot, _C.call_no).in_(select(_PAIRS.c.slot, _PAIRS.c.call_no)),
+    return (
+        update(T_COMPARISONS)
+        .where(
+            _C.batch_id == bindparam("k_batch"),
+            _C.slot == values.c.slot,
+            _C.attempt == 1,
+            or_(_C.status == "planned", _C.status == "released"),
+        )
+        .values({name: values.c[name] for name in columns})
     )
-)
 
 
-async def _first_sent_stored(
-    conn: AsyncConnection, bid: str, rows: list[dict[str, Any]], rowcount: int
+_PG_PLANNED_UPDATES = {
+    columns: _pg_planned_update(columns) for columns in (_SENT_COLUMNS, _SENT_RESULT_COLUMNS)
+}
+_PLANNED_UPDATES = {_SENT_COLUMNS: _SENT_UPDATE, _SENT_RESULT_COLUMNS: _SENT_RESULT_UPDATE}
+
+
+async def _store_first_sent(
+    conn: AsyncConnection, bid: str, columns: tuple[str, ...], rows: list[dict[str, Any]]
 ) -> int | None:
-    """How many first calls of ``rows`` the ``executemany`` just stored on their planned
-    rows; ``None`` when the database cannot tell.
+    """Write the first calls ``rows`` (``k_slot`` and ``v_<column>`` for ``columns``) on
+    their planned rows; returns how many rows were written, ``None`` when the database
+    cannot tell.
 
     SQLite reports the row count of an ``executemany``; asyncpg does not (SQLAlchemy's
-    ``supports_sane_multi_rowcount``), so PostgreSQL counts the rows that hold the
-    calls' (slot, call number) pairs, in this transaction. Each ``call_no`` is new in its
-    batch, so a row that holds it was written by this transaction.
+    ``supports_sane_multi_rowcount``), so PostgreSQL writes them with one statement,
+    whose count it reports.
     """
-    if conn.dialect.supports_sane_multi_rowcount:
-        return rowcount
     if conn.dialect.name == "postgresql":
-        params = {
-            "k_batch": bid,
-            "k_slots": [int(r["k_slot"]) for r in rows],
-            "k_calls": [int(r["v_call_no"]) for r in rows],
-        }
-        return int((await conn.execute(_PG_FIRST_SENT_COUNT, params)).scalar_one())
+        params: dict[str, Any] = {"k_batch": bid, "a_slot": [r["k_slot"] for r in rows]}
+        params.update({f"a_{name}": [r[f"v_{name}"] for r in rows] for name in columns})
+        done = await conn.execute(_PG_PLANNED_UPDATES[columns], params)
+        return int(done.rowcount)
+    done = await conn.execute(_PLANNED_UPDATES[columns], rows)
+    if conn.dialect.supports_sane_multi_rowcount:
+        return int(done.rowcount)
     return None  # pragma: no cover - other databases: the read-back decides
 
 
@@ -316,7 +321,8 @@ READ_BACK_CHUNK = 1000
 async def _check_first_sent(conn: AsyncConnection, bid: str, rows: list[dict[str, Any]]) -> None:
     """Raise unless every first call of ``rows`` (``k_slot``, ``v_call_no``) is stored on
     its planned row, read back in this transaction, naming the first comparison that is
-    not (:func:`_first_sent_stored` counts them first).
+    not (:func:`_store_first_sent` counts them first). Each ``call_no`` is new in its
+    batch, so a row that holds it was written by this transaction.
     """
     expected = {int(r["k_slot"]): int(r["v_call_no"]) for r in rows}
     slots = sorted(expected)
