@@ -21,7 +21,8 @@ Timings depend on the machine and its load; the load average is printed with the
 Run: ``python benchmarks/bench_scale.py`` (``--quick``: n = 100/500 only, no 10,000;
 ``--no-memory``: no 10,000; ``--memory-only``: (d) alone; ``--anchors``: (d) with 12
 anchors, grades projected; ``--dense-diagonal``: (d) as before rule 3a took the variances,
-with the dense ``n x n`` diagonal covariance).
+with the dense ``n x n`` diagonal covariance; ``--postgres URL``: (a) only, each batch on
+a new database of that PostgreSQL server, dropped after it).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -153,12 +155,53 @@ def register_anchors(tmp: Path, db: Path, per_grade: int = 2) -> str:
     return "scale"
 
 
+async def _postgres_admin(server: str, sql: str) -> None:
+    import asyncpg  # type: ignore[import-untyped]
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server)
+    conn = await asyncpg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database=url.database or "postgres",
+    )
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def run_postgres(
+    server: str, tmp: Path, n: int, breakdown: Breakdown | None = None
+) -> tuple[str, float, float, float]:
+    """:func:`run` on a new database of the PostgreSQL server ``server`` (a SQLAlchemy
+    URL of a database there), dropped afterwards; (batch id, seconds, seconds to the last
+    answer, CPU seconds)."""
+    from sqlalchemy.engine import make_url
+
+    name = f"cj_bench_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_postgres_admin(server, f'CREATE DATABASE "{name}"'))
+    try:
+        db = make_url(server).set(database=name).render_as_string(hide_password=False)
+        _, batch_id, seconds, last, cpu = run(tmp, n, breakdown, db=db)
+        return batch_id, seconds, last, cpu
+    finally:
+        asyncio.run(_postgres_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 def run(
-    tmp: Path, n: int, breakdown: Breakdown | None = None, anchors: bool = False
+    tmp: Path,
+    n: int,
+    breakdown: Breakdown | None = None,
+    anchors: bool = False,
+    db: str | None = None,
 ) -> tuple[Path, str, float, float, float]:
     """One batch of ``n`` essays (with ``anchors``: and 12 anchors, grades projected);
     (db, batch id, seconds, seconds to the last answer, CPU seconds). With ``breakdown``,
-    the event loop's CPU goes in ``breakdown.cpu["loop"]``."""
+    the event loop's CPU goes in ``breakdown.cpu["loop"]``; ``db``: a database URL instead
+    of a new SQLite file (no anchors)."""
     inventory = write_inventory(tmp / f"inv_{n}", n)
     profile = write_profile(
         tmp,
@@ -166,14 +209,15 @@ def run(
         settings_for(n),
         {"kind": "mock", "seed": 1, "latency": {"distribution": "zero"}},
     )
-    db = tmp / f"scale_{n}.db"
-    assignment = register_anchors(tmp, db) if anchors else None
+    path = tmp / f"scale_{n}.db"
+    assignment = register_anchors(tmp, path) if anchors else None
     cpu = time.process_time()
     loop_cpu = time.thread_time()  # asyncio.run runs the loop on this thread
-    batch_id, elapsed, last_answer = asyncio.run(run_batch(db, inventory, profile, assignment))
+    target: Any = db if db is not None else path
+    batch_id, elapsed, last_answer = asyncio.run(run_batch(target, inventory, profile, assignment))
     if breakdown is not None:
         breakdown.cpu["loop"] = time.thread_time() - loop_cpu
-    return db, batch_id, elapsed, last_answer, time.process_time() - cpu
+    return path, batch_id, elapsed, last_answer, time.process_time() - cpu
 
 
 def selection_ms(n: int, strategy: str, reps: int = 20) -> float:
@@ -319,6 +363,22 @@ def peak_memory(n: int, anchors: bool = False, dense: bool = False) -> dict[str,
     return result
 
 
+def throughput_postgres(server: str, sizes: tuple[int, ...]) -> int:
+    """(a) on PostgreSQL: calls/s, CPU and the recorder's transactions."""
+    with tempfile.TemporaryDirectory() as folder:
+        print(f"(a) on PostgreSQL, zero-latency mock, {CPE} comparisons per essay ({load()})")
+        for n in sizes:
+            with Breakdown() as parts:
+                _, seconds, last, cpu = run_postgres(server, Path(folder), n, parts)
+            calls = n * CPE // 2
+            print(
+                f"    n={n:>5}: {calls:>6} calls in {seconds:6.1f} s = {calls / seconds:6.0f}/s "
+                f"(to the last answer {calls / last:.0f}/s; CPU {cpu:.1f} s, event loop "
+                f"{parts.cpu['loop']:.1f} s); {parts.commits} commits ({load()})"
+            )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="n = 100 and 500 only")
@@ -336,10 +396,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="(d) as before: rule 3a given the dense n x n diagonal covariance",
     )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="(a) only, each batch on a new database of this PostgreSQL server "
+        "(postgresql+asyncpg://USER@HOST:PORT/DB, DB an existing database)",
+    )
     args = parser.parse_args(argv)
     if args.memory_only:
         return memory_section(args.anchors, args.dense_diagonal)
     sizes = (100, 500) if args.quick else (100, 500, 2000)
+    if args.postgres:
+        return throughput_postgres(args.postgres, sizes)
     ok = True
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
