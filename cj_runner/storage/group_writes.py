@@ -147,13 +147,13 @@ async def write_group(
         if not rows:
             continue
         stored = await _store_first_sent(conn, bid, columns, rows)
-        if stored is None or stored != len(rows):
-            await _check_first_sent(conn, bid, rows)  # names the comparison
-        if stored is not None and stored != len(rows):  # a short count not placed above
-            raise StorageError(
-                f"batch {bid}: {len(rows) - stored} call(s) about to be sent for comparisons "
-                "not stored as planned; nothing of the group was written"
-            )
+        if stored != len(rows):  # short, or not known (None)
+            await _check_first_sent(conn, bid, rows)  # raises, naming the comparison
+            if stored is not None:  # a short count the read-back could not place
+                raise StorageError(
+                    f"batch {bid}: {len(rows) - stored} call(s) about to be sent for "
+                    "comparisons not stored as planned; nothing of the group was written"
+                )
     for rows in (sent_retry, retry_answered):
         if rows:
             await conn.execute(insert(T_COMPARISONS), rows)
@@ -202,7 +202,7 @@ _KEY = and_(
     _C.attempt == bindparam("k_attempt"),
 )
 # a first call goes out only for its wave's planned (or released) row: any other row is
-# left as it is, and the group fails (_check_first_sent)
+# left as it is, and the group fails (write_group)
 # (no IN: an expanding parameter cannot go into an executemany)
 _PLANNED_KEY = and_(_KEY, or_(_C.status == "planned", _C.status == "released"))
 _SENT_COLUMNS: tuple[str, ...] = ("status", "call_no", "sent_at", "model", "prompt_hash")
