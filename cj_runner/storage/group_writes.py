@@ -35,7 +35,8 @@ async def write_group(
     sent_retry: list[dict[str, Any]] = []
     sent_answered: list[dict[str, Any]] = []
     retry_answered: list[dict[str, Any]] = []
-    results: list[dict[str, Any]] = []
+    # by call: a result queued twice is written once, the later one (as an executemany would)
+    results: dict[tuple[int, int], dict[str, Any]] = {}
     cache_rows: list[dict[str, Any]] = []
     set_status: list[dict[str, Any]] = []
     wave_ends: list[tuple[dict[str, Any], dict[str, Any]]] = []
@@ -123,8 +124,12 @@ async def write_group(
                 payload
             )
             if (r.slot, r.attempt) not in merged:
-                results.append({"k_batch": bid, "k_slot": r.slot, "k_attempt": r.attempt})
-                results[-1].update(_result_values(r))
+                results[(r.slot, r.attempt)] = {
+                    "k_batch": bid,
+                    "k_slot": r.slot,
+                    "k_attempt": r.attempt,
+                    **_result_values(r),
+                }
             if r.cache_key is not None and r.status == "success" and not r.cached:
                 cache_rows.append(_cache_row(r, bid))
         elif kind in ("mark_failed", "cancel"):
@@ -143,10 +148,10 @@ async def write_group(
     for job in jobs:
         await conn.execute(insert(T_JOBS), [job.row()])
         await conn.execute(insert(T_JOB_REQUESTS), job.request_rows())
-    for columns, rows in ((_SENT_COLUMNS, sent_first), (_SENT_RESULT_COLUMNS, sent_answered)):
+    for kind, rows in (("sent", sent_first), ("sent_result", sent_answered)):
         if not rows:
             continue
-        stored = await _store_first_sent(conn, bid, columns, rows)
+        stored = await _store(conn, bid, kind, rows)
         if stored != len(rows):  # short, or not known (None)
             await _check_first_sent(conn, bid, rows)  # raises, naming the comparison
             if stored is not None:  # a short count the read-back could not place
@@ -158,7 +163,15 @@ async def write_group(
         if rows:
             await conn.execute(insert(T_COMPARISONS), rows)
     if results:
-        await conn.execute(_RESULT_UPDATE, results)
+        rows = list(results.values())
+        stored = await _store(conn, bid, "result", rows)
+        if stored != len(rows):  # short, or not known (None)
+            await _check_answered(conn, bid, rows)  # raises, naming the call
+            if stored is not None:
+                raise StorageError(
+                    f"batch {bid}: {len(rows) - stored} answer(s) without a stored call to "
+                    "go to; nothing of the group was written"
+                )
     if set_status:
         await conn.execute(_STATUS_UPDATE, set_status)
     if cache_rows:
@@ -262,41 +275,42 @@ _STATUS_UPDATE = (
 )
 
 
-def _pg_planned_update(columns: tuple[str, ...]) -> Any:
-    """PostgreSQL: the first calls of a group as one ``UPDATE ... FROM unnest(...)``, one
-    array parameter per column (whatever the group's size), so that its row count is
-    reported (asyncpg reports none for an ``executemany``)."""
+def _pg_update(columns: tuple[str, ...], *, first: bool) -> Any:
+    """PostgreSQL: the calls of a group as one ``UPDATE ... FROM unnest(...)``, one array
+    parameter per column (whatever the group's size), so that its row count is reported
+    (asyncpg reports none for an ``executemany``). ``first``: first calls, on their
+    planned rows (by slot); else by slot and attempt."""
+    keys = ("slot",) if first else ("slot", "attempt")
     values = (
         func.unnest(
-            bindparam("a_slot", type_=ARRAY(Integer)),
+            *(bindparam(f"a_{key}", type_=ARRAY(Integer)) for key in keys),
             *(bindparam(f"a_{name}", type_=ARRAY(_C[name].type)) for name in columns),
         )
-        .table_valued("slot", *columns)
+        .table_valued(*keys, *columns)
         .render_derived()
     )
+    if first:
+        where = [_C.attempt == 1, or_(_C.status == "planned", _C.status == "released")]
+    else:
+        where = [_C.attempt == values.c.attempt]
     return (
         update(T_COMPARISONS)
-        .where(
-            _C.batch_id == bindparam("k_batch"),
-            _C.slot == values.c.slot,
-            _C.attempt == 1,
-            or_(_C.status == "planned", _C.status == "released"),
-        )
+        .where(_C.batch_id == bindparam("k_batch"), _C.slot == values.c.slot, *where)
         .values({name: values.c[name] for name in columns})
     )
 
 
-_PG_PLANNED_UPDATES = {
-    columns: _pg_planned_update(columns) for columns in (_SENT_COLUMNS, _SENT_RESULT_COLUMNS)
-}
-_PLANNED_UPDATES = {_SENT_COLUMNS: _SENT_UPDATE, _SENT_RESULT_COLUMNS: _SENT_RESULT_UPDATE}
+_COLUMNS = {"sent": _SENT_COLUMNS, "sent_result": _SENT_RESULT_COLUMNS, "result": _RESULT_FIELDS}
+_UPDATES = {"sent": _SENT_UPDATE, "sent_result": _SENT_RESULT_UPDATE, "result": _RESULT_UPDATE}
+_PG_UPDATES = {kind: _pg_update(cols, first=kind != "result") for kind, cols in _COLUMNS.items()}
 
 
-async def _store_first_sent(
-    conn: AsyncConnection, bid: str, columns: tuple[str, ...], rows: list[dict[str, Any]]
+async def _store(
+    conn: AsyncConnection, bid: str, kind: str, rows: list[dict[str, Any]]
 ) -> int | None:
-    """Write the first calls ``rows`` (``k_slot`` and ``v_<column>`` for ``columns``) on
-    their planned rows; returns how many rows were written, ``None`` when the database
+    """Write ``rows`` (``k_slot``, ``k_attempt`` and ``v_<column>``) as ``kind``: first
+    calls (``sent``, ``sent_result``: on their planned rows) or results (``result``: on
+    their calls' rows); returns how many rows were written, ``None`` when the database
     cannot tell.
 
     SQLite reports the row count of an ``executemany``; asyncpg does not (SQLAlchemy's
@@ -305,10 +319,12 @@ async def _store_first_sent(
     """
     if conn.dialect.name == "postgresql":
         params: dict[str, Any] = {"k_batch": bid, "a_slot": [r["k_slot"] for r in rows]}
-        params.update({f"a_{name}": [r[f"v_{name}"] for r in rows] for name in columns})
-        done = await conn.execute(_PG_PLANNED_UPDATES[columns], params)
+        if kind == "result":
+            params["a_attempt"] = [r["k_attempt"] for r in rows]
+        params.update({f"a_{name}": [r[f"v_{name}"] for r in rows] for name in _COLUMNS[kind]})
+        done = await conn.execute(_PG_UPDATES[kind], params)
         return int(done.rowcount)
-    done = await conn.execute(_PLANNED_UPDATES[columns], rows)
+    done = await conn.execute(_UPDATES[kind], rows)
     if conn.dialect.supports_sane_multi_rowcount:
         return int(done.rowcount)
     return None  # pragma: no cover - other databases: the read-back decides
@@ -321,20 +337,12 @@ READ_BACK_CHUNK = 1000
 async def _check_first_sent(conn: AsyncConnection, bid: str, rows: list[dict[str, Any]]) -> None:
     """Raise unless every first call of ``rows`` (``k_slot``, ``v_call_no``) is stored on
     its planned row, read back in this transaction, naming the first comparison that is
-    not (:func:`_store_first_sent` counts them first). Each ``call_no`` is new in its
+    not (:func:`_store` counts them first). Each ``call_no`` is new in its
     batch, so a row that holds it was written by this transaction.
     """
     expected = {int(r["k_slot"]): int(r["v_call_no"]) for r in rows}
     slots = sorted(expected)
-    stored: dict[int, tuple[int | None, str]] = {}
-    for start in range(0, len(slots), READ_BACK_CHUNK):
-        chunk = slots[start : start + READ_BACK_CHUNK]
-        found = await conn.execute(
-            select(_C.slot, _C.call_no, _C.status).where(
-                _C.batch_id == bid, _C.attempt == 1, _C.slot.in_(chunk)
-            )
-        )
-        stored.update({int(s): (c, str(st)) for s, c, st in found})
+    stored = {s: v for (s, a), v in (await _stored_rows(conn, bid, slots)).items() if a == 1}
     for slot in slots:
         call_no, status = stored.get(slot, (None, "not stored"))
         if call_no != expected[slot] or status in ("planned", "released"):
@@ -349,6 +357,35 @@ async def _check_first_sent(conn: AsyncConnection, bid: str, rows: list[dict[str
             f"batch {bid}: two first calls for one comparison in one group; nothing of it "
             "was written"
         )
+
+
+async def _stored_rows(
+    conn: AsyncConnection, bid: str, slots: list[int]
+) -> dict[tuple[int, int], tuple[int | None, str]]:
+    """(call number, status) of every stored attempt of ``slots``, by (slot, attempt)."""
+    stored: dict[tuple[int, int], tuple[int | None, str]] = {}
+    for start in range(0, len(slots), READ_BACK_CHUNK):
+        chunk = slots[start : start + READ_BACK_CHUNK]
+        found = await conn.execute(
+            select(_C.slot, _C.attempt, _C.call_no, _C.status).where(
+                _C.batch_id == bid, _C.slot.in_(chunk)
+            )
+        )
+        stored.update({(int(s), int(a)): (c, str(st)) for s, a, c, st in found})
+    return stored
+
+
+async def _check_answered(conn: AsyncConnection, bid: str, rows: list[dict[str, Any]]) -> None:
+    """Raise unless every result of ``rows`` (``k_slot``, ``k_attempt``) found its call's
+    row, naming the first that did not."""
+    stored = await _stored_rows(conn, bid, sorted({int(r["k_slot"]) for r in rows}))
+    for r in rows:
+        key = (int(r["k_slot"]), int(r["k_attempt"]))
+        if key not in stored:
+            raise StorageError(
+                f"batch {bid}: an answer ({r['v_status']}) came for attempt {key[1]} of "
+                f"comparison {key[0]}, which is not stored; nothing of its group was written"
+            )
 
 
 def _cache_row(r: AttemptResult, batch_id: str) -> dict[str, Any]:

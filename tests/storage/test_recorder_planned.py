@@ -1,11 +1,12 @@
-"""A first call is stored only on its wave's planned row, on every backend.
+"""A first call is stored only on its wave's planned row, and an answer only on its call's
+row, on every backend.
 
-The recorder writes the ``sent`` rows of a group with ``executemany``, whose row counts
-asyncpg does not report: PostgreSQL needs the read-back of
-:func:`cj_runner.storage.group_writes._check_first_sent`, SQLite the row count. Either way a
-call about to be sent for a comparison that is absent, or stored in any other state than
-``planned``/``released``, fails its whole group: nothing of it is written, and no stored
-answer is overwritten.
+SQLite reports the row count of the recorder's ``executemany`` statements; asyncpg does
+not, so on PostgreSQL a group's first calls and answers are each one ``UPDATE ... FROM
+unnest(...)`` (:func:`cj_runner.storage.group_writes._store`). Either way a call about to
+be sent for a comparison that is absent, or stored in any other state than
+``planned``/``released``, or an answer for a call that is not stored, fails its whole
+group: nothing of it is written, and no stored answer is overwritten.
 """
 
 from __future__ import annotations
@@ -173,5 +174,46 @@ async def test_released_rows_and_groups_larger_than_one_read_back_are_stored(
                 await _one_group(recorder, [_sent(s, s) for s in range(n + 1, last + 1)], [])
         assert await _rows(store, batch_id) == rows
         assert (await repo.find_batch(store, batch_id)).state["calls_sent"] == n
+    finally:
+        await store.close()
+
+
+async def test_an_answer_without_its_call_fails_its_group(db_url: str) -> None:
+    """An answer for a call that is not stored (a comparison never planned) in the same
+    group as a good one: nothing of the group is written and the error names it. Two
+    answers of one call in one group: the later one is stored, on every backend."""
+    store = await open_store(resolve_db_url(db_url))
+    try:
+        batch_id = await _batch(store, 2)
+        async with Recorder(store, batch_id, owner=OWNER) as recorder:
+            await recorder.plan([_planned(1), _planned(2)])
+            await recorder.sent(_sent(1, 1))
+            await recorder.sent(_sent(2, 2))
+        before = await _rows(store, batch_id)
+
+        with pytest.raises(StorageError) as raised:
+            async with Recorder(store, batch_id, owner=OWNER) as recorder:
+                # queued before the writer wakes: one group (no clock involved)
+                tasks = [asyncio.create_task(recorder.result(_success(s))) for s in (1, 9)]
+                await asyncio.gather(*tasks)
+        assert str(raised.value) == (
+            f"batch {batch_id}: an answer (success) came for attempt 1 of comparison 9, "
+            "which is not stored; nothing of its group was written"
+        )
+        assert await _rows(store, batch_id) == before
+
+        async with Recorder(store, batch_id, owner=OWNER) as recorder:
+            commits = recorder.commits
+            tasks = [
+                asyncio.create_task(recorder.result(_success(s, winner=w)))
+                for s, w in ((1, "A"), (2, "A"), (1, "B"))
+            ]
+            await asyncio.gather(*tasks)
+            assert recorder.commits == commits + 1
+        rows = await _rows(store, batch_id)
+        assert [(rows[s]["status"], rows[s]["winner"]) for s in (1, 2)] == [
+            ("success", "B"),
+            ("success", "A"),
+        ]
     finally:
         await store.close()
