@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import cj_runner  # noqa: F401  (first: one BLAS thread, as the CLI; see cj_runner/__init__.py)
+
+# isort: split
+
 import asyncio
 import gc
 import os
