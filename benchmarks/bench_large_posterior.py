@@ -1,21 +1,36 @@
-"""Large batches (issue 13): interval coverage and the spread tau above the Gibbs sampler's size.
+"""Large batches (issue 13): interval coverage and the spread tau from 200 nodes up.
 
-Above :data:`cj_runner.core.evidence.DENSE_MAX_N` (400) nodes the scores users see come
-from the Laplace mixture of :func:`cj_runner.core.posterior.score_posterior`, whose grid
-and weights come from the evidence for ``tau``; pair selection above 200 nodes takes its
-``tau`` from the same evidence. Per size ``n``, matching strategy, comparisons per essay
-(cpe) and replicate ``r``: true qualities ``N(0, 1.64^2)`` (seeded by ``[r, 7]``), a judge
-that follows the Bradley-Terry model (:class:`cj_runner.services.harness.SimulatedJudge`),
-the harness runs the batch (``SEED=r``, default settings otherwise, stability off) to a
-budget of ``n cpe / 2`` comparisons; then the posterior with the order effect, as the
-batch scoring computes it. Printed per run and per cell (mean and range over replicates):
-the share of essays whose 95% interval covers the centred true score, the posterior's
-``tau`` (``prior_sd``) against the SD of the centred truth, and the mean squared error of
-the posterior means.
+Above 200 nodes pair selection takes ``tau`` from the evidence of
+:mod:`cj_runner.core.evidence` (:func:`cj_runner.core.robust.empirical_bayes_prior_sd`,
+on a doubling schedule of comparisons); the robust reliability, the ``tau`` reports show
+and the Gibbs sampler's start take it from :func:`cj_runner.core.robust.empirical_bayes_fit`;
+above 400 nodes the scores users see come from the Laplace mixture of
+:func:`cj_runner.core.posterior.score_posterior`. Per size ``n``, matching strategy,
+comparisons per essay (cpe), replicate ``r`` and rule: true qualities ``N(0, 1.64^2)``
+(seeded by ``[r, 7]``), a judge that follows the Bradley-Terry model
+(:class:`cj_runner.services.harness.SimulatedJudge`), the harness runs the batch
+(``SEED=r``, default settings otherwise, stability off) to a budget of ``n cpe / 2``
+comparisons (or to ``--target-reliability``); then the posterior with the order effect
+and the robust reliability, as the batch scoring computes them. Printed per run and per
+cell (mean and range over replicates): the share of essays whose 95% interval covers the
+centred true score; the mean squared error, r^2 and Spearman correlation of the shown
+posterior means with the truth; the shown ``tau`` (``prior_sd``) against the SD of the
+centred truth; the ``tau`` selection used when the batch reached 1, 2, 4 and 8 cpe; the
+robust reliability minus the true one (the squared correlation of the reported scores with
+the truth); the harness's CPU time per wave.
 
-Run: ``nice -n 10 python benchmarks/bench_large_posterior.py --sizes 500,1000
---replicates 5`` (about 10 minutes of CPU on a loaded two-core machine); ``--quick``
-for n = 500, two replicates. The load average is printed with the results.
+Rules (``--rules``; the same seeds for each, so the cells are paired):
+
+* ``product``: the code as it is.
+* ``before``: the evidence without the second-order term up to 400 nodes (the rule
+  before it was given to the robust reliability and the sampler's start above 200).
+* ``selection``: ``product`` and selection's ``tau`` with the second-order term above
+  200 nodes too (measured and not adopted: docs/decisions.md).
+
+Run: ``nice -n 10 python benchmarks/bench_large_posterior.py --sizes 150,250,350
+--cpe 10,20 --strategies infogain --replicates 8 --rules before,product,selection``;
+``--sizes 500,1000 --replicates 5`` for the large-batch table; ``--quick`` for n = 250,
+two replicates. The load average is printed with the results.
 """
 
 from __future__ import annotations
@@ -25,76 +40,183 @@ import cj_runner  # noqa: F401  (first: it keeps BLAS single-threaded, as the CL
 # isort: split
 
 import argparse
+import contextlib
 import itertools
 import os
 import sys
+import time
 from collections import defaultdict
+from collections.abc import Iterator
 
 import numpy as np
+from scipy import stats
 
 from cj_runner.config import Settings
+from cj_runner.core import evidence
+from cj_runner.core.bt import fit_bt
 from cj_runner.core.posterior import score_posterior
+from cj_runner.core.robust import robust_reliability
+from cj_runner.core.workflow import WaveEnd, WorkflowState
 from cj_runner.services.harness import SimulatedJudge, run_harness
 
 TRUE_SD = 1.64
+RULES = ("product", "before", "selection")
+MILESTONES = (1, 2, 4, 8)
+"""Comparisons per essay at which the ``tau`` selection used is reported."""
 
 
-def run(n: int, strategy: str, cpe: int, rep: int) -> dict[str, float]:
-    """One batch: coverage, tau, true SD and MSE of the posterior means."""
+@contextlib.contextmanager
+def rule(name: str) -> Iterator[None]:
+    """Run the product under one of :data:`RULES` (module docstring)."""
+    saved = (evidence.SECOND_ORDER_MIN_N, evidence.SELECTION_SECOND_ORDER_MIN_N)
+    if name == "before":
+        evidence.SECOND_ORDER_MIN_N = evidence.DENSE_MAX_N
+        evidence.SELECTION_SECOND_ORDER_MIN_N = evidence.DENSE_MAX_N
+    elif name == "selection":
+        evidence.SELECTION_SECOND_ORDER_MIN_N = evidence.SECOND_ORDER_MIN_N
+    elif name != "product":
+        raise ValueError(f"unknown rule {name!r}; choose from {RULES}")
+    try:
+        yield
+    finally:
+        evidence.SECOND_ORDER_MIN_N, evidence.SELECTION_SECOND_ORDER_MIN_N = saved
+
+
+def selection_tau(state: WorkflowState, end: WaveEnd) -> tuple[int, float] | None:
+    """After a wave: the ``tau`` the product last gave selection and the number of
+    comparisons it was computed from (``None`` when selection uses none)."""
+    if state._tau is not None:  # above 200 nodes: set at the wave's planning
+        return state.successes - end.successes, state._tau[1]
+    if state._posterior is not None:  # up to 200 nodes
+        count, fit = state._posterior
+        return count, fit.prior_sd
+    return None
+
+
+def run(
+    n: int, strategy: str, cpe: int, rep: int, rule_name: str, target: float | None = None
+) -> dict[str, float]:
+    """One batch under one rule: the figures of the module docstring."""
     settings = Settings(
         MAX_PAIRWISE_COMPARISONS=n * cpe // 2,
         SCORE_STABILITY_THRESHOLD=0.0,
         MAX_ITERATIONS=1_000_000,
         SEED=rep,
         MATCHING_STRATEGY=strategy,
+        TARGET_RELIABILITY=target,
     )
     truth = np.random.default_rng([rep, 7]).standard_normal(n) * TRUE_SD
-    result = run_harness(SimulatedJudge(truth), settings, seed=rep)
-    assert result.workflow is not None
-    first, second, won = result.workflow.comparison_arrays()
-    post = score_posterior(n, first, second, won, order_effect=True, seed=rep)
     centred = truth - truth.mean()
-    return {
+    taus: list[tuple[int, float]] = []
+
+    def on_wave(state: WorkflowState, end: WaveEnd) -> None:
+        used = selection_tau(state, end)
+        if used is not None:
+            taus.append(used)
+
+    with rule(rule_name):
+        start = time.process_time()
+        result = run_harness(SimulatedJudge(truth), settings, seed=rep, on_wave=on_wave)
+        harness_cpu = time.process_time() - start
+        assert result.workflow is not None
+        first, second, won = result.workflow.comparison_arrays()
+        post = score_posterior(n, first, second, won, order_effect=True, seed=rep)
+        robust = robust_reliability(
+            n, first, second, won, seed=rep, prior_precision=settings.BT_PRIOR_PRECISION
+        )
+    reported = fit_bt(n, first, second, won, prior_precision=settings.BT_PRIOR_PRECISION)
+    true_reliability = float(np.corrcoef(reported.scores, centred)[0, 1] ** 2)
+    row = {
         "coverage": float(np.mean(np.abs(post.scores - centred) <= 1.96 * post.se)),
+        "mse": float(np.mean(np.square(post.scores - centred))),
+        "r2": float(np.corrcoef(post.scores, centred)[0, 1] ** 2),
+        "spearman": float(stats.spearmanr(post.scores, centred).statistic),
         "tau": post.prior_sd,
         "true_sd": float(centred.std()),
-        "mse": float(np.mean(np.square(post.scores - centred))),
+        "robust_error": (robust.value if robust.value is not None else np.nan) - true_reliability,
+        "cpe": 2.0 * first.size / n,
+        "cpu_per_wave": harness_cpu / max(result.waves, 1),
     }
+    for milestone in MILESTONES:
+        # the first tau computed from at least milestone * n / 2 comparisons
+        used = [tau for count, tau in taus if count >= milestone * n / 2]
+        row[f"tau@{milestone}"] = used[0] if used else np.nan
+    return row
+
+
+def _mean_range(values: list[float], fmt: str) -> str:
+    return f"{np.mean(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="n = 500, two replicates")
+    parser.add_argument("--quick", action="store_true", help="n = 250, two replicates")
     parser.add_argument("--sizes", default="500,1000")
     parser.add_argument("--strategies", default="infogain,random")
-    parser.add_argument("--cpe", default="10,20", help="comparisons per essay")
+    parser.add_argument("--cpe", default="10,20", help="comparisons per essay (the cap)")
     parser.add_argument("--replicates", type=int, default=5)
+    parser.add_argument("--first-replicate", type=int, default=0)
+    parser.add_argument("--rules", default="product", help=f"comma-separated, of {RULES}")
+    parser.add_argument(
+        "--target-reliability", type=float, default=None, help="stop at this robust reliability"
+    )
     args = parser.parse_args(argv)
-    sizes = [500] if args.quick else [int(x) for x in args.sizes.split(",")]
+    sizes = [250] if args.quick else [int(x) for x in args.sizes.split(",")]
     reps = 2 if args.quick else args.replicates
     strategies = args.strategies.split(",")
     cpes = [int(x) for x in args.cpe.split(",")]
-    cells: dict[tuple[int, str, int], list[dict[str, float]]] = defaultdict(list)
-    for n, strategy, cpe, rep in itertools.product(sizes, strategies, cpes, range(reps)):
-        row = run(n, strategy, cpe, rep)
-        cells[(n, strategy, cpe)].append(row)
-        print(
-            f"n={n} {strategy} cpe={cpe} r={rep}: coverage {row['coverage']:.3f}, "
-            f"tau {row['tau']:.2f} (true SD {row['true_sd']:.2f}), mse {row['mse']:.3f}",
-            flush=True,
-        )
+    rules = args.rules.split(",")
+    cells: dict[tuple[int, str, int, str], list[dict[str, float]]] = defaultdict(list)
+    replicates = range(args.first_replicate, args.first_replicate + reps)
+    for n, strategy, cpe, rep in itertools.product(sizes, strategies, cpes, replicates):
+        for name in rules:
+            row = run(n, strategy, cpe, rep, name, args.target_reliability)
+            cells[(n, strategy, cpe, name)].append(row)
+            taus = "/".join(f"{row[f'tau@{m}']:.2f}" for m in MILESTONES)
+            print(
+                f"n={n} {strategy} cpe={cpe} r={rep} {name}: coverage {row['coverage']:.3f}, "
+                f"mse {row['mse']:.3f}, r2 {row['r2']:.4f}, spearman {row['spearman']:.4f}, "
+                f"tau {row['tau']:.2f} (true SD {row['true_sd']:.2f}), selection tau at "
+                f"{'/'.join(map(str, MILESTONES))} cpe {taus}, robust - true "
+                f"{row['robust_error']:+.3f}, cpe {row['cpe']:.1f}, "
+                f"{1000 * row['cpu_per_wave']:.1f} ms CPU per wave",
+                flush=True,
+            )
     print()
-    print("| n | strategy | cpe | coverage, mean (range) | tau, mean (range) | true SD | MSE |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
-    for (n, strategy, cpe), rows in cells.items():
-        cov = [r["coverage"] for r in rows]
-        tau = [r["tau"] for r in rows]
+    print(
+        "| n | strategy | cpe | rule | coverage, mean (range) | MSE | r^2 | Spearman "
+        "| tau, mean (range) | true SD | selection tau at 1/2/4/8 cpe "
+        "| robust - true: mean (RMS) | cpe run | ms CPU per wave |"
+    )
+    print("|" + "|".join([" ---: ", " --- ", " ---: ", " --- "] + [" ---: "] * 10) + "|")
+    for (n, strategy, cpe, name), rows in cells.items():
+
+        def col(key: str, rows: list[dict[str, float]] = rows) -> list[float]:
+            return [r[key] for r in rows]
+
+        errors = np.array(col("robust_error"))
+        taus = "/".join(f"{np.nanmean(col(f'tau@{m}')):.2f}" for m in MILESTONES)
         print(
-            f"| {n} | {strategy} | {cpe} | {np.mean(cov):.1%} ({min(cov):.1%}-{max(cov):.1%}) "
-            f"| {np.mean(tau):.2f} ({min(tau):.2f}-{max(tau):.2f}) "
-            f"| {np.mean([r['true_sd'] for r in rows]):.2f} "
-            f"| {np.mean([r['mse'] for r in rows]):.3f} |"
+            f"| {n} | {strategy} | {cpe} | {name} | {_mean_range(col('coverage'), '.1%')} "
+            f"| {np.mean(col('mse')):.3f} | {np.mean(col('r2')):.4f} "
+            f"| {np.mean(col('spearman')):.4f} | {_mean_range(col('tau'), '.2f')} "
+            f"| {np.mean(col('true_sd')):.2f} | {taus} "
+            f"| {np.nanmean(errors):+.3f} ({np.sqrt(np.nanmean(np.square(errors))):.3f}) "
+            f"| {np.mean(col('cpe')):.1f} | {1000 * np.mean(col('cpu_per_wave')):.1f} |"
         )
+    if len(rules) > 1:
+        print("\nPaired differences against the first rule, mean ± SE over replicates:")
+        base = rules[0]
+        for (n, strategy, cpe, name), rows in cells.items():
+            if name == base:
+                continue
+            ref = cells[(n, strategy, cpe, base)]
+            parts = []
+            for key in ("coverage", "mse", "r2", "spearman", "robust_error"):
+                diff = np.array([r[key] - b[key] for r, b in zip(rows, ref, strict=True)])
+                se = diff.std(ddof=1) / np.sqrt(diff.size) if diff.size > 1 else np.nan
+                parts.append(f"{key} {diff.mean():+.4f} ± {se:.4f}")
+            print(f"n={n} {strategy} cpe={cpe} {name} - {base}: " + ", ".join(parts))
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     command = "python benchmarks/bench_large_posterior.py " + " ".join(argv or sys.argv[1:])
     print(f"\n{reps} replicates per cell, load average {load} (`{command.strip()}`)")

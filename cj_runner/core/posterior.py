@@ -21,10 +21,12 @@ Bayesian Analysis 1(3)). :func:`score_posterior` computes it
   the Laplace approximation ``N(m_tau, Sigma_tau)`` (the ridge fit with precision
   ``1 / tau^2``, ``eta`` with the same ridge), mixed with weights ``evidence(tau) x
   hyperprior(tau)``. The plain Laplace evidence underestimates ``tau`` when the
-  comparisons are between close essays; above :data:`GIBBS_MAX_N` nodes the evidence
-  carries its second-order term (:mod:`cj_runner.core.evidence`), which brought the
-  intervals of ``infogain`` batches of 500-1,000 essays at 10 comparisons per essay from
-  85-89% to 94-95% coverage (docs/statistics.md).
+  comparisons are between close essays; above
+  :data:`cj_runner.core.evidence.SECOND_ORDER_MIN_N` (200) nodes the evidence carries its
+  second-order term, which brought the intervals of ``infogain`` batches of 500-1,000
+  essays at 10 comparisons per essay from 85-89% to 94-95% coverage (docs/statistics.md);
+  up to :data:`GIBBS_MAX_N` nodes the mixture is only the sampler's start and its ``tau``
+  the one reports show as ``prior_sd``.
 
 The shown interval is ``mean ± 1.96 SD`` of the posterior (:data:`INTERVAL_LABEL`).
 """

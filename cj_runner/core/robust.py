@@ -51,6 +51,7 @@ import scipy.linalg
 import scipy.special
 from numpy.typing import ArrayLike, NDArray
 
+from cj_runner.core import evidence as evidence_module
 from cj_runner.core.bt import DEFAULT_PRIOR_PRECISION, BTFit, fit_bt
 from cj_runner.core.evidence import DENSE_MAX_N, _Evidence, _maximise
 from cj_runner.core.reliability import scale_separation_reliability
@@ -123,12 +124,12 @@ def empirical_bayes_fit(
     """Bradley-Terry fit with a hierarchical ``N(0, tau^2)`` prior, ``tau`` by empirical Bayes.
 
     ``tau`` maximises the Laplace approximation of the marginal likelihood (MacKay 1992,
-    "Bayesian interpolation", Neural Computation 4(3); above :data:`DENSE_MAX_N` nodes
-    with its second-order term, :mod:`cj_runner.core.evidence`) over a grid of ``tau``
-    from 0.1 to 10 logits, refined by a bounded Brent search. Because the likelihood does not depend
-    on how the pairs were chosen, this posterior (mode, covariance, SEs) stays calibrated
-    under adaptive pair selection, where the weak-ridge fit spreads out and its SEs are
-    too small.
+    "Bayesian interpolation", Neural Computation 4(3); above
+    :data:`cj_runner.core.evidence.SECOND_ORDER_MIN_N` nodes with its second-order term)
+    over a grid of ``tau`` from 0.1 to 10 logits, refined by a bounded Brent search.
+    Because the likelihood does not depend on how the pairs were chosen, this posterior
+    (mode, covariance, SEs) stays calibrated under adaptive pair selection, where the
+    weak-ridge fit spreads out and its SEs are too small.
 
     Args:
         n_items: nodes.
@@ -156,14 +157,16 @@ def empirical_bayes_fit(
 def empirical_bayes_prior_sd(
     n_items: int, first: ArrayLike, second: ArrayLike, first_won: ArrayLike
 ) -> float:
-    """``tau`` of :func:`empirical_bayes_fit` without the final fit, for large nets.
+    """``tau`` for pair selection on large nets: as :func:`empirical_bayes_fit`, without
+    the final fit.
 
     The evidence takes the sparse (Bethe) log determinant of :mod:`cj_runner.core.evidence`
     (``O(comparisons)`` per evaluation) at every size, where :func:`empirical_bayes_fit`
-    takes the dense one up to :data:`DENSE_MAX_N` nodes; above that size both add the
-    second-order term. Pair selection on large nets
-    (:class:`cj_runner.core.workflow.WorkflowState`) calls it on a doubling schedule of
-    comparisons.
+    takes the dense one up to :data:`DENSE_MAX_N` nodes; it adds the second-order term
+    above :data:`cj_runner.core.evidence.SELECTION_SECOND_ORDER_MIN_N` nodes (why not from
+    200 nodes, as :func:`empirical_bayes_fit`: that constant's docstring). Pair selection
+    on large nets (:class:`cj_runner.core.workflow.WorkflowState`) calls it on a doubling
+    schedule of comparisons.
     """
     evidence = _Evidence(
         n_items,
@@ -171,6 +174,7 @@ def empirical_bayes_prior_sd(
         np.asarray(second, dtype=np.int64),
         np.asarray(first_won, dtype=bool),
         dense=False,
+        second_order=n_items > evidence_module.SELECTION_SECOND_ORDER_MIN_N,
     )
     return math.exp(_maximise(evidence))
 
