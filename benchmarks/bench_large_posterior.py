@@ -134,6 +134,7 @@ def run(
         "tau": post.prior_sd,
         "true_sd": float(centred.std()),
         "robust_error": (robust.value if robust.value is not None else np.nan) - true_reliability,
+        "true_reliability": true_reliability,
         "cpe": 2.0 * first.size / n,
         "cpu_per_wave": harness_cpu / max(result.waves, 1),
     }
@@ -178,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"mse {row['mse']:.3f}, r2 {row['r2']:.4f}, spearman {row['spearman']:.4f}, "
                 f"tau {row['tau']:.2f} (true SD {row['true_sd']:.2f}), selection tau at "
                 f"{'/'.join(map(str, MILESTONES))} cpe {taus}, robust - true "
-                f"{row['robust_error']:+.3f}, cpe {row['cpe']:.1f}, "
+                f"{row['robust_error']:+.3f} (true {row['true_reliability']:.3f}), "
+                f"cpe {row['cpe']:.1f}, "
                 f"{1000 * row['cpu_per_wave']:.1f} ms CPU per wave",
                 flush=True,
             )
@@ -186,9 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "| n | strategy | cpe | rule | coverage, mean (range) | MSE | r^2 | Spearman "
         "| tau, mean (range) | true SD | selection tau at 1/2/4/8 cpe "
-        "| robust - true: mean (RMS) | cpe run | ms CPU per wave |"
+        "| robust - true: mean (RMS) | true reliability | cpe run | ms CPU per wave |"
     )
-    print("|" + "|".join([" ---: ", " --- ", " ---: ", " --- "] + [" ---: "] * 10) + "|")
+    print("|" + "|".join([" ---: ", " --- ", " ---: ", " --- "] + [" ---: "] * 11) + "|")
     for (n, strategy, cpe, name), rows in cells.items():
 
         def col(key: str, rows: list[dict[str, float]] = rows) -> list[float]:
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {np.mean(col('spearman')):.4f} | {_mean_range(col('tau'), '.2f')} "
             f"| {np.mean(col('true_sd')):.2f} | {taus} "
             f"| {np.nanmean(errors):+.3f} ({np.sqrt(np.nanmean(np.square(errors))):.3f}) "
+            f"| {np.mean(col('true_reliability')):.3f} "
             f"| {np.mean(col('cpe')):.1f} | {1000 * np.mean(col('cpu_per_wave')):.1f} |"
         )
     if len(rules) > 1:
@@ -212,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             ref = cells[(n, strategy, cpe, base)]
             parts = []
-            for key in ("coverage", "mse", "r2", "spearman", "robust_error"):
+            for key in ("coverage", "mse", "r2", "spearman", "robust_error", "cpe"):
                 diff = np.array([r[key] - b[key] for r, b in zip(rows, ref, strict=True)])
                 se = diff.std(ddof=1) / np.sqrt(diff.size) if diff.size > 1 else np.nan
                 parts.append(f"{key} {diff.mean():+.4f} ± {se:.4f}")
