@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from cj_runner.core import bt
 from cj_runner.core.bt import (
     DEFAULT_PRIOR_PRECISION,
     EXACT_COVARIANCE_MAX_N,
@@ -22,6 +21,10 @@ from cj_runner.core.bt import (
     fit_bt,
     max_score_change,
 )
+from cj_runner.core.bt import data as bt_data
+from cj_runner.core.bt import fit as bt_fit
+from cj_runner.core.bt import newton as bt_newton
+from cj_runner.core.bt import solver as bt_solver
 
 Comparisons = tuple[int, NDArray[np.intp], NDArray[np.intp], NDArray[np.bool_]]
 
@@ -189,7 +192,7 @@ def test_mle_covariance_is_pseudo_inverse_of_the_laplacian() -> None:
 @pytest.mark.parametrize("order_effect", [False, True])
 def test_gradient_matches_objective(order_effect: bool) -> None:
     n, a, b, y = strongly_connected_data(5, n=10, m=80)
-    data = bt._prepare(n, a, b, y, np.linspace(0.5, 2.0, a.size))
+    data = bt_data._prepare(n, a, b, y, np.linspace(0.5, 2.0, a.size))
     lam = 0.3
     rng = np.random.default_rng(0)
 
@@ -198,11 +201,11 @@ def test_gradient_matches_objective(order_effect: bool) -> None:
 
     def f(x: NDArray[np.float64]) -> float:
         theta, eta = split(x)
-        return bt._objective(bt._point(data, theta, eta), lam)
+        return bt_newton._objective(bt_newton._point(data, theta, eta), lam)
 
     def g(x: NDArray[np.float64]) -> NDArray[np.float64]:
         theta, eta = split(x)
-        g_theta, g_eta, _ = bt._derivatives(data, bt._point(data, theta, eta), lam)
+        g_theta, g_eta, _ = bt_newton._derivatives(data, bt_newton._point(data, theta, eta), lam)
         return np.concatenate([g_theta, [g_eta] if order_effect else []])
 
     for _ in range(5):
@@ -213,16 +216,16 @@ def test_gradient_matches_objective(order_effect: bool) -> None:
 
 def test_information_matrix_matches_numerical_hessian() -> None:
     n, a, b, y = strongly_connected_data(6, n=9, m=90)
-    data = bt._prepare(n, a, b, y, None)
+    data = bt_data._prepare(n, a, b, y, None)
     lam = 0.1
     theta = np.random.default_rng(1).normal(0, 1, n)
-    _, _, info = bt._derivatives(data, bt._point(data, theta, 0.0), lam)
-    system = bt._Information(
-        data, bt._structure(data), bt._sum_by(data.edge_of_pair, info, data.lo.size), lam
+    _, _, info = bt_newton._derivatives(data, bt_newton._point(data, theta, 0.0), lam)
+    system = bt_solver._Information(
+        data, bt_data._structure(data), bt_data._sum_by(data.edge_of_pair, info, data.lo.size), lam
     )
 
     def g(x: NDArray[np.float64]) -> NDArray[np.float64]:
-        return bt._derivatives(data, bt._point(data, x, 0.0), lam)[0]
+        return bt_newton._derivatives(data, bt_newton._point(data, x, 0.0), lam)[0]
 
     numeric = np.array([(g(theta + 1e-6 * e) - g(theta - 1e-6 * e)) / 2e-6 for e in np.eye(n)])
     np.testing.assert_allclose(system.dense() - 1.0 / n, numeric, atol=1e-6)
@@ -237,7 +240,7 @@ def test_sparse_and_dense_solvers_agree(monkeypatch: pytest.MonkeyPatch) -> None
     true = rng.normal(0, 1, n)
     a, b, y = simulate(rng, true, 900, order_effect=0.3)
     dense = fit_bt(n, a, b, y, order_effect=True)
-    monkeypatch.setattr(bt, "_DENSE_SOLVE_MAX_N", 5)
+    monkeypatch.setattr(bt_data, "_DENSE_SOLVE_MAX_N", 5)
     sparse = fit_bt(n, a, b, y, order_effect=True)
     np.testing.assert_allclose(sparse.scores, dense.scores, atol=1e-8)
     assert sparse.order_effect == pytest.approx(dense.order_effect, abs=1e-8)
@@ -253,7 +256,7 @@ def test_large_n_standard_errors_approximate_exact_ones(
     n = 400
     a, b, y = simulate(rng, rng.normal(0, 1.5, n), n * per_node // 2, order_effect=0.2)
     exact = fit_bt(n, a, b, y, order_effect=True)
-    monkeypatch.setattr(bt, "EXACT_COVARIANCE_MAX_N", 100)
+    monkeypatch.setattr(bt_fit, "EXACT_COVARIANCE_MAX_N", 100)
     approx = fit_bt(n, a, b, y, order_effect=True)
     assert approx.covariance is None and approx.se is not None and exact.se is not None
     np.testing.assert_allclose(approx.scores, exact.scores, atol=1e-8)
@@ -569,13 +572,13 @@ def test_bordered_solve_matches_the_dense_system(seed: int, n: int, lam: float) 
     rng = np.random.default_rng(seed)
     a = rng.integers(0, n, 4 * n)
     b = (a + rng.integers(1, n, 4 * n)) % n
-    data, structure = bt._prepared(n, a, b, rng.random(4 * n) < 0.5, None)
-    point = bt._point(data, rng.normal(0, 1, n), 0.2)
-    _, _, info = bt._derivatives(data, point, lam)
-    system = bt._Information(
-        data, bt._structure(data), bt._sum_by(data.edge_of_pair, info, data.lo.size), lam
+    data, structure = bt_data._prepared(n, a, b, rng.random(4 * n) < 0.5, None)
+    point = bt_newton._point(data, rng.normal(0, 1, n), 0.2)
+    _, _, info = bt_newton._derivatives(data, point, lam)
+    system = bt_solver._Information(
+        data, bt_data._structure(data), bt_data._sum_by(data.edge_of_pair, info, data.lo.size), lam
     )
-    h = bt._sum_by(data.a, info, n) - bt._sum_by(data.b, info, n)
+    h = bt_data._sum_by(data.a, info, n) - bt_data._sum_by(data.b, info, n)
     corner = float(np.sum(info)) + lam
     rhs, last = rng.normal(0, 1, n), float(rng.normal())
     rhs -= rhs.mean()  # as a centred fit's gradient (and h) are
@@ -586,7 +589,7 @@ def test_bordered_solve_matches_the_dense_system(seed: int, n: int, lam: float) 
     np.testing.assert_allclose(x - x.mean(), expected[:n] - expected[:n].mean(), atol=1e-8)
     assert y == pytest.approx(expected[n], abs=1e-8)
     # and a centred plain solve without 11'/n matches the dense solve the same way
-    with mock.patch.object(bt, "_DENSE_SOLVE_MAX_N", 0):  # conjugate gradients
+    with mock.patch.object(bt_data, "_DENSE_SOLVE_MAX_N", 0):  # conjugate gradients
         plain = system.solve(rhs, 1e-12, centred=True)
     dense = np.linalg.solve(system.dense(), rhs)
     np.testing.assert_allclose(plain - plain.mean(), dense - dense.mean(), atol=1e-8)
@@ -601,13 +604,13 @@ def test_loose_fits_of_large_batches_solve_eta_in_one_bordered_solve(
     a, b, y = simulate(rng, rng.normal(0, 1.5, n), 8 * n, order_effect=0.3)
     exact = fit_bt(n, a, b, y, order_effect=True, compute_se=False)
     bordered: list[int] = []
-    original = bt._Information.solve_bordered
+    original = bt_solver._Information.solve_bordered
 
-    def counted(self: bt._Information, *args: object) -> tuple[np.ndarray, float]:
+    def counted(self: bt_solver._Information, *args: object) -> tuple[np.ndarray, float]:
         bordered.append(1)
         return original(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(bt._Information, "solve_bordered", counted)
+    monkeypatch.setattr(bt_solver._Information, "solve_bordered", counted)
     loose = fit_bt(n, a, b, y, order_effect=True, compute_se=False, tolerance=1e-6)
     assert bordered  # the per-wave refit's path
     np.testing.assert_allclose(loose.scores, exact.scores, atol=1e-5)
@@ -622,13 +625,13 @@ def test_the_same_read_only_arrays_are_prepared_once(monkeypatch: pytest.MonkeyP
     n = 30
     a, b, y = simulate(rng, rng.normal(0, 1, n), 300)
     prepared: list[int] = []
-    original = bt._prepare
+    original = bt_data._prepare
 
     def counted(*args: object) -> object:
         prepared.append(1)
         return original(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(bt, "_prepare", counted)
+    monkeypatch.setattr(bt_data, "_prepare", counted)
     frozen = [np.array(x) for x in (a, b, y)]
     for x in frozen:
         x.setflags(write=False)
