@@ -9,9 +9,10 @@ above 400 nodes the scores users see come from the Laplace mixture of
 comparisons per essay (cpe), replicate ``r`` and rule: true qualities ``N(0, 1.64^2)``
 (seeded by ``[r, 7]``), a judge that follows the Bradley-Terry model
 (:class:`cj_runner.services.harness.SimulatedJudge`), the harness runs the batch
-(``SEED=r``, default settings otherwise, stability off) to a budget of ``n cpe / 2``
-comparisons (or to ``--target-reliability``); then the posterior with the order effect
-and the robust reliability, as the batch scoring computes them. Printed per run and per
+(``SEED=r``, default settings otherwise, stability off; ``--audit-share`` for random
+audit pairs) to a budget of ``n cpe / 2`` comparisons (or to ``--target-reliability``);
+then the posterior with the order effect and the robust reliability, as the batch
+scoring computes them. Printed per run and per
 cell (mean and range over replicates): the share of essays whose 95% interval covers the
 centred true score; the mean squared error, r^2 and Spearman correlation of the shown
 posterior means with the truth; the shown ``tau`` (``prior_sd``) against the SD of the
@@ -94,7 +95,13 @@ def selection_tau(state: WorkflowState, end: WaveEnd) -> tuple[int, float] | Non
 
 
 def run(
-    n: int, strategy: str, cpe: int, rep: int, rule_name: str, target: float | None = None
+    n: int,
+    strategy: str,
+    cpe: int,
+    rep: int,
+    rule_name: str,
+    target: float | None = None,
+    audit_share: float = 0.0,
 ) -> dict[str, float]:
     """One batch under one rule: the figures of the module docstring."""
     settings = Settings(
@@ -104,6 +111,7 @@ def run(
         SEED=rep,
         MATCHING_STRATEGY=strategy,
         TARGET_RELIABILITY=target,
+        AUDIT_SHARE=audit_share,
     )
     truth = np.random.default_rng([rep, 7]).standard_normal(n) * TRUE_SD
     centred = truth - truth.mean()
@@ -161,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--target-reliability", type=float, default=None, help="stop at this robust reliability"
     )
+    parser.add_argument(
+        "--audit-share", type=float, default=0.0, help="share of random audit pairs"
+    )
     args = parser.parse_args(argv)
     sizes = [250] if args.quick else [int(x) for x in args.sizes.split(",")]
     reps = 2 if args.quick else args.replicates
@@ -171,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     replicates = range(args.first_replicate, args.first_replicate + reps)
     for n, strategy, cpe, rep in itertools.product(sizes, strategies, cpes, replicates):
         for name in rules:
-            row = run(n, strategy, cpe, rep, name, args.target_reliability)
+            row = run(n, strategy, cpe, rep, name, args.target_reliability, args.audit_share)
             cells[(n, strategy, cpe, name)].append(row)
             taus = "/".join(f"{row[f'tau@{m}']:.2f}" for m in MILESTONES)
             print(
