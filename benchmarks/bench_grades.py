@@ -17,13 +17,23 @@ the posterior SD against the actual error (anchors by their percentile, students
 true z), and where the boundaries sit: true minus shown (the isotonic fit of the posterior
 means) and true minus the mean of rule 3a's per-draw boundaries.
 
+``--centred`` adds rule 3a with the drawn boundaries centred on the shown ones (each
+draw's boundaries shifted by the mean, or the median, over the draws minus the shown
+boundary; with ``--ordered`` also the grade-ordered draws centred; measured and not
+adopted: docs/statistics.md). Every run ends with a summary:
+per cell (sizes pooled, each size, each cpe) and rule, the bin furthest from zero;
+``--by-cpe`` prints each rule's table per cpe too, ``--by-grade`` each rule's stated
+confidence against its accuracy per projected grade.
+
 ``--anchors`` (a sensitivity check, not the benchmark's definition): ``fixed`` (the
 benchmark), ``prior`` (four anchors drawn like the students, sorted), ``spread`` (at the
 10/35/65/90 percentiles) or ``narrow`` (30/45/55/70).
 
 Run: ``nice -n 10 python benchmarks/bench_grades.py --strategy random --sizes 24,100
 --replicates 120,40 --ordered --diagnostics --workers 2`` (about 6 minutes on two loaded
-cores). Every gap comes with its Monte Carlo standard error
+cores); the centred rules: ``nice -n 10 python benchmarks/bench_grades.py --strategy random
+--sizes 24,100 --replicates 120,40 --centred --ordered --by-cpe --by-grade`` (one process,
+about 10 minutes at a load average of 4-6). Every gap comes with its Monte Carlo standard error
 (replicates as clusters, as in :func:`bench_calibration.calibration_bins`).
 """
 
@@ -56,7 +66,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_calibration as bc  # noqa: E402
 
 from cj_runner.core.posterior import score_posterior  # noqa: E402
-from cj_runner.core.projection import calibrate, grade_probabilities  # noqa: E402
+from cj_runner.core.projection import (  # noqa: E402
+    calibrate,
+    drawn_boundaries,
+    grade_probabilities,
+)
 from cj_runner.core.workflow import WaveEnd, WorkflowState  # noqa: E402
 from cj_runner.services.harness import run_harness  # noqa: E402
 
@@ -149,6 +163,45 @@ def ordered_probabilities(
     return total / DRAWS
 
 
+def centred_probabilities(
+    m: np.ndarray,
+    cov: np.ndarray,
+    a: np.ndarray,
+    idx: np.ndarray,
+    s: np.ndarray,
+    seed: int,
+    centre: str = "mean",
+    ordered: bool = False,
+) -> np.ndarray:
+    """The product's rule 3a with the drawn boundaries centred on the shown ones (the
+    alternative measured here; not what the product does): the same anchor draws, each
+    draw's boundaries shifted by ``centre_k(b_.k) - bhat_k`` (``centre`` the mean or the
+    median over the draws, ``bhat`` the isotonic fit of the posterior means), so each keeps
+    its spread and its link to the students' conditional means but not the drift of the
+    per-draw fits; a draw whose shifted boundaries cross is sorted (its grade of a score
+    stays the number of its boundaries below the score). ``ordered``: the anchor draws
+    restricted to grade order (:func:`ordered_anchor_draws`), then centred."""
+    k_grades = len(bc.SCALE.grades)
+    s_aa, s_sa = cov[np.ix_(a, a)], cov[np.ix_(s, a)]
+    gain = np.linalg.solve(s_aa + 1e-9 * float(np.mean(np.diag(s_aa))) * np.eye(a.size), s_sa.T).T
+    cond_sd = np.sqrt(np.maximum(np.diag(cov)[s] - np.sum(gain * s_sa, axis=1), 0.0))
+    shown = calibrate(m[a], idx, k_grades)
+    assert shown is not None
+    if ordered:
+        x_all = ordered_anchor_draws(m[a], s_aa, idx, np.random.default_rng(seed), DRAWS)
+        cuts = np.array([c[1] for x in x_all.T if (c := calibrate(x, idx, k_grades)) is not None])
+    else:
+        drawn = drawn_boundaries(m[a], s_aa, idx, k_grades, np.random.default_rng(seed), DRAWS)
+        assert drawn is not None
+        x_all, cuts = drawn
+    middle = cuts.mean(axis=0) if centre == "mean" else np.median(cuts, axis=0)
+    cuts = np.sort(cuts - middle + shown[1], axis=1)
+    total = np.zeros((s.size, k_grades))
+    for x, cut in zip(x_all.T, cuts, strict=True):
+        total += grade_probabilities(m[s] + gain @ (x - m[a]), cond_sd, cut, np.ones(k_grades))
+    return total / len(cuts)
+
+
 def oracle_probabilities(
     m: np.ndarray,
     cov: np.ndarray,
@@ -190,6 +243,7 @@ def _grades(
     anchors: dict[int, int],
     diag: bool,
     ordered: bool,
+    centred: bool = False,
 ) -> dict[str, Any]:
     n = wf.n_nodes
     nodes = sorted(anchors)
@@ -203,6 +257,7 @@ def _grades(
             (p.confidence, bc.SCALE.index(p.grade) == int(t))
             for p, t in zip(result.students, true_grade, strict=True)
         ]
+        out["grades_projected"] = [bc.SCALE.index(p.grade) for p in result.students]
     m, cov = np.asarray(post.scores), np.asarray(post.covariance)
     a, idx = np.asarray(nodes, dtype=np.intp), np.array([anchors[i] for i in nodes], dtype=float)
     if ordered and result.deferred_reason is None:
@@ -211,6 +266,18 @@ def _grades(
         out["ordered"] = [
             (float(p[b]), int(b) == int(t)) for p, b, t in zip(probs, best, true_grade, strict=True)
         ]
+        out["ordered_projected"] = best.tolist()
+    if centred and result.deferred_reason is None:
+        variants = [("centred_mean", "mean", False), ("centred_median", "median", False)]
+        variants += [("ordered_centred", "mean", True)] if ordered else []
+        for key, centre, in_order in variants:
+            probs = centred_probabilities(m, cov, a, idx, students, wf.seed, centre, in_order)
+            best = probs.argmax(axis=1)
+            out[key] = [
+                (float(p[b]), int(b) == int(t))
+                for p, b, t in zip(probs, best, true_grade, strict=True)
+            ]
+            out[f"{key}_projected"] = best.tolist()
     true_cuts = calibrate(truth[nodes] - truth.mean(), idx, len(bc.SCALE.grades))
     assert true_cuts is not None
     if ordered and result.deferred_reason is None:
@@ -219,6 +286,7 @@ def _grades(
         out["oracle"] = [
             (float(p[b]), int(b) == int(t)) for p, b, t in zip(probs, best, true_grade, strict=True)
         ]
+        out["oracle_projected"] = best.tolist()
     if diag:
         out["shift"] = boundary_shift(m, cov, a, idx, true_cuts[1], wf.seed)
         out["post"] = (m, cov, true_grade, truth)
@@ -230,8 +298,8 @@ def _grades(
     return out
 
 
-def run_one(args: tuple[int, str, int, str, bool, bool]) -> dict[str, Any]:
-    n, strategy, replicate, layout, diag, ordered = args
+def run_one(args: tuple[int, str, int, str, bool, bool, bool]) -> dict[str, Any]:
+    n, strategy, replicate, layout, diag, ordered, centred = args
     truth, anchors = make_net(n, replicate, layout)
     nodes = len(truth)
     out: dict[str, Any] = {"n": n, "replicate": replicate}
@@ -240,7 +308,7 @@ def run_one(args: tuple[int, str, int, str, bool, bool]) -> dict[str, Any]:
     def on_wave(wf: WorkflowState, end: WaveEnd) -> None:
         while pending and 2.0 * wf.successes / nodes >= pending[0]:
             cpe = pending.pop(0)
-            out[cpe] = _grades(wf, cpe, truth, anchors, diag, ordered)
+            out[cpe] = _grades(wf, cpe, truth, anchors, diag, ordered, centred)
 
     run_harness(
         bc.BTJudge(true_scores=truth),
@@ -255,8 +323,20 @@ def run_one(args: tuple[int, str, int, str, bool, bool]) -> dict[str, Any]:
     return out
 
 
-def grade_lines(results: list[dict[str, Any]], label: str, key: str = "grades") -> list[str]:
-    clusters = [[p for c in bc.GRADE_CPE for p in r.get(c, {}).get(key, [])] for r in results]
+def _clusters(
+    results: list[dict[str, Any]], key: str, cpes: tuple[int, ...] = bc.GRADE_CPE
+) -> list[list[tuple[float, bool]]]:
+    """One cluster per run (its checkpoints share the run's design and calibration)."""
+    return [[p for c in cpes for p in r.get(c, {}).get(key, [])] for r in results]
+
+
+def grade_lines(
+    results: list[dict[str, Any]],
+    label: str,
+    key: str = "grades",
+    cpes: tuple[int, ...] = bc.GRADE_CPE,
+) -> list[str]:
+    clusters = _clusters(results, key, cpes)
     lines = [
         f"{label}: {len(results)} runs",
         "| stated confidence | students | mean stated | observed | gap (points) |",
@@ -267,6 +347,92 @@ def grade_lines(results: list[dict[str, Any]], label: str, key: str = "grades") 
             f"| {lo:.2f}-{hi:.2f} | {count} | {bc._pct(stated)} | {bc._pct(observed)} | "
             f"{100 * (observed - stated):+.1f} ± {100 * se:.1f} |"
         )
+    return lines
+
+
+RULES = {
+    "grades": "rule 3a (the product)",
+    "centred_mean": "centred on the shown boundaries (mean)",
+    "centred_median": "centred on the shown boundaries (median)",
+    "ordered": "anchor draws in grade order",
+    "ordered_centred": "in grade order and centred (mean)",
+    "oracle": "oracle (true anchor scores)",
+}
+
+
+def summary_lines(results: list[dict[str, Any]], keys: list[str]) -> list[str]:
+    """Per cell (sizes pooled and alone, each cpe alone), per rule: the bin (>= MIN_BIN
+    students) furthest from zero, and how many bins are more than 5 points off."""
+    sizes = sorted({r["n"] for r in results})
+    cells: list[tuple[str, list[dict[str, Any]], tuple[int, ...]]] = [
+        ("pooled", results, bc.GRADE_CPE)
+    ]
+    cells += [(f"n = {n}", [r for r in results if r["n"] == n], bc.GRADE_CPE) for n in sizes]
+    cells += [(f"{c} cpe", results, (c,)) for c in bc.GRADE_CPE]
+    lines = [
+        "Largest gap per cell (bins with >= 50 students; observed - stated, points, ± MC SE; "
+        "'k/m > 5': bins more than 5 points off)",
+        "| cell | " + " | ".join(RULES[k] for k in keys) + " |",
+        "|---" * (len(keys) + 1) + "|",
+    ]
+    for name, rows, cpes in cells:
+        entries = []
+        for key in keys:
+            bins = bc.calibration_bins(_clusters(rows, key, cpes))
+            if not bins:
+                entries.append("-")
+                continue
+            lo, hi, _, stated, observed, se = max(bins, key=lambda b: abs(b[4] - b[3]))
+            beyond = sum(abs(b[4] - b[3]) > 0.05 for b in bins)
+            entries.append(
+                f"{100 * (observed - stated):+.1f} ± {100 * se:.1f} ({lo:.2f}-{hi:.2f}); "
+                f"{beyond}/{len(bins)} > 5"
+            )
+        lines.append(f"| {name} | " + " | ".join(entries) + " |")
+    return lines
+
+
+def by_grade_lines(results: list[dict[str, Any]], keys: list[str]) -> list[str]:
+    """Per rule and projected grade (all sizes and checkpoints): students, mean stated
+    confidence, observed accuracy, gap ± MC SE (runs as clusters, a ratio estimator)."""
+    lines = [
+        "Confidence by projected grade (all sizes, 8/12/20 cpe; gap = observed - stated, "
+        "points, ± MC SE)",
+        "| rule | projected | students | mean stated | observed | gap (points) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key in keys:
+        for g, grade in enumerate(bc.SCALE.grades):
+            gaps, counts, stated, hits = [], [], [], []
+            for r in results:
+                sel = [
+                    claim
+                    for c in bc.GRADE_CPE
+                    for claim, projected in zip(
+                        r.get(c, {}).get(key, []),
+                        r.get(c, {}).get(f"{key}_projected", []),
+                        strict=True,
+                    )
+                    if projected == g
+                ]
+                if sel:
+                    conf = np.array([c for c, _ in sel])
+                    hit = np.array([k for _, k in sel], dtype=float)
+                    gaps.append(float(np.sum(hit - conf)))
+                    counts.append(len(sel))
+                    stated.append(float(conf.sum()))
+                    hits.append(float(hit.sum()))
+            total = sum(counts)
+            if total == 0:
+                continue
+            gap = sum(gaps) / total
+            resid = np.array(gaps) - gap * np.array(counts)
+            k = len(counts)
+            se = math.sqrt(k / (k - 1) * float(np.sum(resid**2))) / total if k > 1 else math.nan
+            lines.append(
+                f"| {RULES[key]} | {grade} | {total} | {bc._pct(sum(stated) / total)} | "
+                f"{bc._pct(sum(hits) / total)} | {100 * gap:+.1f} ± {100 * se:.1f} |"
+            )
     return lines
 
 
@@ -331,13 +497,32 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also the alternative (anchor draws in grade order) and the oracle (true anchors)",
     )
+    parser.add_argument(
+        "--centred",
+        action="store_true",
+        help="also rule 3a with the drawn boundaries centred on the shown ones (mean, median)",
+    )
+    parser.add_argument(
+        "--by-cpe", action="store_true", help="also each rule's table per cpe (sizes pooled)"
+    )
+    parser.add_argument(
+        "--by-grade", action="store_true", help="also each rule's confidence by projected grade"
+    )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--save", type=Path, default=None, help="pickle the raw results here")
     args = parser.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",")]
     reps = [int(x) for x in args.replicates.split(",")]
     tasks = [
-        (n, args.strategy, args.offset + r, args.anchors, args.diagnostics, args.ordered)
+        (
+            n,
+            args.strategy,
+            args.offset + r,
+            args.anchors,
+            args.diagnostics,
+            args.ordered,
+            args.centred,
+        )
         for n, k in zip(sizes, reps, strict=True)
         for r in range(k)
     ]
@@ -370,6 +555,29 @@ def main(argv: list[str] | None = None) -> int:
             lines += grade_lines(results, "anchor draws in grade order, all sizes", "ordered")
             lines.append("")
         lines += grade_lines(results, "oracle: true anchor scores, all sizes", "oracle")
+        lines.append("")
+    if args.centred:
+        for key in ("centred_mean", "centred_median"):
+            for n in sizes:
+                rows = [r for r in results if r["n"] == n]
+                lines += grade_lines(rows, f"{RULES[key]}, n={n}", key)
+                lines.append("")
+            if len(sizes) > 1:
+                lines += grade_lines(results, f"{RULES[key]}, all sizes", key)
+                lines.append("")
+    keys = ["grades"]
+    keys += ["centred_mean", "centred_median"] if args.centred else []
+    keys += ["ordered", "oracle"] if args.ordered else []
+    keys += ["ordered_centred"] if args.ordered and args.centred else []
+    if args.by_cpe:
+        for key in keys:
+            for c in bc.GRADE_CPE:
+                lines += grade_lines(results, f"{RULES[key]}, {c} cpe, all sizes", key, (c,))
+                lines.append("")
+    lines += summary_lines(results, keys)
+    lines.append("")
+    if args.by_grade:
+        lines += by_grade_lines(results, keys)
         lines.append("")
     if args.diagnostics:
         lines += diag_lines(results)
