@@ -34,13 +34,8 @@ import numpy.typing as npt
 
 from cj_runner.core.candidates import CandidateGraph
 from cj_runner.core.models import Mode, PlannedPair
-from cj_runner.core.strategies import (
-    _MIN_PRECISION,
-    COVARIANCE_MAX_N,
-    REGISTRY,
-    SelectionProblem,
-    _pq,
-)
+from cj_runner.core.strategies import COVARIANCE_MAX_N, REGISTRY, SelectionProblem
+from cj_runner.core.strategies.adaptive import _MIN_PRECISION, _pq
 
 __all__ = [
     "STRATEGIES",
