@@ -235,7 +235,7 @@ def selection_ms(n: int, strategy: str, reps: int = 20) -> float:
         wf.record_success(x, y, "A" if gen.random() < p else "B")
     wf.end_wave(1, [])
     captured: list[Any] = []
-    import cj_runner.core.workflow as workflow_module
+    import cj_runner.core.workflow.selection as workflow_module
 
     original = workflow_module.select_pairs
     workflow_module.select_pairs = lambda *args, **kw: (

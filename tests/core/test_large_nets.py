@@ -246,14 +246,14 @@ def test_large_net_prior_spread_follows_a_doubling_schedule(
         calls.append(len(first))
         return original(n_items, first, *rest)
 
-    monkeypatch.setattr("cj_runner.core.workflow.empirical_bayes_prior_sd", counted)
+    monkeypatch.setattr("cj_runner.core.workflow.selection.empirical_bayes_prior_sd", counted)
     wf = workflow(n)
     asked = run_waves(wf, truth, 20, np.random.default_rng(1))
     assert len(asked) == 240
     # tau from the first 2^j comparisons: 8, 16, 32, 64, 128 (12, 24, ... 228 so far)
     assert calls == [8, 16, 32, 64, 128]
     # the same seed and answers give the same batch
-    monkeypatch.setattr("cj_runner.core.workflow.empirical_bayes_prior_sd", original)
+    monkeypatch.setattr("cj_runner.core.workflow.selection.empirical_bayes_prior_sd", original)
     again = run_waves(workflow(n), truth, 20, np.random.default_rng(1))
     assert again == asked
 
