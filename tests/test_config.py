@@ -85,7 +85,7 @@ def test_default_profile_gives_the_spec_defaults(pdir: Path) -> None:
 def test_without_any_default_profile_the_builtin_defaults_apply(
     pdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(config, "profile_dirs", lambda env=None: [pdir])
+    monkeypatch.setattr(config.lookup, "profile_dirs", lambda env=None: [pdir])
     resolved = load_settings(env={})
     assert resolved.path is None and resolved.name == "default"
     assert resolved.settings == Settings()
@@ -495,7 +495,7 @@ def test_yaml_merge_keys_may_be_overridden(pdir: Path) -> None:
 
 def test_shipped_profiles_load() -> None:
     for path in sorted((REPO / "cj_runner" / "profiles").glob("*.yaml")):
-        keys = config._top_level_keys(path)
+        keys = config.lookup._top_level_keys(path)
         if path.name == "grade_scales.yaml" or keys is None or "kind" in keys:
             continue
         resolved = load_settings(str(path), env={})
