@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from sqlalchemy import Table, and_, bindparam, exists, select, update
+from sqlalchemy import Table, and_, exists, select, update
 
 from cj_runner.storage.engine import Store
 from cj_runner.storage.locks import fence
+from cj_runner.storage.marks import write_possibly_sent
 from cj_runner.storage.tables import T_COMPARISONS, T_STATE
 
 
@@ -72,29 +73,15 @@ async def mark_possibly_sent(store: Store, batch_id: str, calls: Sequence[tuple[
 
     ``calls`` holds ``(slot, call_no)``: each released row (attempt 1) gets its call
     number and counts against the budget like a call lost in flight.
+
+    Raises:
+        StorageError: a comparison is no longer stored as ``released``; nothing is
+            changed (:func:`~cj_runner.storage.marks.write_possibly_sent`).
     """
     if not calls:
         return
-    c = T_COMPARISONS.c
     async with store.engine.begin() as conn:
-        await conn.execute(
-            update(T_COMPARISONS)
-            .where(
-                and_(
-                    c.batch_id == batch_id,
-                    c.slot == bindparam("k_slot"),
-                    c.attempt == 1,
-                    c.status == "released",
-                )
-            )
-            .values(
-                status="lost",
-                call_no=bindparam("v_call"),
-                error_kind="lost",
-                error_message="possibly sent when the run stopped",
-            ),
-            [{"k_slot": slot, "v_call": call_no} for slot, call_no in calls],
-        )
+        await write_possibly_sent(conn, batch_id, calls)
         await conn.execute(
             update(T_STATE)
             .where(T_STATE.c.batch_id == batch_id)

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cj_runner.errors import StorageError
 from cj_runner.storage.call_records import AttemptResult, SentAttempt, storable_result
+from cj_runner.storage.marks import write_marks
 from cj_runner.storage.provider_jobs import T_JOB_REQUESTS, T_JOBS, JobRecord
 from cj_runner.storage.tables import T_CACHE, T_COMPARISONS, T_STATE, utcnow
 from cj_runner.storage.wave_ends import write_wave_end
@@ -38,7 +39,7 @@ async def write_group(
     # by call: a result queued twice is written once, the later one (as an executemany would)
     results: dict[tuple[int, int], dict[str, Any]] = {}
     cache_rows: list[dict[str, Any]] = []
-    set_status: list[dict[str, Any]] = []
+    marks: dict[str, list[tuple[int, int]]] = {"cancelled": [], "failed": []}
     wave_ends: list[tuple[dict[str, Any], dict[str, Any]]] = []
     released: list[dict[str, Any]] = []
     jobs: list[JobRecord] = []
@@ -133,16 +134,7 @@ async def write_group(
             if r.cache_key is not None and r.status == "success" and not r.cached:
                 cache_rows.append(_cache_row(r, bid))
         elif kind in ("mark_failed", "cancel"):
-            slot, attempt = payload
-            set_status.append(
-                {
-                    "k_batch": bid,
-                    "k_slot": slot,
-                    "k_attempt": attempt,
-                    "v_status": "failed" if kind == "mark_failed" else "cancelled",
-                    "v_now": utcnow(),
-                }
-            )
+            marks["failed" if kind == "mark_failed" else "cancelled"].append(payload)
     if planned:
         await conn.execute(_PLAN_INSERT, planned)
     for job in jobs:
@@ -172,8 +164,9 @@ async def write_group(
                     f"batch {bid}: {len(rows) - stored} answer(s) without a stored call to "
                     "go to; nothing of the group was written"
                 )
-    if set_status:
-        await conn.execute(_STATUS_UPDATE, set_status)
+    for status, keys in marks.items():
+        if keys:  # only over a planned (cancel) or retried/lost (fail) row, checked
+            await write_marks(conn, bid, status, keys, utcnow())
     if cache_rows:
         await _cache_insert(conn, cache_rows)
     if released:
@@ -264,14 +257,6 @@ _RELEASE_UPDATE = (
         )
     )
     .values(status="released")
-)
-_STATUS_UPDATE = (
-    update(T_COMPARISONS)
-    .where(_KEY)
-    .values(
-        status=bindparam("v_status"),
-        received_at=func.coalesce(_C.received_at, bindparam("v_now", type_=_C.received_at.type)),
-    )
 )
 
 

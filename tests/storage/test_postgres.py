@@ -161,7 +161,9 @@ async def test_recorder_stores_every_call_before_and_after(db_url: str) -> None:
         batch_id = await _batch(store)
         await repo.acquire_lock(store, batch_id, OWNER)
         async with Recorder(store, batch_id, owner=OWNER) as recorder:
-            await recorder.plan([PlannedRow(s, 0, s % 3 + 1, "coverage", 1, 0) for s in (1, 2, 3)])
+            await recorder.plan(
+                [PlannedRow(s, 0, s % 3 + 1, "coverage", 1, 0) for s in (1, 2, 3, 4)]
+            )
             # three calls go out together: one group commit
             await asyncio.gather(*(recorder.sent(_sent(s, 1, s)) for s in (1, 2, 3)))
             await recorder.result(_success(1))
@@ -177,14 +179,15 @@ async def test_recorder_stores_every_call_before_and_after(db_url: str) -> None:
             )
             await recorder.sent(_sent(2, 2, 4))
             await recorder.result(_success(2, attempt=2))
-            await recorder.cancel(3, 1)
+            await recorder.cancel(4, 1)  # planned, never sent
             await recorder.flush()
         attempts = await repo.load_attempts(store, batch_id)
         by_key = {(r["slot"], r["attempt"]): r for r in attempts}
         assert by_key[(1, 1)]["status"] == "success" and by_key[(1, 1)]["call_no"] == 1
         assert by_key[(2, 1)]["status"] == "retried" and by_key[(2, 1)]["error_kind"] == "timeout"
         assert by_key[(2, 2)]["status"] == "success" and by_key[(2, 2)]["call_no"] == 4
-        assert by_key[(3, 1)]["status"] == "cancelled"  # its call number 3 stays counted
+        assert by_key[(3, 1)]["status"] == "sent" and by_key[(3, 1)]["call_no"] == 3
+        assert by_key[(4, 1)]["status"] == "cancelled" and by_key[(4, 1)]["call_no"] is None
         batch = await repo.find_batch(store, batch_id)
         assert batch.state["calls_sent"] == 4
         cache = await repo.cache_entries(store, "m")
