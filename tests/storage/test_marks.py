@@ -18,52 +18,12 @@ import pytest
 from cj_runner.errors import StorageError
 from cj_runner.storage import Store, open_store, resolve_db_url
 from cj_runner.storage import repository as repo
-from cj_runner.storage.recorder import AttemptResult, PlannedRow, Recorder, SentAttempt
+from cj_runner.storage.recorder import AttemptResult, Recorder
+from tests.storage.recorder_rows import make_batch
+from tests.storage.recorder_rows import planned as _planned
+from tests.storage.recorder_rows import sent as _sent
 
 OWNER = "test-host:1:cccc"
-
-
-async def _batch(store: Store, n_slots: int) -> str:
-    nodes = [
-        repo.NewNode(essay_id=f"e{i}", is_anchor=False, checksum=f"{i:064d}", text=f"essay {i}")
-        for i in range(4)
-    ]
-    batch_id = await repo.create_batch(
-        store,
-        name=None,
-        assignment_id=None,
-        seed=1,
-        settings={},
-        judge={"kind": "mock"},
-        judge_name="mock",
-        inventory="inv",
-        plan={},
-        total_budget=n_slots + 10,
-        nodes=nodes,
-        max_possible_pairs=6,
-    )
-    await repo.acquire_lock(store, batch_id, OWNER)
-    return batch_id
-
-
-def _planned(slot: int) -> PlannedRow:
-    return PlannedRow(slot, 0, slot % 3 + 1, "coverage", 1, 0)
-
-
-def _sent(slot: int, call_no: int, attempt: int = 1) -> SentAttempt:
-    return SentAttempt(
-        slot=slot,
-        attempt=attempt,
-        call_no=call_no,
-        a_idx=0,
-        b_idx=slot % 3 + 1,
-        mode="coverage",
-        wave=1,
-        repeat_index=0,
-        model="m",
-        prompt_hash="h",
-        sent_at=repo.utcnow(),
-    )
 
 
 def _result(slot: int, status: str, attempt: int = 1) -> AttemptResult:
@@ -122,7 +82,7 @@ async def test_a_mark_over_a_call_or_no_row_fails_its_group(
     writes nothing, names the comparison, and slot 3's call and answer stay as stored."""
     store = await open_store(resolve_db_url(db_url))
     try:
-        batch_id = await _batch(store, 3)
+        batch_id = await make_batch(store, OWNER, 3)
         await _stored(store, batch_id, state)
         before = await _rows(store, batch_id)
 
@@ -149,7 +109,7 @@ async def test_marks_over_the_rows_they_expect_are_stored(db_url: str) -> None:
     ``received_at`` set once."""
     store = await open_store(resolve_db_url(db_url))
     try:
-        batch_id = await _batch(store, 5)
+        batch_id = await make_batch(store, OWNER, 5)
         async with Recorder(store, batch_id, owner=OWNER) as recorder:
             await recorder.plan([_planned(s) for s in range(1, 6)])
             await recorder.release([2])
@@ -185,7 +145,7 @@ async def test_possibly_sent_fails_when_a_released_row_changed(db_url: str) -> N
     ``calls_sent`` stays; otherwise each gets its call number."""
     store = await open_store(resolve_db_url(db_url))
     try:
-        batch_id = await _batch(store, 3)
+        batch_id = await make_batch(store, OWNER, 3)
         async with Recorder(store, batch_id, owner=OWNER) as recorder:
             await recorder.plan([_planned(s) for s in (1, 2, 3)])
             await recorder.sent(_sent(1, 1))

@@ -22,55 +22,14 @@ from cj_runner.storage import repository as repo
 from cj_runner.storage.group_writes import READ_BACK_CHUNK
 from cj_runner.storage.recorder import (
     AttemptResult,
-    PlannedRow,
     Recorder,
     SentAttempt,
 )
+from tests.storage.recorder_rows import make_batch
+from tests.storage.recorder_rows import planned as _planned
+from tests.storage.recorder_rows import sent as _sent
 
 OWNER = "test-host:1:bbbb"
-
-
-async def _batch(store: Store, n_slots: int) -> str:
-    nodes = [
-        repo.NewNode(essay_id=f"e{i}", is_anchor=False, checksum=f"{i:064d}", text=f"essay {i}")
-        for i in range(4)
-    ]
-    batch_id = await repo.create_batch(
-        store,
-        name=None,
-        assignment_id=None,
-        seed=1,
-        settings={},
-        judge={"kind": "mock"},
-        judge_name="mock",
-        inventory="inv",
-        plan={},
-        total_budget=n_slots + 10,
-        nodes=nodes,
-        max_possible_pairs=6,
-    )
-    await repo.acquire_lock(store, batch_id, OWNER)
-    return batch_id
-
-
-def _planned(slot: int) -> PlannedRow:
-    return PlannedRow(slot, 0, slot % 3 + 1, "coverage", 1, 0)
-
-
-def _sent(slot: int, call_no: int) -> SentAttempt:
-    return SentAttempt(
-        slot=slot,
-        attempt=1,
-        call_no=call_no,
-        a_idx=0,
-        b_idx=slot % 3 + 1,
-        mode="coverage",
-        wave=1,
-        repeat_index=0,
-        model="m",
-        prompt_hash="h",
-        sent_at=repo.utcnow(),
-    )
 
 
 def _success(slot: int, winner: str = "A") -> AttemptResult:
@@ -115,7 +74,7 @@ async def test_a_first_call_for_a_row_not_planned_fails_its_group(
     comparison in the error the user sees, and leaves slot 2's stored answer as it was."""
     store = await open_store(resolve_db_url(db_url))
     try:
-        batch_id = await _batch(store, 2)
+        batch_id = await make_batch(store, OWNER, 2)
         async with Recorder(store, batch_id, owner=OWNER) as recorder:
             await recorder.plan([_planned(1)] + ([_planned(2)] if state != "absent" else []))
             if state == "cancelled":
@@ -157,7 +116,7 @@ async def test_released_rows_and_groups_larger_than_one_read_back_are_stored(
     last = 2 * n + 1
     store = await open_store(resolve_db_url(db_url))
     try:
-        batch_id = await _batch(store, last)
+        batch_id = await make_batch(store, OWNER, last)
         async with Recorder(store, batch_id, owner=OWNER) as recorder:
             await recorder.plan([_planned(s) for s in range(1, last + 1)])
             await recorder.release(list(range(1, last + 1, 2)))
@@ -184,7 +143,7 @@ async def test_an_answer_without_its_call_fails_its_group(db_url: str) -> None:
     answers of one call in one group: the later one is stored, on every backend."""
     store = await open_store(resolve_db_url(db_url))
     try:
-        batch_id = await _batch(store, 2)
+        batch_id = await make_batch(store, OWNER, 2)
         async with Recorder(store, batch_id, owner=OWNER) as recorder:
             await recorder.plan([_planned(1), _planned(2)])
             await recorder.sent(_sent(1, 1))
