@@ -60,42 +60,12 @@ def _install_signals(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
-async def batch_context(store: Store, batch_id: str) -> dict[str, Any]:
-    """A stored batch with its nodes, settings, assignment text and grade scale."""
-    from cj_runner.config import settings_from_stored
-    from cj_runner.storage import repository as repo
-
-    batch = await repo.find_batch(store, batch_id)
-    nodes = await repo.load_nodes(store, batch.id)
-    settings = settings_from_stored(batch.settings)
-    assignment_text = None
-    scale = None
-    if batch.assignment_id is not None:
-        from cj_runner.config import load_grade_scale
-        from cj_runner.judges.base import AssignmentText
-
-        assignment = await repo.get_assignment(store, batch.assignment_id)
-        if assignment is not None:
-            assignment_text = AssignmentText(
-                assignment.instructions, assignment.student_prompt, assignment.rubric
-            )
-            if any(n.is_anchor for n in nodes):
-                scale = load_grade_scale(assignment.grade_scale)
-    return {
-        "batch": batch,
-        "nodes": nodes,
-        "settings": settings,
-        "assignment": assignment_text,
-        "grade_scale": scale,
-    }
-
-
 async def _run_batch(
     store: Store, batch_id: str, *, quiet: bool, use_cache: bool, log: CallLog | None = None
 ) -> tuple[RunResult, dict[str, Any]]:
     from cj_runner.cli.render import ProgressView
     from cj_runner.judges.registry import build_batch_api, build_judge
-    from cj_runner.services.batches import stored_judge_config
+    from cj_runner.services.batches import batch_context, stored_judge_config
     from cj_runner.services.executor import BatchExecutor
     from cj_runner.services.summary import build_summary
 
@@ -331,7 +301,7 @@ def finalize(
     """End a batch that did not finish (interrupted or crashed) with what it has: scores,
     intervals and grades from the comparisons so far; status COMPLETED, stop reason
     finalized_early. No judge call is made. Refused while another process runs it."""
-    from cj_runner.services.batches import stored_judge_config
+    from cj_runner.services.batches import batch_context, stored_judge_config
     from cj_runner.services.executor import BatchExecutor
     from cj_runner.services.summary import build_summary
     from cj_runner.storage import repository as repo

@@ -11,7 +11,13 @@ from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any
 
-from cj_runner.config import ResolvedProfile, Settings, load_grade_scale, load_settings
+from cj_runner.config import (
+    ResolvedProfile,
+    Settings,
+    load_grade_scale,
+    load_settings,
+    settings_from_stored,
+)
 from cj_runner.core.coverage import expected_coverage_waves, max_possible_pairs
 from cj_runner.core.models import GradeScale
 from cj_runner.errors import InputError, UserError
@@ -410,3 +416,28 @@ def batch_fields(prepared: PreparedBatch, plan: dict[str, Any]) -> dict[str, Any
 def stored_judge_config(batch: repo.BatchRecord) -> JudgeConfig:
     """The judge profile stored with a batch."""
     return judge_config_from_mapping(batch.judge, f"batch {batch.id}: judge")
+
+
+async def batch_context(store: Store, batch_id: str) -> dict[str, Any]:
+    """A stored batch with its nodes, settings, assignment text and grade scale (what
+    ``cj-run resume``, ``finalize`` and the queue worker run it with)."""
+    batch = await repo.find_batch(store, batch_id)
+    nodes = await repo.load_nodes(store, batch.id)
+    settings = settings_from_stored(batch.settings)
+    assignment_text = None
+    scale = None
+    if batch.assignment_id is not None:
+        assignment = await repo.get_assignment(store, batch.assignment_id)
+        if assignment is not None:
+            assignment_text = AssignmentText(
+                assignment.instructions, assignment.student_prompt, assignment.rubric
+            )
+            if any(n.is_anchor for n in nodes):
+                scale = load_grade_scale(assignment.grade_scale)
+    return {
+        "batch": batch,
+        "nodes": nodes,
+        "settings": settings,
+        "assignment": assignment_text,
+        "grade_scale": scale,
+    }

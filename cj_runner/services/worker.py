@@ -26,13 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from cj_runner.config import load_grade_scale, settings_from_stored
 from cj_runner.errors import BatchLockedError, UserError
-from cj_runner.judges.base import AssignmentText
 from cj_runner.judges.config import JudgeConfig
 from cj_runner.judges.ratelimit import Limiter
 from cj_runner.judges.registry import build_judge
-from cj_runner.services.batches import stored_judge_config
+from cj_runner.services.batches import batch_context, stored_judge_config
 from cj_runner.services.executor import BatchExecutor, RunResult
 from cj_runner.storage import Store, queue
 from cj_runner.storage import repository as repo
@@ -107,28 +105,17 @@ async def run_queued_batch(
 ) -> RunResult:
     """Run one batch through the executor, as ``cj-run resume`` does, with ``limiter`` as
     the judge's rate limit when given."""
-    batch = await repo.find_batch(store, batch_id)
-    nodes = await repo.load_nodes(store, batch.id)
-    settings = settings_from_stored(batch.settings)
-    assignment_text = None
-    scale = None
-    if batch.assignment_id is not None:
-        assignment = await repo.get_assignment(store, batch.assignment_id)
-        if assignment is not None:
-            assignment_text = AssignmentText(
-                assignment.instructions, assignment.student_prompt, assignment.rubric
-            )
-            if any(n.is_anchor for n in nodes):
-                scale = load_grade_scale(assignment.grade_scale)
+    context = await batch_context(store, batch_id)
+    batch = context["batch"]
     judge = build_judge(stored_judge_config(batch), limiter=limiter)
     executor = BatchExecutor(
         store,
         batch,
-        nodes,
+        context["nodes"],
         judge,
-        settings,
-        assignment=assignment_text,
-        grade_scale=scale,
+        context["settings"],
+        assignment=context["assignment"],
+        grade_scale=context["grade_scale"],
         use_cache=use_cache,
         stop_event=stop_event,
     )

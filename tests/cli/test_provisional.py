@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from cj_runner.cli.run_execute import batch_context
 from cj_runner.core.bt import MLENotFoundError
 from cj_runner.judges.base import Judge, JudgeRequest, Verdict
 from cj_runner.judges.registry import build_judge
 from cj_runner.services.batches import (
     RunRequest,
+    batch_context,
     create_batch,
     plan_summary,
     prepare,
