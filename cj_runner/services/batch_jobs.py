@@ -104,6 +104,9 @@ class JobRunner:
         self.fatal: JudgeError | None = None
         #: set when the batch endpoints kept failing: the run stops (resumable)
         self.stalled: str | None = None
+        #: comparisons left ``sent`` in provider jobs that have not ended when the judge
+        #: turned unusable (their answers may still come: ``cj-run resume`` collects them)
+        self.outstanding = 0
         self.jobs_submitted = 0
 
     # ------------------------------------------------------------ the wave
@@ -111,20 +114,37 @@ class JobRunner:
     async def run(self, wave_no: int, slots: Sequence[Slot]) -> None:
         """Ask ``slots`` through provider jobs until each ends or the run stops."""
         pending = {s.slot: s for s in slots}
-        for job in await pj.load_jobs(self.store, self.batch_id):
+        jobs = await pj.load_jobs(self.store, self.batch_id)
+        for job in jobs:
             if self._stopping():
-                return
+                break
             await self._finish(job, pending)
         while pending and not self._stopping():
             new = await self._new_job(wave_no, pending)
             if new is None:
                 break
+            jobs.append(new)
             await self._finish(new, pending)
         if self.fatal is not None:
-            # the judge cannot answer: what is left ends now (nothing more is sent)
-            for slot in sorted(pending.values(), key=lambda s: s.slot):
+            await self._end_for_unusable_judge(pending, jobs)
+
+    async def _end_for_unusable_judge(
+        self, pending: dict[int, Slot], jobs: Sequence[pj.JobRecord]
+    ) -> None:
+        """The judge cannot answer: what is left ends now (nothing more is sent), except a
+        call inside a provider job that has not ended: it stays ``sent`` (paid, its answer
+        may still come; ``cj-run resume`` collects it) and the run stops, resumable."""
+        held = {(r.slot, r.attempt) for job in jobs if job.state != "ended" for r in job.requests}
+        for slot in sorted(pending.values(), key=lambda s: s.slot):
+            if (slot.slot, slot.next_attempt) in held:
+                self.outstanding += 1
+            else:
                 await self._end_unsent(slot)
-            pending.clear()
+        pending.clear()
+        if self.outstanding and self.stalled is None:
+            # the wave cannot close before those answers: stop here, resumable
+            assert self.fatal is not None
+            self.stalled = self.fatal.message
 
     def _stopping(self) -> bool:
         return self.stop_event.is_set() or self.stalled is not None
@@ -453,7 +473,11 @@ class JobRunner:
             try:
                 return await call()
             except JudgeUnavailable as error:
-                # a job may be running and paid for: stop (resumable), never finalize here
+                # the judge turned unusable (a revoked key, no credit): nothing more is
+                # sent; a job may be running and paid for: stop (resumable), never
+                # finalize here (its calls stay ``sent``: see _end_for_unusable_judge)
+                if self.fatal is None:
+                    self.fatal = error
                 self.stalled = f"{what}: {error.message}"
                 return None
             except JudgeError as error:

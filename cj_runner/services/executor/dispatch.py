@@ -151,8 +151,10 @@ class DispatchMixin(ExecutorState):
         if jobs.fatal is not None and calls is not None and calls.fatal is None:
             calls.fatal = jobs.fatal
         if jobs.stalled is not None and not self.stop_event.is_set():
-            # the batch endpoints keep failing: stop, resumable (a job may be running)
+            # the batch endpoints keep failing, or the judge turned unusable while a job
+            # holds paid calls: stop, resumable (a job may be running)
             self.unreachable = jobs.stalled
+            self.outstanding = jobs.outstanding
             self.stop_event.set()
         self._changed.set()
 

@@ -48,6 +48,7 @@ class EndingsMixin(ResumeMixin):
             "interrupted",
             interrupted=True,
             unreachable=self.unreachable,
+            outstanding=self.outstanding,
         )
 
     async def _finalize(self, decision: Decision) -> RunResult:

@@ -96,7 +96,11 @@ class RunResult:
     stop_reason: str | None
     interrupted: bool = False
     unreachable: str | None = None
-    """Set when the run stopped because its first calls could not reach the judge."""
+    """Set when the run stopped because its first calls could not reach the judge (or,
+    in batch-API mode, the batch endpoints kept failing or refused the key)."""
+    outstanding: int = 0
+    """Batch-API mode: calls still due from provider jobs that had not ended when the
+    judge turned unusable (stored as ``sent``; ``cj-run resume`` collects them)."""
 
 
 def stored_panel(batch: repo.BatchRecord) -> JudgeConfig | None:
@@ -147,6 +151,7 @@ class ExecutorState:
         self.batch_poll_s = batch_poll_s
         self.jobs: JobRunner | None = None
         self.unreachable: str | None = None
+        self.outstanding = 0  # see RunResult.outstanding
         self._connection_failures = 0
         self._judge_answered = False
         self.wf = self._workflow(batch.state)
