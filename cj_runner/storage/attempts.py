@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from sqlalchemy import Table, and_, exists, select, update
+from sqlalchemy import Table, and_, case, exists, func, select, update
 
 from cj_runner.storage.engine import Store
 from cj_runner.storage.locks import fence
@@ -68,22 +68,33 @@ async def unrelease(store: Store, batch_id: str, *, owner: str | None = None) ->
         )
 
 
-async def mark_possibly_sent(store: Store, batch_id: str, calls: Sequence[tuple[int, int]]) -> None:
+async def mark_possibly_sent(
+    store: Store, batch_id: str, calls: Sequence[tuple[int, int]], *, owner: str | None
+) -> None:
     """Released first calls that may have gone out unrecorded become ``lost`` calls.
 
     ``calls`` holds ``(slot, call_no)``: each released row (attempt 1) gets its call
-    number and counts against the budget like a call lost in flight.
+    number and counts against the budget like a call lost in flight: the stored
+    ``calls_sent`` becomes the largest of these numbers, unless it is larger already (it
+    is never lowered). With ``owner``, only while that process holds the lock.
 
     Raises:
         StorageError: a comparison is no longer stored as ``released``; nothing is
             changed (:func:`~cj_runner.storage.marks.write_possibly_sent`).
+        BatchLockedError: ``owner`` no longer holds the lock; nothing is changed.
     """
     if not calls:
         return
+    top = max(call_no for _, call_no in calls)
+    stored = func.coalesce(T_STATE.c.calls_sent, 0)
     async with store.engine.begin() as conn:
+        if owner is not None:
+            await fence(conn, batch_id, owner)
         await write_possibly_sent(conn, batch_id, calls)
         await conn.execute(
             update(T_STATE)
             .where(T_STATE.c.batch_id == batch_id)
-            .values(calls_sent=max(call_no for _, call_no in calls))
+            # max(stored, top) in SQL both backends run (PostgreSQL's max() is only an
+            # aggregate, SQLite has no greatest())
+            .values(calls_sent=case((stored < top, top), else_=stored))
         )

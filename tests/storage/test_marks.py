@@ -14,8 +14,9 @@ import asyncio
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
-from cj_runner.errors import StorageError
+from cj_runner.errors import BatchLockedError, StorageError
 from cj_runner.storage import Store, open_store, resolve_db_url
 from cj_runner.storage import repository as repo
 from cj_runner.storage.recorder import AttemptResult, Recorder
@@ -155,7 +156,7 @@ async def test_possibly_sent_fails_when_a_released_row_changed(db_url: str) -> N
         calls_before = (await repo.find_batch(store, batch_id)).state["calls_sent"]
 
         with pytest.raises(StorageError) as raised:
-            await repo.mark_possibly_sent(store, batch_id, [(2, 2), (3, 3)])
+            await repo.mark_possibly_sent(store, batch_id, [(2, 2), (3, 3)], owner=OWNER)
         assert str(raised.value) == (
             f"batch {batch_id}: comparison 3 was read as released on resume, but it is "
             "stored as 'cancelled' now; no call was counted as possibly sent"
@@ -163,9 +164,71 @@ async def test_possibly_sent_fails_when_a_released_row_changed(db_url: str) -> N
         assert await _rows(store, batch_id) == before
         assert (await repo.find_batch(store, batch_id)).state["calls_sent"] == calls_before
 
-        await repo.mark_possibly_sent(store, batch_id, [(2, 2)])
+        await repo.mark_possibly_sent(store, batch_id, [(2, 2)], owner=OWNER)
         row = (await _rows(store, batch_id))[(2, 1)]
         assert (row["status"], row["call_no"], row["error_kind"]) == ("lost", 2, "lost")
         assert (await repo.find_batch(store, batch_id)).state["calls_sent"] == 2
+    finally:
+        await store.close()
+
+
+async def _released(store: Store) -> str:
+    """A batch locked by ``OWNER``: slot 1 sent as call 1, slots 2 and 3 released."""
+    batch_id = await make_batch(store, OWNER, 3)
+    async with Recorder(store, batch_id, owner=OWNER) as recorder:
+        await recorder.plan([_planned(s) for s in (1, 2, 3)])
+        await recorder.sent(_sent(1, 1))
+        await recorder.release([2, 3])
+    return batch_id
+
+
+async def _set_calls_sent(store: Store, batch_id: str, calls_sent: int) -> None:
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(repo.T_STATE)
+            .where(repo.T_STATE.c.batch_id == batch_id)
+            .values(calls_sent=calls_sent)
+        )
+
+
+@pytest.mark.parametrize(("stored", "after"), [(1, 3), (3, 3), (9, 9)])
+async def test_possibly_sent_never_lowers_calls_sent(db_url: str, stored: int, after: int) -> None:
+    """The released comparisons get calls 2 and 3: ``calls_sent`` rises to 3 when it was
+    lower and stays when it was as high or higher (it counted calls this marking does not
+    see); it is never lowered."""
+    store = await open_store(resolve_db_url(db_url))
+    try:
+        batch_id = await _released(store)
+        await _set_calls_sent(store, batch_id, stored)
+        await repo.mark_possibly_sent(store, batch_id, [(2, 2), (3, 3)], owner=OWNER)
+        assert (await repo.find_batch(store, batch_id)).state["calls_sent"] == after
+        rows = await _rows(store, batch_id)
+        assert [(rows[(s, 1)]["status"], rows[(s, 1)]["call_no"]) for s in (2, 3)] == [
+            ("lost", 2),
+            ("lost", 3),
+        ]
+    finally:
+        await store.close()
+
+
+async def test_possibly_sent_and_unrelease_write_only_under_the_lock(db_url: str) -> None:
+    """A resume whose lock was taken over changes nothing: neither the "possibly sent"
+    marking (call numbers, ``calls_sent``) nor the release undone."""
+    store = await open_store(resolve_db_url(db_url))
+    try:
+        batch_id = await _released(store)
+        before = await _rows(store, batch_id)
+        state_before = (await repo.find_batch(store, batch_id)).state["calls_sent"]
+        other = "other-host:2:dddd"
+        with pytest.raises(BatchLockedError, match="taken over by another process"):
+            await repo.mark_possibly_sent(store, batch_id, [(2, 2), (3, 3)], owner=other)
+        with pytest.raises(BatchLockedError, match="taken over by another process"):
+            await repo.unrelease(store, batch_id, owner=other)
+        assert await _rows(store, batch_id) == before
+        assert (await repo.find_batch(store, batch_id)).state["calls_sent"] == state_before
+        # the holder of the lock may
+        await repo.unrelease(store, batch_id, owner=OWNER)
+        rows = await _rows(store, batch_id)
+        assert [rows[(s, 1)]["status"] for s in (1, 2, 3)] == ["sent", "planned", "planned"]
     finally:
         await store.close()

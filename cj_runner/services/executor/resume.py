@@ -79,7 +79,11 @@ class ResumeMixin(ExecutorState):
         self.wf = self._workflow(self.batch.state)
         self.live = self._new_budget()
         closed = self.wf.waves_completed
-        self.lost_on_resume = await repo.mark_in_flight_lost(self.store, self.batch.id)
+        # every write of the rebuild is fenced: a process whose lock was taken over since
+        # it took it must not mark the new holder's calls in flight lost or sent
+        self.lost_on_resume = await repo.mark_in_flight_lost(
+            self.store, self.batch.id, owner=self.owner
+        )
         attempts = await repo.load_attempts(self.store, self.batch.id)
         if self.use_cache:
             self.cache = await repo.cache_entries(self.store, self.judge.model)
@@ -181,7 +185,7 @@ class ResumeMixin(ExecutorState):
         if not released:
             return 0
         if not crashed:
-            await repo.unrelease(self.store, self.batch.id)
+            await repo.unrelease(self.store, self.batch.id, owner=self.owner)
             for row in released:
                 row["status"] = "planned"
             return 0
@@ -190,5 +194,5 @@ class ResumeMixin(ExecutorState):
         for offset, row in enumerate(released, start=1):
             row.update(status="lost", error_kind="lost", call_no=top + offset)
             calls.append((int(row["slot"]), top + offset))
-        await repo.mark_possibly_sent(self.store, self.batch.id, calls)
+        await repo.mark_possibly_sent(self.store, self.batch.id, calls, owner=self.owner)
         return len(calls)
