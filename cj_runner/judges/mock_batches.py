@@ -28,7 +28,9 @@ per-request errors (OpenAI: the error file with the status and body; Anthropic:
 Tests meet the desk at explicit rendezvous points (:class:`Hold`): a request to create a
 job can be held before the job exists (and then dropped: as if the process died before
 the submission arrived) or after it exists (the answer is held: the process dies before
-it learns the job id).
+it learns the job id). :meth:`BatchDesk.refuse` makes the next batch requests answer an
+error (a refused key, no credit, a rate limit...) in the provider's own words, with the
+status and error type that provider sends (the table in ``mock_dialects``).
 
 The desk is one class in parts, one module each: ``mock_batches_jobs`` (the jobs and how
 one looks on each API's wire), ``mock_batches_desk`` (the shared state, holds, listings
@@ -42,10 +44,10 @@ import urllib.parse
 
 from cj_runner.judges.mock_batches_anthropic import _AnthropicDesk
 from cj_runner.judges.mock_batches_desk import _Invalid, _NotFound
-from cj_runner.judges.mock_batches_jobs import BatchApi, Hold, HoldAction, MockJob
+from cj_runner.judges.mock_batches_jobs import BatchApi, BatchError, Hold, HoldAction, MockJob
 from cj_runner.judges.mock_batches_openai import _OpenAIDesk
 
-__all__ = ["BatchApi", "BatchDesk", "Hold", "HoldAction", "MockJob"]
+__all__ = ["BatchApi", "BatchDesk", "BatchError", "Hold", "HoldAction", "MockJob"]
 
 
 class BatchDesk(_OpenAIDesk, _AnthropicDesk):
@@ -79,6 +81,6 @@ class BatchDesk(_OpenAIDesk, _AnthropicDesk):
                 return self._openai_batches(method, parts[2:], params, raw)
             return self._anthropic_batches(method, parts[3:], params, raw, host)
         except _NotFound as exc:
-            return self._error(api, 404, str(exc), "not_found_error")
+            return self._error(api, "not_found", str(exc))
         except _Invalid as exc:
-            return self._error(api, 400, str(exc), "invalid_request_error")
+            return self._error(api, "bad_request", str(exc))

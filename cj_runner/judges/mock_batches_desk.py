@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from cj_runner.judges import mock_dialects as dialects
 from cj_runner.judges.mock_batches_jobs import (
     BatchApi,
+    BatchError,
     Hold,
     HoldAction,
     MockJob,
@@ -43,6 +44,8 @@ class _DeskState:
         self.jobs: dict[str, MockJob] = {}
         self.created: list[str] = []  # job ids in creation order
         self.holds: list[Hold] = []
+        #: errors the next batch requests get (test control: :meth:`refuse`)
+        self.refusals: list[tuple[BatchError, float | None]] = []
         #: closed: jobs stay in progress whatever the polls (tests release it)
         self.gate = threading.Event()
         self.gate.set()
@@ -75,10 +78,29 @@ class _DeskState:
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids):06d}mock"
 
-    def _error(self, api: BatchApi, status: int, message: str, kind: str) -> tuple[int, bytes, str]:
-        name = "bad_request"
-        reply = dialects.error_reply(api, name, message=message, status=status)
-        return status, json.dumps(reply.body).encode(), "application/json"
+    def refuse(
+        self, kind: BatchError, *, times: int = 1, retry_after_s: float | None = None
+    ) -> None:
+        """Answer the next ``times`` batch requests (any endpoint) with the error ``kind``,
+        in the provider's own words (``retry_after_s``: the wait a ``rate_limit`` or
+        ``overloaded`` answer asks for)."""
+        with self._lock:
+            self.refusals.extend([(kind, retry_after_s)] * times)
+
+    def take_refusal(self, api: BatchApi) -> dialects.Reply | None:
+        """The error the next batch request gets (:meth:`refuse`), if any."""
+        with self._lock:
+            if not self.refusals:
+                return None
+            kind, retry_after_s = self.refusals.pop(0)
+        return dialects.error_reply(api, kind, retry_after_s=retry_after_s)
+
+    def _error(self, api: BatchApi, kind: BatchError, message: str) -> tuple[int, bytes, str]:
+        """The provider's answer for the error ``kind`` (``mock_dialects``' names: e.g.
+        ``not_found`` is OpenAI's 404 ``invalid_request_error``, Anthropic's 404
+        ``not_found_error``)."""
+        reply = dialects.error_reply(api, kind, message=message)
+        return reply.status, json.dumps(reply.body).encode(), "application/json"
 
     @staticmethod
     def _json(obj: Any, status: int = 200) -> tuple[int, bytes, str]:

@@ -16,6 +16,18 @@ from cj_runner.judges import mock_dialects as dialects
 
 BatchApi = Literal["openai", "anthropic"]
 
+#: The errors the batch endpoints answer (``mock_dialects``' names; see the table there).
+BatchError = Literal[
+    "auth",
+    "permission",
+    "quota",
+    "rate_limit",
+    "overloaded",
+    "server_error",
+    "not_found",
+    "bad_request",
+]
+
 #: What a held request does once released: ``answer`` it, or ``drop`` it (close the
 #: connection without creating anything, as if it never arrived).
 HoldAction = Literal["answer", "drop"]

@@ -21,6 +21,8 @@ name                OpenAI                                 Anthropic
 ``temperature``     400 ``unsupported_value`` (param)      400 "`temperature` is deprecated"
 ``json_schema``     500 like llama.cpp's server            (not applicable)
 ``model``           404 ``model_not_found``                404 ``not_found_error``
+``permission``      403 ``request_forbidden``              403 ``permission_error``
+``not_found``       404 ``invalid_request_error``          404 ``not_found_error``
 ``bad_request``     400 ``invalid_request_error``          400 ``invalid_request_error``
 ==================  =====================================  =================================
 
@@ -169,6 +171,14 @@ def _openai_reply(
     if name == "model":
         text = message or (f"The model `{model}` does not exist or you do not have access to it.")
         return _openai_error(404, text, "invalid_request_error", code="model_not_found")
+    if name == "permission":
+        # what OpenAI answers a request from where it does not serve (403)
+        text = message or "Country, region, or territory not supported"
+        return _openai_error(
+            403, text, "request_forbidden", code="unsupported_country_region_territory"
+        )
+    if name == "not_found":
+        return _openai_error(404, message or "Not found.", "invalid_request_error")
     if name == "server_error":
         text = message or "The server had an error while processing your request. Sorry about that!"
         return _openai_error(status or 500, text, "server_error")
@@ -226,6 +236,11 @@ def _anthropic_reply(
         return _anthropic_error(400, text, "invalid_request_error", serial)
     if name == "model":
         return _anthropic_error(404, message or f"model: {model}", "not_found_error", serial)
+    if name == "permission":
+        text = message or "Your API key does not have permission to use the specified resource."
+        return _anthropic_error(403, text, "permission_error", serial)
+    if name == "not_found":
+        return _anthropic_error(404, message or "Not found.", "not_found_error", serial)
     if name == "server_error":
         code = status or 500
         kind = _ANTHROPIC_TYPES.get(code, "api_error")

@@ -205,6 +205,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self._api == "anthropic" and "anthropic-version" not in headers:
             self._error("bad_request", message="anthropic-version: header is required")
             return
+        refused = owner.batches.take_refusal(self._api)  # a test asked for an error
+        if refused is not None:
+            self._send_reply(refused)
+            return
         query = self.path.split("?", 1)[1] if "?" in self.path else ""
         host = headers.get("host") or f"{owner.host}:{owner.port}"
         answer = owner.batches.route(method, path, query, headers, raw, host)
