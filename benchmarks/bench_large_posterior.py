@@ -15,10 +15,13 @@ then the posterior with the order effect and the robust reliability, as the batc
 scoring computes them. Printed per run and per
 cell (mean and range over replicates): the share of essays whose 95% interval covers the
 centred true score; the mean squared error, r^2 and Spearman correlation of the shown
-posterior means with the truth; the shown ``tau`` (``prior_sd``) against the SD of the
-centred truth; the ``tau`` selection used when the batch reached 1, 2, 4 and 8 cpe; the
-robust reliability minus the true one (the squared correlation of the reported scores with
-the truth); the harness's CPU time per wave.
+posterior means with the truth; the shown ``tau`` (``ScorePosterior.tau``: the Gibbs
+sampler's posterior mean up to 400 nodes, the evidence's maximum above) and the evidence's
+(``evidence_tau``, up to 400 nodes the sampler's start) against the SD of the centred
+truth; the ``tau`` selection used when the batch reached 1, 2, 4 and 8 cpe; the robust
+reliability minus the true one (the squared correlation of the reported scores with the
+truth), and with ``--variants`` that of each candidate of :data:`VARIANTS`; the
+harness's CPU time per wave.
 
 Rules (``--rules``; the same seeds for each, so the cells are paired):
 
@@ -30,8 +33,10 @@ Rules (``--rules``; the same seeds for each, so the cells are paired):
 
 Run: ``nice -n 10 python benchmarks/bench_large_posterior.py --sizes 150,250,350
 --cpe 10,20 --strategies infogain --replicates 8 --rules before,product,selection``;
-``--sizes 500,1000 --replicates 5`` for the large-batch table; ``--quick`` for n = 250,
-two replicates. The load average is printed with the results.
+``--sizes 500,1000 --replicates 5`` for the large-batch table; ``--sizes 24,50,100,150
+--cpe 10,20 --strategies infogain,random --replicates 8 --variants plain,second_order,
+gibbs_tau,gibbs,mixture,mixture_second_order`` for the reliability below 200 nodes;
+``--quick`` for n = 250, two replicates. The load average is printed with the results.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import cj_runner  # noqa: F401  (first: it keeps BLAS single-threaded, as the CL
 import argparse
 import contextlib
 import itertools
+import math
 import os
 import sys
 import time
@@ -54,6 +60,8 @@ from scipy import stats
 
 from cj_runner.config import Settings
 from cj_runner.core import evidence
+from cj_runner.core import posterior as posterior_module
+from cj_runner.core import robust as robust_module
 from cj_runner.core.bt import fit_bt
 from cj_runner.core.posterior import score_posterior
 from cj_runner.core.robust import robust_reliability
@@ -102,8 +110,10 @@ def run(
     rule_name: str,
     target: float | None = None,
     audit_share: float = 0.0,
+    variants: list[str] | None = None,
 ) -> dict[str, float]:
-    """One batch under one rule: the figures of the module docstring."""
+    """One batch under one rule: the figures of the module docstring (and the robust
+    reliability's error under each of ``variants``, :data:`VARIANTS`)."""
     settings = Settings(
         MAX_PAIRWISE_COMPARISONS=n * cpe // 2,
         SCORE_STABILITY_THRESHOLD=0.0,
@@ -139,18 +149,117 @@ def run(
         "mse": float(np.mean(np.square(post.scores - centred))),
         "r2": float(np.corrcoef(post.scores, centred)[0, 1] ** 2),
         "spearman": float(stats.spearmanr(post.scores, centred).statistic),
-        "tau": post.prior_sd,
+        "tau": post.tau,
+        "evidence_tau": post.evidence_tau,
         "true_sd": float(centred.std()),
         "robust_error": (robust.value if robust.value is not None else np.nan) - true_reliability,
         "true_reliability": true_reliability,
         "cpe": 2.0 * first.size / n,
         "cpu_per_wave": harness_cpu / max(result.waves, 1),
     }
+    if variants:
+        with rule(rule_name):
+            values = reliability_variants(
+                n,
+                first,
+                second,
+                won,
+                post.tau,
+                np.asarray(post.scores),
+                None if post.covariance is None else np.asarray(post.covariance),
+                settings.BT_PRIOR_PRECISION,
+                rep,
+                variants,
+            )
+        for name, value in values.items():
+            row[f"v:{name}"] = value - true_reliability
     for milestone in MILESTONES:
         # the first tau computed from at least milestone * n / 2 comparisons
         used = [tau for count, tau in taus if count >= milestone * n / 2]
         row[f"tau@{milestone}"] = used[0] if used else np.nan
     return row
+
+
+VARIANTS = ("plain", "second_order", "gibbs_tau", "gibbs", "mixture", "mixture_second_order")
+"""Candidate robust reliabilities (``--variants``), all on the same batch: the posterior
+expectation of ``corr(reported, truth)^2`` under
+
+* ``plain``: the Laplace posterior at the plain evidence's ``tau`` (the product up to 200
+  nodes);
+* ``second_order``: at the ``tau`` of the evidence with its second-order term (the product
+  above 200 nodes);
+* ``gibbs_tau``: at the Gibbs sampler's posterior mean of ``tau``;
+* ``gibbs``: the Gibbs sampler's posterior (its means and covariance), which integrates
+  over ``tau``;
+* ``mixture`` / ``mixture_second_order``: the Laplace posteriors mixed over ``tau`` with
+  weights evidence x hyperprior (:func:`cj_runner.core.posterior.mixture_posterior`'s
+  grid), plain or second-order evidence."""
+
+
+def _expected_r2(
+    reported: np.ndarray, components: list[tuple[float, np.ndarray, np.ndarray]], seed: int
+) -> float:
+    """``E corr(reported, truth)^2`` over a mixture of Gaussians ``(weight, mean, cov)``
+    (400 draws in all, split by weight)."""
+    rng = np.random.default_rng([seed, 0x7E1])
+    x = reported - reported.mean()
+    values: list[np.ndarray] = []
+    total = 400
+    for w, mean, cov in components:
+        k = max(1, round(w * total))
+        draws = mean[:, None] + robust_module._sqrt_psd(cov) @ rng.standard_normal((mean.size, k))
+        draws -= draws.mean(axis=0, keepdims=True)
+        r = (x @ draws) / (np.linalg.norm(x) * np.linalg.norm(draws, axis=0))
+        values.append(np.square(r) * w / k)
+    return float(sum(v.sum() for v in values))
+
+
+def reliability_variants(
+    n: int,
+    first: np.ndarray,
+    second: np.ndarray,
+    won: np.ndarray,
+    post_tau: float,
+    post_scores: np.ndarray,
+    post_cov: np.ndarray | None,
+    prior_precision: float,
+    seed: int,
+    names: list[str],
+) -> dict[str, float]:
+    """The robust reliability under each of :data:`VARIANTS` in ``names``."""
+    reported = fit_bt(n, first, second, won, prior_precision=prior_precision).scores
+    reported = np.asarray(reported)
+    out: dict[str, float] = {}
+    for name in names:
+        second_order = name.endswith("second_order")
+        ev = evidence._Evidence(n, first, second, won, second_order=second_order)
+        if name in ("plain", "second_order", "gibbs_tau"):
+            log_tau = math.log(post_tau) if name == "gibbs_tau" else evidence._maximise(ev)
+            fit = ev.fit(log_tau)
+            assert fit.covariance is not None
+            comps = [(1.0, np.asarray(fit.scores), np.asarray(fit.covariance))]
+        elif name == "gibbs":
+            if post_cov is None:
+                out[name] = math.nan
+                continue
+            comps = [(1.0, post_scores, post_cov)]
+        elif name.startswith("mixture"):
+            best = evidence._maximise(ev)
+            log_se = ev.curvature_se(best)
+            grid = posterior_module.tau_grid(best, log_se)
+            grid = np.unique(np.minimum(grid, max(evidence.upper_log_tau(ev), best)))
+            weights = posterior_module.mixture_weights(
+                np.array([ev(float(g)) for g in grid]), grid, posterior_module.HYPER_SCALE
+            )
+            comps = []
+            for g, w in zip(grid, weights, strict=True):
+                fit = ev.fit(float(g))
+                assert fit.covariance is not None
+                comps.append((float(w), np.asarray(fit.scores), np.asarray(fit.covariance)))
+        else:
+            raise ValueError(f"unknown variant {name!r}; choose from {VARIANTS}")
+        out[name] = _expected_r2(reported, comps, seed)
+    return out
 
 
 def _mean_range(values: list[float], fmt: str) -> str:
@@ -172,36 +281,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--audit-share", type=float, default=0.0, help="share of random audit pairs"
     )
+    parser.add_argument(
+        "--variants",
+        default="",
+        help=f"comma-separated candidate robust reliabilities, of {VARIANTS} (n <= 400)",
+    )
     args = parser.parse_args(argv)
     sizes = [250] if args.quick else [int(x) for x in args.sizes.split(",")]
     reps = 2 if args.quick else args.replicates
     strategies = args.strategies.split(",")
     cpes = [int(x) for x in args.cpe.split(",")]
     rules = args.rules.split(",")
+    variants = [v for v in args.variants.split(",") if v]
     cells: dict[tuple[int, str, int, str], list[dict[str, float]]] = defaultdict(list)
     replicates = range(args.first_replicate, args.first_replicate + reps)
     for n, strategy, cpe, rep in itertools.product(sizes, strategies, cpes, replicates):
         for name in rules:
-            row = run(n, strategy, cpe, rep, name, args.target_reliability, args.audit_share)
+            row = run(
+                n, strategy, cpe, rep, name, args.target_reliability, args.audit_share, variants
+            )
             cells[(n, strategy, cpe, name)].append(row)
             taus = "/".join(f"{row[f'tau@{m}']:.2f}" for m in MILESTONES)
             print(
                 f"n={n} {strategy} cpe={cpe} r={rep} {name}: coverage {row['coverage']:.3f}, "
                 f"mse {row['mse']:.3f}, r2 {row['r2']:.4f}, spearman {row['spearman']:.4f}, "
-                f"tau {row['tau']:.2f} (true SD {row['true_sd']:.2f}), selection tau at "
+                f"tau {row['tau']:.2f} (evidence {row['evidence_tau']:.2f}; true SD "
+                f"{row['true_sd']:.2f}), selection tau at "
                 f"{'/'.join(map(str, MILESTONES))} cpe {taus}, robust - true "
                 f"{row['robust_error']:+.3f} (true {row['true_reliability']:.3f}), "
                 f"cpe {row['cpe']:.1f}, "
-                f"{1000 * row['cpu_per_wave']:.1f} ms CPU per wave",
+                f"{1000 * row['cpu_per_wave']:.1f} ms CPU per wave"
+                + "".join(f", {v} {row[f'v:{v}']:+.3f}" for v in variants),
                 flush=True,
             )
     print()
     print(
         "| n | strategy | cpe | rule | coverage, mean (range) | MSE | r^2 | Spearman "
-        "| tau, mean (range) | true SD | selection tau at 1/2/4/8 cpe "
+        "| shown tau (sampler's up to 400 nodes), mean (range) | evidence tau "
+        "| true SD | selection tau at 1/2/4/8 cpe "
         "| robust - true: mean (RMS) | true reliability | cpe run | ms CPU per wave |"
     )
-    print("|" + "|".join([" ---: ", " --- ", " ---: ", " --- "] + [" ---: "] * 11) + "|")
+    print("|" + "|".join([" ---: ", " --- ", " ---: ", " --- "] + [" ---: "] * 12) + "|")
     for (n, strategy, cpe, name), rows in cells.items():
 
         def col(key: str, rows: list[dict[str, float]] = rows) -> list[float]:
@@ -213,11 +333,35 @@ def main(argv: list[str] | None = None) -> int:
             f"| {n} | {strategy} | {cpe} | {name} | {_mean_range(col('coverage'), '.1%')} "
             f"| {np.mean(col('mse')):.3f} | {np.mean(col('r2')):.4f} "
             f"| {np.mean(col('spearman')):.4f} | {_mean_range(col('tau'), '.2f')} "
+            f"| {_mean_range(col('evidence_tau'), '.2f')} "
             f"| {np.mean(col('true_sd')):.2f} | {taus} "
             f"| {np.nanmean(errors):+.3f} ({np.sqrt(np.nanmean(np.square(errors))):.3f}) "
             f"| {np.mean(col('true_reliability')):.3f} "
             f"| {np.mean(col('cpe')):.1f} | {1000 * np.mean(col('cpu_per_wave')):.1f} |"
         )
+    if variants:
+        print(
+            "\nRobust reliability minus the true one by candidate: mean (RMS) [paired "
+            f"difference of |error| against {variants[0]}, mean ± SE]"
+        )
+        print("| n | strategy | cpe | rule | " + " | ".join(variants) + " |")
+        print(
+            "|"
+            + "|".join([" ---: ", " --- ", " ---: ", " --- "] + [" ---: "] * len(variants))
+            + "|"
+        )
+        for (n, strategy, cpe, name), rows in cells.items():
+            cols = []
+            base_err = np.abs([r[f"v:{variants[0]}"] for r in rows])
+            for v in variants:
+                err = np.array([r[f"v:{v}"] for r in rows])
+                cell = f"{np.nanmean(err):+.3f} ({np.sqrt(np.nanmean(np.square(err))):.3f})"
+                if v != variants[0]:
+                    d = np.abs(err) - base_err
+                    se = d.std(ddof=1) / np.sqrt(d.size) if d.size > 1 else np.nan
+                    cell += f" [{d.mean():+.3f} ± {se:.3f}]"
+                cols.append(cell)
+            print(f"| {n} | {strategy} | {cpe} | {name} | " + " | ".join(cols) + " |")
     if len(rules) > 1:
         print("\nPaired differences against the first rule, mean ± SE over replicates:")
         base = rules[0]

@@ -113,6 +113,19 @@ def health_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
     return lines
 
 
+def spread_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The head row with the spread ``tau`` of the shown posterior and what it is (none
+    for a batch scored before reports showed it)."""
+    if report.get("tau") is None:
+        return []
+    text = f"τ {report['tau']:.2f}"
+    if report.get("tau_ci95_low") is not None and report.get("tau_ci95_high") is not None:
+        text += f" [{report['tau_ci95_low']:.2f}, {report['tau_ci95_high']:.2f}]"
+    if report.get("tau_label"):
+        text += f": {escape(str(report['tau_label']))}"
+    return [("spread", text)]
+
+
 def summary_renderable(s: dict[str, Any]) -> Group:
     """The one-screen summary of a batch."""
     status_style = {"COMPLETED": "green", "FAILED": "red"}.get(s["status"], "yellow")
@@ -173,6 +186,8 @@ def summary_renderable(s: dict[str, Any]) -> Group:
     head.add_row("reliability", rel)
     if s.get("interval"):
         head.add_row("scores", str(s["interval"]))
+    for label, text in spread_lines(s):
+        head.add_row(label, text)
     if s.get("reliability_warning"):
         head.add_row("[yellow]warning[/]", s["reliability_warning"])
     head.add_row(

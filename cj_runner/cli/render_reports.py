@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cj_runner.cli.fast_table import FastTable
-from cj_runner.cli.render import health_lines
+from cj_runner.cli.render import health_lines, spread_lines
 
 __all__ = [
     "coverage_renderable",
@@ -257,6 +257,7 @@ def ranking_renderable(r: dict[str, Any]) -> Group:
         ("batch", _batch_line(r)),
         *health_lines(r),
         ("scores", r["interval"] or "-"),
+        *spread_lines(r),
         (
             "reliability",
             f"design-robust {fmt(r['robust_reliability'])}"

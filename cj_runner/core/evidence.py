@@ -72,13 +72,13 @@ belief-propagation approximation of :func:`cj_runner.core.bt.fit_bt`, so finaliz
 SECOND_ORDER_MIN_N = 200
 """The evidence of batches with more nodes than this carries the second-order term
 (module docstring): the robust reliability (and with it the ``TARGET_RELIABILITY`` stop),
-the ``tau`` reports show, the Gibbs sampler's start and, above :data:`DENSE_MAX_N` nodes,
-the Laplace mixture users see. Between 200 and 400 nodes the plain evidence put the
-robust reliability 0.045-0.08 below the true one on average at 10 comparisons per essay
-under ``infogain``; with the term 0.01-0.03 (docs/statistics.md, "Between 200 and 400
-nodes"). Up to 200 nodes nothing changes: the figures measured there (n = 24 and 100)
-stay those of the plain evidence. Pair selection has its own threshold,
-:data:`SELECTION_SECOND_ORDER_MIN_N`."""
+the Gibbs sampler's start (``ScorePosterior.evidence_tau``) and, above
+:data:`DENSE_MAX_N` nodes, the Laplace mixture users see and its ``tau``. Between 200
+and 400 nodes the plain evidence put the robust reliability 0.045-0.08 below the true one
+on average at 10 comparisons per essay under ``infogain``; with the term 0.01-0.03
+(docs/statistics.md, "Between 200 and 400 nodes"). Up to 200 nodes nothing changes: the
+figures measured there (n = 24 and 100) stay those of the plain evidence. Pair selection
+has its own threshold, :data:`SELECTION_SECOND_ORDER_MIN_N`."""
 
 SELECTION_SECOND_ORDER_MIN_N = DENSE_MAX_N
 """Pair selection above 200 nodes (:func:`cj_runner.core.robust.empirical_bayes_prior_sd`)

@@ -25,10 +25,15 @@ Bayesian Analysis 1(3)). :func:`score_posterior` computes it
   :data:`cj_runner.core.evidence.SECOND_ORDER_MIN_N` (200) nodes the evidence carries its
   second-order term, which brought the intervals of ``infogain`` batches of 500-1,000
   essays at 10 comparisons per essay from 85-89% to 94-95% coverage (docs/statistics.md);
-  up to :data:`GIBBS_MAX_N` nodes the mixture is only the sampler's start and its ``tau``
-  the one reports show as ``prior_sd``.
+  up to :data:`GIBBS_MAX_N` nodes the mixture is only the sampler's start.
 
-The shown interval is ``mean ± 1.96 SD`` of the posterior (:data:`INTERVAL_LABEL`).
+The shown interval is ``mean ± 1.96 SD`` of the posterior (:data:`INTERVAL_LABEL`). The
+spread ``tau`` reports show is that of the same posterior (:attr:`ScorePosterior.tau`):
+the sampler's posterior mean with the 2.5-97.5% quantiles of its draws
+(:data:`TAU_GIBBS_LABEL`), or above :data:`GIBBS_MAX_N` nodes the maximum of the evidence
+the mixture is centred on (:data:`TAU_EVIDENCE_LABEL`). The evidence's maximum is kept
+under its own name, :attr:`ScorePosterior.evidence_tau` (up to :data:`GIBBS_MAX_N`
+nodes only the sampler's start).
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ __all__ = [
     "INTERVAL_LABEL",
     "LEGACY_INTERVAL_LABEL",
     "MLE_INTERVAL_LABEL",
+    "TAU_EVIDENCE_LABEL",
+    "TAU_GIBBS_LABEL",
     "ScorePosterior",
     "gibbs_posterior",
     "mixture_posterior",
@@ -78,6 +85,12 @@ MLE_INTERVAL_LABEL = "maximum likelihood ± 1.96 Fisher SE (not valid under adap
 LEGACY_INTERVAL_LABEL = "maximum likelihood ± 1.96 Fisher SE (scored before posterior intervals)"
 """What a batch scored before the posterior became what reports show holds."""
 
+TAU_GIBBS_LABEL = "posterior mean (Gibbs sampler), 95% interval of its draws"
+"""What :attr:`ScorePosterior.tau` is up to :data:`GIBBS_MAX_N` nodes."""
+
+TAU_EVIDENCE_LABEL = "empirical Bayes (evidence maximum), 95% interval exp(log τ ± 1.96 SE)"
+"""What :attr:`ScorePosterior.tau` is above :data:`GIBBS_MAX_N` nodes (the mixture)."""
+
 
 @dataclass(frozen=True, eq=False)
 class ScorePosterior:
@@ -91,8 +104,17 @@ class ScorePosterior:
             :data:`cj_runner.core.robust.DENSE_MAX_N` nodes).
         order_effect: posterior mean of the position-A logit shift (``None`` unless fitted).
         order_effect_se: its posterior SD.
-        prior_sd: the empirical-Bayes (evidence-maximising) ``tau``.
-        log_prior_sd_se: the standard error of ``log tau`` from the evidence's curvature.
+        tau: the spread of the essays under this posterior, the one reports show: the
+            Gibbs sampler's posterior mean of ``tau``, or for the mixture the evidence's
+            maximum (``evidence_tau``); ``tau_label`` says which.
+        tau_low: the lower end of its 95% interval (``nan`` when unknown).
+        tau_high: the upper end.
+        tau_label: what ``tau`` and its interval are (:data:`TAU_GIBBS_LABEL` or
+            :data:`TAU_EVIDENCE_LABEL`).
+        evidence_tau: the empirical-Bayes (evidence-maximising) ``tau``: the mixture's
+            centre, and the Gibbs sampler's start (``nan`` when sampled without a start).
+        evidence_log_tau_se: the standard error of ``log tau`` from the evidence's
+            curvature.
     """
 
     scores: FloatArray
@@ -100,8 +122,12 @@ class ScorePosterior:
     covariance: FloatArray | None
     order_effect: float | None
     order_effect_se: float | None
-    prior_sd: float
-    log_prior_sd_se: float
+    tau: float
+    tau_low: float
+    tau_high: float
+    tau_label: str
+    evidence_tau: float
+    evidence_log_tau_se: float
 
 
 def _log_half_cauchy(log_tau: FloatArray, scale: float) -> FloatArray:
@@ -232,14 +258,19 @@ def mixture_posterior(
     mean -= mean.mean()
     mean.setflags(write=False)
     se.setflags(write=False)
+    half = 1.96 * log_se if math.isfinite(log_se) else math.nan
     return ScorePosterior(
         scores=mean,
         se=se,
         covariance=covariance,
         order_effect=eta_mean if order else None,
         order_effect_se=math.sqrt(max(eta_second - eta_mean**2, 0.0)) if order else None,
-        prior_sd=math.exp(best),
-        log_prior_sd_se=log_se,
+        tau=math.exp(best),
+        tau_low=math.exp(best - half),
+        tau_high=math.exp(best + half),
+        tau_label=TAU_EVIDENCE_LABEL,
+        evidence_tau=math.exp(best),
+        evidence_log_tau_se=log_se,
     )
 
 
@@ -359,7 +390,7 @@ def gibbs_posterior(
     rhs = np.concatenate([r, [kappa.sum()]]) if order else r
     theta = np.zeros(n) if start is None else np.asarray(start.scores, dtype=np.float64).copy()
     eta = float(start.order_effect or 0.0) if (order and start is not None) else 0.0
-    tau2 = (start.prior_sd if start is not None else 1.0) ** 2
+    tau2 = (start.evidence_tau if start is not None else 1.0) ** 2
     nu = 1.0
     ab = a * n + b
     ba = b * n + a
@@ -367,6 +398,7 @@ def gibbs_posterior(
     bb = b * (n + 1)
     keep_theta = np.empty((max(1, draws), n))
     keep_eta = np.empty(max(1, draws))
+    keep_tau = np.empty(max(1, draws))
     for sweep in range(burn_in + max(1, draws)):
         psi = theta[a] - theta[b] + eta
         omega = polya_gamma(psi, rng) if m else np.zeros(0)
@@ -399,6 +431,7 @@ def gibbs_posterior(
         if sweep >= burn_in:
             keep_theta[sweep - burn_in] = theta - theta.mean()
             keep_eta[sweep - burn_in] = eta
+            keep_tau[sweep - burn_in] = math.sqrt(tau2)
     scores = keep_theta.mean(axis=0)
     covariance = np.cov(keep_theta, rowvar=False).reshape(n, n)
     se = np.sqrt(np.maximum(np.diag(covariance), 0.0))
@@ -410,6 +443,10 @@ def gibbs_posterior(
         covariance=covariance,
         order_effect=float(keep_eta.mean()) if order else None,
         order_effect_se=float(keep_eta.std(ddof=1)) if order else None,
-        prior_sd=start.prior_sd if start is not None else math.nan,
-        log_prior_sd_se=start.log_prior_sd_se if start is not None else math.nan,
+        tau=float(keep_tau.mean()),
+        tau_low=float(np.quantile(keep_tau, 0.025)),
+        tau_high=float(np.quantile(keep_tau, 0.975)),
+        tau_label=TAU_GIBBS_LABEL,
+        evidence_tau=start.evidence_tau if start is not None else math.nan,
+        evidence_log_tau_se=start.evidence_log_tau_se if start is not None else math.nan,
     )

@@ -354,7 +354,16 @@ def final_results(
                 "order_effect": _finite(fit.order_effect),
                 "order_effect_se": _finite(fit.order_effect_se),
             },
-            posterior={"prior_sd": post.prior_sd, "log_prior_sd_se": _finite(post.log_prior_sd_se)},
+            posterior={
+                # the spread of the posterior whose scores and intervals reports show
+                "tau": _finite(post.tau),
+                "tau_low": _finite(post.tau_low),
+                "tau_high": _finite(post.tau_high),
+                "tau_label": post.tau_label,
+                # the evidence's maximum (the Gibbs sampler's start up to 400 nodes)
+                "evidence_tau": _finite(post.evidence_tau),
+                "evidence_log_tau_se": _finite(post.evidence_log_tau_se),
+            },
         )
         if provisional:
             extra["provisional"] = True

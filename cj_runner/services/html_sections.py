@@ -123,6 +123,17 @@ def _robust(report: dict[str, Any]) -> str:
     return text
 
 
+def _spread(report: dict[str, Any]) -> str:
+    """The spread ``tau`` of the shown posterior, its 95% interval and what it is."""
+    text = f"{report['tau']:.2f}"
+    low, high = report.get("tau_ci95_low"), report.get("tau_ci95_high")
+    if low is not None and high is not None:
+        text += f" [{low:.2f}, {high:.2f}]"
+    if report.get("tau_label"):
+        text += f" ({report['tau_label']})"
+    return text
+
+
 def summary_section(s: dict[str, Any]) -> str:
     share = s.get("position_a_share") or {}
     grades = s.get("grades") or {}
@@ -144,6 +155,7 @@ def summary_section(s: dict[str, Any]) -> str:
             f"{s['resampling_pass_count']} resampling pass(es); {s['waves']} waves",
         ),
         ("scores", s.get("interval") or "-"),
+        *([("spread τ", _spread(s))] if s.get("tau") is not None else []),
         ("SSR", s.get("ssr")),
         ("robust reliability", _robust(s)),
         *([("SSR note", s["ssr_note"])] if s.get("ssr_note") else []),

@@ -26,6 +26,7 @@ from cj_runner.services.report_data import (
     header,
     num,
 )
+from cj_runner.services.summary import spread_fields
 
 # ---------------------------------------------------------------- ranking
 
@@ -135,6 +136,7 @@ def ranking_report(data: BatchData) -> dict[str, Any]:
         **header(data),
         "interval": interval_label(data),
         "mle_interval": mle.get("label"),
+        **spread_fields(data.extra),
         "ssr": num(state.get("ssr")),
         "ssr_note": data.extra.get("ssr_note"),
         "robust_reliability": num(robust.get("value")),

@@ -52,6 +52,19 @@ def is_provisional(status: str, nodes: list[repo.NodeRecord]) -> bool:
     return status not in ("COMPLETED", "FAILED") and any(x.score is not None for x in nodes)
 
 
+def spread_fields(extra: dict[str, Any]) -> dict[str, Any]:
+    """The spread ``tau`` of the posterior whose scores and intervals the reports show, its
+    95% interval and what it is (:attr:`cj_runner.core.posterior.ScorePosterior.tau`);
+    ``None`` for a batch not scored, or scored before reports showed it."""
+    post = extra.get("posterior") or {}
+    return {
+        "tau": post.get("tau"),
+        "tau_ci95_low": post.get("tau_low"),
+        "tau_ci95_high": post.get("tau_high"),
+        "tau_label": post.get("tau_label"),
+    }
+
+
 def _duration_s(batch: repo.BatchRecord) -> float | None:
     if batch.finished_at is None:
         return None
@@ -116,6 +129,7 @@ async def build_summary(
         "successful_pairs_count": state["successful_pairs_count"],
         "unique_coverage_complete": bool(state["unique_coverage_complete"]),
         "interval": extra.get("interval") or (LEGACY_INTERVAL_LABEL if ranked else None),
+        **spread_fields(extra),
         "ssr": state.get("ssr"),
         "ssr_note": extra.get("ssr_note"),
         "robust_reliability": (extra.get("robust_reliability") or {}).get("value"),

@@ -11,9 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from tests.cli.helpers import LOWER5, REGULAR24, execute_json, register_example_anchors, report
+from cj_runner.core.posterior import TAU_GIBBS_LABEL, score_posterior
+from tests.cli.helpers import (
+    LOWER5,
+    REGULAR24,
+    execute_json,
+    query,
+    register_example_anchors,
+    report,
+)
 
 KINDS = ("fairness", "coverage", "ranking", "grades")
 
@@ -74,6 +83,10 @@ KEYS: dict[str, list[str]] = {
         *HEADER,
         "interval",
         "mle_interval",
+        "tau",
+        "tau_ci95_low",
+        "tau_ci95_high",
+        "tau_label",
         "ssr",
         "ssr_note",
         "robust_reliability",
@@ -507,3 +520,50 @@ def test_regular_batch_reports(batches: Batches) -> None:
         assert sum(s["probabilities"].values()) == pytest.approx(1.0)
         assert s["confidence"] == pytest.approx(max(s["probabilities"].values()))
         assert s["projected_grade"] == max(s["probabilities"], key=s["probabilities"].get)
+
+
+def test_reports_show_the_samplers_tau(batches: Batches, tmp_path: Path) -> None:
+    """The spread τ every report shows is that of the posterior whose scores they show:
+    the Gibbs sampler's posterior mean, recomputed here from the stored comparisons with
+    the batch's seed, not the evidence's maximum the sampler starts from (the two differ
+    on this batch)."""
+    (seed, settings_json), *_ = query(
+        batches.db, "SELECT seed, settings_json FROM batches WHERE id = ?", (batches.regular,)
+    )
+    rows = query(
+        batches.db,
+        "SELECT a_idx, b_idx, winner FROM comparisons "
+        "WHERE batch_id = ? AND status = 'success' ORDER BY slot",
+        (batches.regular,),
+    )
+    n = query(batches.db, "SELECT count(*) FROM nodes WHERE batch_id = ?", (batches.regular,))[0][0]
+    first = np.array([r[0] for r in rows])
+    second = np.array([r[1] for r in rows])
+    won = np.array([r[2] == "A" for r in rows])
+    order = bool(json.loads(settings_json)["FIT_ORDER_EFFECT"])
+    post = score_posterior(n, first, second, won, order_effect=order, seed=seed)
+    assert post.tau_label == TAU_GIBBS_LABEL
+    assert abs(post.tau - post.evidence_tau) > 0.05  # the two differ here
+    ranking = report_json(batches.db, "ranking", "regular")
+    # the same posterior as the shown scores (so the recomputation is the batch's own)
+    shown = {r["essay_id"]: r["score"] for r in ranking["rows"]}
+    ids = dict(
+        query(batches.db, "SELECT idx, essay_id FROM nodes WHERE batch_id = ?", (batches.regular,))
+    )
+    np.testing.assert_allclose([shown[ids[i]] for i in range(n)], post.scores, atol=1e-12)
+    assert ranking["tau"] == pytest.approx(post.tau, abs=1e-12)
+    assert ranking["tau_ci95_low"] == pytest.approx(post.tau_low, abs=1e-12)
+    assert ranking["tau_ci95_high"] == pytest.approx(post.tau_high, abs=1e-12)
+    assert ranking["tau_ci95_low"] < ranking["tau"] < ranking["tau_ci95_high"]
+    assert ranking["tau_label"] == TAU_GIBBS_LABEL
+    summary = json.loads(
+        report(["summary", "regular", "--db", str(batches.db), "--format", "json"]).stdout
+    )
+    assert summary["tau"] == ranking["tau"] and summary["tau_label"] == TAU_GIBBS_LABEL
+    table = report(["ranking", "regular", "--db", str(batches.db)]).stdout
+    assert f"τ {post.tau:.2f} [{post.tau_low:.2f}, {post.tau_high:.2f}]" in table
+    target = tmp_path / "report.html"
+    assert report(["html", "regular", "--db", str(batches.db), "-o", str(target)]).exit_code == 0
+    page = target.read_text(encoding="utf-8")
+    assert f"{post.tau:.2f} [{post.tau_low:.2f}, {post.tau_high:.2f}]" in page
+    assert "posterior mean (Gibbs sampler)" in page

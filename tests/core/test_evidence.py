@@ -164,7 +164,7 @@ def test_large_batch_intervals_cover_the_truth_under_infogain() -> None:
         post = mixture_posterior(n, a, b, y, order_effect=True)
         centred = truth - truth.mean()
         covered.append(np.abs(post.scores - centred) <= 1.96 * post.se)
-        assert 0.75 < post.prior_sd / centred.std() < 1.5
+        assert 0.75 < post.evidence_tau / centred.std() < 1.5
     assert float(np.mean(covered)) >= 0.88
 
 
@@ -179,7 +179,7 @@ def test_the_expansion_is_not_trusted_at_high_leverage() -> None:
     assert ev.leverage(top) == pytest.approx(evidence.LEVERAGE_MAX, abs=0.05)
     assert _maximise(ev) <= top + 1e-9
     post = mixture_posterior(n, a, b, y)
-    assert post.prior_sd <= math.exp(top) + 1e-9
+    assert post.evidence_tau <= math.exp(top) + 1e-9
     assert np.all(np.isfinite(post.se)) and np.all(post.se < 10)
     # without the second-order term nothing is capped
     assert upper_log_tau(_Evidence(n, a, b, y, second_order=False)) == math.inf

@@ -272,7 +272,7 @@ def test_large_batches_finalize_without_dense_matrices(monkeypatch: pytest.Monke
     dense = posterior.mixture_posterior(n, a, b, won, order_effect=True)
     assert dense.covariance is not None
     # the approximation moves the figures users see by little
-    assert abs(np.log(sparse.prior_sd / dense.prior_sd)) < 0.1
+    assert abs(np.log(sparse.tau / dense.tau)) < 0.1
     assert np.max(np.abs(np.asarray(sparse.scores) - dense.scores)) < 0.05
     assert np.max(np.abs(np.asarray(sparse.se) / dense.se - 1)) < 0.05
     exact = robust.robust_reliability(n, a, b, won, seed=1)
