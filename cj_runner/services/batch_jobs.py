@@ -56,6 +56,11 @@ from cj_runner.storage.storable import valid_token_count
 #: before the run stops (INTERRUPTED; a resume goes on where it stopped).
 ENDPOINT_ATTEMPTS = 6
 
+#: Errors of a batch endpoint that make the judge unusable (the account is refused): the
+#: run stops at once and sends nothing more. Other fatal answers there (an unknown job, a
+#: request the endpoint cannot read) only stop the run (resumable).
+ACCOUNT_REFUSALS = frozenset({"auth", "permission", "quota"})
+
 #: The wait before the second status request of a job; it doubles up to ``batch_poll_s``.
 FIRST_POLL_S = 0.5
 
@@ -473,10 +478,11 @@ class JobRunner:
             try:
                 return await call()
             except JudgeUnavailable as error:
-                # the judge turned unusable (a revoked key, no credit): nothing more is
-                # sent; a job may be running and paid for: stop (resumable), never
-                # finalize here (its calls stay ``sent``: see _end_for_unusable_judge)
-                if self.fatal is None:
+                # a job may be running and paid for: stop (resumable), never finalize here
+                if error.kind in ACCOUNT_REFUSALS and self.fatal is None:
+                    # the judge turned unusable (a revoked key, no credit): nothing more
+                    # is sent; calls in jobs that have not ended stay ``sent``
+                    # (_end_for_unusable_judge)
                     self.fatal = error
                 self.stalled = f"{what}: {error.message}"
                 return None

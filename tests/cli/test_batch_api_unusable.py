@@ -1,11 +1,12 @@
-"""Batch-API mode: the judge turns unusable (its key is refused) while a provider job holds
-a wave's calls. Those calls are paid and their answers may still come: they stay ``sent``,
-the run stops at once (INTERRUPTED, one line, exit 2, no traceback, nothing else sent),
-and ``cj-run resume`` collects the job's answers once the key works again: nothing lost,
-nothing paid twice, ``calls_sent`` right. On SQLite and PostgreSQL.
+"""Batch-API mode: the judge turns unusable (its key, credit or permission is refused)
+while a provider job holds a wave's calls. Those calls are paid and their answers may
+still come: they stay ``sent``, the run stops at once (INTERRUPTED, one line, exit 2, no
+traceback, nothing else sent), and ``cj-run resume`` collects the job's answers once the
+account works again: nothing lost, nothing paid twice, ``calls_sent`` right. On SQLite
+and PostgreSQL.
 
-Rendezvous, never timing: the mock holds the job's first status request until the key
-has been revoked, and a closed gate keeps the job running until the test opens it.
+Rendezvous, never timing: the mock holds the job's first status request until the
+refusal is in place, and a closed gate keeps the job running until the test opens it.
 """
 
 from __future__ import annotations
@@ -49,18 +50,10 @@ def query(db_url: str, sql: str) -> list[tuple[Any, ...]]:
     return asyncio.run(_read())
 
 
-@pytest.mark.parametrize("provider", ["openai", "anthropic"])
-def test_key_refused_while_a_job_runs_keeps_its_calls_for_resume(
-    db_url: str, tmp_path: Path, serve: Any, provider: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("CJ_TEST_BATCH_KEY", KEY)
-    server = serve(polls_to_end=0)
-    server.batches.gate.clear()  # the job keeps running until the gate opens
-    profile = write_profile(
-        tmp_path / "p.yaml",
-        SETTINGS,
-        judge(provider, server, batch=True),
-    )
+def interrupted_run(db_url: str, profile: Path, server: Any, refuse: Any) -> str:
+    """Start ``cj-run execute``; once its job runs (its first poll held), ``refuse()``
+    makes the batch endpoints refuse what follows; returns the run's stderr after checking
+    that it stopped at once, exit 2, without a traceback."""
     hold = server.batches.hold("poll")
     process = subprocess.Popen(
         [cj_run(), "execute", "-i", str(REGULAR24), "--profile", str(profile), "--db", db_url],
@@ -71,23 +64,23 @@ def test_key_refused_while_a_job_runs_keeps_its_calls_for_resume(
     )
     try:
         assert hold.arrived.wait(PATIENCE_S), "the job's first poll never came"
-        server.api_key = "sk-another-key"  # the user's key is revoked: every request is 401
-        hold.release()  # this poll was let in: the job is running; the next poll is refused
+        refuse()
+        hold.release()  # this poll was let in: the job is running; the next one is refused
         _out, err = process.communicate(timeout=PATIENCE_S)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-
-    # the run ends at once, resumable, with one line that says what to do
     assert process.returncode == 2, err
     assert "Traceback" not in err and "StorageError" not in err
     (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert "HTTP 401" in line
-    assert "12 paid calls in provider jobs that have not ended stay stored as sent" in line
-    assert "cj-run resume" in line
+    return line
+
+
+def check_stopped_with_the_job_due(db_url: str, server: Any) -> None:
+    """The run stopped resumable; the job's 12 calls are paid and still coming: not
+    cancelled, not failed, not lost."""
     assert query(db_url, "SELECT status FROM batches") == [("INTERRUPTED",)]
-    # the job's 12 calls are paid and still coming: not cancelled, not failed, not lost
     assert query(db_url, "SELECT status, COUNT(*) FROM comparisons GROUP BY status") == [
         ("sent", 12)
     ]
@@ -95,15 +88,16 @@ def test_key_refused_while_a_job_runs_keeps_its_calls_for_resume(
     assert query(db_url, "SELECT calls_sent FROM batch_state") == [(12,)]
     assert len(server.batches.created) == 1
 
-    server.api_key = KEY  # the user fixes the key
+
+def resume_collects_the_job(db_url: str, server: Any) -> None:
+    """``cj-run resume`` collects the job's answers and finishes: every job submitted once,
+    48 calls for 48 answers, nothing asked twice."""
     server.batches.gate.set()
     (batch_id,) = query(db_url, "SELECT id FROM batches")[0]
     result = run(["resume", batch_id, "--db", db_url, "--json"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.lstrip().startswith("{")
     summary = json.loads(result.stdout)
     assert summary["status"] == "COMPLETED"
-    # every job submitted once; the first job's answers collected, not asked again
     keys = job_keys(server)
     assert len(keys) == len(set(keys)) == 4
     asked = [len(server.batches.jobs[j].requests) for j in server.batches.created]
@@ -118,3 +112,60 @@ def test_key_refused_while_a_job_runs_keeps_its_calls_for_resume(
     ]
     assert query(db_url, "SELECT COUNT(DISTINCT slot), MAX(attempt) FROM comparisons") == [(48, 1)]
     assert summary["successful_comparisons"] == 48
+
+
+@pytest.mark.parametrize(
+    ("provider", "cause", "status"),
+    [
+        ("openai", "revoked", 401),
+        ("anthropic", "revoked", 401),
+        ("openai", "quota", 429),
+        ("anthropic", "permission", 403),
+    ],
+    ids=["openai-key-revoked", "anthropic-key-revoked", "openai-no-credit", "anthropic-forbidden"],
+)
+def test_judge_unusable_while_a_job_runs_keeps_its_calls_for_resume(
+    db_url: str,
+    tmp_path: Path,
+    serve: Any,
+    provider: str,
+    cause: str,
+    status: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CJ_TEST_BATCH_KEY", KEY)
+    server = serve(polls_to_end=0)
+    server.batches.gate.clear()  # the job keeps running until the gate opens
+    profile = write_profile(tmp_path / "p.yaml", SETTINGS, judge(provider, server, batch=True))
+
+    def refuse() -> None:
+        if cause == "revoked":
+            server.api_key = "sk-another-key"  # every request is 401 from now on
+        else:
+            server.batches.refuse(cause, times=100)  # until the user sorts it out
+
+    line = interrupted_run(db_url, profile, server, refuse)
+    assert f"HTTP {status}" in line
+    assert "12 paid calls in provider jobs that have not ended stay stored as sent" in line
+    assert "cj-run resume" in line
+    check_stopped_with_the_job_due(db_url, server)
+
+    server.api_key = KEY  # the user fixes the key, buys credit
+    server.batches.refusals.clear()
+    resume_collects_the_job(db_url, server)
+
+
+def test_an_unknown_job_at_a_poll_stops_the_run_but_is_not_an_unusable_judge(
+    db_url: str, tmp_path: Path, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 404 at the status endpoint (the provider briefly does not know the job) stops
+    the run resumable, the job's calls kept, but does not say the key or credit is wrong."""
+    monkeypatch.setenv("CJ_TEST_BATCH_KEY", KEY)
+    server = serve(polls_to_end=0)
+    server.batches.gate.clear()
+    profile = write_profile(tmp_path / "p.yaml", SETTINGS, judge("anthropic", server, batch=True))
+    line = interrupted_run(db_url, profile, server, lambda: server.batches.refuse("not_found"))
+    assert "HTTP 404" in line and "fix the server" in line
+    assert "paid calls" not in line and "key, credit" not in line
+    check_stopped_with_the_job_due(db_url, server)
+    resume_collects_the_job(db_url, server)
