@@ -27,7 +27,16 @@ confidence against its accuracy per projected grade.
 
 ``--anchors`` (a sensitivity check, not the benchmark's definition): ``fixed`` (the
 benchmark), ``prior`` (four anchors drawn like the students, sorted), ``spread`` (at the
-10/35/65/90 percentiles) or ``narrow`` (30/45/55/70).
+10/35/65/90 percentiles), ``narrow`` (30/45/55/70) or ``fixed12`` (the issue's setup: 12
+anchors, three per grade, at the centres of 12 equal slices of the students'
+distribution, so the true boundaries sit near the 25/50/75 percentiles; the true grade is
+still the grade of the true score on the anchors' true isotonic calibration).
+
+``--anchor-weight K`` runs the batches with ``ANCHOR_WEIGHT=K`` (anchors chosen about K
+times as often as a student, in the same budget). Every run prints the cost side too: per
+size and checkpoint, the students' RMS error (posterior means against the centred truth),
+their Spearman correlation with the truth, the comparisons per anchor and per student,
+and the anchors' RMS posterior SD.
 
 Run: ``nice -n 10 python benchmarks/bench_grades.py --strategy random --sizes 24,100
 --replicates 120,40 --ordered --diagnostics --workers 2`` (about 6 minutes on two loaded
@@ -81,6 +90,8 @@ ANCHOR_LAYOUTS = {
     "fixed": bc.ANCHOR_PERCENTILES,
     "spread": (0.10, 0.35, 0.65, 0.90),
     "narrow": (0.30, 0.45, 0.55, 0.70),
+    # the issue's setup: 12 anchors, three per grade, at the centres of 12 equal slices
+    "fixed12": tuple((k + 0.5) / 12 for k in range(12)),
 }
 
 
@@ -93,7 +104,9 @@ def make_net(n: int, replicate: int, layout: str) -> tuple[np.ndarray, dict[int,
         anchors = np.sort(np.random.default_rng([14, n, replicate]).standard_normal(4))
     else:
         anchors = np.asarray(stats.norm.ppf(ANCHOR_LAYOUTS[layout]))
-    return np.concatenate([z, anchors]) * bc._sd(), {n + k: k for k in range(4)}
+    per_grade = anchors.size // len(bc.SCALE.grades)  # in grade order, `per_grade` a grade
+    grades = {n + k: k // per_grade for k in range(anchors.size)}
+    return np.concatenate([z, anchors]) * bc._sd(), grades
 
 
 def _ordered_ok(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -260,6 +273,16 @@ def _grades(
         out["grades_projected"] = [bc.SCALE.index(p.grade) for p in result.students]
     m, cov = np.asarray(post.scores), np.asarray(post.covariance)
     a, idx = np.asarray(nodes, dtype=np.intp), np.array([anchors[i] for i in nodes], dtype=float)
+    # the cost side: the students' accuracy, and how the comparisons were shared out
+    error = m[students] - (truth - truth.mean())[students]
+    per_node = np.bincount(first, minlength=n) + np.bincount(second, minlength=n)
+    out["accuracy"] = (
+        math.sqrt(float(np.mean(error**2))),
+        float(stats.spearmanr(m[students], truth[students]).statistic),
+        float(per_node[a].mean()),
+        float(per_node[students].mean()),
+        math.sqrt(float(np.mean(np.diag(cov)[a]))),
+    )
     if ordered and result.deferred_reason is None:
         probs = ordered_probabilities(m, cov, a, idx, students, wf.seed)
         best = probs.argmax(axis=1)
@@ -298,8 +321,8 @@ def _grades(
     return out
 
 
-def run_one(args: tuple[int, str, int, str, bool, bool, bool]) -> dict[str, Any]:
-    n, strategy, replicate, layout, diag, ordered, centred = args
+def run_one(args: tuple[int, str, int, str, bool, bool, bool, float]) -> dict[str, Any]:
+    n, strategy, replicate, layout, diag, ordered, centred, anchor_weight = args
     truth, anchors = make_net(n, replicate, layout)
     nodes = len(truth)
     out: dict[str, Any] = {"n": n, "replicate": replicate}
@@ -312,7 +335,7 @@ def run_one(args: tuple[int, str, int, str, bool, bool, bool]) -> dict[str, Any]
 
     run_harness(
         bc.BTJudge(true_scores=truth),
-        bc._settings(strategy),
+        bc._settings(strategy, ANCHOR_WEIGHT=anchor_weight),
         total_budget=max(bc.GRADE_CPE) * nodes // 2 + 1,
         n_students=n,
         seed=1000 * replicate + n,
@@ -436,6 +459,32 @@ def by_grade_lines(results: list[dict[str, Any]], keys: list[str]) -> list[str]:
     return lines
 
 
+def accuracy_lines(results: list[dict[str, Any]]) -> list[str]:
+    """The students' accuracy per size and checkpoint (the cost of ``--anchor-weight``):
+    RMS error of the posterior means against the centred truth, Spearman with the truth,
+    comparisons per anchor and per student, the anchors' RMS posterior SD; means over runs
+    ± MC SE."""
+    lines = [
+        "Students' accuracy and the comparisons' share (mean over runs ± MC SE)",
+        "| n | cpe | runs | RMS error (students) | Spearman | comparisons per anchor | "
+        "per student | anchor posterior SD |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n in sorted({r["n"] for r in results}):
+        for cpe in bc.GRADE_CPE:
+            rows = np.array([r[cpe]["accuracy"] for r in results if r["n"] == n and cpe in r])
+            if rows.size == 0:
+                continue
+            k = len(rows)
+            mean = rows.mean(axis=0)
+            se = rows.std(axis=0, ddof=1) / math.sqrt(k) if k > 1 else np.full(5, np.nan)
+            lines.append(
+                f"| {n} | {cpe} | {k} | {mean[0]:.3f} ± {se[0]:.3f} | {mean[1]:.3f} ± {se[1]:.3f} "
+                f"| {mean[2]:.1f} | {mean[3]:.1f} | {mean[4]:.2f} |"
+            )
+    return lines
+
+
 def diag_lines(results: list[dict[str, Any]]) -> list[str]:
     lines = [
         "Boundaries: true minus shown (isotonic fit of the posterior means) and true minus the "
@@ -489,7 +538,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicates", default="120,40", help="per size")
     parser.add_argument("--offset", type=int, default=0, help="first replicate number")
     parser.add_argument(
-        "--anchors", default="fixed", choices=["fixed", "prior", "spread", "narrow"]
+        "--anchors", default="fixed", choices=["fixed", "prior", "spread", "narrow", "fixed12"]
+    )
+    parser.add_argument(
+        "--anchor-weight",
+        type=float,
+        default=1.0,
+        help="the ANCHOR_WEIGHT setting of the runs (1: anchors chosen like students)",
     )
     parser.add_argument("--diagnostics", action="store_true")
     parser.add_argument(
@@ -522,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
             args.diagnostics,
             args.ordered,
             args.centred,
+            args.anchor_weight,
         )
         for n, k in zip(sizes, reps, strict=True)
         for r in range(k)
@@ -579,6 +635,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.by_grade:
         lines += by_grade_lines(results, keys)
         lines.append("")
+    lines += accuracy_lines(results)
+    lines.append("")
     if args.diagnostics:
         lines += diag_lines(results)
         lines.append("")

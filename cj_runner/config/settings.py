@@ -102,6 +102,18 @@ class Settings(BaseModel, frozen=True, extra="forbid"):
             "reliability estimate."
         ),
     )
+    ANCHOR_WEIGHT: float = Field(
+        1.0,
+        ge=1,
+        le=10,
+        allow_inf_nan=False,
+        description=(
+            "Selection weight of the anchors: under `random` an anchor is drawn about this "
+            "many times as often as a student; `infogain` and `grade_boundary` weight its "
+            "uncertainty by it (1 = anchors chosen like students). Narrows the grade "
+            "boundaries at the cost of the students' own comparisons."
+        ),
+    )
     PANEL_DOUBLE_SHARE: float | None = Field(
         None,
         ge=0,

@@ -175,21 +175,29 @@ def _disjoint_greedy(
 
 
 def random_complement(
-    graph: CandidateGraph, k: int, rng: np.random.Generator, cap: int | None = None
+    graph: CandidateGraph,
+    k: int,
+    rng: np.random.Generator,
+    cap: int | None = None,
+    weight: npt.NDArray[np.float64] | None = None,
 ) -> list[Edge] | None:
     """``k`` distinct uniformly random candidate edges of a complement-form graph.
 
     Draws ordered node pairs and keeps the candidates (rejection sampling is uniform
     over the candidates); ``None`` when too many draws were rejected (a nearly complete
-    net), so the caller enumerates the candidates instead.
+    net), so the caller enumerates the candidates instead. With ``weight`` (one value
+    ``> 0`` per node) each node is drawn with probability proportional to its weight, so
+    an edge is drawn in proportion to ``weight[x] * weight[y]`` (``ANCHOR_WEIGHT``).
     """
     n = graph.n
     uses = np.zeros(n, dtype=np.int64)
     chosen: list[Edge] = []
     seen: set[Edge] = set()
     budget = _MAX_REJECTIONS * max(k, 1)
+    p = None if weight is None else np.asarray(weight, dtype=np.float64) / float(np.sum(weight))
     while len(chosen) < k and budget > 0:
-        draws = rng.integers(0, n, size=(2 * (k - len(chosen)) + 8, 2))
+        size = (2 * (k - len(chosen)) + 8, 2)
+        draws = rng.integers(0, n, size=size) if p is None else rng.choice(n, size=size, p=p)
         for x, y in draws.tolist():
             budget -= 1
             if budget <= 0:

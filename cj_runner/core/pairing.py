@@ -79,6 +79,9 @@ class PairingState:
             WorkflowState`) saves rebuilding them, so a coverage wave of the greedy
             strategies costs ``O(n)`` per pair, whatever the comparisons so far.
         degree: ``len(neighbours[i])`` for every node (with ``neighbours``).
+        node_weight: optional per node selection weight ``>= 1`` (``ANCHOR_WEIGHT`` on the
+            anchors; :class:`~cj_runner.core.strategies.SelectionProblem` says how each
+            strategy uses it); ``None``: every node alike. Audit pairs ignore it.
     """
 
     n_nodes: int
@@ -94,6 +97,7 @@ class PairingState:
     prior_precision: float = 0.01
     neighbours: Sequence[Collection[int]] | None = None
     degree: np.ndarray | None = None
+    node_weight: np.ndarray | None = None
 
 
 class OrientationCounts(Mapping[tuple[int, int], tuple[int, int]]):
@@ -260,7 +264,7 @@ def _check_state(state: PairingState) -> None:
     n = state.n_nodes
     if n < 0:
         raise ValueError(f"n_nodes must be >= 0, got {n}")
-    for name in ("scores", "a_counts", "b_counts", "se", "grade_uncertainty"):
+    for name in ("scores", "a_counts", "b_counts", "se", "grade_uncertainty", "node_weight"):
         arr = getattr(state, name)
         if arr is not None and np.shape(arr) != (n,):
             raise ValueError(f"{name} must have shape ({n},), got {np.shape(arr)}")
@@ -362,6 +366,7 @@ def _problem(state: PairingState, mode: Mode, wave_size: int) -> SelectionProble
         ),
         comparisons=comparisons,
         prior_precision=state.prior_precision,
+        node_weight=_node_weight(state, mode),
     )
 
 
@@ -498,4 +503,15 @@ def _graph_problem(
         ),
         prior_precision=state.prior_precision,
         graph=graph,
+        node_weight=_node_weight(state, mode),
     )
+
+
+def _node_weight(state: PairingState, mode: Mode) -> npt.NDArray[np.float64] | None:
+    """The selection weights of ``state`` (``None`` for audit pairs: uniformly random)."""
+    if state.node_weight is None or mode is Mode.AUDIT:
+        return None
+    weight = np.asarray(state.node_weight, dtype=np.float64)
+    if not np.all(np.isfinite(weight)) or np.any(weight <= 0):
+        raise ValueError("node_weight must be finite and positive")
+    return weight

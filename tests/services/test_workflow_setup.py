@@ -34,6 +34,7 @@ EVERY_SETTING: dict[str, Any] = {
     "BT_PRIOR_PRECISION": 0.05,
     "MIN_RESAMPLING_NET_SIZE": 4,
     "AUDIT_SHARE": 0.2,
+    "ANCHOR_WEIGHT": 2.5,
     "FIT_ORDER_EFFECT": False,
     "TARGET_RELIABILITY": 0.7,
     "PANEL_DOUBLE_SHARE": 0.3,
@@ -52,6 +53,7 @@ def _assert_reads_settings(wf: WorkflowState, settings: Settings) -> None:
     assert wf.prior_precision == 0.05
     assert wf.min_resampling_net_size == 4
     assert wf.audit_share == 0.2
+    assert wf.anchor_weight == 2.5
     assert wf.order_effect is False
     assert wf.robust_reliability_fn is not None
 

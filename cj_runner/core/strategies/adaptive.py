@@ -180,9 +180,20 @@ class _DiagonalModel:
 def _adaptive_select(
     problem: SelectionProblem, k: int, rng: np.random.Generator, weights: FloatArray | None
 ) -> list[Edge]:
-    """Greedy largest expected reduction of ``trace(W C)`` (module docstring)."""
+    """Greedy largest expected reduction of ``trace(W C)`` (module docstring).
+
+    ``problem.node_weight`` (``ANCHOR_WEIGHT``) multiplies ``W``, and a node of weight
+    ``K`` may appear ``ceil(K)`` times in the wave's node-disjoint phase (exact model
+    only; above :data:`COVARIANCE_MAX_N` nodes the weight enters the gain alone).
+    """
     n = problem.n_nodes
     graph = problem.graph
+    if problem.node_weight is not None:
+        node_weight = np.asarray(problem.node_weight, dtype=np.float64)
+        weights = node_weight if weights is None else weights * node_weight
+        slots = np.ceil(node_weight).astype(np.int64)
+    else:
+        slots = np.ones(n, dtype=np.int64)
     if n > COVARIANCE_MAX_N and graph is not None and k > 0:
         # large nets: the variances come with the problem (pending calls counted)
         assert problem.se is not None
@@ -249,11 +260,11 @@ def _adaptive_select(
                 take(e)
         gains[alive] = model.gains(lo[alive], hi[alive], w[alive])
     while len(chosen) < k and alive.any():
-        free = alive & (uses[lo] == 0) & (uses[hi] == 0)
+        free = alive & (uses[lo] < slots[lo]) & (uses[hi] < slots[hi])
         if free.any():
             pool = np.flatnonzero(free)
         else:  # no disjoint pair left: the pairs whose nodes were used least
-            load = uses[lo] + uses[hi]
+            load = uses[lo] / slots[lo] + uses[hi] / slots[hi]
             pool = np.flatnonzero(alive & (load == load[alive].min()))
         best = gains[pool]
         top = float(best.max())

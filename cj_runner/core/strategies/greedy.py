@@ -297,10 +297,17 @@ def swiss(problem: SelectionProblem, k: int, rng: np.random.Generator) -> list[E
 
 
 def random_edges(problem: SelectionProblem, k: int, rng: np.random.Generator) -> list[Edge]:
-    """Uniformly random distinct candidate edges, skipping any that breaks the node cap."""
+    """Uniformly random distinct candidate edges, skipping any that breaks the node cap.
+
+    With ``problem.node_weight`` the edges are drawn one after another without
+    replacement, each with probability proportional to the product of its nodes' weights
+    among the edges left (exponential keys, Efraimidis & Spirakis 2006): a node of weight
+    ``K`` is in about ``K`` times as many pairs as a node of weight 1.
+    """
     graph = problem.graph
+    weight = problem.node_weight
     if graph is not None and graph.complement and problem.node_cap is None:
-        fast = random_complement(graph, k, rng)
+        fast = random_complement(graph, k, rng, weight=weight)
         if fast is not None:
             return fast
     if graph is not None and not graph.complement:
@@ -310,12 +317,18 @@ def random_edges(problem: SelectionProblem, k: int, rng: np.random.Generator) ->
     if lo.size == 0 or k <= 0:
         return []
     cap = problem.node_cap
-    if cap is None:
+    if weight is not None:
+        order = np.argsort(rng.exponential(size=lo.size) / (weight[lo] * weight[hi]))
+    elif cap is None:
         take = rng.choice(lo.size, size=min(k, lo.size), replace=False)
         return [(int(lo[i]), int(hi[i])) for i in take]
+    else:
+        order = rng.permutation(lo.size)
+    if cap is None:
+        return [(int(lo[i]), int(hi[i])) for i in order[:k]]
     uses = np.zeros(problem.n_nodes, dtype=np.int64)
     chosen: list[Edge] = []
-    for i in rng.permutation(lo.size):
+    for i in order:
         a, b = int(lo[i]), int(hi[i])
         if uses[a] < cap and uses[b] < cap:
             chosen.append((a, b))

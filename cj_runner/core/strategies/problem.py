@@ -48,6 +48,12 @@ class SelectionProblem:
             ``infogain`` and ``grade_boundary`` uses it).
         graph: the same candidates (levels and complement sides included) without an
             ``n x n`` matrix; the greedy strategies work on it.
+        node_weight: per node selection weight ``>= 1`` (``ANCHOR_WEIGHT`` on the anchors),
+            or ``None``: every node alike. ``random`` draws an edge in proportion to the
+            product of its nodes' weights; ``infogain`` and ``grade_boundary`` multiply
+            a node's term of the trace by its weight and let a node of weight ``K`` appear
+            ``ceil(K)`` times in a wave's node-disjoint phase; ``balanced`` and ``swiss``
+            ignore it.
     """
 
     n_nodes: int
@@ -65,6 +71,7 @@ class SelectionProblem:
     comparisons: IntArray | None = None
     prior_precision: float = 0.01
     graph: CandidateGraph | None = None
+    node_weight: FloatArray | None = None
 
     def candidate_graph(self) -> CandidateGraph:
         """The candidates as a :class:`CandidateGraph` (``graph``, else from the matrices)."""

@@ -109,6 +109,7 @@ class _WorkflowRecord:
     double_share: float = 0.0
     wave_judges: list[int | None] = field(default_factory=list)
     doubles_planned: int = 0
+    anchor_weight: float = 1.0
 
     def __post_init__(self) -> None:
         n = self.n_nodes

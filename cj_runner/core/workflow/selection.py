@@ -91,6 +91,7 @@ class _WorkflowSelection(_WorkflowRecord):
             se=se,
             grade_uncertainty=weights,
             prior_precision=precision,
+            node_weight=self.node_weight(),
         )
         wave = self.waves_completed + 1 if wave_no is None else wave_no
         rng = np.random.default_rng([self.seed, wave])
@@ -154,6 +155,15 @@ class _WorkflowSelection(_WorkflowRecord):
             state, a_counts=a_counts, b_counts=b_counts, in_flight=frozenset(blocked)
         )
         return select_pairs(audit_state, Mode.AUDIT, k, rng)
+
+    def node_weight(self) -> np.ndarray | None:
+        """Per node selection weight: ``anchor_weight`` on the anchors, 1 on the students;
+        ``None`` (every node alike, today's selection exactly) with weight 1 or no anchors."""
+        if self.anchor_weight == 1.0 or not self.anchor_grades:
+            return None
+        weight = np.ones(self.n_nodes, dtype=float)
+        weight[sorted(self.anchor_grades)] = self.anchor_weight
+        return weight
 
     def _grade_uncertainty(self, scores: np.ndarray, se: np.ndarray | None) -> np.ndarray | None:
         """``grade_boundary`` weights from the posterior (``None``: uniform)."""

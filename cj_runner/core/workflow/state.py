@@ -70,6 +70,8 @@ class WorkflowState(_WorkflowSelection):
             second asks).
         doubles_planned: pairs asked of two judges in the waves planned so far (they go
             round the pairs of judges in turn; a resumed batch counts its stored ones).
+        anchor_weight: ``ANCHOR_WEIGHT``, the selection weight of every anchor (1: an
+            anchor is chosen like a student; see :meth:`node_weight`).
     """
 
     # ------------------------------------------------------------------ decisions
