@@ -28,6 +28,8 @@ Rules (``--rules``; the same seeds for each, so the cells are paired):
 * ``product``: the code as it is.
 * ``before``: the evidence without the second-order term up to 400 nodes (the rule
   before it was given to the robust reliability and the sampler's start above 200).
+* ``small_plain``: the robust reliability with the plain evidence up to 200 nodes (the
+  rule before it got the second-order term above 50 nodes).
 * ``selection``: ``product`` and selection's ``tau`` with the second-order term above
   200 nodes too (measured and not adopted: docs/decisions.md).
 
@@ -69,7 +71,7 @@ from cj_runner.core.workflow import WaveEnd, WorkflowState
 from cj_runner.services.harness import SimulatedJudge, run_harness
 
 TRUE_SD = 1.64
-RULES = ("product", "before", "selection")
+RULES = ("product", "before", "small_plain", "selection")
 MILESTONES = (1, 2, 4, 8)
 """Comparisons per essay at which the ``tau`` selection used is reported."""
 
@@ -77,10 +79,17 @@ MILESTONES = (1, 2, 4, 8)
 @contextlib.contextmanager
 def rule(name: str) -> Iterator[None]:
     """Run the product under one of :data:`RULES` (module docstring)."""
-    saved = (evidence.SECOND_ORDER_MIN_N, evidence.SELECTION_SECOND_ORDER_MIN_N)
+    saved = (
+        evidence.SECOND_ORDER_MIN_N,
+        evidence.SELECTION_SECOND_ORDER_MIN_N,
+        evidence.RELIABILITY_SECOND_ORDER_MIN_N,
+    )
     if name == "before":
         evidence.SECOND_ORDER_MIN_N = evidence.DENSE_MAX_N
         evidence.SELECTION_SECOND_ORDER_MIN_N = evidence.DENSE_MAX_N
+        evidence.RELIABILITY_SECOND_ORDER_MIN_N = evidence.DENSE_MAX_N
+    elif name == "small_plain":
+        evidence.RELIABILITY_SECOND_ORDER_MIN_N = evidence.SECOND_ORDER_MIN_N
     elif name == "selection":
         evidence.SELECTION_SECOND_ORDER_MIN_N = evidence.SECOND_ORDER_MIN_N
     elif name != "product":
@@ -88,7 +97,11 @@ def rule(name: str) -> Iterator[None]:
     try:
         yield
     finally:
-        evidence.SECOND_ORDER_MIN_N, evidence.SELECTION_SECOND_ORDER_MIN_N = saved
+        (
+            evidence.SECOND_ORDER_MIN_N,
+            evidence.SELECTION_SECOND_ORDER_MIN_N,
+            evidence.RELIABILITY_SECOND_ORDER_MIN_N,
+        ) = saved
 
 
 def selection_tau(state: WorkflowState, end: WaveEnd) -> tuple[int, float] | None:

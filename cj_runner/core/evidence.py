@@ -54,6 +54,7 @@ from cj_runner.core.gabp import laplacian_bp
 __all__ = [
     "DENSE_MAX_N",
     "LEVERAGE_MAX",
+    "RELIABILITY_SECOND_ORDER_MIN_N",
     "SECOND_ORDER_MIN_N",
     "SELECTION_SECOND_ORDER_MIN_N",
     "upper_log_tau",
@@ -71,14 +72,29 @@ belief-propagation approximation of :func:`cj_runner.core.bt.fit_bt`, so finaliz
 
 SECOND_ORDER_MIN_N = 200
 """The evidence of batches with more nodes than this carries the second-order term
-(module docstring): the robust reliability (and with it the ``TARGET_RELIABILITY`` stop),
-the Gibbs sampler's start (``ScorePosterior.evidence_tau``) and, above
-:data:`DENSE_MAX_N` nodes, the Laplace mixture users see and its ``tau``. Between 200
-and 400 nodes the plain evidence put the robust reliability 0.045-0.08 below the true one
-on average at 10 comparisons per essay under ``infogain``; with the term 0.01-0.03
-(docs/statistics.md, "Between 200 and 400 nodes"). Up to 200 nodes nothing changes: the
-figures measured there (n = 24 and 100) stay those of the plain evidence. Pair selection
-has its own threshold, :data:`SELECTION_SECOND_ORDER_MIN_N`."""
+(module docstring) by default (``_Evidence(second_order=None)``): the empirical-Bayes fit
+pair selection uses up to 200 nodes, the Gibbs sampler's start
+(``ScorePosterior.evidence_tau``) and, above :data:`DENSE_MAX_N` nodes, the Laplace
+mixture users see and its ``tau``. Between 200 and 400 nodes the plain evidence put the
+robust reliability 0.045-0.08 below the true one on average at 10 comparisons per essay
+under ``infogain``; with the term 0.01-0.03 (docs/statistics.md, "Between 200 and 400
+nodes"). Up to 200 nodes the plain evidence stays for pair selection and the sampler's
+start, so the shown scores there are unchanged; the robust reliability has its own
+threshold, :data:`RELIABILITY_SECOND_ORDER_MIN_N`, and pair selection above 200 nodes
+:data:`SELECTION_SECOND_ORDER_MIN_N`."""
+
+RELIABILITY_SECOND_ORDER_MIN_N = 50
+"""The robust reliability's evidence (:func:`cj_runner.core.robust.robust_reliability`,
+and with it the ``TARGET_RELIABILITY`` stop and judge health) carries the second-order
+term above this many nodes. At 75-150 nodes the plain evidence put the robust reliability
+0.11-0.12 below the true one on average at 10 comparisons per essay under ``infogain``
+(RMS 0.15-0.24); with the term 0.03-0.06 (RMS 0.07-0.11), and no measured cell got worse,
+at a fixed budget or at a ``TARGET_RELIABILITY`` stop. At 50 nodes the term lowered the
+error at a fixed budget but raised it at the stop (RMS 0.055 -> 0.084 under
+``infogain``: the stop came earlier and more often below the target), so up to 50 nodes
+the plain evidence stays (docs/statistics.md, "Reliability"). Pair selection and the
+Gibbs sampler's start, and with them the shown scores, keep the plain evidence up to
+:data:`SECOND_ORDER_MIN_N` nodes."""
 
 SELECTION_SECOND_ORDER_MIN_N = DENSE_MAX_N
 """Pair selection above 200 nodes (:func:`cj_runner.core.robust.empirical_bayes_prior_sd`)

@@ -20,7 +20,9 @@ squared correlation between the reported scores and the latent ("true") qualitie
     qualities stays valid under any adaptive design, where frequentist figures such as
     SSR do not. The qualities get a hierarchical prior ``N(0, tau^2)``, ``tau`` set by
     empirical Bayes: it maximises the Laplace approximation of the marginal likelihood
-    (MacKay 1992, "Bayesian interpolation"), on a grid refined by Brent's method (see
+    (MacKay 1992, "Bayesian interpolation"), above 50 nodes with its second-order term
+    (Shun & McCullagh 1995; ``RELIABILITY_SECOND_ORDER_MIN_N`` in
+    :mod:`cj_runner.core.evidence`), on a grid refined by Brent's method (see
     :func:`empirical_bayes_fit`). The estimate is the posterior expectation of
     ``corr(reported scores, qualities)^2``, by Monte Carlo over draws from the Laplace
     posterior ``N(m, Sigma)``. Its weak point is ``tau``: a strongly adaptive design
@@ -111,15 +113,23 @@ class EmpiricalBayesFit:
             evidence at its maximum (``inf`` when flat): a large value means the
             comparisons say little about the spread of the qualities, as under strongly
             adaptive designs without audits, and the robust reliability is then uncertain.
+        second_order: whether that evidence carried the second-order term (``None``: not
+            recorded; :func:`robust_reliability` then takes the fit as given).
     """
 
     fit: BTFit
     prior_sd: float
     log_prior_sd_se: float
+    second_order: bool | None = None
 
 
 def empirical_bayes_fit(
-    n_items: int, first: ArrayLike, second: ArrayLike, first_won: ArrayLike
+    n_items: int,
+    first: ArrayLike,
+    second: ArrayLike,
+    first_won: ArrayLike,
+    *,
+    second_order: bool | None = None,
 ) -> EmpiricalBayesFit:
     """Bradley-Terry fit with a hierarchical ``N(0, tau^2)`` prior, ``tau`` by empirical Bayes.
 
@@ -136,6 +146,10 @@ def empirical_bayes_fit(
         first: node in position A per comparison.
         second: node in position B.
         first_won: whether position A won.
+        second_order: whether the evidence carries the second-order term (default: above
+            :data:`cj_runner.core.evidence.SECOND_ORDER_MIN_N` nodes, as pair selection
+            and the sampler's start take it; :func:`robust_reliability` asks for it above
+            :data:`cj_runner.core.evidence.RELIABILITY_SECOND_ORDER_MIN_N` nodes).
 
     Returns:
         An :class:`EmpiricalBayesFit`.
@@ -145,12 +159,14 @@ def empirical_bayes_fit(
         np.asarray(first, dtype=np.int64),
         np.asarray(second, dtype=np.int64),
         np.asarray(first_won, dtype=bool),
+        second_order=second_order,
     )
     log_tau = _maximise(evidence)
     return EmpiricalBayesFit(
         fit=evidence.fit(log_tau),
         prior_sd=math.exp(log_tau),
         log_prior_sd_se=evidence.curvature_se(log_tau),
+        second_order=evidence.second_order,
     )
 
 
@@ -220,7 +236,10 @@ def robust_reliability(
         samples: posterior draws (``posterior``).
         splits: random splits averaged (``split_half``).
         posterior: :func:`empirical_bayes_fit` of the same comparisons, if already
-            computed (``posterior``).
+            computed (``posterior``); used only if its evidence is the one the
+            reliability takes (the second-order term above
+            :data:`cj_runner.core.evidence.RELIABILITY_SECOND_ORDER_MIN_N` nodes; a fit
+            that does not record it is used as given), else the reliability fits its own.
 
     Returns:
         A :class:`RobustReliability`; ``value`` is ``None`` with fewer than 3 nodes in
@@ -249,7 +268,11 @@ def robust_reliability(
     if modes is not None:
         detail.update(_audit_detail(n_items, a, b, y, modes, prior_precision))
     if method == "posterior":
-        eb = posterior if posterior is not None else empirical_bayes_fit(n_items, a, b, y)
+        wanted = n_items > evidence_module.RELIABILITY_SECOND_ORDER_MIN_N
+        if posterior is not None and posterior.second_order in (None, wanted):
+            eb = posterior
+        else:
+            eb = empirical_bayes_fit(n_items, a, b, y, second_order=wanted)
         value = _posterior(eb, reported.scores, subset, rng, samples, detail)
     else:
         value = _split_half(n_items, a, b, y, prior_precision, subset, rng, splits, detail)

@@ -1,7 +1,8 @@
 """The evidence for ``tau`` between 200 and 400 nodes (docs/statistics.md, "Large batches:
-the evidence for tau"): the second-order term for the robust reliability, the reported
-``tau`` and the sampler's start; selection keeps the plain evidence; nothing moves below
-200 nodes."""
+the evidence for tau"): the second-order term for the robust reliability and the
+sampler's start; selection keeps the plain evidence; below 200 nodes selection and the
+sampler's start keep the plain evidence (the robust reliability there:
+tests/core/test_reliability_small.py)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ from tests.core.test_evidence import harness_design, random_design
     seed=st.integers(0, 2**16),
 )
 def test_nothing_moves_up_to_200_nodes(n: int, per_node: float, sd: float, seed: int) -> None:
-    """Up to 200 nodes the robust reliability's ``tau`` is the plain (dense) Laplace
-    evidence's maximum, as before: the calibration figures at n = 24 and 100 stand."""
+    """Up to 200 nodes the empirical-Bayes fit selection uses (and the sampler's start)
+    takes the plain (dense) Laplace evidence's maximum, as before: the shown scores stand."""
     a, b, y, _ = random_design(n, max(2, int(per_node * n / 2)), sd, seed)
     plain = math.exp(_maximise(_Evidence(n, a, b, y, dense=True, second_order=False)))
     assert empirical_bayes_fit(n, a, b, y).prior_sd == plain

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cj_runner.core import evidence
 from cj_runner.core.bt import BTFit, max_score_change
 from cj_runner.core.continuation import (
     Action,
@@ -160,8 +161,9 @@ def robust_reliability_hook(
 
     def hook(state: WorkflowState, fit: BTFit) -> float | None:
         first, second, first_won = state.comparison_arrays()
+        n = state.n_nodes
         result = robust_reliability(
-            state.n_nodes,
+            n,
             first,
             second,
             first_won,
@@ -170,11 +172,20 @@ def robust_reliability_hook(
             prior_precision=state.prior_precision,
             nodes=subset,
             method=method,
-            posterior=state.posterior() if method == "posterior" else None,
+            posterior=state.posterior() if method == "posterior" and _shared(n) else None,
         )
         return result.value
 
     return hook
+
+
+def _shared(n: int) -> bool:
+    """Whether selection's empirical-Bayes posterior (:meth:`WorkflowState.posterior`)
+    takes the evidence the robust reliability takes, so the reliability can reuse it:
+    above :data:`cj_runner.core.evidence.SECOND_ORDER_MIN_N` nodes, where both carry the
+    second-order term (below, selection keeps the plain evidence and the reliability
+    fits its own)."""
+    return (n > evidence.SECOND_ORDER_MIN_N) == (n > evidence.RELIABILITY_SECOND_ORDER_MIN_N)
 
 
 def exhausted_decision() -> Decision:
