@@ -80,7 +80,7 @@ class JudgeError(CJError):
         kind: short machine-readable name (``timeout``, ``rate_limit``, ``server_error``,
             ``connection``, ``malformed``, ``truncated``, ``unsupported``, ``refused``,
             ``too_long``, ``auth``, ``permission``, ``quota``, ``model_not_found``,
-            ``bad_request``).
+            ``bad_request``, ``unknown_job``: a 404 about a stored provider batch job).
         transient: whether retrying the same call may succeed.
         request_id: the provider's id for the request that failed, when it gave one
             (for the per-call log and a support ticket).

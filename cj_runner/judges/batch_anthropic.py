@@ -124,17 +124,23 @@ class AnthropicBatchAPI(HTTPBatchBase):
 
     async def status(self, job_id: str) -> JobStatus:
         """``GET /v1/messages/batches/{id}``."""
-        return _status(await self._json("GET", self._url(f"/{job_id}"), what="polling the batch"))
+        return _status(
+            await self._json(
+                "GET", self._url(f"/{job_id}"), what="polling the batch", job_id=job_id
+            )
+        )
 
     async def results(
         self, job_id: str, bodies: dict[str, dict[str, Any]]
     ) -> dict[str, ItemOutcome]:
         """The results file (JSONL), request by request."""
-        job = await self._json("GET", self._url(f"/{job_id}"), what="reading the batch")
+        job = await self._json(
+            "GET", self._url(f"/{job_id}"), what="reading the batch", job_id=job_id
+        )
         url = job.get("results_url")
         if not isinstance(url, str) or not url:
             return {}
-        response = await self._call("GET", url, what="reading batch results")
+        response = await self._call("GET", url, what="reading batch results", job_id=job_id)
         out: dict[str, ItemOutcome] = {}
         for line in parse_jsonl(response.content.decode("utf-8", "replace")):
             cid = line.get("custom_id")

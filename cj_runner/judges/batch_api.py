@@ -10,7 +10,8 @@ classifies them. None of these calls is a judge call: they are not counted again
 batch's budget (the requests inside a job are).
 
 Errors of the batch endpoints themselves are raised as :class:`JudgeError` (transient:
-the caller asks again later; :class:`~cj_runner.errors.JudgeUnavailable`: stop).
+the caller asks again later; :class:`~cj_runner.errors.JudgeUnavailable`: stop; a 404 about
+a job is :data:`UNKNOWN_JOB`, which the caller asks again a few times before it stops).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from cj_runner.errors import JudgeError, TransientJudgeError
+from cj_runner.errors import JudgeError, JudgeUnavailable, TransientJudgeError
 from cj_runner.judges import _http
 from cj_runner.judges.base import JudgeRequest, Verdict
 from cj_runner.judges.provider_errors import classify, error_body
@@ -37,6 +38,10 @@ MIN_TIMEOUT_S = 300.0
 JOB_KEY_METADATA = "cj_runner_job"
 
 ItemOutcome = Verdict | JudgeError
+
+#: The error kind of a 404 at a job's status or results endpoint: the provider does not
+#: know the job (providers are reported to answer so for a short while after creating one).
+UNKNOWN_JOB = "unknown_job"
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,12 @@ class HTTPBatchBase:
         """``<job_key>-s<slot>-a<attempt>`` (Anthropic takes ``[a-zA-Z0-9_-]{1,64}``)."""
         return f"{job_key}-s{slot}-a{attempt}"
 
-    async def _call(self, method: str, url: str, *, what: str, **kwargs: Any) -> httpx.Response:
+    async def _call(
+        self, method: str, url: str, *, what: str, job_id: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """One batch-endpoint request; a non-2xx answer is raised classified. ``job_id``:
+        the request asks about that job (its status, its results): a 404 there says the
+        provider does not know the job (``unknown_job``), not that a model is missing."""
         try:
             response = await self._client.request(method, url, **kwargs)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
@@ -146,13 +156,21 @@ class HTTPBatchBase:
             message = f"judge {self.name}: {what}: HTTP {response.status_code}" + (
                 f": {detail}" if detail else ""
             )
+            if response.status_code == 404 and job_id is not None:
+                raise JudgeUnavailable(
+                    UNKNOWN_JOB,
+                    f"judge {self.name}: {what}: HTTP 404: the provider does not know batch "
+                    f"job {job_id}" + (f" ({detail})" if detail else ""),
+                )
             raise classify(
                 response.status_code, error_body(response.content), response.headers, message
             )
         return response
 
-    async def _json(self, method: str, url: str, *, what: str, **kwargs: Any) -> dict[str, Any]:
-        response = await self._call(method, url, what=what, **kwargs)
+    async def _json(
+        self, method: str, url: str, *, what: str, job_id: str | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        response = await self._call(method, url, what=what, job_id=job_id, **kwargs)
         return _http.json_body(response, judge_name=self.name)
 
     def item_error(self, status: int, body: Any) -> JudgeError:

@@ -116,20 +116,27 @@ class OpenAIBatchAPI(HTTPBatchBase):
     async def status(self, job_id: str) -> JobStatus:
         """``GET /batches/{id}``."""
         return _status(
-            await self._json("GET", f"{self.base}/batches/{job_id}", what="polling the batch job")
+            await self._json(
+                "GET", f"{self.base}/batches/{job_id}", what="polling the batch job", job_id=job_id
+            )
         )
 
     async def results(
         self, job_id: str, bodies: dict[str, dict[str, Any]]
     ) -> dict[str, ItemOutcome]:
         """Answers from the output file, errors from the error file."""
-        job = await self._json("GET", f"{self.base}/batches/{job_id}", what="reading the job")
+        job = await self._json(
+            "GET", f"{self.base}/batches/{job_id}", what="reading the job", job_id=job_id
+        )
         lines: list[dict[str, Any]] = []
         for key in ("output_file_id", "error_file_id"):
             file_id = job.get(key)
             if isinstance(file_id, str) and file_id:
                 response = await self._call(
-                    "GET", f"{self.base}/files/{file_id}/content", what="reading job results"
+                    "GET",
+                    f"{self.base}/files/{file_id}/content",
+                    what="reading job results",
+                    job_id=job_id,
                 )
                 lines.extend(parse_jsonl(response.content.decode("utf-8", "replace")))
         out: dict[str, ItemOutcome] = {}

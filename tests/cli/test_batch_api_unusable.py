@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import text
 
 from benchmarks.crash_resume import clean_env
+from cj_runner.services.batch_jobs import UNKNOWN_JOB_ATTEMPTS
 from cj_runner.storage import open_store, resolve_db_url
 from tests.cli.helpers import REGULAR24, run, write_profile
 from tests.cli.test_batch_api import (
@@ -158,14 +159,25 @@ def test_judge_unusable_while_a_job_runs_keeps_its_calls_for_resume(
 def test_an_unknown_job_at_a_poll_stops_the_run_but_is_not_an_unusable_judge(
     db_url: str, tmp_path: Path, serve: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A 404 at the status endpoint (the provider briefly does not know the job) stops
-    the run resumable, the job's calls kept, but does not say the key or credit is wrong."""
+    """A 404 at the status endpoint that lasts (the provider does not know the job: asked
+    UNKNOWN_JOB_ATTEMPTS times) stops the run resumable, the job's calls kept, with one
+    line naming the unknown job; it does not say the key or credit is wrong. (No backoff
+    waits: RETRY_MAX_DELAY_S is 0; tests/cli/test_batch_api_unknown_job.py checks them.)"""
     monkeypatch.setenv("CJ_TEST_BATCH_KEY", KEY)
     server = serve(polls_to_end=0)
     server.batches.gate.clear()
-    profile = write_profile(tmp_path / "p.yaml", SETTINGS, judge("anthropic", server, batch=True))
-    line = interrupted_run(db_url, profile, server, lambda: server.batches.refuse("not_found"))
-    assert "HTTP 404" in line and "fix the server" in line
-    assert "paid calls" not in line and "key, credit" not in line
+    settings = {**SETTINGS, "RETRY_BASE_DELAY_S": 0.0, "RETRY_MAX_DELAY_S": 0.0}
+    profile = write_profile(tmp_path / "p.yaml", settings, judge("anthropic", server, batch=True))
+    line = interrupted_run(
+        db_url,
+        profile,
+        server,
+        lambda: server.batches.refuse("not_found", times=UNKNOWN_JOB_ATTEMPTS),
+    )
+    (job_id,) = server.batches.created
+    assert f"HTTP 404: the provider does not know batch job {job_id}" in line
+    assert f"({UNKNOWN_JOB_ATTEMPTS} times)" in line and "fix the server" in line
+    assert "paid calls" not in line and "key, credit" not in line and "model" not in line
+    assert not server.batches.refusals  # every refusal was met: asked again each time
     check_stopped_with_the_job_due(db_url, server)
     resume_collects_the_job(db_url, server)

@@ -73,9 +73,10 @@ OURS: dict[str, tuple[type[JudgeError], str | None, bool, float | None]] = {
     "rate_limit": (RateLimited, "rate_limit", True, WAIT_S),
     "overloaded": (TransientJudgeError, "server_error", True, WAIT_S),
     "server_error": (TransientJudgeError, "server_error", True, None),
-    # a batch or file the provider does not know: fatal for the judge (the batch runner
-    # stops resumable, never finalizes: services/batch_jobs.py)
-    "not_found": (JudgeUnavailable, None, False, None),
+    # a job the provider does not know (a 404 at its status endpoint): ``unknown_job``,
+    # not a missing model; the batch runner asks again a few times, then stops resumable,
+    # never finalizes (services/batch_jobs.py)
+    "not_found": (JudgeUnavailable, "unknown_job", False, None),
     "bad_request": (JudgeUnavailable, "bad_request", False, None),
 }
 
@@ -167,6 +168,9 @@ def test_our_batch_client_classifies_each_error_as_spec_10_says(
     assert type(error) is error_class, error
     if error_kind is not None:
         assert error.kind == error_kind
+    if kind == "not_found":  # the message names the job, not a model
+        assert "does not know batch job batch_000001mock" in error.message
+        assert "model" not in error.message
     assert error.transient is transient
     assert error.retry_after == (pytest.approx(wait) if wait is not None else None)
     assert KEY not in str(error)

@@ -131,6 +131,7 @@ class DispatchMixin(ExecutorState):
             on_attempt=self._on_attempt,
             on_done=self._on_done,
             on_progress=lambda line: self._emit("job", self.wf.waves_completed + 1, job=line),
+            sleep=self._sleep,
         )
 
     def _start_jobs(self, jobs: JobRunner, wave_no: int, slots: list[Slot]) -> None:
