@@ -124,21 +124,10 @@ def _report_run(result: RunResult, summary: dict[str, Any], *, as_json: bool, qu
         emit_text(dump_json(summary), None)
     elif not quiet:
         console.print(summary_renderable(summary))
-    if result.unreachable and result.outstanding:
+    stopped = result.stopped_line(f"cj-run resume {result.batch_id}")
+    if stopped is not None:
         json_errors(False)  # the summary above is the JSON output; the error goes to stderr
-        raise fail(
-            f"{result.unreachable}; the batch stopped at once (INTERRUPTED, nothing else "
-            f"sent); {result.outstanding} paid calls in provider jobs that have not ended stay "
-            f"stored as sent: fix the judge (key, credit), then cj-run resume "
-            f"{result.batch_id} collects their answers"
-        )
-    if result.unreachable:
-        json_errors(False)  # the summary above is the JSON output; the error goes to stderr
-        raise fail(
-            f"{result.unreachable}; the batch stopped at once (INTERRUPTED, nothing else "
-            f"sent): fix the server or start again with the right --judge-base-url; "
-            f"cj-run resume {result.batch_id} continues it once the server answers"
-        )
+        raise fail(stopped)
     if result.interrupted:
         err_console.print(
             f"interrupted: answers so far are stored. Resume with: cj-run resume {result.batch_id}"

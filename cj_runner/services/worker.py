@@ -29,7 +29,7 @@ from datetime import timedelta
 from cj_runner.errors import BatchLockedError, UserError
 from cj_runner.judges.config import JudgeConfig
 from cj_runner.judges.ratelimit import Limiter
-from cj_runner.judges.registry import build_judge
+from cj_runner.judges.registry import build_batch_api, build_judge
 from cj_runner.services.batches import batch_context, stored_judge_config
 from cj_runner.services.executor import BatchExecutor, RunResult
 from cj_runner.storage import Store, queue
@@ -62,6 +62,12 @@ class WorkerResult:
 
 
 Notify = Callable[[str], None]
+
+
+class JudgeStopped(UserError):
+    """A batch stopped at once because its judge could not be reached or refused the
+    account (:attr:`RunResult.unreachable`): the worker gave the batch back and stops
+    (exit 2) with the line ``cj-run`` prints."""
 
 
 def new_worker_id() -> str:
@@ -107,7 +113,11 @@ async def run_queued_batch(
     the judge's rate limit when given."""
     context = await batch_context(store, batch_id)
     batch = context["batch"]
-    judge = build_judge(stored_judge_config(batch), limiter=limiter)
+    config = stored_judge_config(batch)
+    judge = build_judge(config, limiter=limiter)
+    # batch-API mode as with cj-run execute/resume: a job's calls are never asked again
+    # one by one (that would pay them twice)
+    batch_api = build_batch_api(judge)
     executor = BatchExecutor(
         store,
         batch,
@@ -118,12 +128,16 @@ async def run_queued_batch(
         grade_scale=context["grade_scale"],
         use_cache=use_cache,
         stop_event=stop_event,
+        batch_api=batch_api,
+        batch_poll_s=config.batch_poll_s,
     )
     if on_executor is not None:
         on_executor(executor)
     try:
         return await executor.run()
     finally:
+        if batch_api is not None:
+            await batch_api.aclose()
         await judge.aclose()
 
 
@@ -229,6 +243,13 @@ class Worker:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+        stopped = result.stopped_line("the next cj-run worker (the batch is back in the queue)")
+        if stopped is not None:
+            # the judge cannot be reached or refuses the account: every batch of this
+            # judge would stop the same way (and this one would be claimed again at once),
+            # so give it back and stop, as cj-run does, with the line cj-run prints
+            await queue.release(self.store, batch_id, self.worker_id)
+            raise JudgeStopped(f"{label}: {stopped}")
         if result.interrupted:
             await queue.release(self.store, batch_id, self.worker_id)
             self.notify(f"{label}: interrupted, back in the queue")

@@ -102,6 +102,25 @@ class RunResult:
     """Batch-API mode: calls still due from provider jobs that had not ended when the
     judge turned unusable (stored as ``sent``; ``cj-run resume`` collects them)."""
 
+    def stopped_line(self, then: str) -> str | None:
+        """The one line saying why the run stopped at once (its judge unreachable or
+        unusable: :attr:`unreachable`) and what is left (:attr:`outstanding`); ``then``
+        names what goes on with it (e.g. ``cj-run resume ID``). ``None`` otherwise."""
+        if not self.unreachable:
+            return None
+        if self.outstanding:
+            return (
+                f"{self.unreachable}; the batch stopped at once (INTERRUPTED, nothing else "
+                f"sent); {self.outstanding} paid calls in provider jobs that have not ended "
+                f"stay stored as sent: fix the judge (key, credit), then {then} collects "
+                f"their answers"
+            )
+        return (
+            f"{self.unreachable}; the batch stopped at once (INTERRUPTED, nothing else "
+            f"sent): fix the server or start again with the right --judge-base-url; "
+            f"{then} continues it once the server answers"
+        )
+
 
 def stored_panel(batch: repo.BatchRecord) -> JudgeConfig | None:
     """The batch's panel as stored with it (``None``: one judge)."""
