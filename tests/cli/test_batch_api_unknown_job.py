@@ -21,21 +21,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cj_runner.config import settings_from_stored
 from cj_runner.judges.registry import build_batch_api, build_judge
 from cj_runner.services.batch_jobs import FIRST_POLL_S, UNKNOWN_JOB_ATTEMPTS, poll_wait
 from cj_runner.services.batches import (
-    RunRequest,
-    create_batch,
-    plan_summary,
-    prepare,
     stored_judge_config,
 )
-from cj_runner.services.executor import BatchExecutor, RunResult
+from cj_runner.services.executor import RunResult
 from cj_runner.storage import open_store, resolve_db_url
-from cj_runner.storage import repository as repo
-from tests.cli.helpers import REGULAR24, query, run, write_profile
+from tests.cli.helpers import query, run, write_profile
 from tests.cli.test_batch_api import KEY, PATIENCE_S, SETTINGS, judge, serve
+from tests.services.executor_setup import executor_for, new_batch
 
 __all__ = ["serve"]  # the mock server fixture, shared with tests/cli/test_batch_api.py
 
@@ -57,22 +52,13 @@ async def run_refused(
             server.batches.gate.set()
 
     try:
-        prepared = await prepare(store, RunRequest(inventory=REGULAR24, profile=str(profile)))
-        batch_id = await create_batch(store, prepared, plan_summary(prepared))
-        batch = await repo.find_batch(store, batch_id)
+        batch = await new_batch(store, profile)
         config = stored_judge_config(batch)
         the_judge = build_judge(config)
         api = build_batch_api(the_judge)
         assert api is not None
-        executor = BatchExecutor(
-            store,
-            batch,
-            await repo.load_nodes(store, batch_id),
-            the_judge,
-            settings_from_stored(batch.settings),
-            sleep=sleep,
-            batch_api=api,
-            batch_poll_s=config.batch_poll_s,
+        executor = await executor_for(
+            store, batch, the_judge, sleep=sleep, batch_api=api, batch_poll_s=config.batch_poll_s
         )
         hold = server.batches.hold("poll")
         task = asyncio.create_task(executor.run())

@@ -17,16 +17,12 @@ from cj_runner.config import settings_from_stored
 from cj_runner.judges.base import Judge, JudgeRequest, Verdict
 from cj_runner.judges.registry import build_judge
 from cj_runner.services.batches import (
-    RunRequest,
-    create_batch,
-    plan_summary,
-    prepare,
     stored_judge_config,
 )
-from cj_runner.services.executor import BatchExecutor, RunResult, send_window
+from cj_runner.services.executor import RunResult, send_window
 from cj_runner.storage import open_store, resolve_db_url
-from cj_runner.storage import repository as repo
-from tests.cli.helpers import REGULAR24, query, write_profile
+from tests.cli.helpers import query, write_profile
+from tests.services.executor_setup import executor_for, new_batch
 
 JUDGE: dict[str, Any] = {
     "kind": "mock",
@@ -65,18 +61,9 @@ async def run_once(
     profile = write_profile(folder / "p.yaml", settings, JUDGE)
     store = await open_store(resolve_db_url(str(folder / "cj.db")))
     try:
-        prepared = await prepare(store, RunRequest(inventory=REGULAR24, profile=str(profile)))
-        batch_id = await create_batch(store, prepared, plan_summary(prepared))
-        batch = await repo.find_batch(store, batch_id)
+        batch = await new_batch(store, profile)
         judge = ScramblingJudge(build_judge(stored_judge_config(batch)), scramble)
-        runner = BatchExecutor(
-            store,
-            batch,
-            await repo.load_nodes(store, batch_id),
-            judge,  # type: ignore[arg-type]
-            settings_from_stored(batch.settings),
-            use_cache=False,
-        )
+        runner = await executor_for(store, batch, judge, use_cache=False)
         try:
             result = await runner.run()
         finally:
@@ -160,22 +147,13 @@ async def run_reordered(
     profile = write_profile(folder / "p.yaml", settings, judge_cfg)
     store = await open_store(resolve_db_url(str(folder / "cj.db")))
     try:
-        prepared = await prepare(store, RunRequest(inventory=REGULAR24, profile=str(profile)))
-        batch_id = await create_batch(store, prepared, plan_summary(prepared))
-        batch = await repo.find_batch(store, batch_id)
+        batch = await new_batch(store, profile)
         inner = build_judge(stored_judge_config(batch))
         slots = int(settings["MAX_CONCURRENT_REQUESTS"])
         judge = (
             ReorderingJudge(inner, slots, order, seed=7) if order else ScramblingJudge(inner, None)
         )
-        runner = BatchExecutor(
-            store,
-            batch,
-            await repo.load_nodes(store, batch_id),
-            judge,  # type: ignore[arg-type]
-            settings_from_stored(batch.settings),
-            use_cache=False,
-        )
+        runner = await executor_for(store, batch, judge, use_cache=False)
         try:
             result = await runner.run()
         finally:
@@ -270,18 +248,9 @@ async def test_later_waves_fill_every_slot_before_the_first_wave_is_answered(
     profile = write_profile(tmp_path / "p.yaml", settings, JUDGE)
     store = await open_store(resolve_db_url(str(tmp_path / "cj.db")))
     try:
-        prepared = await prepare(store, RunRequest(inventory=REGULAR24, profile=str(profile)))
-        batch_id = await create_batch(store, prepared, plan_summary(prepared))
-        batch = await repo.find_batch(store, batch_id)
+        batch = await new_batch(store, profile)
         judge = GateJudge(build_judge(stored_judge_config(batch)), 32)
-        runner = BatchExecutor(
-            store,
-            batch,
-            await repo.load_nodes(store, batch_id),
-            judge,  # type: ignore[arg-type]
-            settings_from_stored(batch.settings),
-            use_cache=False,
-        )
+        runner = await executor_for(store, batch, judge, use_cache=False)
         # a safety net against a hang, not a speed limit
         result = await asyncio.wait_for(runner.run(), timeout=300)
         await judge.aclose()

@@ -13,21 +13,16 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from cj_runner.config import settings_from_stored
 from cj_runner.errors import StorageError
 from cj_runner.judges.base import Judge, JudgeRequest, Verdict
 from cj_runner.judges.registry import build_judge
 from cj_runner.services.batches import (
-    RunRequest,
-    create_batch,
-    plan_summary,
-    prepare,
     stored_judge_config,
 )
-from cj_runner.services.executor import BatchExecutor
 from cj_runner.storage import Store, open_store, resolve_db_url
 from cj_runner.storage import repository as repo
-from tests.cli.helpers import REGULAR24, write_profile
+from tests.cli.helpers import write_profile
+from tests.services.executor_setup import executor_for, new_batch
 
 JUDGE: dict[str, Any] = {"kind": "mock", "seed": 5, "latency": {"distribution": "zero"}}
 
@@ -66,18 +61,10 @@ async def test_a_first_call_for_a_row_no_longer_planned_stops_the_run(
     profile = write_profile(tmp_path / "p.yaml", settings | {"USE_ANCHORS": False}, JUDGE)
     store = await open_store(resolve_db_url(db_url))
     try:
-        prepared = await prepare(store, RunRequest(inventory=REGULAR24, profile=str(profile)))
-        batch_id = await create_batch(store, prepared, plan_summary(prepared))
-        batch = await repo.find_batch(store, batch_id)
+        batch = await new_batch(store, profile)
+        batch_id = batch.id
         judge = TamperingJudge(build_judge(stored_judge_config(batch)), store, batch_id)
-        runner = BatchExecutor(
-            store,
-            batch,
-            await repo.load_nodes(store, batch_id),
-            judge,  # type: ignore[arg-type]
-            settings_from_stored(batch.settings),
-            use_cache=False,
-        )
+        runner = await executor_for(store, batch, judge, use_cache=False)
         try:
             with pytest.raises(StorageError, match="which is not stored as planned") as raised:
                 await runner.run()

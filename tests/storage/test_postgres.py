@@ -34,6 +34,7 @@ from cj_runner.storage.recorder import (
 from cj_runner.storage.schema import Base
 from cj_runner.storage.storable import MAX_JUSTIFICATION_CHARS
 from tests.cli.helpers import LOWER5, REGULAR24, execute_json, register_example_anchors
+from tests.storage.recorder_rows import sent as _sent
 
 OWNER = "test-host:1:aaaa"
 
@@ -63,22 +64,6 @@ async def _batch(store: Store, name: str | None = None, budget: int = 50) -> str
         total_budget=budget,
         nodes=_nodes(4),
         max_possible_pairs=6,
-    )
-
-
-def _sent(slot: int, attempt: int, call_no: int) -> SentAttempt:
-    return SentAttempt(
-        slot=slot,
-        attempt=attempt,
-        call_no=call_no,
-        a_idx=0,
-        b_idx=slot % 3 + 1,
-        mode="coverage",
-        wave=1,
-        repeat_index=0,
-        model="m",
-        prompt_hash="h",
-        sent_at=repo.utcnow(),
     )
 
 
@@ -165,7 +150,7 @@ async def test_recorder_stores_every_call_before_and_after(db_url: str) -> None:
                 [PlannedRow(s, 0, s % 3 + 1, "coverage", 1, 0) for s in (1, 2, 3, 4)]
             )
             # three calls go out together: one group commit
-            await asyncio.gather(*(recorder.sent(_sent(s, 1, s)) for s in (1, 2, 3)))
+            await asyncio.gather(*(recorder.sent(_sent(s, s)) for s in (1, 2, 3)))
             await recorder.result(_success(1))
             await recorder.result(
                 AttemptResult(
@@ -177,7 +162,7 @@ async def test_recorder_stores_every_call_before_and_after(db_url: str) -> None:
                     error_message="slow",
                 )
             )
-            await recorder.sent(_sent(2, 2, 4))
+            await recorder.sent(_sent(2, 4, 2))
             await recorder.result(_success(2, attempt=2))
             await recorder.cancel(4, 1)  # planned, never sent
             await recorder.flush()
@@ -233,7 +218,7 @@ async def test_a_call_sent_and_answered_within_one_group_is_one_write(db_url: st
             )
             await sent_and_answered(
                 recorder,
-                [_sent(1, 1, 1), _sent(2, 1, 2), _sent(2, 2, 3)],
+                [_sent(1, 1), _sent(2, 2), _sent(2, 3, 2)],
                 [_success(1), retried, _success(2, attempt=2)],
             )
             assert recorder.commits == commits + 1  # one transaction for all of it
@@ -253,7 +238,7 @@ async def test_a_call_sent_and_answered_within_one_group_is_one_write(db_url: st
             async with Recorder(store, batch_id, owner=OWNER) as recorder:
                 # slot 3 was never planned
                 unplanned = [_success(3, cache=False)]
-                await sent_and_answered(recorder, [_sent(3, 1, 4)], unplanned)
+                await sent_and_answered(recorder, [_sent(3, 4)], unplanned)
         assert len(await repo.load_attempts(store, batch_id)) == 3
         assert (await repo.find_batch(store, batch_id)).state["calls_sent"] == 3
     finally:
@@ -266,8 +251,8 @@ async def test_in_flight_calls_become_lost_and_stay_counted(db_url: str) -> None
         batch_id = await _batch(store)
         async with Recorder(store, batch_id) as recorder:
             await recorder.plan([PlannedRow(s, 0, s % 3 + 1, "coverage", 1, 0) for s in (1, 2)])
-            await recorder.sent(_sent(1, 1, 1))
-            await recorder.sent(_sent(2, 1, 2))
+            await recorder.sent(_sent(1, 1))
+            await recorder.sent(_sent(2, 2))
             await recorder.result(_success(1, cache=False))
         assert await repo.mark_in_flight_lost(store, batch_id) == 1
         assert await repo.mark_in_flight_lost(store, batch_id) == 0
@@ -288,7 +273,7 @@ async def test_a_process_whose_lock_was_taken_over_marks_nothing_lost(db_url: st
         await repo.acquire_lock(store, batch_id, OWNER, owner_alive=lambda _owner: False)
         async with Recorder(store, batch_id, owner=OWNER) as recorder:
             await recorder.plan([PlannedRow(1, 0, 2, "coverage", 1, 0)])
-            await recorder.sent(_sent(1, 1, 1))
+            await recorder.sent(_sent(1, 1))
         with pytest.raises(BatchLockedError):
             await repo.mark_in_flight_lost(store, batch_id, owner="old-host:1:old")
         with pytest.raises(BatchLockedError):
@@ -409,7 +394,7 @@ async def test_one_unstorable_row_never_costs_the_others_of_its_group(db_url: st
         slots = [1, 2, 3, 4, 5]
         async with Recorder(store, batch_id, owner=OWNER) as recorder:
             await recorder.plan([PlannedRow(s, 0, s % 3 + 1, "coverage", 1, 0) for s in slots])
-            await asyncio.gather(*(recorder.sent(_sent(s, 1, s)) for s in slots))
+            await asyncio.gather(*(recorder.sent(_sent(s, s)) for s in slots))
             results = [_success(s, cache=False) for s in slots]
             results[2] = replace(results[2], tokens_in=10**30, justification="nul \x00 \ud83d")
             outcomes = await asyncio.gather(
@@ -436,7 +421,7 @@ async def test_text_is_made_storable_before_it_is_written(db_url: str) -> None:
         batch_id = await _batch(store)
         async with Recorder(store, batch_id) as recorder:
             await recorder.plan([PlannedRow(1, 0, 1, "coverage", 1, 0)])
-            await recorder.sent(_sent(1, 1, 1))
+            await recorder.sent(_sent(1, 1))
             await recorder.result(
                 replace(_success(1), justification="a\x00b\ud83dc" + "x" * 10_000)
             )
@@ -526,7 +511,7 @@ async def test_group_commits_wait_the_window_only_while_calls_are_in_flight(
             store, batch_id, group_window_s=window, gather_while=lambda: in_flight
         ) as recorder:
             await recorder.plan([PlannedRow(s, 0, s % 3 + 1, "coverage", 1, 0) for s in (1, 2)])
-            await recorder.sent(_sent(1, 1, 1))
+            await recorder.sent(_sent(1, 1))
             await recorder.result(_success(1))
             await recorder.flush()
         assert waits, "a commit right after another one waits for the window"
