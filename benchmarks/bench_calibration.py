@@ -254,7 +254,14 @@ def run_stop(task: Task) -> dict[str, Any]:
     first, second, won = wf.comparison_arrays()
     post = score_posterior(nodes, first, second, won, order_effect=True, seed=wf.seed)
     robust = robust_reliability(
-        nodes, first, second, won, modes=wf.comparison_modes(), seed=wf.seed, nodes=students
+        nodes,
+        first,
+        second,
+        won,
+        modes=wf.comparison_modes(),
+        seed=wf.seed,
+        nodes=students,
+        strategy=wf.strategy,
     )
     shown = post.scores[students]
     return {

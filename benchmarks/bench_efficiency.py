@@ -191,6 +191,7 @@ def checkpoint_metrics(
             prior_precision=wf.prior_precision,
             nodes=students.tolist(),
             posterior=eb,
+            strategy=wf.strategy,
         ).value
         out["robust"] = float("nan") if value is None else value
     if split_half:

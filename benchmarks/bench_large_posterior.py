@@ -153,7 +153,13 @@ def run(
         first, second, won = result.workflow.comparison_arrays()
         post = score_posterior(n, first, second, won, order_effect=True, seed=rep)
         robust = robust_reliability(
-            n, first, second, won, seed=rep, prior_precision=settings.BT_PRIOR_PRECISION
+            n,
+            first,
+            second,
+            won,
+            seed=rep,
+            prior_precision=settings.BT_PRIOR_PRECISION,
+            strategy=settings.MATCHING_STRATEGY,
         )
     reported = fit_bt(n, first, second, won, prior_precision=settings.BT_PRIOR_PRECISION)
     true_reliability = float(np.corrcoef(reported.scores, centred)[0, 1] ** 2)

@@ -52,11 +52,13 @@ from cj_runner.core.bt import BTFit, fit_bt
 from cj_runner.core.gabp import laplacian_bp
 
 __all__ = [
+    "CLOSE_PAIRING_STRATEGIES",
     "DENSE_MAX_N",
     "LEVERAGE_MAX",
     "RELIABILITY_SECOND_ORDER_MIN_N",
     "SECOND_ORDER_MIN_N",
     "SELECTION_SECOND_ORDER_MIN_N",
+    "reliability_second_order",
     "upper_log_tau",
 ]
 
@@ -105,6 +107,26 @@ Between 200 and 400 nodes the plain evidence's ``tau`` is low (0.1-0.2 for most 
 and its answers identify the spread of the essays, where ``infogain`` with the unbiased
 ``tau`` pairs close essays, the evidence for ``tau`` turns flat between 0.1 and 2, and
 in some batches the shown intervals covered 37-67%."""
+
+CLOSE_PAIRING_STRATEGIES: tuple[str, ...] = ("balanced", "swiss")
+"""Strategies under which the robust reliability keeps the plain evidence up to
+:data:`SECOND_ORDER_MIN_N` nodes, as before :data:`RELIABILITY_SECOND_ORDER_MIN_N` was
+lowered. With close-score pairing the reliability at a ``TARGET_RELIABILITY=0.8`` stop
+already sat above the true one at 100 nodes, and the second-order term raised it further
+(12 paired batches each: ``balanced`` +0.026 -> +0.050, ``swiss`` +0.053 -> +0.089, the
+batches stopping 1.5-1.9 comparisons per essay earlier), which is the direction a stop
+must not err in (docs/statistics.md, "Reliability")."""
+
+
+def reliability_second_order(n_items: int, strategy: str | None = None) -> bool:
+    """Whether the robust reliability of a batch of ``n_items`` nodes paired by
+    ``strategy`` takes the evidence with the second-order term: above
+    :data:`RELIABILITY_SECOND_ORDER_MIN_N` nodes, or above :data:`SECOND_ORDER_MIN_N`
+    under the :data:`CLOSE_PAIRING_STRATEGIES` (``None``: a strategy not named there)."""
+    if strategy in CLOSE_PAIRING_STRATEGIES:
+        return n_items > SECOND_ORDER_MIN_N
+    return n_items > RELIABILITY_SECOND_ORDER_MIN_N
+
 
 LEVERAGE_MAX = 0.25
 """The second-order term is trusted up to the ``tau`` at which the mean leverage of the

@@ -217,6 +217,7 @@ def robust_reliability(
     samples: int = DEFAULT_SAMPLES,
     splits: int = DEFAULT_SPLITS,
     posterior: EmpiricalBayesFit | None = None,
+    strategy: str | None = None,
 ) -> RobustReliability:
     """The design-robust reliability of the Bradley-Terry scores of these comparisons.
 
@@ -240,6 +241,9 @@ def robust_reliability(
             reliability takes (the second-order term above
             :data:`cj_runner.core.evidence.RELIABILITY_SECOND_ORDER_MIN_N` nodes; a fit
             that does not record it is used as given), else the reliability fits its own.
+        strategy: the matching strategy that chose the pairs; under ``balanced`` and
+            ``swiss`` the second-order term starts above 200 nodes
+            (:func:`cj_runner.core.evidence.reliability_second_order`).
 
     Returns:
         A :class:`RobustReliability`; ``value`` is ``None`` with fewer than 3 nodes in
@@ -268,7 +272,7 @@ def robust_reliability(
     if modes is not None:
         detail.update(_audit_detail(n_items, a, b, y, modes, prior_precision))
     if method == "posterior":
-        wanted = n_items > evidence_module.RELIABILITY_SECOND_ORDER_MIN_N
+        wanted = evidence_module.reliability_second_order(n_items, strategy)
         if posterior is not None and posterior.second_order in (None, wanted):
             eb = posterior
         else:

@@ -218,6 +218,7 @@ def _robust(
         seed=workflow.seed,
         prior_precision=settings.BT_PRIOR_PRECISION,
         nodes=students,
+        strategy=settings.MATCHING_STRATEGY,
     )
     value = _finite(robust.value)
     out: dict[str, Any] = {

@@ -121,3 +121,27 @@ def test_the_benchmark_rule_restores_the_product() -> None:
     with bench.rule("before"):
         assert evidence.RELIABILITY_SECOND_ORDER_MIN_N == evidence.DENSE_MAX_N
     assert saved == evidence.RELIABILITY_SECOND_ORDER_MIN_N
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    n=st.integers(51, 200),
+    strategy=st.sampled_from(["balanced", "swiss"]),
+    seed=st.integers(0, 2**16),
+)
+def test_close_score_pairing_keeps_the_plain_evidence_up_to_200_nodes(
+    n: int, strategy: str, seed: int
+) -> None:
+    """Under ``balanced`` and ``swiss`` the second-order term raised the reliability at a
+    ``TARGET_RELIABILITY`` stop further above the truth, so there the reliability keeps the
+    plain evidence up to 200 nodes (its ``tau`` is the plain maximum, not the second-order
+    one that ``infogain`` batches of the same size take)."""
+    a, b, y, _ = random_design(n, 4 * n, 1.5, seed)
+    plain = math.exp(_maximise(_Evidence(n, a, b, y, dense=True, second_order=False)))
+    second = math.exp(_maximise(_Evidence(n, a, b, y, dense=True, second_order=True)))
+    close = robust_reliability(n, a, b, y, seed=seed, strategy=strategy)
+    default = robust_reliability(n, a, b, y, seed=seed, strategy="infogain")
+    assert close.detail["prior_sd"] == plain
+    assert default.detail["prior_sd"] == second
+    assert evidence.reliability_second_order(n, strategy) is False
+    assert evidence.reliability_second_order(201, strategy) is True

@@ -172,20 +172,23 @@ def robust_reliability_hook(
             prior_precision=state.prior_precision,
             nodes=subset,
             method=method,
-            posterior=state.posterior() if method == "posterior" and _shared(n) else None,
+            posterior=(
+                state.posterior() if method == "posterior" and _shared(n, state.strategy) else None
+            ),
+            strategy=state.strategy,
         )
         return result.value
 
     return hook
 
 
-def _shared(n: int) -> bool:
+def _shared(n: int, strategy: str) -> bool:
     """Whether selection's empirical-Bayes posterior (:meth:`WorkflowState.posterior`)
     takes the evidence the robust reliability takes, so the reliability can reuse it:
     above :data:`cj_runner.core.evidence.SECOND_ORDER_MIN_N` nodes, where both carry the
     second-order term (below, selection keeps the plain evidence and the reliability
     fits its own)."""
-    return (n > evidence.SECOND_ORDER_MIN_N) == (n > evidence.RELIABILITY_SECOND_ORDER_MIN_N)
+    return (n > evidence.SECOND_ORDER_MIN_N) == evidence.reliability_second_order(n, strategy)
 
 
 def exhausted_decision() -> Decision:
