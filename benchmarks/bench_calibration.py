@@ -339,25 +339,38 @@ def calibration_bins(
     cluster (one run, all its checkpoints) as the unit (a ratio estimator)."""
     out = []
     for lo, hi in itertools.pairwise(BINS):
-        gaps, counts, stated, ok = [], [], [], []
-        for cluster in clusters:
-            sel = [(c, k) for c, k in cluster if lo <= c < hi]
-            if sel:
-                conf = np.array([c for c, _ in sel])
-                hit = np.array([k for _, k in sel], dtype=float)
-                gaps.append(float(np.sum(hit - conf)))
-                counts.append(len(sel))
-                stated.append(float(conf.sum()))
-                ok.append(float(hit.sum()))
-        total = int(sum(counts))
+        total, stated, observed, se = clustered_gap(
+            [[(c, k) for c, k in cluster if lo <= c < hi] for cluster in clusters]
+        )
         if total < MIN_BIN:
             continue
-        gap = sum(gaps) / total
-        resid = np.array(gaps) - gap * np.array(counts)
-        k = len(counts)
-        se = math.sqrt(k / (k - 1) * float(np.sum(resid**2))) / total if k > 1 else math.nan
-        out.append((lo, min(hi, 1.0), total, sum(stated) / total, sum(ok) / total, se))
+        out.append((lo, min(hi, 1.0), total, stated, observed, se))
     return out
+
+
+def clustered_gap(
+    clusters: list[list[tuple[float, bool]]],
+) -> tuple[int, float, float, float]:
+    """``(count, mean stated, observed, se of observed - stated)`` of the claims
+    ``(confidence, right)`` in ``clusters``; the standard error treats each cluster as the
+    unit (a ratio estimator); means are ``nan`` without claims."""
+    gaps, counts, stated, ok = [], [], [], []
+    for sel in clusters:
+        if sel:
+            conf = np.array([c for c, _ in sel])
+            hit = np.array([k for _, k in sel], dtype=float)
+            gaps.append(float(np.sum(hit - conf)))
+            counts.append(len(sel))
+            stated.append(float(conf.sum()))
+            ok.append(float(hit.sum()))
+    total = int(sum(counts))
+    if total == 0:
+        return 0, math.nan, math.nan, math.nan
+    gap = sum(gaps) / total
+    resid = np.array(gaps) - gap * np.array(counts)
+    k = len(counts)
+    se = math.sqrt(k / (k - 1) * float(np.sum(resid**2))) / total if k > 1 else math.nan
+    return total, sum(stated) / total, sum(ok) / total, se
 
 
 def grade_table(results: list[dict[str, Any]], strategies: Iterable[str]) -> list[str]:

@@ -426,9 +426,8 @@ def by_grade_lines(results: list[dict[str, Any]], keys: list[str]) -> list[str]:
     ]
     for key in keys:
         for g, grade in enumerate(bc.SCALE.grades):
-            gaps, counts, stated, hits = [], [], [], []
-            for r in results:
-                sel = [
+            clusters = [
+                [
                     claim
                     for c in bc.GRADE_CPE
                     for claim, projected in zip(
@@ -438,23 +437,14 @@ def by_grade_lines(results: list[dict[str, Any]], keys: list[str]) -> list[str]:
                     )
                     if projected == g
                 ]
-                if sel:
-                    conf = np.array([c for c, _ in sel])
-                    hit = np.array([k for _, k in sel], dtype=float)
-                    gaps.append(float(np.sum(hit - conf)))
-                    counts.append(len(sel))
-                    stated.append(float(conf.sum()))
-                    hits.append(float(hit.sum()))
-            total = sum(counts)
+                for r in results
+            ]
+            total, stated, observed, se = bc.clustered_gap(clusters)
             if total == 0:
                 continue
-            gap = sum(gaps) / total
-            resid = np.array(gaps) - gap * np.array(counts)
-            k = len(counts)
-            se = math.sqrt(k / (k - 1) * float(np.sum(resid**2))) / total if k > 1 else math.nan
             lines.append(
-                f"| {RULES[key]} | {grade} | {total} | {bc._pct(sum(stated) / total)} | "
-                f"{bc._pct(sum(hits) / total)} | {100 * gap:+.1f} ± {100 * se:.1f} |"
+                f"| {RULES[key]} | {grade} | {total} | {bc._pct(stated)} | "
+                f"{bc._pct(observed)} | {100 * (observed - stated):+.1f} ± {100 * se:.1f} |"
             )
     return lines
 

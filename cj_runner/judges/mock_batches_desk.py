@@ -108,6 +108,11 @@ class _DeskState:
 
     def _store_file(self, filename: str, lines: list[dict[str, Any]]) -> str:
         content = "".join(json.dumps(line) + "\n" for line in lines).encode("utf-8")
+        return self._new_file(content, filename, "batch_output")
+
+    def _new_file(self, content: bytes, filename: str, purpose: str) -> str:
+        """Store a file as OpenAI's files endpoint describes it; its id (the caller holds
+        the lock)."""
         file_id = self._new_id("file-")
         self.files[file_id] = {
             "id": file_id,
@@ -115,7 +120,7 @@ class _DeskState:
             "bytes": len(content),
             "created_at": int(time.time()),
             "filename": filename,
-            "purpose": "batch_output",
+            "purpose": purpose,
             "status": "processed",
             "status_details": None,
             "_content": content,

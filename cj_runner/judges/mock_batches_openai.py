@@ -30,18 +30,9 @@ class _OpenAIDesk(_DeskState):
                 raise _Invalid("'file' and 'purpose' are required")
             content, filename = fields["file"]
             with self._lock:
-                file_id = self._new_id("file-")
-                self.files[file_id] = {
-                    "id": file_id,
-                    "object": "file",
-                    "bytes": len(content),
-                    "created_at": int(time.time()),
-                    "filename": filename or "upload.jsonl",
-                    "purpose": fields["purpose"][0].decode("utf-8"),
-                    "status": "processed",
-                    "status_details": None,
-                    "_content": content,
-                }
+                file_id = self._new_file(
+                    content, filename or "upload.jsonl", fields["purpose"][0].decode("utf-8")
+                )
             return self._json(self._file_object(file_id))
         if method == "GET" and not rest:
             with self._lock:
