@@ -64,7 +64,7 @@ async def _run_batch(
     store: Store, batch_id: str, *, quiet: bool, use_cache: bool, log: CallLog | None = None
 ) -> tuple[RunResult, dict[str, Any]]:
     from cj_runner.cli.render import ProgressView
-    from cj_runner.judges.registry import build_batch_api, build_judge
+    from cj_runner.judges.registry import open_judge
     from cj_runner.services.batches import batch_context, stored_judge_config
     from cj_runner.services.executor import BatchExecutor
     from cj_runner.services.summary import build_summary
@@ -72,48 +72,43 @@ async def _run_batch(
     context = await batch_context(store, batch_id)
     batch = context["batch"]
     judge_config = stored_judge_config(batch)
-    judge = build_judge(judge_config)
-    batch_api = build_batch_api(judge)
-    stop = asyncio.Event()
-    _install_signals(stop)
-    show_progress = not quiet and err_console.is_terminal
-    view = ProgressView(err_console) if show_progress else None
-    executor = BatchExecutor(
-        store,
-        batch,
-        context["nodes"],
-        judge,
-        context["settings"],
-        assignment=context["assignment"],
-        grade_scale=context["grade_scale"],
-        progress=view,
-        use_cache=use_cache,
-        stop_event=stop,
-        call_log=log,
-        batch_api=batch_api,
-        batch_poll_s=judge_config.batch_poll_s,
-    )
-    if log is not None:
-        log.note(
-            f"batch {batch.id}: judge {judge.name} ({judge.model}) {getattr(judge, 'url', '')}"
+    async with open_judge(judge_config) as (judge, batch_api):
+        stop = asyncio.Event()
+        _install_signals(stop)
+        show_progress = not quiet and err_console.is_terminal
+        view = ProgressView(err_console) if show_progress else None
+        executor = BatchExecutor(
+            store,
+            batch,
+            context["nodes"],
+            judge,
+            context["settings"],
+            assignment=context["assignment"],
+            grade_scale=context["grade_scale"],
+            progress=view,
+            use_cache=use_cache,
+            stop_event=stop,
+            call_log=log,
+            batch_api=batch_api,
+            batch_poll_s=judge_config.batch_poll_s,
         )
-    try:
-        with view if view is not None else contextlib.nullcontext():
-            result = await executor.run()
-    except UserError:
-        raise
-    except Exception as exc:
-        # never a traceback and never a silent RUNNING batch: what was answered is stored
-        # and the rest is asked again by a resume (calls in flight count as lost)
-        detail = " ".join(str(exc).split())[:300]
-        raise CJError(
-            f"batch {batch.id} stopped: {type(exc).__name__}: {detail}; the answers so far "
-            f"are stored. Resume with: cj-run resume {batch.id}"
-        ) from None
-    finally:
-        await judge.aclose()
-        if batch_api is not None:
-            await batch_api.aclose()
+        if log is not None:
+            log.note(
+                f"batch {batch.id}: judge {judge.name} ({judge.model}) {getattr(judge, 'url', '')}"
+            )
+        try:
+            with view if view is not None else contextlib.nullcontext():
+                result = await executor.run()
+        except UserError:
+            raise
+        except Exception as exc:
+            # never a traceback and never a silent RUNNING batch: what was answered is
+            # stored and the rest is asked again by a resume (calls in flight count as lost)
+            detail = " ".join(str(exc).split())[:300]
+            raise CJError(
+                f"batch {batch.id} stopped: {type(exc).__name__}: {detail}; the answers so "
+                f"far are stored. Resume with: cj-run resume {batch.id}"
+            ) from None
     return result, await build_summary(store, batch.id)
 
 
@@ -176,7 +171,7 @@ def execute(
 
     Exit 0 when COMPLETED, 1 when FAILED, 2 on bad input, 130 when interrupted."""
     as_json = summary_json(fmt, as_json)
-    from cj_runner.judges.registry import build_judge
+    from cj_runner.judges.registry import open_judge
     from cj_runner.services.batches import create_batch, plan_summary, prepare, prepare_local
 
     request = batch_request(
@@ -200,10 +195,10 @@ def execute(
 
     async def body() -> tuple[RunResult, dict[str, Any]]:
         local = prepare_local(request)
-        if local.judge_config.kind != "mock":
-            # fail on a missing key before anything is written
-            judge_obj = build_judge(local.judge_config)
-            await judge_obj.aclose()
+        # fail on a missing key (a panel's judges' too) or a judge that cannot run in
+        # batch-API mode before anything is written
+        async with open_judge(local.judge_config):
+            pass
         store = await open_db(db)
         try:
             prepared = await prepare(store, request, local)

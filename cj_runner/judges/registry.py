@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,11 @@ def build_judge(
     if config.panel:
         from cj_runner.judges.panel import PanelJudge
 
+        # every member's key and template first: a member that cannot be built must not
+        # leave the ones before it with open HTTP clients (this function cannot await)
+        for member in config.panel:
+            judge_prompt_template(member.judge)
+            resolve_api_key(member.judge, env)
         members = [
             build_judge(m.judge, env=env, sleep=sleep, transport=transport, limiter=limiter)
             for m in config.panel
@@ -118,6 +124,34 @@ def build_batch_api(
 
         return AnthropicBatchAPI(judge, transport)
     raise ConfigError(f"judge {judge.name}: batch: true needs an OpenAI or Anthropic judge")
+
+
+@contextlib.asynccontextmanager
+async def open_judge(
+    config: JudgeConfig,
+    *,
+    limiter: Limiter | None = None,
+    env: Mapping[str, str] | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncIterator[tuple[Judge, BatchAPI | None]]:
+    """The judge ``config`` describes and its provider batch API (``None`` unless
+    ``batch: true``), both closed on the way out: also when the batch API cannot be built
+    (a :class:`ConfigError` after the judge's HTTP client was opened) or the body raises.
+
+    Raises:
+        ConfigError: as :func:`build_judge` and :func:`build_batch_api`.
+    """
+    judge = build_judge(config, env=env, transport=transport, limiter=limiter)
+    batch_api: BatchAPI | None = None
+    try:
+        batch_api = build_batch_api(judge, transport)
+        yield judge, batch_api
+    finally:
+        try:
+            if batch_api is not None:
+                await batch_api.aclose()
+        finally:
+            await judge.aclose()
 
 
 def apply_overrides(

@@ -29,7 +29,7 @@ from datetime import timedelta
 from cj_runner.errors import BatchLockedError, UserError
 from cj_runner.judges.config import JudgeConfig
 from cj_runner.judges.ratelimit import Limiter
-from cj_runner.judges.registry import build_batch_api, build_judge
+from cj_runner.judges.registry import open_judge
 from cj_runner.services.batches import batch_context, stored_judge_config
 from cj_runner.services.executor import BatchExecutor, RunResult
 from cj_runner.storage import Store, queue
@@ -114,31 +114,25 @@ async def run_queued_batch(
     context = await batch_context(store, batch_id)
     batch = context["batch"]
     config = stored_judge_config(batch)
-    judge = build_judge(config, limiter=limiter)
     # batch-API mode as with cj-run execute/resume: a job's calls are never asked again
     # one by one (that would pay them twice)
-    batch_api = build_batch_api(judge)
-    executor = BatchExecutor(
-        store,
-        batch,
-        context["nodes"],
-        judge,
-        context["settings"],
-        assignment=context["assignment"],
-        grade_scale=context["grade_scale"],
-        use_cache=use_cache,
-        stop_event=stop_event,
-        batch_api=batch_api,
-        batch_poll_s=config.batch_poll_s,
-    )
-    if on_executor is not None:
-        on_executor(executor)
-    try:
+    async with open_judge(config, limiter=limiter) as (judge, batch_api):
+        executor = BatchExecutor(
+            store,
+            batch,
+            context["nodes"],
+            judge,
+            context["settings"],
+            assignment=context["assignment"],
+            grade_scale=context["grade_scale"],
+            use_cache=use_cache,
+            stop_event=stop_event,
+            batch_api=batch_api,
+            batch_poll_s=config.batch_poll_s,
+        )
+        if on_executor is not None:
+            on_executor(executor)
         return await executor.run()
-    finally:
-        if batch_api is not None:
-            await batch_api.aclose()
-        await judge.aclose()
 
 
 class Worker:
