@@ -62,15 +62,20 @@ class EndpointCalls:
     fatal: JudgeError | None
     #: set when the batch endpoints kept failing: the run stops (resumable)
     stalled: str | None
+    #: set when the run stopped because the provider does not know a stored job: the
+    #: number of calls in that job (they stay ``sent``)
+    unknown_job_calls: int | None
 
     def _stopping(self) -> bool:
         return self.stop_event.is_set() or self.stalled is not None
 
-    async def _endpoint(self, call: Callable[[], Any], what: str) -> Any:
+    async def _endpoint(self, call: Callable[[], Any], what: str, *, job_calls: int = 0) -> Any:
         """Run one batch-endpoint call; transient failures are tried again (a few times,
         waiting as the retry policy says); a 404 about a stored job (``unknown_job``: the
         provider may not know a job it has just created) is asked again a few times too;
-        a fatal one stops the run (and the judge, when the account is refused)."""
+        a fatal one stops the run (and the judge, when the account is refused).
+        ``job_calls``: the calls held in the job the request is about (for the stop line
+        when the provider does not know it)."""
         failures = unknown = 0
         while not self._stopping():
             try:
@@ -92,7 +97,10 @@ class EndpointCalls:
                     # is sent; calls in jobs that have not ended stay ``sent``
                     # (_end_for_unusable_judge)
                     self.fatal = error
-                tries = f" ({unknown + 1} times)" if error.kind == UNKNOWN_JOB else ""
+                tries = ""
+                if error.kind == UNKNOWN_JOB:
+                    tries = f" ({unknown + 1} times)"
+                    self.unknown_job_calls = job_calls
                 self.stalled = f"{what}: {error.message}{tries}"
                 return None
             except JudgeError as error:

@@ -121,6 +121,8 @@ class JobRunner(EndpointCalls):
         #: comparisons left ``sent`` in provider jobs that have not ended when the judge
         #: turned unusable (their answers may still come: ``cj-run resume`` collects them)
         self.outstanding = 0
+        #: the calls of a stored job the provider does not know (the run stopped on it)
+        self.unknown_job_calls: int | None = None
         self.jobs_submitted = 0
 
     # ------------------------------------------------------------ the wave
@@ -330,7 +332,9 @@ class JobRunner(EndpointCalls):
         polls = 0
         while True:
             status = await self._endpoint(
-                lambda: self.api.status(job_id), f"job {job.job_no}: polling"
+                lambda: self.api.status(job_id),
+                f"job {job.job_no}: polling",
+                job_calls=len(job.requests),
             )
             if self._stopping() or not isinstance(status, JobStatus):
                 return None
@@ -361,7 +365,9 @@ class JobRunner(EndpointCalls):
         results: dict[str, ItemOutcome] = {}
         if status.failure is None:
             got = await self._endpoint(
-                lambda: self.api.results(job_id, bodies), f"job {job.job_no}: reading results"
+                lambda: self.api.results(job_id, bodies),
+                f"job {job.job_no}: reading results",
+                job_calls=len(job.requests),
             )
             if self._stopping() or not isinstance(got, dict):
                 return

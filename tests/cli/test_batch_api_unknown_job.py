@@ -121,6 +121,7 @@ async def test_404s_beyond_the_bound_stop_the_run_resumable_naming_the_unknown_j
     polling = "polling" in result.unreachable
     assert polling == (endpoint == "status"), result.unreachable
     assert result.outstanding == 0  # not an unusable judge: the account is fine
+    assert result.unknown_job == 12  # the job's calls, kept as sent (the stop line says so)
     db = tmp_path / "cj.db"
     # the job's 12 paid calls are kept (sent), nothing else was sent
     assert query(db, "SELECT status, COUNT(*) FROM comparisons GROUP BY status") == [("sent", 12)]

@@ -161,8 +161,10 @@ def test_an_unknown_job_at_a_poll_stops_the_run_but_is_not_an_unusable_judge(
 ) -> None:
     """A 404 at the status endpoint that lasts (the provider does not know the job: asked
     UNKNOWN_JOB_ATTEMPTS times) stops the run resumable, the job's calls kept, with one
-    line naming the unknown job; it does not say the key or credit is wrong. (No backoff
-    waits: RETRY_MAX_DELAY_S is 0; tests/cli/test_batch_api_unknown_job.py checks them.)"""
+    line naming the unknown job and what to do (the key's project or workspace, a job
+    deleted or past retention; resume asks again, nothing is paid twice): the exact line.
+    (No backoff waits: RETRY_MAX_DELAY_S is 0; tests/cli/test_batch_api_unknown_job.py
+    checks them.)"""
     monkeypatch.setenv("CJ_TEST_BATCH_KEY", KEY)
     server = serve(polls_to_end=0)
     server.batches.gate.clear()
@@ -175,9 +177,48 @@ def test_an_unknown_job_at_a_poll_stops_the_run_but_is_not_an_unusable_judge(
         lambda: server.batches.refuse("not_found", times=UNKNOWN_JOB_ATTEMPTS),
     )
     (job_id,) = server.batches.created
-    assert f"HTTP 404: the provider does not know batch job {job_id}" in line
-    assert f"({UNKNOWN_JOB_ATTEMPTS} times)" in line and "fix the server" in line
-    assert "paid calls" not in line and "key, credit" not in line and "model" not in line
+    (batch_id,) = query(db_url, "SELECT id FROM batches")[0]
+    assert line == (
+        f"error: job 1: polling: judge anthropic: polling the batch: HTTP 404: the provider "
+        f"does not know batch job {job_id} (Not found.) "
+        f"({UNKNOWN_JOB_ATTEMPTS} times); the batch stopped at once (INTERRUPTED, nothing "
+        "else sent): the key in use may belong to another project, workspace or organisation "
+        "than the key the batch was started with, or the job was deleted or is past the "
+        "provider's retention; its 12 calls stay stored as sent and are not paid again: set "
+        f"the key the batch was started with, then cj-run resume {batch_id} asks for the job "
+        f"again (if the job is gone, cj-run finalize {batch_id} ends the batch with what it "
+        "has)"
+    )
     assert not server.batches.refusals  # every refusal was met: asked again each time
     check_stopped_with_the_job_due(db_url, server)
     resume_collects_the_job(db_url, server)
+
+
+def test_a_job_the_provider_never_knows_again_is_ended_by_finalize(
+    tmp_path: Path, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop line's way out when the job is gone for good (deleted, past retention):
+    ``cj-run resume`` meets the same 404s and stops with the same advice; ``cj-run
+    finalize`` ends the batch with what it has, the job's calls still counted as sent."""
+    monkeypatch.setenv("CJ_TEST_BATCH_KEY", KEY)
+    server = serve(polls_to_end=0)
+    server.batches.gate.clear()
+    settings = {**SETTINGS, "RETRY_BASE_DELAY_S": 0.0, "RETRY_MAX_DELAY_S": 0.0}
+    profile = write_profile(tmp_path / "p.yaml", settings, judge("openai", server, batch=True))
+    db_url = str(tmp_path / "cj.db")
+    line = interrupted_run(
+        db_url, profile, server, lambda: server.batches.refuse("not_found", times=1000)
+    )
+    (batch_id,) = query(db_url, "SELECT id FROM batches")[0]
+    assert f"cj-run finalize {batch_id} ends the batch with what it has" in line
+    again = run(["resume", batch_id, "--db", db_url])
+    assert again.exit_code == 2, again.output
+    assert f"then cj-run resume {batch_id} asks for the job again" in again.stderr
+    check_stopped_with_the_job_due(db_url, server)
+    ended = run(["finalize", batch_id, "--db", db_url, "--json"])
+    assert ended.exit_code == 0, ended.output
+    summary = json.loads(ended.stdout)
+    assert (summary["status"], summary["stop_reason"]) == ("COMPLETED", "finalized_early")
+    # the job's calls were paid for: still counted; no answer, so no score is shown
+    assert (summary["calls_sent"], summary["successful_comparisons"]) == (12, 0)
+    assert summary["tau"] is None and summary["ssr"] is None

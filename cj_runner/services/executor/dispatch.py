@@ -156,6 +156,7 @@ class DispatchMixin(ExecutorState):
             # holds paid calls: stop, resumable (a job may be running)
             self.unreachable = jobs.stalled
             self.outstanding = jobs.outstanding
+            self.unknown_job = jobs.unknown_job_calls
             self.stop_event.set()
         self._changed.set()
 

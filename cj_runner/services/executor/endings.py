@@ -49,6 +49,7 @@ class EndingsMixin(ResumeMixin):
             interrupted=True,
             unreachable=self.unreachable,
             outstanding=self.outstanding,
+            unknown_job=self.unknown_job,
         )
 
     async def _finalize(self, decision: Decision) -> RunResult:

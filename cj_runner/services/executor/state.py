@@ -101,6 +101,10 @@ class RunResult:
     outstanding: int = 0
     """Batch-API mode: calls still due from provider jobs that had not ended when the
     judge turned unusable (stored as ``sent``; ``cj-run resume`` collects them)."""
+    unknown_job: int | None = None
+    """Batch-API mode: set when the run stopped because the provider does not know a job
+    the batch stored (another key's project or workspace, or the job deleted or past the
+    provider's retention): the calls in that job, stored as ``sent``."""
 
     def stopped_line(self, then: str) -> str | None:
         """The one line saying why the run stopped at once (its judge unreachable or
@@ -108,6 +112,16 @@ class RunResult:
         names what goes on with it (e.g. ``cj-run resume ID``). ``None`` otherwise."""
         if not self.unreachable:
             return None
+        if self.unknown_job is not None:
+            return (
+                f"{self.unreachable}; the batch stopped at once (INTERRUPTED, nothing else "
+                f"sent): the key in use may belong to another project, workspace or "
+                f"organisation than the key the batch was started with, or the job was "
+                f"deleted or is past the provider's retention; its {self.unknown_job} calls "
+                f"stay stored as sent and are not paid again: set the key the batch was "
+                f"started with, then {then} asks for the job again (if the job is gone, "
+                f"cj-run finalize {self.batch_id} ends the batch with what it has)"
+            )
         if self.outstanding:
             return (
                 f"{self.unreachable}; the batch stopped at once (INTERRUPTED, nothing else "
@@ -171,6 +185,7 @@ class ExecutorState:
         self.jobs: JobRunner | None = None
         self.unreachable: str | None = None
         self.outstanding = 0  # see RunResult.outstanding
+        self.unknown_job: int | None = None  # see RunResult.unknown_job
         self._connection_failures = 0
         self._judge_answered = False
         self.wf = self._workflow(batch.state)
