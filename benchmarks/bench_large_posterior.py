@@ -18,7 +18,10 @@ centred true score; the mean squared error, r^2 and Spearman correlation of the 
 posterior means with the truth; the shown ``tau`` (``ScorePosterior.tau``: the Gibbs
 sampler's posterior mean up to 400 nodes, the evidence's maximum above) and the evidence's
 (``evidence_tau``, up to 400 nodes the sampler's start) against the SD of the centred
-truth; the ``tau`` selection used when the batch reached 1, 2, 4 and 8 cpe; the robust
+truth; the ``tau`` selection used when the batch reached 1, 2, 4 and 8 cpe ("-" where
+selection uses none: ``random``, ``balanced`` and ``swiss`` select pairs without ``tau``,
+only :data:`~cj_runner.core.workflow.ADAPTIVE_STRATEGIES` do; and where the batch did
+not reach that cpe); the robust
 reliability minus the true one (the squared correlation of the reported scores with the
 truth), and with ``--variants`` that of each candidate of :data:`VARIANTS`; the
 harness's CPU time per wave.
@@ -67,7 +70,7 @@ from cj_runner.core import robust as robust_module
 from cj_runner.core.bt import fit_bt
 from cj_runner.core.posterior import score_posterior
 from cj_runner.core.robust import robust_reliability
-from cj_runner.core.workflow import WaveEnd, WorkflowState
+from cj_runner.core.workflow import ADAPTIVE_STRATEGIES, WaveEnd, WorkflowState
 from cj_runner.services.harness import SimulatedJudge, run_harness
 
 TRUE_SD = 1.64
@@ -106,7 +109,10 @@ def rule(name: str) -> Iterator[None]:
 
 def selection_tau(state: WorkflowState, end: WaveEnd) -> tuple[int, float] | None:
     """After a wave: the ``tau`` the product last gave selection and the number of
-    comparisons it was computed from (``None`` when selection uses none)."""
+    comparisons it was computed from (``None`` when selection uses none: a strategy
+    outside ``ADAPTIVE_STRATEGIES``, whose state may hold a posterior for other uses)."""
+    if state.strategy not in ADAPTIVE_STRATEGIES:
+        return None
     if state._tau is not None:  # above 200 nodes: set at the wave's planning
         return state.successes - end.successes, state._tau[1]
     if state._posterior is not None:  # up to 200 nodes
@@ -285,6 +291,12 @@ def _mean_range(values: list[float], fmt: str) -> str:
     return f"{np.mean(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
 
 
+def _tau_cell(values: list[float]) -> str:
+    """The mean of the selection ``tau`` values that exist, or "-" when none does."""
+    known = [v for v in values if not math.isnan(v)]
+    return f"{np.mean(known):.2f}" if known else "-"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="n = 250, two replicates")
@@ -320,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                 n, strategy, cpe, rep, name, args.target_reliability, args.audit_share, variants
             )
             cells[(n, strategy, cpe, name)].append(row)
-            taus = "/".join(f"{row[f'tau@{m}']:.2f}" for m in MILESTONES)
+            taus = "/".join(_tau_cell([row[f"tau@{m}"]]) for m in MILESTONES)
             print(
                 f"n={n} {strategy} cpe={cpe} r={rep} {name}: coverage {row['coverage']:.3f}, "
                 f"mse {row['mse']:.3f}, r2 {row['r2']:.4f}, spearman {row['spearman']:.4f}, "
@@ -347,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             return [r[key] for r in rows]
 
         errors = np.array(col("robust_error"))
-        taus = "/".join(f"{np.nanmean(col(f'tau@{m}')):.2f}" for m in MILESTONES)
+        taus = "/".join(_tau_cell(col(f"tau@{m}")) for m in MILESTONES)
         print(
             f"| {n} | {strategy} | {cpe} | {name} | {_mean_range(col('coverage'), '.1%')} "
             f"| {np.mean(col('mse')):.3f} | {np.mean(col('r2')):.4f} "
