@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -283,18 +284,48 @@ def standardized_fit(
         A :class:`FitStatistics`.
     """
     a, b, squared, variance = _residuals(n_items, first, second, first_won, scores, order_effect)
-    infit, outfit = _mean_squares([a, b], n_items, squared, variance)
+    return grouped_fit([a, b], n_items, squared, variance)
+
+
+def grouped_fit(
+    groups: Sequence[ArrayLike], size: int, squared: ArrayLike, variance: ArrayLike
+) -> FitStatistics:
+    """Infit and outfit mean-squares, their model SDs and ZSTDs, pooled per group.
+
+    The steps of :func:`standardized_fit` (by node) and
+    :func:`cj_runner.core.panel.misfit.judge_fit` (by judge): for a group's ``N``
+    comparisons with squared residuals ``(y_k - p_k)^2`` and model variances ``W_k``,
+    infit ``= sum (y - p)^2 / sum W``, outfit ``= mean (y - p)^2 / W``, their model SDs
+    ``q`` (Wright & Masters 1982, ch. 5; the formulas in :func:`standardized_fit`), and
+    the Wilson-Hilferty ZSTD (:func:`wilson_hilferty_z`).
+
+    Args:
+        groups: arrays of group indices in ``0..size-1``, one entry per comparison each;
+            a comparison counts once in each array (by node: ``[first, second]``, so a
+            comparison counts for both its nodes; by judge: ``[judge]``).
+        size: number of groups.
+        squared: ``(y_k - p_k)^2`` per comparison.
+        variance: ``W_k = p_k (1 - p_k)`` per comparison.
+
+    Returns:
+        A :class:`FitStatistics` of length ``size`` (``nan`` for a group without
+        comparisons).
+    """
+    index = [np.asarray(g, dtype=np.intp) for g in groups]
+    sq = np.asarray(squared, dtype=np.float64)
+    var = np.asarray(variance, dtype=np.float64)
+    infit, outfit = _mean_squares(index, size, sq, var)
     with np.errstate(divide="ignore"):
-        inverse_w = 1.0 / variance
-    count = np.zeros(n_items)
-    sum_w = np.zeros(n_items)
-    sum_inv = np.zeros(n_items)
-    sum_c = np.zeros(n_items)
-    for index in (a, b):
-        count += np.bincount(index, minlength=n_items)
-        sum_w += np.bincount(index, weights=variance, minlength=n_items)
-        sum_inv += np.bincount(index, weights=inverse_w, minlength=n_items)
-        sum_c += np.bincount(index, weights=variance - 4.0 * variance**2, minlength=n_items)
+        inverse_w = 1.0 / var
+    count = np.zeros(size)
+    sum_w = np.zeros(size)
+    sum_inv = np.zeros(size)
+    sum_c = np.zeros(size)
+    for group in index:
+        count += np.bincount(group, minlength=size)
+        sum_w += np.bincount(group, weights=var, minlength=size)
+        sum_inv += np.bincount(group, weights=inverse_w, minlength=size)
+        sum_c += np.bincount(group, weights=var - 4.0 * var**2, minlength=size)
     seen = count > 0
     with np.errstate(divide="ignore", invalid="ignore"):
         q_out = np.sqrt(np.maximum(sum_inv - 4.0 * count, 0.0)) / np.where(seen, count, 1.0)

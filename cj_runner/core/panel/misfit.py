@@ -20,10 +20,7 @@ from cj_runner.core.panel.fit import (
     _probabilities,
     fit_panel,
 )
-from cj_runner.core.reliability import (
-    scale_separation_reliability,
-    wilson_hilferty_z,
-)
+from cj_runner.core.reliability import grouped_fit, scale_separation_reliability
 from cj_runner.core.robust import empirical_bayes_fit
 
 JUDGE_MISFIT_Z_THRESHOLD: float = 2.0
@@ -144,7 +141,9 @@ def judge_fit(
     model variance ``W_k = p_k (1 - p_k)``, pooled over each judge's comparisons: infit
     ``= sum (y - p)^2 / sum W``, outfit ``= mean (y - p)^2 / W``; their model SDs ``q``
     and the Wilson-Hilferty ZSTD are those of
-    :func:`cj_runner.core.reliability.standardized_fit` (Wright & Masters 1982, ch. 5).
+    :func:`cj_runner.core.reliability.standardized_fit` (Wright & Masters 1982, ch. 5),
+    computed by the same function (:func:`cj_runner.core.reliability.grouped_fit`)
+    grouped by judge instead of by node.
 
     Args:
         data: the comparisons.
@@ -163,27 +162,8 @@ def judge_fit(
         p = np.asarray(probabilities, dtype=np.float64)
     if p.shape != data.first_won.shape:
         raise ValueError("probabilities must hold one entry per comparison")
-    w = p * (1.0 - p)
-    sq = (data.first_won - p) ** 2
-    j = data.judge
-    count = np.bincount(j, minlength=size).astype(np.float64)
-    sum_w = np.bincount(j, w, size)
-    sum_sq = np.bincount(j, sq, size)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sum_z2 = np.bincount(j, sq / w, size)
-        sum_inv = np.bincount(j, 1.0 / w, size)
-        seen = count > 0
-        infit = np.where(seen & (sum_w > 0), sum_sq / sum_w, np.nan)
-        outfit = np.where(seen, sum_z2 / np.where(seen, count, 1.0), np.nan)
-        q_in = np.sqrt(np.maximum(np.bincount(j, w - 4 * w * w, size), 0.0)) / sum_w
-        q_out = np.sqrt(np.maximum(sum_inv - 4 * count, 0.0)) / count
-    return JudgeFit(
-        infit=infit,
-        outfit=outfit,
-        infit_z=wilson_hilferty_z(infit, np.where(seen, q_in, np.nan)),
-        outfit_z=wilson_hilferty_z(outfit, np.where(seen, q_out, np.nan)),
-        count=count.astype(np.int64),
-    )
+    stats = grouped_fit([data.judge], size, (data.first_won - p) ** 2, p * (1.0 - p))
+    return JudgeFit(stats.infit, stats.outfit, stats.infit_z, stats.outfit_z, stats.count)
 
 
 def flag_judges(
