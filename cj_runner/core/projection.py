@@ -18,13 +18,19 @@
    grade index. This is the rule when only the students' SEs are known.
 3a. **Joint uncertainty** (spec §8; used by the batch scoring, :func:`joint_grade_probabilities`).
    Given the joint posterior ``N(m, Sigma)`` of all scores, anchors' draws
-   ``x_a ~ N(m_a, Sigma_aa)`` (seeded, :data:`DEFAULT_DRAWS` of them) each give their own
-   isotonic fit and boundaries; each student's score given that draw is normal with the
-   conditional mean ``m_s + Sigma_sa Sigma_aa^-1 (x_a - m_a)`` and variance
+   ``x_a ~ N(m_a, Sigma_aa)`` restricted to the order of their known grades (every anchor of
+   a lower grade below every anchor of a higher one; :mod:`cj_runner.core.grade_draws`;
+   seeded, :data:`DEFAULT_DRAWS` of them) each give their own isotonic fit and
+   boundaries; each student's score given that draw is normal with the conditional mean
+   ``m_s + Sigma_sa Sigma_aa^-1 (x_a - m_a)`` and variance
    ``Sigma_ss - Sigma_sa Sigma_aa^-1 Sigma_as``, whose band probabilities (rule 3) are
    averaged over the draws (a Rao-Blackwellised Monte Carlo: smooth in the scores and
    deterministic for a seed). So the probabilities carry the uncertainty of the anchors'
    scores, of the fit through them and of the student's own score, with their correlations.
+   This is the posterior of a model in which anchors are essays like the students whose
+   known grades agree with the order of their true qualities; the stated confidence is
+   calibrated on average over such anchors, not for every fixed placement of them
+   (docs/statistics.md, "Anchor draws in grade order").
    A vector of variances stands for a diagonal ``Sigma`` (independent scores: large batches
    have no covariance), read without forming the ``n x n`` matrix.
 4. **Anchor health.** Two anchors are discordant when the one with the lower known grade has
@@ -43,6 +49,7 @@ import scipy.optimize
 import scipy.special
 from numpy.typing import ArrayLike, NDArray
 
+from cj_runner.core.grade_draws import ordered_anchor_draws
 from cj_runner.core.models import GradeScale
 
 FloatArray = NDArray[np.float64]
@@ -212,6 +219,8 @@ def drawn_boundaries(
     n_grades: int,
     rng: np.random.Generator,
     draws: int = DEFAULT_DRAWS,
+    *,
+    grade_order: bool = True,
 ) -> tuple[FloatArray, FloatArray] | None:
     """The anchor draws of rule 3a and each draw's own boundaries (module docstring).
 
@@ -222,6 +231,8 @@ def drawn_boundaries(
         n_grades: grades on the scale.
         rng: the random generator of the draws.
         draws: anchor draws.
+        grade_order: draw the anchors restricted to the order of their grades (the rule);
+            ``False`` draws them unrestricted (the rule before, kept for the benchmarks).
 
     Returns:
         ``(x, b)``: the draws whose isotonic fit increases (``x`` of shape
@@ -231,9 +242,12 @@ def drawn_boundaries(
     m_a = np.asarray(anchor_mean, dtype=np.float64)
     s_aa = np.asarray(anchor_covariance, dtype=np.float64)
     idx = np.asarray(anchor_indices, dtype=np.float64)
-    values, vectors = np.linalg.eigh(s_aa)
-    root = vectors * np.sqrt(np.maximum(values, 0.0))
-    x = m_a[:, None] + root @ rng.standard_normal((m_a.size, max(1, draws)))
+    if grade_order and np.unique(idx).size > 1:
+        x = ordered_anchor_draws(m_a, s_aa, idx, rng, max(1, draws))
+    else:
+        values, vectors = np.linalg.eigh(s_aa)
+        root = vectors * np.sqrt(np.maximum(values, 0.0))
+        x = m_a[:, None] + root @ rng.standard_normal((m_a.size, max(1, draws)))
     kept: list[int] = []
     cuts: list[FloatArray] = []
     for d in range(x.shape[1]):
@@ -256,6 +270,8 @@ def joint_grade_probabilities(
     priors: ArrayLike,
     rng: np.random.Generator,
     draws: int = DEFAULT_DRAWS,
+    *,
+    grade_order: bool = True,
 ) -> FloatArray | None:
     """Grade probabilities with the anchors', the fit's and the students' uncertainty.
 
@@ -273,6 +289,8 @@ def joint_grade_probabilities(
         priors: ``n_grades`` prior grade probabilities (need not be normalised).
         rng: the random generator of the anchor draws.
         draws: anchor draws.
+        grade_order: the anchor draws in the order of their grades (the rule; ``False``:
+            unrestricted, the rule before).
 
     Returns:
         An array ``(len(student_nodes), n_grades)`` whose rows sum to 1, or ``None`` when
@@ -296,7 +314,7 @@ def joint_grade_probabilities(
     gain = np.linalg.solve(s_aa + 1e-9 * scale * np.eye(a.size), s_sa.T).T
     cond_var = var_s - np.sum(gain * s_sa, axis=1)
     cond_sd = np.sqrt(np.maximum(cond_var, 0.0))
-    drawn = drawn_boundaries(m[a], s_aa, idx, n_grades, rng, draws)
+    drawn = drawn_boundaries(m[a], s_aa, idx, n_grades, rng, draws, grade_order=grade_order)
     if drawn is None:
         return None
     anchor_draws, boundaries = drawn

@@ -409,7 +409,9 @@ def final_results(
         elif has_anchors and grade_scale is not None and status != "FAILED":
             result = projection_for(post, nodes, edges, grade_scale, workflow.seed)
             extra["projection"] = {
-                "method": "joint Monte Carlo over the posterior of anchors and students",
+                "method": (
+                    "joint Monte Carlo over the posterior of anchors (in grade order) and students"
+                ),
                 "deferred_reason": result.deferred_reason,
                 "boundaries": result.boundaries,
                 "warnings": result.warnings,
