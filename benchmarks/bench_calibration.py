@@ -5,8 +5,8 @@ drives the executor's own ``WorkflowState``: the real selection, continuation an
 scoring code). Per size ``n`` (students), matching strategy and replicate:
 
 * latent qualities ``~ N(0, sd^2)`` with ``sd`` such that the judge is right on a random
-  pair 80% of the time; four anchors at the true 20/40/60/80 percentiles with grades
-  0..3 (``n + 4`` nodes; cpe = 2 x comparisons / nodes); a judge that follows the
+  pair 80% of the time; four anchors drawn like the students and graded 0..3 by their true
+  order (``n + 4`` nodes; cpe = 2 x comparisons / nodes); a judge that follows the
   Bradley-Terry model with an order effect of +0.1 logit for position A;
 * the run goes to 20 cpe with stability off; after the wave crossing 8, 10, 12 and 20
   cpe it records, over the students, how often the 95% interval covers the (centred)
@@ -15,8 +15,9 @@ scoring code). Per size ``n`` (students), matching strategy and replicate:
   (``score ± 1.96 Fisher SE`` of the final fit, order effect included); at 10 cpe
   whether the order effect's 95% interval covers +0.1 (reported and MLE); at 8, 12 and
   20 cpe every student's projected grade and confidence (joint Monte Carlo over the
-  posterior of anchors and students, :func:`cj_runner.core.projection.project_grades`)
-  against the grade of its true score on the anchors' true calibration.
+  posterior of anchors, in grade order, and students,
+  :func:`cj_runner.core.projection.project_grades`) against the grade of its true score
+  on the anchors' true calibration.
 * misfit flags: :func:`cj_runner.services.misfit_sim.misfit_rates`, the rule the product
   uses (:func:`cj_runner.core.reliability.flag_standardized_misfits` on the final fit),
   per strategy (``random``, ``balanced``, ``infogain``) and size (24, 40 nodes) at 20 cpe:
@@ -62,7 +63,6 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
 
 from cj_runner.config import Settings  # noqa: E402
 from cj_runner.core.bt import fit_bt  # noqa: E402
@@ -89,7 +89,6 @@ ETA_CPE = 10
 MISFIT_CPE = 20
 MISFIT_SIZES = (24, 40)
 MISFIT_STRATEGIES = ("random", "balanced", "infogain")
-ANCHOR_PERCENTILES = (0.2, 0.4, 0.6, 0.8)
 SCALE = GradeScale(name="four", grades=("D", "C", "B", "A"))
 Z95 = 1.959963984540054
 BINS = (0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0001)
@@ -129,9 +128,15 @@ def _sd() -> float:
 
 
 def make_net(n: int, replicate: int) -> tuple[np.ndarray, dict[int, int]]:
-    """True qualities of ``n`` students + 4 anchors (last), and the anchors' grades."""
+    """True qualities of ``n`` students + 4 anchors (last), and the anchors' grades.
+
+    The anchors are drawn like the students and graded by their true order (the lowest
+    D, the highest A): the model grade projection assumes (anchors are essays like the
+    others whose known grades agree with their true qualities). Calibration of a posterior
+    holds on average over what its model assumes, not for every fixed placement of the
+    anchors; fixed placements are the sensitivity checks of ``bench_grades.py --anchors``."""
     z = np.random.default_rng([13, n, replicate]).standard_normal(n)
-    anchors = np.asarray(stats.norm.ppf(ANCHOR_PERCENTILES))
+    anchors = np.sort(np.random.default_rng([14, n, replicate]).standard_normal(4))
     return np.concatenate([z, anchors]) * _sd(), {n + k: k for k in range(4)}
 
 

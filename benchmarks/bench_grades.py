@@ -1,36 +1,38 @@
 """Grade-confidence harness: only the grade checkpoint of ``bench_calibration.py``.
 
-Same nets, judge, seeds and checkpoints as :mod:`bench_calibration` (``make_net``:
-four anchors at the true 20/40/60/80 percentiles; the true grade of a student is the grade
-of its true score on the anchors' true calibration), but only the grade projection at 8,
-12 and 20 cpe, for one strategy and size at a time, so that many replicates fit in a
-short run. Per checkpoint it records every student's stated confidence and whether the
-projected grade is the true one, for the product's projection
-(:func:`cj_runner.core.projection.project_grades` with the posterior covariance, rule 3a).
+Same nets, judge, seeds and checkpoints as :mod:`bench_calibration` (``make_net``: four
+anchors drawn like the students and graded by their true order; the true grade of a
+student is the grade of its true score on the anchors' true calibration), but only the
+grade projection at 8, 12 and 20 cpe, for one strategy and size at a time, so that many
+replicates fit in a short run. Per checkpoint it records every student's stated confidence
+and whether the projected grade is the true one, for the product's projection
+(:func:`cj_runner.core.projection.project_grades` with the posterior covariance, rule 3a:
+anchor draws in grade order).
 
-``--ordered`` adds, on the same posteriors, an alternative rule that is not the product's:
-rule 3a with the anchor draws restricted to scores in the order of their grades (a
-truncated normal; the exact use of the known grades when anchors are drawn like students),
-and an oracle that plugs the anchors' true scores into each student's conditional
-posterior (the students' part of the uncertainty alone). ``--diagnostics`` adds, per node,
-the posterior SD against the actual error (anchors by their percentile, students by their
+``--alternatives`` (alias ``--ordered``, its name while the grade-ordered draws were the
+alternative) adds, on the same posteriors, the rule before (rule 3a with unrestricted
+anchor draws) and an oracle that plugs the anchors' true scores into each student's
+conditional posterior (the students' part of the uncertainty alone). ``--diagnostics``
+adds, per node, the posterior SD against the actual error (anchors and students by their
 true z), and where the boundaries sit: true minus shown (the isotonic fit of the posterior
 means) and true minus the mean of rule 3a's per-draw boundaries.
 
 ``--centred`` adds rule 3a with the drawn boundaries centred on the shown ones (each
 draw's boundaries shifted by the mean, or the median, over the draws minus the shown
-boundary; with ``--ordered`` also the grade-ordered draws centred; measured and not
-adopted: docs/statistics.md). Every run ends with a summary:
+boundary; measured and not adopted: docs/statistics.md). Every run ends with a summary:
 per cell (sizes pooled, each size, each cpe) and rule, the bin furthest from zero;
 ``--by-cpe`` prints each rule's table per cpe too, ``--by-grade`` each rule's stated
 confidence against its accuracy per projected grade.
 
-``--anchors`` (a sensitivity check, not the benchmark's definition): ``fixed`` (the
-benchmark), ``prior`` (four anchors drawn like the students, sorted), ``spread`` (at the
-10/35/65/90 percentiles), ``narrow`` (30/45/55/70) or ``fixed12`` (the issue's setup: 12
+``--anchors`` (sensitivity checks besides the benchmark's ``prior``): ``prior12`` (12
+anchors drawn like the students, three a grade by their true order: the issue's setup),
+``fixed`` (four anchors at the 20/40/60/80 percentiles in every net, the benchmark's
+placement before), ``spread`` (10/35/65/90), ``narrow`` (30/45/55/70) or ``fixed12`` (12
 anchors, three per grade, at the centres of 12 equal slices of the students'
-distribution, so the true boundaries sit near the 25/50/75 percentiles; the true grade is
-still the grade of the true score on the anchors' true isotonic calibration).
+distribution). A posterior is calibrated on average over where its model says anchors
+sit, not for a fixed placement (``bench_grade_layouts.py`` shows it with exact
+posteriors). The true grade is always the grade of the true score on the anchors' true
+isotonic calibration.
 
 ``--anchor-weight K`` runs the batches with ``ANCHOR_WEIGHT=K`` (anchors chosen about K
 times as often as a student, in the same budget). Every run prints the cost side too: per
@@ -39,11 +41,10 @@ their Spearman correlation with the truth, the comparisons per anchor and per st
 and the anchors' RMS posterior SD.
 
 Run: ``nice -n 10 python benchmarks/bench_grades.py --strategy random --sizes 24,100
---replicates 120,40 --ordered --diagnostics --workers 2`` (about 6 minutes on two loaded
-cores); the centred rules: ``nice -n 10 python benchmarks/bench_grades.py --strategy random
---sizes 24,100 --replicates 120,40 --centred --ordered --by-cpe --by-grade`` (one process,
-about 10 minutes at a load average of 4-6). Every gap comes with its Monte Carlo standard error
-(replicates as clusters, as in :func:`bench_calibration.calibration_bins`).
+--replicates 120,40 --alternatives --by-cpe --by-grade`` (about 5 minutes in one process at
+a load average of 3); the issue's setup: ``--sizes 60 --replicates 100 --anchors prior12``.
+Every gap comes with its Monte Carlo standard error (replicates as clusters, as in
+:func:`bench_calibration.calibration_bins`).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
-from scipy import special, stats  # noqa: E402
+from scipy import stats  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -79,15 +80,15 @@ from cj_runner.core.projection import (  # noqa: E402
     calibrate,
     drawn_boundaries,
     grade_probabilities,
+    joint_grade_probabilities,
 )
 from cj_runner.core.workflow import WaveEnd, WorkflowState  # noqa: E402
 from cj_runner.services.harness import run_harness  # noqa: E402
 
 DRAWS = 1000  # anchor draws, as the product's DEFAULT_DRAWS
-ORDERED_SWEEPS = 20  # Gibbs sweeps of the grade-ordered anchor draws
 
 ANCHOR_LAYOUTS = {
-    "fixed": bc.ANCHOR_PERCENTILES,
+    "fixed": (0.2, 0.4, 0.6, 0.8),
     "spread": (0.10, 0.35, 0.65, 0.90),
     "narrow": (0.30, 0.45, 0.55, 0.70),
     # the issue's setup: 12 anchors, three per grade, at the centres of 12 equal slices
@@ -97,11 +98,11 @@ ANCHOR_LAYOUTS = {
 
 def make_net(n: int, replicate: int, layout: str) -> tuple[np.ndarray, dict[int, int]]:
     """The benchmark's net, or its anchors placed per ``layout`` (module docstring)."""
-    if layout == "fixed":
+    if layout == "prior":
         return bc.make_net(n, replicate)
     z = np.random.default_rng([13, n, replicate]).standard_normal(n)
-    if layout == "prior":
-        anchors = np.sort(np.random.default_rng([14, n, replicate]).standard_normal(4))
+    if layout == "prior12":
+        anchors = np.sort(np.random.default_rng([14, n, replicate]).standard_normal(12))
     else:
         anchors = np.asarray(stats.norm.ppf(ANCHOR_LAYOUTS[layout]))
     per_grade = anchors.size // len(bc.SCALE.grades)  # in grade order, `per_grade` a grade
@@ -109,71 +110,26 @@ def make_net(n: int, replicate: int, layout: str) -> tuple[np.ndarray, dict[int,
     return np.concatenate([z, anchors]) * bc._sd(), grades
 
 
-def _ordered_ok(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Which columns of anchor draws ``x`` keep every lower grade at or below every higher one."""
-    ok = np.ones(x.shape[1], dtype=bool)
-    for g in np.unique(idx)[:-1]:
-        ok &= x[idx == g].max(axis=0) <= x[idx > g].min(axis=0)
-    return ok
-
-
-def _truncated_normal(
-    mu: np.ndarray, sd: float, lo: np.ndarray, hi: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
-    """``N(mu, sd^2)`` truncated to ``[lo, hi]`` by the inverse CDF (in the lower tail)."""
-    a, b = (lo - mu) / sd, (hi - mu) / sd
-    flip = a > 0
-    a2, b2 = np.where(flip, -b, a), np.where(flip, -a, b)
-    pa, pb = special.ndtr(a2), special.ndtr(b2)
-    z = special.ndtri(np.clip(pa + rng.random(mu.shape) * (pb - pa), 1e-300, 1 - 1e-16))
-    z = np.clip(z, a2, b2)
-    return np.asarray(mu + sd * np.where(flip, -z, z))
-
-
-def ordered_anchor_draws(
-    m_a: np.ndarray, s_aa: np.ndarray, idx: np.ndarray, rng: np.random.Generator, draws: int
-) -> np.ndarray:
-    """Draws of ``N(m_a, s_aa)`` restricted to anchor scores in the order of their grades
-    (a Gibbs sampler of the truncated normal, Geweke 1991, over parallel chains started from
-    unrestricted draws, put in grade order where they were not)."""
-    k = m_a.size
-    values, vectors = np.linalg.eigh(s_aa)
-    x = m_a[:, None] + (vectors * np.sqrt(np.maximum(values, 0.0))) @ rng.standard_normal(
-        (k, draws)
-    )
-    ok = _ordered_ok(x, idx)
-    sorted_x = np.empty_like(x)
-    sorted_x[np.lexsort((np.arange(k), idx))] = np.sort(x, axis=0)
-    x = np.where(ok[None, :], x, sorted_x)
-    prec = np.linalg.inv(s_aa + 1e-9 * float(np.mean(np.diag(s_aa))) * np.eye(k))
-    for _ in range(ORDERED_SWEEPS):
-        for i in range(k):
-            dev = x - m_a[:, None]
-            mu = m_a[i] - (prec[i] @ dev - prec[i, i] * dev[i]) / prec[i, i]
-            lower, higher = idx < idx[i], idx > idx[i]
-            lo = x[lower].max(axis=0) if lower.any() else np.full(draws, -np.inf)
-            hi = x[higher].min(axis=0) if higher.any() else np.full(draws, np.inf)
-            x[i] = _truncated_normal(mu, 1.0 / math.sqrt(prec[i, i]), lo, hi, rng)
-    return x
-
-
-def ordered_probabilities(
+def unrestricted_probabilities(
     m: np.ndarray, cov: np.ndarray, a: np.ndarray, idx: np.ndarray, s: np.ndarray, seed: int
 ) -> np.ndarray:
-    """The product's rule 3a with the anchor draws restricted to grade order (the
-    alternative measured here; not what the product does)."""
-    k_grades = len(bc.SCALE.grades)
-    s_aa, s_sa = cov[np.ix_(a, a)], cov[np.ix_(s, a)]
-    gain = np.linalg.solve(s_aa + 1e-9 * float(np.mean(np.diag(s_aa))) * np.eye(a.size), s_sa.T).T
-    cond_sd = np.sqrt(np.maximum(np.diag(cov)[s] - np.sum(gain * s_sa, axis=1), 0.0))
-    x_all = ordered_anchor_draws(m[a], s_aa, idx, np.random.default_rng(seed), DRAWS)
-    total = np.zeros((s.size, k_grades))
-    for d in range(DRAWS):
-        x = x_all[:, d]
-        cal = calibrate(x, idx, k_grades)
-        assert cal is not None
-        total += grade_probabilities(m[s] + gain @ (x - m[a]), cond_sd, cal[1], np.ones(k_grades))
-    return total / DRAWS
+    """Rule 3a as it was before the anchor draws kept the grades' order (the alternative
+    measured here; not what the product does): the product's function with
+    ``grade_order=False``, the same seed."""
+    probs = joint_grade_probabilities(
+        m,
+        cov,
+        a.tolist(),
+        idx,
+        s.tolist(),
+        len(bc.SCALE.grades),
+        np.ones(len(bc.SCALE.grades)),
+        np.random.default_rng(seed),
+        DRAWS,
+        grade_order=False,
+    )
+    assert probs is not None
+    return probs
 
 
 def centred_probabilities(
@@ -184,29 +140,23 @@ def centred_probabilities(
     s: np.ndarray,
     seed: int,
     centre: str = "mean",
-    ordered: bool = False,
 ) -> np.ndarray:
     """The product's rule 3a with the drawn boundaries centred on the shown ones (the
-    alternative measured here; not what the product does): the same anchor draws, each
-    draw's boundaries shifted by ``centre_k(b_.k) - bhat_k`` (``centre`` the mean or the
-    median over the draws, ``bhat`` the isotonic fit of the posterior means), so each keeps
-    its spread and its link to the students' conditional means but not the drift of the
-    per-draw fits; a draw whose shifted boundaries cross is sorted (its grade of a score
-    stays the number of its boundaries below the score). ``ordered``: the anchor draws
-    restricted to grade order (:func:`ordered_anchor_draws`), then centred."""
+    alternative measured here; not what the product does): the same anchor draws (in grade
+    order), each draw's boundaries shifted by ``centre_k(b_.k) - bhat_k`` (``centre`` the
+    mean or the median over the draws, ``bhat`` the isotonic fit of the posterior means), so
+    each keeps its spread and its link to the students' conditional means but not the drift
+    of the per-draw fits; a draw whose shifted boundaries cross is sorted (its grade of a
+    score stays the number of its boundaries below the score)."""
     k_grades = len(bc.SCALE.grades)
     s_aa, s_sa = cov[np.ix_(a, a)], cov[np.ix_(s, a)]
     gain = np.linalg.solve(s_aa + 1e-9 * float(np.mean(np.diag(s_aa))) * np.eye(a.size), s_sa.T).T
     cond_sd = np.sqrt(np.maximum(np.diag(cov)[s] - np.sum(gain * s_sa, axis=1), 0.0))
     shown = calibrate(m[a], idx, k_grades)
     assert shown is not None
-    if ordered:
-        x_all = ordered_anchor_draws(m[a], s_aa, idx, np.random.default_rng(seed), DRAWS)
-        cuts = np.array([c[1] for x in x_all.T if (c := calibrate(x, idx, k_grades)) is not None])
-    else:
-        drawn = drawn_boundaries(m[a], s_aa, idx, k_grades, np.random.default_rng(seed), DRAWS)
-        assert drawn is not None
-        x_all, cuts = drawn
+    drawn = drawn_boundaries(m[a], s_aa, idx, k_grades, np.random.default_rng(seed), DRAWS)
+    assert drawn is not None
+    x_all, cuts = drawn
     middle = cuts.mean(axis=0) if centre == "mean" else np.median(cuts, axis=0)
     cuts = np.sort(cuts - middle + shown[1], axis=1)
     total = np.zeros((s.size, k_grades))
@@ -236,17 +186,17 @@ def boundary_shift(
     m: np.ndarray, cov: np.ndarray, a: np.ndarray, idx: np.ndarray, true_cuts: np.ndarray, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """True boundaries minus the shown ones (isotonic fit of the posterior means), and true
-    boundaries minus the mean of the per-draw boundaries of rule 3a (unrestricted draws)."""
+    boundaries minus the mean of rule 3a's per-draw boundaries (the product's draws)."""
     k_grades = len(bc.SCALE.grades)
     shown = calibrate(m[a], idx, k_grades)
-    s_aa = cov[np.ix_(a, a)]
-    values, vectors = np.linalg.eigh(s_aa)
-    x = m[a][:, None] + (vectors * np.sqrt(np.maximum(values, 0.0))) @ np.random.default_rng(
-        seed
-    ).standard_normal((a.size, DRAWS))
-    cuts = [c[1] for d in range(DRAWS) if (c := calibrate(x[:, d], idx, k_grades)) is not None]
+    drawn = drawn_boundaries(
+        m[a], cov[np.ix_(a, a)], idx, k_grades, np.random.default_rng(seed), DRAWS
+    )
     nan = np.full(k_grades - 1, np.nan)
-    return (true_cuts - shown[1] if shown is not None else nan), true_cuts - np.mean(cuts, axis=0)
+    return (
+        true_cuts - shown[1] if shown is not None else nan,
+        true_cuts - drawn[1].mean(axis=0) if drawn is not None else nan,
+    )
 
 
 def _grades(
@@ -255,7 +205,7 @@ def _grades(
     truth: np.ndarray,
     anchors: dict[int, int],
     diag: bool,
-    ordered: bool,
+    alternatives: bool,
     centred: bool = False,
 ) -> dict[str, Any]:
     n = wf.n_nodes
@@ -283,18 +233,16 @@ def _grades(
         float(per_node[students].mean()),
         math.sqrt(float(np.mean(np.diag(cov)[a]))),
     )
-    if ordered and result.deferred_reason is None:
-        probs = ordered_probabilities(m, cov, a, idx, students, wf.seed)
+    if alternatives and result.deferred_reason is None:
+        probs = unrestricted_probabilities(m, cov, a, idx, students, wf.seed)
         best = probs.argmax(axis=1)
-        out["ordered"] = [
+        out["unrestricted"] = [
             (float(p[b]), int(b) == int(t)) for p, b, t in zip(probs, best, true_grade, strict=True)
         ]
-        out["ordered_projected"] = best.tolist()
+        out["unrestricted_projected"] = best.tolist()
     if centred and result.deferred_reason is None:
-        variants = [("centred_mean", "mean", False), ("centred_median", "median", False)]
-        variants += [("ordered_centred", "mean", True)] if ordered else []
-        for key, centre, in_order in variants:
-            probs = centred_probabilities(m, cov, a, idx, students, wf.seed, centre, in_order)
+        for key, centre in (("centred_mean", "mean"), ("centred_median", "median")):
+            probs = centred_probabilities(m, cov, a, idx, students, wf.seed, centre)
             best = probs.argmax(axis=1)
             out[key] = [
                 (float(p[b]), int(b) == int(t))
@@ -303,7 +251,7 @@ def _grades(
             out[f"{key}_projected"] = best.tolist()
     true_cuts = calibrate(truth[nodes] - truth.mean(), idx, len(bc.SCALE.grades))
     assert true_cuts is not None
-    if ordered and result.deferred_reason is None:
+    if alternatives and result.deferred_reason is None:
         probs = oracle_probabilities(m, cov, a, students, truth - truth.mean(), true_cuts[1])
         best = probs.argmax(axis=1)
         out["oracle"] = [
@@ -322,7 +270,7 @@ def _grades(
 
 
 def run_one(args: tuple[int, str, int, str, bool, bool, bool, float]) -> dict[str, Any]:
-    n, strategy, replicate, layout, diag, ordered, centred, anchor_weight = args
+    n, strategy, replicate, layout, diag, alternatives, centred, anchor_weight = args
     truth, anchors = make_net(n, replicate, layout)
     nodes = len(truth)
     out: dict[str, Any] = {"n": n, "replicate": replicate}
@@ -331,7 +279,7 @@ def run_one(args: tuple[int, str, int, str, bool, bool, bool, float]) -> dict[st
     def on_wave(wf: WorkflowState, end: WaveEnd) -> None:
         while pending and 2.0 * wf.successes / nodes >= pending[0]:
             cpe = pending.pop(0)
-            out[cpe] = _grades(wf, cpe, truth, anchors, diag, ordered, centred)
+            out[cpe] = _grades(wf, cpe, truth, anchors, diag, alternatives, centred)
 
     run_harness(
         bc.BTJudge(true_scores=truth),
@@ -374,11 +322,10 @@ def grade_lines(
 
 
 RULES = {
-    "grades": "rule 3a (the product)",
+    "grades": "rule 3a (the product: anchor draws in grade order)",
     "centred_mean": "centred on the shown boundaries (mean)",
     "centred_median": "centred on the shown boundaries (median)",
-    "ordered": "anchor draws in grade order",
-    "ordered_centred": "in grade order and centred (mean)",
+    "unrestricted": "unrestricted anchor draws (the rule before)",
     "oracle": "oracle (true anchor scores)",
 }
 
@@ -503,9 +450,15 @@ def diag_lines(results: list[dict[str, Any]]) -> list[str]:
         if not rows:
             continue
         arr = np.array([(z, a, s, e) for z, a, s, e in rows], dtype=float)
-        for z0 in sorted(set(arr[arr[:, 1] == 1, 0].round(3))):
-            sel = (arr[:, 1] == 1) & (np.abs(arr[:, 0] - z0) < 1e-3)
-            lines.append(_diag_row(cpe, "anchor", f"{z0:+.2f}", arr[sel]))
+        places = sorted(set(arr[arr[:, 1] == 1, 0].round(3)))
+        if len(places) <= 12:  # anchors at fixed places: one row each
+            for z0 in places:
+                sel = (arr[:, 1] == 1) & (np.abs(arr[:, 0] - z0) < 1e-3)
+                lines.append(_diag_row(cpe, "anchor", f"{z0:+.2f}", arr[sel]))
+        else:  # anchors drawn like the students: by true z, as the students
+            for lo, hi in itertools.pairwise(edges):
+                sel = (arr[:, 1] == 1) & (arr[:, 0] >= lo) & (arr[:, 0] < hi)
+                lines.append(_diag_row(cpe, "anchor", f"{lo:+.1f}..{hi:+.1f}", arr[sel]))
         for lo, hi in itertools.pairwise(edges):
             sel = (arr[:, 1] == 0) & (arr[:, 0] >= lo) & (arr[:, 0] < hi)
             lines.append(_diag_row(cpe, "student", f"{lo:+.1f}..{hi:+.1f}", arr[sel]))
@@ -528,7 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicates", default="120,40", help="per size")
     parser.add_argument("--offset", type=int, default=0, help="first replicate number")
     parser.add_argument(
-        "--anchors", default="fixed", choices=["fixed", "prior", "spread", "narrow", "fixed12"]
+        "--anchors",
+        default="prior",
+        choices=["prior", "prior12", "fixed", "spread", "narrow", "fixed12"],
     )
     parser.add_argument(
         "--anchor-weight",
@@ -538,9 +493,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--diagnostics", action="store_true")
     parser.add_argument(
-        "--ordered",
+        "--alternatives",
+        "--ordered",  # its name while the grade-ordered draws were the alternative
+        dest="alternatives",
         action="store_true",
-        help="also the alternative (anchor draws in grade order) and the oracle (true anchors)",
+        help="also the rule before (unrestricted anchor draws) and the oracle (true anchors)",
     )
     parser.add_argument(
         "--centred",
@@ -565,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
             args.offset + r,
             args.anchors,
             args.diagnostics,
-            args.ordered,
+            args.alternatives,
             args.centred,
             args.anchor_weight,
         )
@@ -589,16 +546,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(sizes) > 1:
         lines += grade_lines(results, f"{args.strategy} all sizes")
         lines.append("")
-    if args.ordered:
+    if args.alternatives:
+        label = RULES["unrestricted"]
         for n in sizes:
-            lines += grade_lines(
-                [r for r in results if r["n"] == n],
-                f"anchor draws in grade order, n={n}",
-                "ordered",
-            )
+            rows = [r for r in results if r["n"] == n]
+            lines += grade_lines(rows, f"{label}, n={n}", "unrestricted")
             lines.append("")
         if len(sizes) > 1:
-            lines += grade_lines(results, "anchor draws in grade order, all sizes", "ordered")
+            lines += grade_lines(results, f"{label}, all sizes", "unrestricted")
             lines.append("")
         lines += grade_lines(results, "oracle: true anchor scores, all sizes", "oracle")
         lines.append("")
@@ -613,8 +568,7 @@ def main(argv: list[str] | None = None) -> int:
                 lines.append("")
     keys = ["grades"]
     keys += ["centred_mean", "centred_median"] if args.centred else []
-    keys += ["ordered", "oracle"] if args.ordered else []
-    keys += ["ordered_centred"] if args.ordered and args.centred else []
+    keys += ["unrestricted", "oracle"] if args.alternatives else []
     if args.by_cpe:
         for key in keys:
             for c in bc.GRADE_CPE:
