@@ -24,6 +24,7 @@ from tests.cli.helpers import REGULAR24, query, run, write_profile
 from tests.cli.test_check_before_spending import closed_port_url
 
 KEY_ENV = "CJ_TEST_CLOSED_KEY"
+UNSET_ENV = "CJ_TEST_CLOSED_UNSET"  # never set
 SETTINGS = {"MAX_PAIRWISE_COMPARISONS": 24, "USE_ANCHORS": False, "SEED": 3}
 PANEL_ERROR = "error: judge pb: batch: true needs an OpenAI or Anthropic judge"
 
@@ -40,6 +41,7 @@ def clients(monkeypatch: pytest.MonkeyPatch) -> list[httpx.AsyncClient]:
 
     monkeypatch.setattr(httpx, "AsyncClient", Recorded)
     monkeypatch.setenv(KEY_ENV, "sk-closed-test")
+    monkeypatch.delenv(UNSET_ENV, raising=False)
     return opened
 
 
@@ -129,16 +131,46 @@ def test_worker_closes_the_judge_and_gives_the_batch_back(
 
 
 def test_a_panel_whose_second_judge_has_no_key_leaves_no_client_open(
-    clients: list[httpx.AsyncClient], monkeypatch: pytest.MonkeyPatch
+    clients: list[httpx.AsyncClient],
 ) -> None:
-    monkeypatch.delenv("CJ_TEST_CLOSED_UNSET", raising=False)
     config = JudgeConfig.model_validate(
         {
             "kind": "mock",
             "name": "p2",
-            "panel": [_member("a"), _member("b", key_env="CJ_TEST_CLOSED_UNSET")],
+            "panel": [_member("a"), _member("b", key_env=UNSET_ENV)],
         }
     )
-    with pytest.raises(ConfigError, match="CJ_TEST_CLOSED_UNSET"):
+    with pytest.raises(ConfigError, match=UNSET_ENV):
         build_judge(config)
     assert [c.is_closed for c in clients] == [True] * len(clients)
+
+
+def test_a_panel_of_judges_is_checked_before_anything_is_written(
+    tmp_path: Path, clients: list[httpx.AsyncClient]
+) -> None:
+    """``--judge A --judge B`` (a panel; its own kind is the mock's): B's key is not set.
+    Refused before the database is opened, as a single judge's missing key is (the
+    panel's judges were not checked before, and the batch was stored CREATED)."""
+    paths = []
+    for member in (_member("a"), _member("b", key_env=UNSET_ENV)):
+        paths.append(write_judge(tmp_path / f"{member['judge']['name']}.yaml", member["judge"]))
+    db = tmp_path / "cj.db"
+    panel = ["--judge", str(paths[0]), "--judge", str(paths[1])]
+    result = run(
+        ["execute", "-i", str(REGULAR24), *panel, "--max-comparisons", "20", "--db", str(db)]
+    )
+    assert result.exit_code == 2, result.output
+    assert _one_error_line(result.stderr) == (
+        f"error: judge 'b' needs an API key in the environment variable {UNSET_ENV}, "
+        "which is not set"
+    )
+    assert not db.exists()
+    assert [c.is_closed for c in clients] == [True] * len(clients)
+
+
+def write_judge(path: Path, config: dict[str, Any]) -> Path:
+    """A judge profile YAML."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
