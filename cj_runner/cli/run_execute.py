@@ -65,8 +65,7 @@ async def _run_batch(
 ) -> tuple[RunResult, dict[str, Any]]:
     from cj_runner.cli.render import ProgressView
     from cj_runner.judges.registry import open_judge
-    from cj_runner.services.batches import batch_context, stored_judge_config
-    from cj_runner.services.executor import BatchExecutor
+    from cj_runner.services.batches import batch_context, stored_executor, stored_judge_config
     from cj_runner.services.summary import build_summary
 
     context = await batch_context(store, batch_id)
@@ -77,14 +76,10 @@ async def _run_batch(
         _install_signals(stop)
         show_progress = not quiet and err_console.is_terminal
         view = ProgressView(err_console) if show_progress else None
-        executor = BatchExecutor(
+        executor = stored_executor(
             store,
-            batch,
-            context["nodes"],
+            context,
             judge,
-            context["settings"],
-            assignment=context["assignment"],
-            grade_scale=context["grade_scale"],
             progress=view,
             use_cache=use_cache,
             stop_event=stop,
@@ -293,8 +288,7 @@ def finalize(
     """End a batch that did not finish (interrupted or crashed) with what it has: scores,
     intervals and grades from the comparisons so far; status COMPLETED, stop reason
     finalized_early. No judge call is made. Refused while another process runs it."""
-    from cj_runner.services.batches import batch_context, stored_judge_config
-    from cj_runner.services.executor import BatchExecutor
+    from cj_runner.services.batches import batch_context, stored_executor, stored_judge_config
     from cj_runner.services.summary import build_summary
     from cj_runner.storage import repository as repo
 
@@ -315,16 +309,7 @@ def finalize(
                 config.price_input_per_mtok * config.price_factor,
                 config.price_output_per_mtok * config.price_factor,
             )
-            executor = BatchExecutor(
-                store,
-                context["batch"],
-                context["nodes"],
-                judge,
-                context["settings"],
-                assignment=context["assignment"],
-                grade_scale=context["grade_scale"],
-                use_cache=False,
-            )
+            executor = stored_executor(store, context, judge, use_cache=False)
             result = await executor.finalize_early()
             return result, await build_summary(store, record.id)
         finally:

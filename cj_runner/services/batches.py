@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cj_runner.config import (
     ResolvedProfile,
@@ -33,6 +33,10 @@ from cj_runner.judges.prompts import estimate_call_tokens
 from cj_runner.judges.registry import apply_overrides, judge_prompt_template
 from cj_runner.storage import Store
 from cj_runner.storage import repository as repo
+
+if TYPE_CHECKING:
+    from cj_runner.judges.base import Judge
+    from cj_runner.services.executor import BatchExecutor
 
 ANCHOR_ID_PREFIX = "anchor:"
 
@@ -441,3 +445,24 @@ async def batch_context(store: Store, batch_id: str) -> dict[str, Any]:
         "assignment": assignment_text,
         "grade_scale": scale,
     }
+
+
+def stored_executor(
+    store: Store, context: Mapping[str, Any], judge: Judge, **options: Any
+) -> BatchExecutor:
+    """The executor of a stored batch (``context`` from :func:`batch_context`: its nodes,
+    settings, assignment text and grade scale) asking ``judge``; ``options`` are
+    :class:`~cj_runner.services.executor.BatchExecutor`'s other keyword arguments (the
+    cache, a stop event, the batch API, ...)."""
+    from cj_runner.services.executor import BatchExecutor  # heavy: only when a batch runs
+
+    return BatchExecutor(
+        store,
+        context["batch"],
+        context["nodes"],
+        judge,
+        context["settings"],
+        assignment=context["assignment"],
+        grade_scale=context["grade_scale"],
+        **options,
+    )

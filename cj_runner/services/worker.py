@@ -30,7 +30,7 @@ from cj_runner.errors import BatchLockedError, UserError
 from cj_runner.judges.config import JudgeConfig
 from cj_runner.judges.ratelimit import Limiter
 from cj_runner.judges.registry import open_judge
-from cj_runner.services.batches import batch_context, stored_judge_config
+from cj_runner.services.batches import batch_context, stored_executor, stored_judge_config
 from cj_runner.services.executor import BatchExecutor, RunResult
 from cj_runner.storage import Store, queue
 from cj_runner.storage import repository as repo
@@ -117,14 +117,10 @@ async def run_queued_batch(
     # batch-API mode as with cj-run execute/resume: a job's calls are never asked again
     # one by one (that would pay them twice)
     async with open_judge(config, limiter=limiter) as (judge, batch_api):
-        executor = BatchExecutor(
+        executor = stored_executor(
             store,
-            batch,
-            context["nodes"],
+            context,
             judge,
-            context["settings"],
-            assignment=context["assignment"],
-            grade_scale=context["grade_scale"],
             use_cache=use_cache,
             stop_event=stop_event,
             batch_api=batch_api,

@@ -24,9 +24,9 @@ from cj_runner.services.batches import (
     create_batch,
     plan_summary,
     prepare,
+    stored_executor,
     stored_judge_config,
 )
-from cj_runner.services.executor import BatchExecutor
 from cj_runner.storage import open_store, resolve_db_url
 from cj_runner.storage import repository as repo
 from tests.cli.helpers import (
@@ -92,16 +92,7 @@ async def _interrupted_batch(db: Path, profile: Path, name: str) -> str:
         context = await batch_context(store, batch_id)
         judge = HoldingJudge(build_judge(stored_judge_config(context["batch"])), HOLD_AFTER)
         stop = asyncio.Event()
-        executor = BatchExecutor(
-            store,
-            context["batch"],
-            context["nodes"],
-            judge,
-            context["settings"],
-            assignment=context["assignment"],
-            grade_scale=context["grade_scale"],
-            stop_event=stop,
-        )
+        executor = stored_executor(store, context, judge, stop_event=stop)
         running = asyncio.create_task(executor.run())
         await judge.reached.wait()  # calls are held: the batch is mid-wave
         stop.set()  # Ctrl-C
@@ -244,15 +235,7 @@ def test_final_scoring_runs_off_the_event_loop_while_the_heartbeat_beats(
         try:
             context = await batch_context(store, batch_id)
             judge = build_judge(stored_judge_config(context["batch"]))
-            executor = BatchExecutor(
-                store,
-                context["batch"],
-                context["nodes"],
-                judge,
-                context["settings"],
-                assignment=context["assignment"],
-                grade_scale=context["grade_scale"],
-            )
+            executor = stored_executor(store, context, judge)
 
             def scoring(*args: Any, **kwargs: Any) -> Any:
                 seen["off_loop"] = threading.get_ident() != loop_thread
