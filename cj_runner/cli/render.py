@@ -136,6 +136,8 @@ def summary_renderable(s: dict[str, Any]) -> Group:
         "batch", f"{s['batch_id']}" + (f" ({s['batch_name']})" if s.get("batch_name") else "")
     )
     head.add_row("status", f"[{status_style}]{s['status']}[/]  stop reason: {s['stop_reason']}")
+    if s.get("stop_detail"):
+        head.add_row("stop check", escape(s["stop_detail"]))
     for label, line in health_lines(s):
         head.add_row(label, line)
     head.add_row(

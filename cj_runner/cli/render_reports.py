@@ -53,7 +53,8 @@ def _listing(items: list[str]) -> str:
 
 def _batch_line(r: dict[str, Any]) -> str:
     name = f" ({escape(r['batch_name'])})" if r.get("batch_name") else ""
-    return f"{r['batch_id']}{name}  {r['status']}  stop reason: {r['stop_reason'] or '-'}"
+    line = f"{r['batch_id']}{name}  {r['status']}  stop reason: {r['stop_reason'] or '-'}"
+    return line + (f" ({escape(r['stop_detail'])})" if r.get("stop_detail") else "")
 
 
 def _head(title: str, rows: list[tuple[str, str]]) -> Panel:

@@ -130,7 +130,10 @@ class Settings(BaseModel, frozen=True, extra="forbid"):
         ge=0,
         le=1,
         allow_inf_nan=False,
-        description="Stop once the robust reliability reaches this; none = off.",
+        description=(
+            "Stop once the robust reliability's one-sided 95% lower bound (estimate - 1.645"
+            " posterior SD) reaches this; none = off."
+        ),
     )
     TARGET_MAX_SE: float | None = Field(
         None,

@@ -11,8 +11,9 @@ comes next and why.
    successes and the largest BT-score change since the previous fit is strictly below
    ``score_stability_threshold`` (a threshold of 0 switches the rule off).
 3. ``FINALIZE_SCORING`` / ``target_reliability`` (issue 8, off when ``None``): at least
-   ``min_comparisons_for_stability_check`` successes and the design-robust reliability is
-   ``>=`` the target.
+   ``min_comparisons_for_stability_check`` successes and the lower bound of the
+   design-robust reliability, ``estimate - target_reliability_z * posterior SD``
+   (:data:`TARGET_RELIABILITY_Z`), is ``>=`` the target (:func:`reliability_target_met`).
 4. ``FINALIZE_SCORING`` / ``target_max_se`` (off when ``None``): at least
    ``min_comparisons_for_stability_check`` successes and the largest standard error is
    ``<=`` the target.
@@ -32,10 +33,12 @@ caller, which knows the pairs: see :func:`exhausted`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
 __all__ = [
+    "TARGET_RELIABILITY_Z",
     "Action",
     "ContinuationContext",
     "ContinuationLimits",
@@ -43,7 +46,20 @@ __all__ = [
     "StopReason",
     "decide",
     "exhausted",
+    "reliability_lower_bound",
+    "reliability_target_met",
 ]
+
+
+TARGET_RELIABILITY_Z = 1.645
+"""How many posterior SDs below its estimate the robust reliability's lower bound sits for
+the ``TARGET_RELIABILITY`` stop (1.645: a one-sided 95% bound). A stop on the estimate
+itself ends batches when the estimate is high (it has just crossed the target), and their
+true reliability at the stop fell short of the target on average in half the cells
+measured; with this bound the mean true reliability at the stop is at least the target in
+every cell, by more than its Monte Carlo SE, at 33% more comparisons on average
+(``benchmarks/bench_target_stop.py``; docs/statistics.md, "The ``TARGET_RELIABILITY``
+stop: a lower bound")."""
 
 
 class Action(StrEnum):
@@ -86,6 +102,7 @@ class ContinuationLimits:
     max_passes_small_net: int
     max_passes_regular: int
     target_reliability: float | None = None
+    target_reliability_z: float = TARGET_RELIABILITY_Z
     target_max_se: float | None = None
     max_cost_usd: float | None = None
 
@@ -110,6 +127,7 @@ class ContinuationContext:
         max_score_change: largest change of a node's BT score between the last two fits,
             ``None`` before there are two fits.
         robust_reliability: the design-robust reliability (issue 8), if computed.
+        robust_reliability_sd: its posterior SD, if computed.
         max_se: the largest standard error of a score, if computed.
         cost_usd: money spent so far.
     """
@@ -129,6 +147,7 @@ class ContinuationContext:
     robust_reliability: float | None = None
     max_se: float | None = None
     cost_usd: float = 0.0
+    robust_reliability_sd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -177,8 +196,12 @@ def decide(ctx: ContinuationContext, limits: ContinuationLimits) -> Decision:
     if (
         enough
         and limits.target_reliability is not None
-        and ctx.robust_reliability is not None
-        and ctx.robust_reliability >= limits.target_reliability
+        and reliability_target_met(
+            ctx.robust_reliability,
+            ctx.robust_reliability_sd,
+            limits.target_reliability,
+            limits.target_reliability_z,
+        )
     ):
         return _finalize(StopReason.TARGET_RELIABILITY)
     if (
@@ -205,6 +228,34 @@ def decide(ctx: ContinuationContext, limits: ContinuationLimits) -> Decision:
     if ctx.resampling_pass_count < cap:
         return Decision(Action.RESAMPLE, StopReason.RESAMPLING, starts_new_pass=True)
     return _finalize(StopReason.RESAMPLING_CAP)
+
+
+def reliability_lower_bound(value: float | None, sd: float | None, z: float) -> float | None:
+    """The lower bound ``value - z * sd`` the ``TARGET_RELIABILITY`` stop checks.
+
+    Args:
+        value: the design-robust reliability (:func:`cj_runner.core.robust.robust_reliability`).
+        sd: its posterior SD (the ``posterior_sd`` of that function's detail).
+        z: how many SDs below the estimate the bound sits (0: the estimate itself).
+
+    Returns:
+        The bound, or ``None`` when there is no estimate, or when ``z > 0`` and there is no
+        SD (a bound that cannot be computed is never taken as reached).
+    """
+    if value is None or not math.isfinite(value):
+        return None
+    if z == 0.0:
+        return value
+    if sd is None or not math.isfinite(sd):
+        return None
+    return value - z * sd
+
+
+def reliability_target_met(value: float | None, sd: float | None, target: float, z: float) -> bool:
+    """Whether the ``TARGET_RELIABILITY`` stop applies: the lower bound of
+    :func:`reliability_lower_bound` is at least ``target``."""
+    bound = reliability_lower_bound(value, sd, z)
+    return bound is not None and bound >= target
 
 
 def exhausted() -> Decision:

@@ -67,6 +67,7 @@ class WaveRecord:
     decision: str
     reason: str
     robust_reliability: float | None = None
+    robust_reliability_sd: float | None = None
 
 
 @dataclass
@@ -190,6 +191,7 @@ def run_harness(
                 decision=end.decision.action.value,
                 reason=end.decision.reason.value,
                 robust_reliability=end.robust_reliability,
+                robust_reliability_sd=end.robust_reliability_sd,
             )
         )
         if on_wave is not None:

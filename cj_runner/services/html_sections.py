@@ -140,7 +140,10 @@ def summary_section(s: dict[str, Any]) -> str:
     items: list[tuple[str, Any]] = [
         ("batch", s["batch_id"] + (f" ({s['batch_name']})" if s.get("batch_name") else "")),
         ("status", s["status"]),
-        ("stop reason", s["stop_reason"]),
+        (
+            "stop reason",
+            f"{s['stop_reason']}: {s['stop_detail']}" if s.get("stop_detail") else s["stop_reason"],
+        ),
         ("judge", f"{s['judge']} ({s.get('model') or '-'})"),
         ("students / anchors", f"{s['students']} / {s['anchors']}"),
         ("calls", f"{s['calls_sent']} sent of {s['total_budget']} budget"),

@@ -9,6 +9,7 @@ from typing import Any
 
 from cj_runner.core.models import Mode, Outcome
 from cj_runner.errors import UserError
+from cj_runner.services.stop_check import STOP_CHECK_KEY, stop_detail
 from cj_runner.services.summary import is_provisional, outcomes_from_attempts
 from cj_runner.storage import Store
 from cj_runner.storage import repository as repo
@@ -83,6 +84,7 @@ def header(data: BatchData) -> dict[str, Any]:
         "batch_name": b.name,
         "status": b.status,
         "stop_reason": b.stop_reason,
+        "stop_detail": stop_detail(data.extra.get(STOP_CHECK_KEY)),
         "provisional": is_provisional(b.status, data.nodes),
         "judge_health": data.extra.get("judge_health"),
     }

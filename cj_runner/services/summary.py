@@ -9,6 +9,7 @@ from typing import Any
 from cj_runner.core.fairness import fairness_metrics
 from cj_runner.core.models import Mode, Outcome
 from cj_runner.core.posterior import LEGACY_INTERVAL_LABEL
+from cj_runner.services.stop_check import STOP_CHECK_KEY, stop_detail
 from cj_runner.storage import Store
 from cj_runner.storage import repository as repo
 from cj_runner.storage.provider_jobs import job_summary
@@ -108,6 +109,7 @@ async def build_summary(
         "batch_name": batch.name,
         "status": batch.status,
         "stop_reason": batch.stop_reason,
+        "stop_detail": stop_detail(extra.get(STOP_CHECK_KEY)),
         "judge_error": extra.get("judge_error"),
         "provisional": is_provisional(batch.status, nodes),
         "seed": batch.seed,

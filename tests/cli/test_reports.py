@@ -30,7 +30,15 @@ KINDS = ("fairness", "coverage", "ranking", "grades")
 # The JSON of every report is a public contract (docs/reports.md). Adding a key means
 # updating the docs and these lists; renaming or removing one breaks users' scripts.
 
-HEADER = ["batch_id", "batch_name", "status", "stop_reason", "provisional", "judge_health"]
+HEADER = [
+    "batch_id",
+    "batch_name",
+    "status",
+    "stop_reason",
+    "stop_detail",
+    "provisional",
+    "judge_health",
+]
 KEYS: dict[str, list[str]] = {
     "fairness": [
         *HEADER,

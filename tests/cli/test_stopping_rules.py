@@ -3,10 +3,12 @@ in the summary, and each statistical stopping rule ending a real batch."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from cj_runner.core.continuation import TARGET_RELIABILITY_Z
 from tests.cli.helpers import REGULAR24, execute_json, query, write_profile
 
 BASE = {"USE_ANCHORS": False, "SEED": 3, "MAX_ITERATIONS": 200, "SCORE_STABILITY_THRESHOLD": 0}
@@ -67,3 +69,18 @@ def test_each_statistical_stopping_rule_ends_a_batch(
         assert s["cost_usd"] >= 0.05
     if reason == "target_reliability":
         assert s["robust_reliability"] >= 0.6
+        # what the stop checked, at the wave that stopped it: the lower bound, not the
+        # estimate, reached the target
+        (extra,) = query(db, "SELECT extra_json FROM batch_state")[0]
+        check = json.loads(extra)["stop_check"]
+        z = TARGET_RELIABILITY_Z
+        assert check["z"] == z and check["target"] == 0.7
+        assert check["lower_bound"] == check["robust_reliability"] - z * check["posterior_sd"]
+        assert check["lower_bound"] >= 0.7 and check["posterior_sd"] > 0
+        assert s["stop_detail"] == (
+            f"robust reliability {check['robust_reliability']:.3f} ± "
+            f"{check['posterior_sd']:.3f} at {check['comparisons']} comparisons: its lower "
+            f"bound (estimate − {z:g} SD) {check['lower_bound']:.3f} reached the target 0.700"
+        )
+    else:
+        assert s["stop_detail"] is None

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cj_runner.core.continuation import (
+    TARGET_RELIABILITY_Z,
     Action,
     ContinuationContext,
     ContinuationLimits,
@@ -17,6 +18,8 @@ from cj_runner.core.continuation import (
     StopReason,
     decide,
     exhausted,
+    reliability_lower_bound,
+    reliability_target_met,
 )
 
 LIMITS = ContinuationLimits(
@@ -149,42 +152,71 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], Decision]] = [
         {"target_reliability": 0.8, "target_max_se": 0.2, "max_cost_usd": 1.0},
         fin(StopReason.STABILITY),
     ),
-    # ---- 3. target reliability
+    # ---- 3. target reliability: the lower bound estimate - z * SD (here z = 2)
     (
         "target reliability reached",
-        {"robust_reliability": 0.81},
-        {"target_reliability": 0.8},
+        {"robust_reliability": 0.87, "robust_reliability_sd": 0.03},
+        {"target_reliability": 0.8, "target_reliability_z": 2.0},
         fin(StopReason.TARGET_RELIABILITY),
     ),
     (
-        "target reliability reached exactly",
-        {"robust_reliability": 0.8},
-        {"target_reliability": 0.8},
+        "target reliability reached exactly (bound 0.875 - 2 * 0.0375 = 0.8)",
+        {"robust_reliability": 0.875, "robust_reliability_sd": 0.0375},
+        {"target_reliability": 0.8, "target_reliability_z": 2.0},
+        fin(StopReason.TARGET_RELIABILITY),
+    ),
+    (
+        "the estimate reaches the target, its lower bound does not",
+        {"robust_reliability": 0.85, "robust_reliability_sd": 0.03},
+        {"target_reliability": 0.8, "target_reliability_z": 2.0},
+        MORE,
+    ),
+    (
+        "the estimate alone with z = 0 (the rule before)",
+        {"robust_reliability": 0.81, "robust_reliability_sd": 0.03},
+        {"target_reliability": 0.8, "target_reliability_z": 0.0},
         fin(StopReason.TARGET_RELIABILITY),
     ),
     (
         "target reliability not reached",
-        {"robust_reliability": 0.79},
-        {"target_reliability": 0.8},
+        {"robust_reliability": 0.79, "robust_reliability_sd": 0.0},
+        {"target_reliability": 0.8, "target_reliability_z": 2.0},
         MORE,
     ),
     (
         "target reliability without an estimate",
-        {"robust_reliability": None},
-        {"target_reliability": 0.8},
+        {"robust_reliability": None, "robust_reliability_sd": 0.01},
+        {"target_reliability": 0.8, "target_reliability_z": 2.0},
         MORE,
     ),
-    ("target reliability off", {"robust_reliability": 0.99}, {}, MORE),
+    (
+        "target reliability without its SD: no bound, no stop",
+        {"robust_reliability": 0.99, "robust_reliability_sd": None},
+        {"target_reliability": 0.8, "target_reliability_z": 2.0},
+        MORE,
+    ),
+    (
+        "target reliability off",
+        {"robust_reliability": 0.99, "robust_reliability_sd": 0.0},
+        {},
+        MORE,
+    ),
     (
         "target reliability needs the minimum of successes",
-        {"successes": 5, "finished_comparisons": 5, "calls_sent": 5, "robust_reliability": 0.9},
-        {"target_reliability": 0.8},
+        {
+            "successes": 5,
+            "finished_comparisons": 5,
+            "calls_sent": 5,
+            "robust_reliability": 0.9,
+            "robust_reliability_sd": 0.01,
+        },
+        {"target_reliability": 0.8, "target_reliability_z": 2.0},
         MORE,
     ),
     (
         "reliability before max se",
-        {"robust_reliability": 0.9, "max_se": 0.1},
-        {"target_reliability": 0.8, "target_max_se": 0.2},
+        {"robust_reliability": 0.9, "robust_reliability_sd": 0.01, "max_se": 0.1},
+        {"target_reliability": 0.8, "target_reliability_z": 2.0, "target_max_se": 0.2},
         fin(StopReason.TARGET_RELIABILITY),
     ),
     # ---- 4. target max se
@@ -431,3 +463,55 @@ def test_decide_properties(
         assert in_progress or passes < cap
     # pure: same input, same output
     assert decide(ctx, LIMITS) == d
+
+
+_UNIT = st.floats(0, 1, allow_nan=False)
+_SD = st.floats(0, 0.5, allow_nan=False)
+_Z = st.floats(0, 4, allow_nan=False)
+
+
+@given(value=_UNIT, sd=_SD, target=_UNIT, z=_Z)
+def test_the_reliability_stop_is_its_lower_bound_against_the_target(
+    value: float, sd: float, target: float, z: float
+) -> None:
+    """The stop applies exactly when ``value - z * sd >= target``: never when the bound
+    is below the target, whatever the estimate."""
+    ctx = replace(BASE, robust_reliability=value, robust_reliability_sd=sd)
+    limits = replace(LIMITS, target_reliability=target, target_reliability_z=z)
+    bound = reliability_lower_bound(value, sd, z)
+    assert bound is not None and bound <= value
+    stopped = decide(ctx, limits).reason == StopReason.TARGET_RELIABILITY
+    assert stopped == (value - z * sd >= target) == reliability_target_met(value, sd, target, z)
+    if bound < target:
+        assert not stopped
+
+
+@given(value=_UNIT, sd=_SD, target=_UNIT, z=_Z, more_z=_Z, less_sd=_SD, more_value=_UNIT)
+def test_the_reliability_stop_is_monotone(
+    value: float,
+    sd: float,
+    target: float,
+    z: float,
+    more_z: float,
+    less_sd: float,
+    more_value: float,
+) -> None:
+    """A stricter rule (larger z) never stops where a looser one does not; a smaller SD,
+    a larger estimate or a lower target never turns a stop into no stop; z = 0 is the
+    estimate against the target (the rule before the bound)."""
+    met = reliability_target_met(value, sd, target, z)
+    if reliability_target_met(value, sd, target, z + more_z):
+        assert met
+    if met:
+        assert reliability_target_met(value, min(sd, less_sd), target, z)
+        assert reliability_target_met(max(value, more_value), sd, target, z)
+        assert reliability_target_met(value, sd, target * 0.9, z)
+    assert reliability_target_met(value, sd, target, 0.0) == (value >= target)
+    assert reliability_target_met(value, None, target, 0.0) == (value >= target)
+    assert not reliability_target_met(None, sd, target, z)
+    if z > 0:
+        assert not reliability_target_met(value, None, target, z)
+
+
+def test_the_default_z_is_the_products() -> None:
+    assert LIMITS.target_reliability_z == TARGET_RELIABILITY_Z > 0

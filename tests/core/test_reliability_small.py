@@ -75,7 +75,7 @@ def test_the_hook_gives_what_finalization_gives() -> None:
         seed=state.seed,
         prior_precision=state.prior_precision,
     )
-    assert hooked == direct.value
+    assert hooked == (direct.value, direct.detail["posterior_sd"])
 
 
 def test_selection_and_the_shown_scores_keep_the_plain_evidence() -> None:

@@ -11,10 +11,12 @@ import pytest
 
 from benchmarks import bench_efficiency as bench
 from cj_runner.config import Settings
+from cj_runner.core.continuation import TARGET_RELIABILITY_Z
 from cj_runner.core.models import Mode
 from cj_runner.core.workflow import WorkflowState
 from cj_runner.services.harness import (
     SimulatedJudge,
+    WaveRecord,
     latent_sd_for_accuracy,
     run_harness,
 )
@@ -56,14 +58,25 @@ def test_default_settings_keep_the_lower5_shape() -> None:
 # --------------------------------------------------------------------------- stop reasons
 
 
-def test_target_reliability_stops_on_the_robust_estimate() -> None:
+def test_target_reliability_stops_on_the_robust_estimates_lower_bound() -> None:
     settings = Settings(TARGET_RELIABILITY=0.7, **NO_STABILITY)
     res = run_harness(judge_for(30), settings, total_budget=2000, seed=2)
     assert res.stop_reason == "target_reliability"
-    assert res.robust_reliability is not None and res.robust_reliability >= 0.7
-    # it was below the target at every earlier wave
-    earlier = [h.robust_reliability for h in res.history[:-1] if h.robust_reliability is not None]
+
+    def bound(h: WaveRecord) -> float:
+        assert h.robust_reliability is not None and h.robust_reliability_sd is not None
+        return h.robust_reliability - TARGET_RELIABILITY_Z * h.robust_reliability_sd
+
+    last = res.history[-1]
+    assert bound(last) >= 0.7
+    # the bound was below the target at every earlier wave
+    earlier = [bound(h) for h in res.history[:-1] if h.robust_reliability is not None]
     assert earlier and max(earlier) < 0.7
+    # the estimate itself reached the target earlier: the rule before would have stopped
+    # there, with fewer comparisons
+    assert any(
+        h.robust_reliability is not None and h.robust_reliability >= 0.7 for h in res.history[:-1]
+    )
     assert res.calls_sent < 2000
 
 

@@ -27,7 +27,9 @@ step left when a fit stops): the stability threshold (default 0.05) is 500 times
 It was 1e-6; the last Newton iterations cost about a sixth of the per-wave fits of a
 2,000-essay batch (docs/performance.md)."""
 
-RobustReliabilityFn = Callable[["WorkflowState", BTFit], float | None]
+RobustReliabilityFn = Callable[["WorkflowState", BTFit], tuple[float | None, float | None]]
+"""After a fit: the design-robust reliability and its posterior SD (``None`` when not
+computed)."""
 
 
 class _ComparisonBuffers:

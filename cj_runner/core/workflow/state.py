@@ -35,6 +35,7 @@ class WaveEnd:
     fit: BTFit | None
     successes: int
     robust_reliability: float | None = None
+    robust_reliability_sd: float | None = None
 
 
 @dataclass
@@ -78,7 +79,11 @@ class WorkflowState(_WorkflowSelection):
     # ------------------------------------------------------------------ decisions
 
     def context(
-        self, max_change: float | None, robust: float | None = None, max_se: float | None = None
+        self,
+        max_change: float | None,
+        robust: float | None = None,
+        max_se: float | None = None,
+        robust_sd: float | None = None,
     ) -> ContinuationContext:
         """The continuation context of spec §5 for the batch as it stands."""
         return ContinuationContext(
@@ -95,6 +100,7 @@ class WorkflowState(_WorkflowSelection):
             pass_in_progress=bool(self.pass_remaining),
             max_score_change=max_change,
             robust_reliability=robust,
+            robust_reliability_sd=robust_sd,
             max_se=max_se,
             cost_usd=self.cost_usd,
         )
@@ -109,6 +115,7 @@ class WorkflowState(_WorkflowSelection):
         ssr: float | None = None
         max_se: float | None = None
         robust: float | None = None
+        robust_sd: float | None = None
         if self.successes:
             need_se = self.n_nodes <= EXACT_WAVE_SE_MAX_N or self.limits.target_max_se is not None
             fit = self.fit(
@@ -125,8 +132,8 @@ class WorkflowState(_WorkflowSelection):
                 ssr = value if math.isfinite(value) else None
                 max_se = float(np.max(fit.se))
             if self.robust_reliability_fn is not None:
-                robust = self.robust_reliability_fn(self, fit)
-        decision = decide(self.context(max_change, robust, max_se), self.limits)
+                robust, robust_sd = self.robust_reliability_fn(self, fit)
+        decision = decide(self.context(max_change, robust, max_se, robust_sd), self.limits)
         self.apply(decision)
         return WaveEnd(
             decision=decision,
@@ -135,6 +142,7 @@ class WorkflowState(_WorkflowSelection):
             fit=fit,
             successes=self.successes - self._wave_start_successes,
             robust_reliability=robust,
+            robust_reliability_sd=robust_sd,
         )
 
     def apply(self, decision: Decision) -> None:
@@ -155,11 +163,12 @@ def robust_reliability_hook(
 
     It runs :func:`cj_runner.core.robust.robust_reliability` on the batch's successful
     comparisons (with their modes, the batch seed and the fit's ridge) over ``nodes``
-    (e.g. the students; default all nodes).
+    (e.g. the students; default all nodes), and returns its value and posterior SD
+    (``posterior_sd``; ``None`` for ``split_half``, which has none).
     """
     subset = None if nodes is None else [int(i) for i in nodes]
 
-    def hook(state: WorkflowState, fit: BTFit) -> float | None:
+    def hook(state: WorkflowState, fit: BTFit) -> tuple[float | None, float | None]:
         first, second, first_won = state.comparison_arrays()
         n = state.n_nodes
         result = robust_reliability(
@@ -177,7 +186,7 @@ def robust_reliability_hook(
             ),
             strategy=state.strategy,
         )
-        return result.value
+        return result.value, result.detail.get("posterior_sd")
 
     return hook
 

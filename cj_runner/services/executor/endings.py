@@ -11,6 +11,7 @@ from cj_runner.errors import BatchLockedError, ScoringError, UserError
 from cj_runner.services.executor.resume import ResumeMixin, lock_owner_alive
 from cj_runner.services.executor.state import RunResult
 from cj_runner.services.finalize import fail_scoring, finalize_batch
+from cj_runner.services.stop_check import STOP_CHECK_KEY
 from cj_runner.storage import repository as repo
 from cj_runner.storage.recorder import Recorder
 from cj_runner.storage.scores_codec import SCORES_KEY, pack_scores
@@ -88,6 +89,7 @@ class EndingsMixin(ResumeMixin):
                     "cache_hits": self.cache_hits,
                     "lost_on_resume": self.lost_on_resume,
                     "lost_calls": self.lost_total,
+                    **({STOP_CHECK_KEY: self.stop_check} if self.stop_check else {}),
                     "judge_error": (
                         self.calls.fatal.message
                         if self.calls is not None and self.calls.fatal is not None

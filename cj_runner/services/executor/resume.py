@@ -17,6 +17,7 @@ from cj_runner.core.models import Mode
 from cj_runner.errors import UserError
 from cj_runner.services.calls import Slot
 from cj_runner.services.executor.state import FINISHED_BATCH_STATUSES, ExecutorState, OpenWave
+from cj_runner.services.stop_check import STOP_CHECK_KEY
 from cj_runner.storage import repository as repo
 from cj_runner.storage.scores_codec import unpack_scores
 
@@ -162,6 +163,7 @@ class ResumeMixin(ExecutorState):
                 w.unfinished.add(slot_no)
         self.wf.doubles_planned = stored_doubles(attempts)
         extra = self.batch.state.get("extra_json") or {}
+        self.stop_check = extra.get(STOP_CHECK_KEY)
         scores = unpack_scores(extra, self.wf.n_nodes)
         if scores is not None:
             self.wf.scores = scores

@@ -222,6 +222,8 @@ class ExecutorState:
         self.next_slot = 1
         self.lock_lost = False
         self._last_decision: tuple[str, str] | None = None
+        # what the TARGET_RELIABILITY stop checked, at the wave that stopped the batch
+        self.stop_check: dict[str, float | None] | None = None
         self.live = self._new_budget()
         # batch-API mode: one wave at a time, planned after the one before closed (a
         # job's answers arrive together)

@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from cj_runner.core.continuation import Decision
+from cj_runner.core.continuation import Decision, StopReason, reliability_lower_bound
 from cj_runner.core.models import Mode, PlannedPair
 from cj_runner.errors import ScoringError
 from cj_runner.judges.panel import member_of
 from cj_runner.services.calls import Slot
 from cj_runner.services.executor.dispatch import DispatchMixin
 from cj_runner.services.executor.state import OpenWave
+from cj_runner.services.stop_check import STOP_CHECK_KEY
 from cj_runner.storage.recorder import PlannedRow
 from cj_runner.storage.scores_codec import SCORES_KEY, pack_scores
 
@@ -164,6 +165,19 @@ class WavesMixin(DispatchMixin):
                 f"batch {self.batch.id}: scoring failed at the end of wave {wave_no} "
                 f"({type(exc).__name__}: {exc}); the batch is marked FAILED"
             ) from exc
+        if end.decision.reason == StopReason.TARGET_RELIABILITY:
+            limits = self.wf.limits
+            assert end.robust_reliability is not None and limits.target_reliability is not None
+            self.stop_check = {
+                "robust_reliability": end.robust_reliability,
+                "posterior_sd": end.robust_reliability_sd,
+                "z": limits.target_reliability_z,
+                "lower_bound": reliability_lower_bound(
+                    end.robust_reliability, end.robust_reliability_sd, limits.target_reliability_z
+                ),
+                "target": limits.target_reliability,
+                "comparisons": self.wf.successes,
+            }
         assert self.recorder is not None
         self.recorder.wave_end(
             wave={
@@ -192,6 +206,7 @@ class WavesMixin(DispatchMixin):
                 "extra_json": {
                     SCORES_KEY: pack_scores(self.wf.scores),
                     "have_fit": self.wf.have_fit,
+                    **({STOP_CHECK_KEY: self.stop_check} if self.stop_check else {}),
                 },
             },
         )
