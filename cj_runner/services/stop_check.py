@@ -13,8 +13,8 @@ the lower bound, the target and the comparisons at the wave that stopped the bat
 
 def stop_detail(check: Mapping[str, Any] | None) -> str | None:
     """One line saying what the ``TARGET_RELIABILITY`` stop checked, e.g. "robust
-    reliability 0.875 ± 0.038 at 312 comparisons: its lower bound (estimate − 2 SD) 0.800
-    reached the target 0.800"; ``None`` without a check."""
+    reliability 0.861 ± 0.034 at 612 comparisons: its lower bound (estimate − 1.645 SD)
+    0.805 reached the target 0.800"; ``None`` without a check."""
     if not check:
         return None
     value, sd = check.get("robust_reliability"), check.get("posterior_sd")
