@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from cj_runner.config import available_profiles, resolve_profile_path
 from cj_runner.errors import ConfigError
@@ -249,11 +250,13 @@ class JudgeConfig(_Strict):
 
     @model_validator(mode="after")
     def _batch_needs_a_provider(self) -> JudgeConfig:
-        if self.batch and self.kind == "mock":
-            raise ValueError(
+        # a panel's batch: true is refused by _check_panel, whatever its kind
+        if self.batch and self.kind == "mock" and not self.panel:
+            raise field_error(
+                "batch",
                 "batch: true (--batch-api) needs an openai_compatible or anthropic judge; "
                 "to try it without a key, run cj-run serve-mock and use --judge openai "
-                "--judge-base-url http://127.0.0.1:8000/v1"
+                "--judge-base-url http://127.0.0.1:8000/v1",
             )
         return self
 
@@ -330,9 +333,25 @@ class PanelMember(_Strict):
 JudgeConfig.model_rebuild()
 
 
+PANEL_BATCH_REFUSED = (
+    "a panel cannot use the provider batch API (batch: true, --batch-api): its calls go to "
+    "its judges one at a time at the synchronous price; remove batch: true, or run each "
+    "judge as a batch of its own"
+)
+
+
+def field_error(field: str, message: str) -> PydanticCustomError:
+    """A model validator's error about one field: :func:`format_validation_error` names
+    ``field`` (a dotted path below the model) instead of the model as a whole."""
+    return PydanticCustomError("cj_field", "{message}", {"field": field, "message": message})
+
+
 def _check_panel(config: JudgeConfig) -> JudgeConfig:
     """A panel has two or more judges with distinct names, none a panel itself, and one
-    price list (the batch's cost is priced once for all its calls)."""
+    price list (the batch's cost is priced once for all its calls); neither the panel nor
+    any of its judges asks for the provider batch API (the executor sends a panel's calls
+    one at a time: a member's ``batch: true`` would be ignored and billed at the
+    synchronous price)."""
     members = config.panel
     if not members:
         if config.double_share:
@@ -340,6 +359,11 @@ def _check_panel(config: JudgeConfig) -> JudgeConfig:
         return config
     if len(members) < 2:
         raise ValueError("a panel needs at least two judges")
+    if config.batch:
+        raise field_error("batch", PANEL_BATCH_REFUSED)
+    for k, member in enumerate(members):
+        if member.judge.batch:
+            raise field_error(f"panel.{k}.judge.batch", PANEL_BATCH_REFUSED)
     names = [m.judge.name for m in members]
     if len(set(names)) != len(names):
         raise ValueError(f"panel judges need distinct names, got {', '.join(names)}")
@@ -380,7 +404,10 @@ def format_validation_error(error: ValidationError, what: str) -> str:
     """One line naming every bad field of ``error``, after ``what`` (never the values)."""
     parts = []
     for item in error.errors():
-        loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        path = [str(p) for p in item["loc"]]
+        if item["type"] == "cj_field":
+            path.append(str(item.get("ctx", {}).get("field", "")))
+        loc = ".".join(p for p in path if p) or "(top level)"
         if item["type"] == "extra_forbidden":
             parts.append(f"unknown field '{loc}'")
         else:

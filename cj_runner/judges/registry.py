@@ -16,7 +16,7 @@ from cj_runner.errors import ConfigError
 from cj_runner.judges.anthropic import AnthropicJudge
 from cj_runner.judges.base import Judge
 from cj_runner.judges.batch_api import BatchAPI
-from cj_runner.judges.config import JudgeConfig, format_validation_error
+from cj_runner.judges.config import PANEL_BATCH_REFUSED, JudgeConfig, format_validation_error
 from cj_runner.judges.mock import MockJudge
 from cj_runner.judges.openai_compat import OpenAICompatJudge
 from cj_runner.judges.prompts import PromptTemplate, load_prompt_template
@@ -185,7 +185,9 @@ def apply_overrides(
     }
     if not updates:
         return config
-    if config.panel and set(updates) - {"seed"}:
+    if config.panel and updates.get("batch"):
+        raise ConfigError(f"--batch-api: {PANEL_BATCH_REFUSED}")
+    if config.panel and set(updates) - {"seed", "batch"}:
         named = ", ".join(f"--judge-{k.replace('_', '-')}" for k in updates if k != "seed")
         raise ConfigError(
             f"{named} cannot be applied to the panel '{config.name}': set them on its judges "

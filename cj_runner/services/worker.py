@@ -207,9 +207,10 @@ class Worker:
         record = await repo.find_batch(self.store, batch_id)
         label = f"{record.name or batch_id} ({batch_id})"
         self.notify(f"{label}: {how}")
-        config = stored_judge_config(record)
         helpers = [asyncio.create_task(relay_stop()), asyncio.create_task(beat())]
         try:
+            # a stored judge refused by today's validation is given back as a missing key is
+            config = stored_judge_config(record)
             result = await run_queued_batch(
                 self.store,
                 batch_id,

@@ -1,16 +1,17 @@
 """Every path that builds a judge closes its HTTP clients, also when the run cannot start.
 
-A real configuration that builds a judge and then fails: a panel profile with
-``batch: true`` (two OpenAI-compatible judges; a panel has no provider batch API, so
-``build_batch_api`` raises ConfigError after the judges' clients were opened), and a panel
-whose second judge's key is not set. Each HTTP client our code opens is recorded (a
-subclass of httpx's own client put in its place; our code is not patched) and must be
-closed when the command ends: ``cj-run execute``, ``cj-run resume``, ``cj-run worker``
-(one line, exit 2) and ``build_judge`` itself. On a real SQLite file.
+Each HTTP client our code opens is recorded (a subclass of httpx's own client put in its
+place; our code is not patched) and must be closed when the command ends. A judge and its
+provider batch API opened by ``open_judge`` are closed when the body raises; a panel whose
+second judge's key is not set leaves no client open (``build_judge``, ``cj-run execute``);
+a batch stored with a panel in batch-API mode (refused by profile validation today, see
+tests/cli/test_panel_batch.py) is refused by ``cj-run resume`` and ``cj-run worker`` with
+one line, exit 2, and leaves no client open. On a real SQLite file.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +19,14 @@ import httpx
 import pytest
 
 from cj_runner.errors import ConfigError
-from cj_runner.judges.config import JudgeConfig
-from cj_runner.judges.registry import build_judge
-from tests.cli.helpers import REGULAR24, query, run, write_profile
+from cj_runner.judges.config import PANEL_BATCH_REFUSED, JudgeConfig
+from cj_runner.judges.registry import build_judge, open_judge
+from tests.cli.helpers import REGULAR24, dump_tables, query, run, write_profile
 from tests.cli.test_check_before_spending import closed_port_url
 
 KEY_ENV = "CJ_TEST_CLOSED_KEY"
 UNSET_ENV = "CJ_TEST_CLOSED_UNSET"  # never set
 SETTINGS = {"MAX_PAIRWISE_COMPARISONS": 24, "USE_ANCHORS": False, "SEED": 3}
-PANEL_ERROR = "error: judge pb: batch: true needs an OpenAI or Anthropic judge"
 
 
 @pytest.fixture
@@ -58,13 +58,13 @@ def _member(name: str, key_env: str = KEY_ENV) -> dict[str, Any]:
     }
 
 
-def batch_panel() -> dict[str, Any]:
-    """Two OpenAI-compatible judges as a panel in batch-API mode."""
+def panel(**extra: Any) -> dict[str, Any]:
+    """Two OpenAI-compatible judges as a panel (``extra``: more fields of the panel)."""
     return {
         "kind": "openai_compatible",
         "name": "pb",
-        "batch": True,
         "panel": [_member("a"), _member("b")],
+        **extra,
     }
 
 
@@ -76,58 +76,77 @@ def _one_error_line(stderr: str) -> str:
 
 
 def _all_closed(clients: list[httpx.AsyncClient]) -> None:
-    assert clients, "no judge client was built: the configuration did not reach the judge"
     assert [c.is_closed for c in clients] == [True] * len(clients)
 
 
-def test_execute_closes_the_judge_and_writes_nothing(
-    tmp_path: Path, clients: list[httpx.AsyncClient]
+async def test_open_judge_closes_the_judge_and_its_batch_api_when_the_body_raises(
+    clients: list[httpx.AsyncClient],
 ) -> None:
-    profile = write_profile(tmp_path / "p.yaml", SETTINGS, batch_panel())
-    db = tmp_path / "cj.db"
-    result = run(["execute", "-i", str(REGULAR24), "--profile", str(profile), "--db", str(db)])
-    assert result.exit_code == 2, result.output
-    assert _one_error_line(result.stderr) == PANEL_ERROR
+    config = JudgeConfig.model_validate({**_member("solo")["judge"], "batch": True})
+    with pytest.raises(RuntimeError, match="body failed"):
+        async with open_judge(config) as (_judge, batch_api):
+            assert batch_api is not None
+            raise RuntimeError("body failed")
+    assert len(clients) >= 2  # the judge's client and the batch API's
     _all_closed(clients)
-    # refused before the database is opened: no batch left CREATED that cannot run
-    assert not db.exists()
 
 
-def _queued(tmp_path: Path) -> tuple[Path, str]:
-    """A cohort of one class queued with the batch-mode panel (enqueue builds no judge)."""
+def stored_batch_panel(tmp_path: Path) -> tuple[Path, str]:
+    """A cohort of one class queued with a panel, its stored judge then set to batch-API
+    mode: what a database written before the profile check holds."""
     cohort_csv = tmp_path / "cohort.csv"
     cohort_csv.write_text(f"class_id,inventory\nall,{REGULAR24}\n", encoding="utf-8")
-    profile = write_profile(tmp_path / "p.yaml", SETTINGS, batch_panel())
+    profile = write_profile(tmp_path / "p.yaml", SETTINGS, panel())
     db = tmp_path / "cj.db"
     queued = run(
         ["enqueue", str(cohort_csv), "--cohort", "y7", "--profile", str(profile), "--db", str(db)]
     )
     assert queued.exit_code == 0, queued.output
     ((batch_id,),) = query(db, "SELECT batch_id FROM cohort_queue")
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE batches SET judge_json = json_set(judge_json, '$.batch', json('true'))"
+        )
     return db, batch_id
 
 
-def test_resume_closes_the_judge(tmp_path: Path, clients: list[httpx.AsyncClient]) -> None:
-    db, batch_id = _queued(tmp_path)
-    result = run(["resume", batch_id, "--db", str(db)])
-    assert result.exit_code == 2, result.output
-    assert _one_error_line(result.stderr) == PANEL_ERROR
-    _all_closed(clients)
-    assert query(db, "SELECT calls_sent FROM batch_state") == [(0,)]
+def stored_error(batch_id: str) -> str:
+    return (
+        f"error: invalid judge profile batch {batch_id}: judge: field 'batch': "
+        f"{PANEL_BATCH_REFUSED}"
+    )
 
 
-def test_worker_closes_the_judge_and_gives_the_batch_back(
+def test_resume_of_a_stored_batch_mode_panel_is_refused(
     tmp_path: Path, clients: list[httpx.AsyncClient]
 ) -> None:
-    db, batch_id = _queued(tmp_path)
+    db, batch_id = stored_batch_panel(tmp_path)
+    before = dump_tables(db)
+    result = run(["resume", batch_id, "--db", str(db)])
+    assert result.exit_code == 2, result.output
+    assert _one_error_line(result.stderr) == stored_error(batch_id)
+    _all_closed(clients)
+    assert dump_tables(db) == before
+
+
+def test_worker_gives_a_stored_batch_mode_panel_back(
+    tmp_path: Path, clients: list[httpx.AsyncClient]
+) -> None:
+    db, batch_id = stored_batch_panel(tmp_path)
     result = run(["worker", "--db", str(db)])
     assert result.exit_code == 2, result.output
     # the worker's own progress lines, then the one error line
-    assert result.stderr.splitlines()[1:] == [f"y7/all ({batch_id}): claimed", PANEL_ERROR]
+    assert result.stderr.splitlines()[1:] == [
+        f"y7/all ({batch_id}): claimed",
+        stored_error(batch_id),
+    ]
     assert "Traceback" not in result.stderr
     _all_closed(clients)
     assert query(db, "SELECT claimed_by FROM cohort_queue") == [(None,)]
-    assert query(db, "SELECT calls_sent FROM batch_state") == [(0,)]
+    assert query(
+        db,
+        "SELECT calls_sent, status FROM batch_state JOIN batches ON id = batch_id",
+    ) == [(0, "CREATED")]
 
 
 def test_a_panel_whose_second_judge_has_no_key_leaves_no_client_open(
