@@ -277,7 +277,7 @@ def _cohort_table(report: dict[str, Any]) -> Any:
             str(c["calls_sent"]),
             _fmt(c["success_rate"]),
             _fmt(c["ssr"]),
-            _fmt(c["cost_usd"], 4),
+            _cost(c),
             *(str(c["grades"][g]) for g in grades),
         )
     table.add_section()
@@ -289,8 +289,20 @@ def _cohort_table(report: dict[str, Any]) -> Any:
         str(overall["calls_sent"]),
         "",
         _fmt(overall["ssr_mean"]),
-        _fmt(overall["cost_usd"], 4),
+        _cost(overall),
         *(str(overall["grades"][g]) for g in grades),
     )
-    note = "SSR of the 'all' row: mean over done classes"
-    return Group(table, note)
+    notes = ["SSR of the 'all' row: mean over done classes"]
+    if overall["unknown_cost_calls"]:
+        n = overall["unknown_cost_calls"]
+        notes.append(
+            f"cost ≥: {n} call{'' if n == 1 else 's'} with unknown cost (sent, answer never "
+            "received; the provider may have billed them)"
+        )
+    return Group(table, *notes)
+
+
+def _cost(row: dict[str, Any]) -> str:
+    """The cost column: a lower bound (``≥``) when some calls' cost is unknown."""
+    text = _fmt(row["cost_usd"], 4)
+    return f"≥{text}" if row["unknown_cost_calls"] else text

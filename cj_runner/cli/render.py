@@ -23,6 +23,15 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def cost_text(cost_usd: float, unknown: int, digits: int = 4) -> str:
+    """``$X``, or ``≥ $X (N calls with unknown cost)`` when some calls sent never
+    answered (their cost is unknown; :func:`cj_runner.services.summary.cost_note`)."""
+    if not unknown:
+        return f"${cost_usd:.{digits}f}"
+    calls = "call" if unknown == 1 else "calls"
+    return f"≥ ${cost_usd:.{digits}f} ({unknown} {calls} with unknown cost: no answer received)"
+
+
 def plan_table(plan: dict[str, Any]) -> Table:
     """The plan as a two-column table."""
     table = Table(title="Plan", show_header=False, title_justify="left")
@@ -194,7 +203,8 @@ def summary_renderable(s: dict[str, Any]) -> Group:
         head.add_row("[yellow]warning[/]", s["reliability_warning"])
     head.add_row(
         "tokens / cost",
-        f"{s['tokens_in']:,} in / {s['tokens_out']:,} out; ${s['cost_usd']:.4f}"
+        f"{s['tokens_in']:,} in / {s['tokens_out']:,} out; "
+        + cost_text(s["cost_usd"], s.get("unknown_cost_calls") or 0)
         + (
             f" (plan estimate ≤ ${s['estimated_cost_usd']:.4f})"
             if s.get("estimated_cost_usd") is not None

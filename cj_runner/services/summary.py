@@ -47,6 +47,32 @@ def _cache_sources(attempts: list[dict[str, Any]]) -> dict[str, int]:
     return dict(sorted(sources.items(), key=lambda item: (-item[1], item[0])))
 
 
+def unknown_cost_calls(attempts: list[dict[str, Any]]) -> int:
+    """Calls sent whose answer never came (``lost``: in flight at a crash or a stop, or
+    waiting in a provider job when the batch was finalized), with no tokens reported: the
+    provider may have billed them, so their cost is unknown. A call of a provider job
+    that was never submitted (``not_submitted``) was not sent and is not counted."""
+    return sum(
+        1
+        for r in attempts
+        if r["status"] == "lost"
+        and r["error_kind"] != "not_submitted"
+        and r["tokens_in"] is None
+        and r["tokens_out"] is None
+    )
+
+
+def cost_note(cost_usd: float, unknown: int) -> str | None:
+    """What the cost shown is when some calls' cost is unknown (``None`` when none is)."""
+    if not unknown:
+        return None
+    calls = "call" if unknown == 1 else "calls"
+    return (
+        f"cost ≥ ${cost_usd:.4f}: {unknown} {calls} with unknown cost (sent, answer never "
+        "received; the provider may have billed them)"
+    )
+
+
 def is_provisional(status: str, nodes: list[repo.NodeRecord]) -> bool:
     """Scores of a batch that did not finish (interrupted, or crashed while running) are
     provisional: they come from the comparisons so far and will change on resume."""
@@ -150,6 +176,8 @@ async def build_summary(
         "tokens_out": state["tokens_out"],
         "tokens_cached": sum(int(r.get("tokens_cached") or 0) for r in attempts if not r["cached"]),
         "cost_usd": round(float(state["cost_usd"] or 0.0), 6),
+        "unknown_cost_calls": unknown_cost_calls(attempts),
+        "cost_note": cost_note(float(state["cost_usd"] or 0.0), unknown_cost_calls(attempts)),
         **_batch_api_cost(batch.judge, float(state["cost_usd"] or 0.0), provider_jobs),
         "estimated_cost_usd": plan.get("estimated_cost_usd"),
         "estimated_input_tokens": plan.get("estimated_input_tokens"),

@@ -98,3 +98,91 @@ async def mark_possibly_sent(
             # aggregate, SQLite has no greatest())
             .values(calls_sent=case((stored < top, top), else_=stored))
         )
+
+
+#: provider job states whose requests never went out (nothing to bill)
+_NOT_SUBMITTED = ("prepared", "uploaded")
+
+UNANSWERED_MESSAGE = (
+    "in provider job {job} when the batch was finalized: its answer was never received "
+    "(the provider may have billed it; its cost is unknown)"
+)
+NOT_SUBMITTED_MESSAGE = (
+    "in provider job {job}, never submitted, when the batch was finalized: not sent, not billed"
+)
+
+
+async def mark_unanswered_lost(store: Store, batch_id: str, *, owner: str | None = None) -> int:
+    """``cj-run finalize``: the calls still stored as ``sent`` (inside provider jobs that
+    have not ended: the provider no longer knows the job, or its answers are given up)
+    become ``lost``, the terminal state of a call whose answer never came, with a message
+    naming the job. A call of a job that was never submitted (``prepared``, ``uploaded``)
+    gets the error kind ``not_submitted`` (it was not sent, so not billed); every other
+    one ``lost`` (it may have been billed: its cost is unknown). Returns how many calls
+    became ``lost``. With ``owner``, only while that process holds the lock."""
+    from cj_runner.storage.schema import ProviderJobRequestRow, ProviderJobRow
+
+    jobs = cast(Table, ProviderJobRow.__table__)
+    requests = cast(Table, ProviderJobRequestRow.__table__)
+    # this batch's job requests (slot numbers are per batch)
+    mine = (
+        select(
+            requests.c.slot,
+            requests.c.attempt,
+            jobs.c.job_no,
+            jobs.c.provider_job_id,
+            jobs.c.state,
+        )
+        .select_from(requests.join(jobs, jobs.c.job_key == requests.c.job_key))
+        .where(jobs.c.batch_id == batch_id)
+        .subquery()
+    )
+    async with store.engine.begin() as conn:
+        if owner is not None:
+            await fence(conn, batch_id, owner)
+        rows = (
+            await conn.execute(
+                select(
+                    T_COMPARISONS.c.slot,
+                    mine.c.job_no,
+                    mine.c.provider_job_id,
+                    mine.c.state,
+                )
+                .select_from(
+                    T_COMPARISONS.outerjoin(
+                        mine,
+                        and_(
+                            mine.c.slot == T_COMPARISONS.c.slot,
+                            mine.c.attempt == T_COMPARISONS.c.attempt,
+                        ),
+                    )
+                )
+                .where(T_COMPARISONS.c.batch_id == batch_id, T_COMPARISONS.c.status == "sent")
+                .order_by(T_COMPARISONS.c.slot, mine.c.job_no)
+            )
+        ).all()
+        # a slot has one ``sent`` attempt (its last); asked in two jobs, the later counts
+        latest = {int(row.slot): row for row in rows}
+        groups: dict[tuple[str, str], list[int]] = {}
+        for slot, row in latest.items():
+            if row.job_no is None:  # in no job (_rebuild leaves none such): in flight
+                kind, message = "lost", "in flight when the batch was finalized"
+            else:
+                job = f"{row.job_no}" + (f" ({row.provider_job_id})" if row.provider_job_id else "")
+                if row.state in _NOT_SUBMITTED:
+                    kind, message = "not_submitted", NOT_SUBMITTED_MESSAGE.format(job=job)
+                else:
+                    kind, message = "lost", UNANSWERED_MESSAGE.format(job=job)
+            groups.setdefault((kind, message), []).append(slot)
+        for (kind, message), slots in groups.items():
+            for start in range(0, len(slots), 500):
+                await conn.execute(
+                    update(T_COMPARISONS)
+                    .where(
+                        T_COMPARISONS.c.batch_id == batch_id,
+                        T_COMPARISONS.c.status == "sent",
+                        T_COMPARISONS.c.slot.in_(slots[start : start + 500]),
+                    )
+                    .values(status="lost", error_kind=kind, error_message=message)
+                )
+    return len(latest)

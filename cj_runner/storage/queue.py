@@ -33,7 +33,15 @@ from cj_runner.errors import InputError
 from cj_runner.storage.batch_rows import insert_batch
 from cj_runner.storage.engine import Store
 from cj_runner.storage.schema import CohortQueueRow
-from cj_runner.storage.tables import T_ASSIGNMENTS, T_BATCHES, T_PROJECTIONS, T_STATE, aware, utcnow
+from cj_runner.storage.tables import (
+    T_ASSIGNMENTS,
+    T_BATCHES,
+    T_COMPARISONS,
+    T_PROJECTIONS,
+    T_STATE,
+    aware,
+    utcnow,
+)
 
 T_QUEUE = cast(Table, CohortQueueRow.__table__)
 FINISHED = ("COMPLETED", "FAILED")
@@ -256,7 +264,8 @@ async def cohort_names(store: Store) -> list[str]:
 
 
 async def cohort_rows(store: Store, cohort: str) -> list[dict[str, Any]]:
-    """Every entry of ``cohort`` with its batch, state, grade counts and grade scale."""
+    """Every entry of ``cohort`` with its batch, state, grade counts, grade scale and
+    calls of unknown cost."""
     async with store.engine.connect() as conn:
         rows = (
             await conn.execute(
@@ -286,6 +295,7 @@ async def cohort_rows(store: Store, cohort: str) -> list[dict[str, Any]]:
         ).all()
         ids = [r.batch_id for r in rows]
         grades: dict[str, dict[str, int]] = {}
+        unknown: dict[str, int] = {}
         for start in range(0, len(ids), 500):
             counted = await conn.execute(
                 select(
@@ -301,6 +311,21 @@ async def cohort_rows(store: Store, cohort: str) -> list[dict[str, Any]]:
             )
             for r in counted:
                 grades.setdefault(r.batch_id, {})[r.projected_grade] = int(r.n)
+            # calls sent whose answer never came: their cost is unknown (the same rule as
+            # cj_runner.services.summary.unknown_cost_calls)
+            lost = await conn.execute(
+                select(T_COMPARISONS.c.batch_id, func.count().label("n"))
+                .where(
+                    T_COMPARISONS.c.batch_id.in_(ids[start : start + 500]),
+                    T_COMPARISONS.c.status == "lost",
+                    T_COMPARISONS.c.error_kind.is_distinct_from("not_submitted"),
+                    T_COMPARISONS.c.tokens_in.is_(None),
+                    T_COMPARISONS.c.tokens_out.is_(None),
+                )
+                .group_by(T_COMPARISONS.c.batch_id)
+            )
+            for r in lost:
+                unknown[r.batch_id] = int(r.n)
         scales: dict[str, list[str]] = {}
         assignment_ids = sorted({r.assignment_id for r in rows if r.assignment_id})
         if assignment_ids:
@@ -318,6 +343,7 @@ async def cohort_rows(store: Store, cohort: str) -> list[dict[str, Any]]:
         for key in ("enqueued_at", "claimed_at", "heartbeat_at", "finished_at"):
             values[key] = aware(cast(datetime | None, values[key]))
         values["grade_counts"] = grades.get(r.batch_id, {})
+        values["unknown_cost_calls"] = unknown.get(r.batch_id, 0)
         values["grades"] = scales.get(r.assignment_id or "", [])
         out.append(values)
     return out

@@ -16,7 +16,12 @@ import. Every write is one transaction: all or nothing.
 from __future__ import annotations
 
 from cj_runner.storage.assignments import get_assignment, list_anchors, register_anchors
-from cj_runner.storage.attempts import mark_in_flight_lost, mark_possibly_sent, unrelease
+from cj_runner.storage.attempts import (
+    mark_in_flight_lost,
+    mark_possibly_sent,
+    mark_unanswered_lost,
+    unrelease,
+)
 from cj_runner.storage.batch_rows import (
     count_rows,
     create_batch,
@@ -101,6 +106,7 @@ __all__ = [
     "lock_holder",
     "mark_in_flight_lost",
     "mark_possibly_sent",
+    "mark_unanswered_lost",
     "register_anchors",
     "release_lock",
     "save_final",

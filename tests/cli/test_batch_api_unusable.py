@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from sqlalchemy import text
 from benchmarks.crash_resume import clean_env
 from cj_runner.services.batch_jobs import UNKNOWN_JOB_ATTEMPTS
 from cj_runner.storage import open_store, resolve_db_url
-from tests.cli.helpers import REGULAR24, run, write_profile
+from tests.cli.helpers import REGULAR24, report, run, write_profile
 from tests.cli.test_batch_api import (
     KEY,
     PATIENCE_S,
@@ -51,13 +52,16 @@ def query(db_url: str, sql: str) -> list[tuple[Any, ...]]:
     return asyncio.run(_read())
 
 
-def interrupted_run(db_url: str, profile: Path, server: Any, refuse: Any) -> str:
-    """Start ``cj-run execute``; once its job runs (its first poll held), ``refuse()``
-    makes the batch endpoints refuse what follows; returns the run's stderr after checking
-    that it stopped at once, exit 2, without a traceback."""
+def interrupted_run(
+    db_url: str, profile: Path, server: Any, refuse: Any, args: list[str] | None = None
+) -> str:
+    """Start ``cj-run execute`` (or ``cj-run ARGS``); once its job runs (its first poll
+    held), ``refuse()`` makes the batch endpoints refuse what follows; returns the run's
+    error line after checking that it stopped at once, exit 2, without a traceback."""
     hold = server.batches.hold("poll")
+    command = args or ["execute", "-i", str(REGULAR24), "--profile", str(profile)]
     process = subprocess.Popen(
-        [cj_run(), "execute", "-i", str(REGULAR24), "--profile", str(profile), "--db", db_url],
+        [cj_run(), *command, "--db", db_url],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -195,17 +199,19 @@ def test_an_unknown_job_at_a_poll_stops_the_run_but_is_not_an_unusable_judge(
 
 
 def test_a_job_the_provider_never_knows_again_is_ended_by_finalize(
-    tmp_path: Path, serve: Any, monkeypatch: pytest.MonkeyPatch
+    db_url: str, tmp_path: Path, serve: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The stop line's way out when the job is gone for good (deleted, past retention):
     ``cj-run resume`` meets the same 404s and stops with the same advice; ``cj-run
-    finalize`` ends the batch with what it has, the job's calls still counted as sent."""
+    finalize`` ends the batch with what it has. The job's calls were sent and may have
+    been paid: they end ``lost`` (answer never received, the job named), still counted as
+    sent; every cost shown says their cost is unknown (a lower bound, not a bare 0.0); a
+    resume after finalize sends nothing. On SQLite and PostgreSQL."""
     monkeypatch.setenv("CJ_TEST_BATCH_KEY", KEY)
     server = serve(polls_to_end=0)
     server.batches.gate.clear()
     settings = {**SETTINGS, "RETRY_BASE_DELAY_S": 0.0, "RETRY_MAX_DELAY_S": 0.0}
     profile = write_profile(tmp_path / "p.yaml", settings, judge("openai", server, batch=True))
-    db_url = str(tmp_path / "cj.db")
     line = interrupted_run(
         db_url, profile, server, lambda: server.batches.refuse("not_found", times=1000)
     )
@@ -217,8 +223,145 @@ def test_a_job_the_provider_never_knows_again_is_ended_by_finalize(
     check_stopped_with_the_job_due(db_url, server)
     ended = run(["finalize", batch_id, "--db", db_url, "--json"])
     assert ended.exit_code == 0, ended.output
-    summary = json.loads(ended.stdout)
+    check_finalized_with_the_job_lost(db_url, server, batch_id, json.loads(ended.stdout))
+
+
+def flat(text: str) -> str:
+    """A rich table's text with its frame gone and wrapped cells joined."""
+    return " ".join(text.replace("│", " ").split())
+
+
+def check_finalized_with_the_job_lost(
+    db_url: str, server: Any, batch_id: str, summary: dict[str, Any]
+) -> None:
+    """After ``cj-run finalize`` of a batch whose only job (12 calls, no answer) the
+    provider no longer knows: the honest record, the cost shown, nothing sent again."""
+    (job_id,) = server.batches.created
     assert (summary["status"], summary["stop_reason"]) == ("COMPLETED", "finalized_early")
     # the job's calls were paid for: still counted; no answer, so no score is shown
     assert (summary["calls_sent"], summary["successful_comparisons"]) == (12, 0)
     assert summary["tau"] is None and summary["ssr"] is None
+    # a terminal state that says the answer never came, naming the job
+    assert query(
+        db_url,
+        "SELECT status, error_kind, error_message, COUNT(*) FROM comparisons "
+        "GROUP BY status, error_kind, error_message",
+    ) == [
+        (
+            "lost",
+            "lost",
+            f"in provider job 1 ({job_id}) when the batch was finalized: its answer was never "
+            "received (the provider may have billed it; its cost is unknown)",
+            12,
+        )
+    ]
+    assert summary["attempt_errors"] == {"lost": 12}
+    # the cost known is 0.0 (no tokens were ever reported); 12 calls' cost is unknown
+    assert summary["cost_usd"] == 0.0 and summary["unknown_cost_calls"] == 12
+    assert summary["cost_note"] == (
+        "cost ≥ $0.0000: 12 calls with unknown cost (sent, answer never received; the "
+        "provider may have billed them)"
+    )
+    table = report(["summary", batch_id, "--db", db_url])
+    assert table.exit_code == 0, table.output
+    assert "≥ $0.0000 (12 calls with unknown cost: no answer received)" in flat(table.stdout)
+    exported = report(["comparisons", batch_id, "--db", db_url, "--format", "json"])
+    assert exported.exit_code == 0, exported.output
+    rows = json.loads(exported.stdout)
+    rows = rows["comparisons"] if isinstance(rows, dict) else rows
+    assert len(rows) == 12 and {r["cost_usd"] for r in rows} == {None}  # unknown, not 0
+    # never paid twice: a resume after finalize sends nothing
+    resumed = run(["resume", batch_id, "--db", db_url])
+    assert resumed.exit_code == 2, resumed.output
+    assert "already finished (COMPLETED, finalized_early); nothing to resume" in resumed.stderr
+    server.batches.refusals.clear()
+    server.batches.gate.set()
+    assert len(server.batches.created) == 1
+    assert [len(server.batches.jobs[j].requests) for j in server.batches.created] == [12]
+    assert query(db_url, "SELECT calls_sent FROM batch_state") == [(12,)]
+
+
+def test_a_cohort_class_whose_job_is_gone_shows_its_unknown_cost(
+    db_url: str, tmp_path: Path, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same through the queue: ``cj-run worker`` stops on the unknown job (the batch
+    back in the queue), ``cj-run finalize`` ends it, and ``cj-report cohort`` shows the
+    class's cost as a lower bound with its calls of unknown cost, in every format."""
+    monkeypatch.setenv("CJ_TEST_BATCH_KEY", KEY)
+    server = serve(polls_to_end=0)
+    server.batches.gate.clear()
+    settings = {**SETTINGS, "RETRY_BASE_DELAY_S": 0.0, "RETRY_MAX_DELAY_S": 0.0}
+    profile = write_profile(tmp_path / "p.yaml", settings, judge("openai", server, batch=True))
+    cohort_csv = tmp_path / "cohort.csv"
+    cohort_csv.write_text(f"class_id,inventory\nall,{REGULAR24}\n", encoding="utf-8")
+    queued = run(
+        ["enqueue", str(cohort_csv), "--cohort", "y7", "--profile", str(profile), "--db", db_url]
+    )
+    assert queued.exit_code == 0, queued.output
+    line = interrupted_run(
+        db_url,
+        profile,
+        server,
+        lambda: server.batches.refuse("not_found", times=1000),
+        args=["worker"],
+    )
+    assert "the provider does not know batch job" in line
+    (batch_id,) = query(db_url, "SELECT id FROM batches")[0]
+    ended = run(["finalize", batch_id, "--db", db_url, "--json"])
+    assert ended.exit_code == 0, ended.output
+    check_finalized_with_the_job_lost(db_url, server, batch_id, json.loads(ended.stdout))
+    as_json = report(["cohort", "y7", "--db", db_url, "--format", "json"])
+    assert as_json.exit_code == 0, as_json.output
+    data = json.loads(as_json.stdout)
+    ((cls),) = data["per_class"]
+    assert (cls["state"], cls["cost_usd"], cls["unknown_cost_calls"]) == ("done", 0.0, 12)
+    assert data["overall"]["unknown_cost_calls"] == 12
+    as_csv = report(["cohort", "y7", "--db", db_url, "--format", "csv"])
+    header, row = as_csv.stdout.splitlines()[:2]
+    assert dict(zip(header.split(","), row.split(","), strict=True))["unknown_cost_calls"] == "12"
+    table = report(["cohort", "y7", "--db", db_url])
+    assert table.exit_code == 0, table.output
+    assert "≥0.0000" in table.stdout
+    assert (
+        "cost ≥: 12 calls with unknown cost (sent, answer never received; the provider may "
+        "have billed them)" in flat(table.stdout)
+    )
+
+
+def test_finalize_counts_a_job_never_submitted_as_not_sent(
+    tmp_path: Path, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job whose requests were stored but never went out (``prepared``: a crash before
+    its upload) holds calls that were not sent, so not billed: finalize ends them ``lost``
+    with the kind ``not_submitted``, and no cost is shown as unknown. (The stored job's
+    state is set to ``prepared`` in the database of a real stopped run: the point a crash
+    between storing a job and uploading it leaves.)"""
+    monkeypatch.setenv("CJ_TEST_BATCH_KEY", KEY)
+    server = serve(polls_to_end=0)
+    server.batches.gate.clear()
+    settings = {**SETTINGS, "RETRY_BASE_DELAY_S": 0.0, "RETRY_MAX_DELAY_S": 0.0}
+    profile = write_profile(tmp_path / "p.yaml", settings, judge("openai", server, batch=True))
+    db_url = str(tmp_path / "cj.db")
+    interrupted_run(db_url, profile, server, lambda: server.batches.refuse("not_found", times=1000))
+    (batch_id,) = query(db_url, "SELECT id FROM batches")[0]
+    with sqlite3.connect(db_url) as conn:
+        conn.execute("UPDATE provider_jobs SET state = 'prepared', provider_job_id = NULL")
+    ended = run(["finalize", batch_id, "--db", db_url, "--json"])
+    assert ended.exit_code == 0, ended.output
+    summary = json.loads(ended.stdout)
+    assert query(
+        db_url,
+        "SELECT status, error_kind, error_message, COUNT(*) FROM comparisons "
+        "GROUP BY status, error_kind, error_message",
+    ) == [
+        (
+            "lost",
+            "not_submitted",
+            "in provider job 1, never submitted, when the batch was finalized: not sent, "
+            "not billed",
+            12,
+        )
+    ]
+    assert (summary["unknown_cost_calls"], summary["cost_note"]) == (0, None)
+    table = report(["summary", batch_id, "--db", db_url])
+    assert "0 in / 0 out; $0.0000" in flat(table.stdout)

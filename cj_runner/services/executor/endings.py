@@ -102,7 +102,9 @@ class EndingsMixin(ResumeMixin):
 
     async def finalize_early(self) -> RunResult:
         """End the batch now with what it has (``cj-run finalize``): no judge call is sent,
-        planned comparisons are cancelled; COMPLETED with stop reason ``finalized_early``.
+        planned comparisons are cancelled, calls still waiting in provider jobs become
+        ``lost`` (:func:`~cj_runner.storage.attempts.mark_unanswered_lost`); COMPLETED
+        with stop reason ``finalized_early``.
 
         Raises:
             BatchLockedError: another live process runs this batch.
@@ -119,6 +121,11 @@ class EndingsMixin(ResumeMixin):
                         if slot.slot in wave.unfinished and slot.planned_row:
                             await recorder.cancel(slot.slot, slot.next_attempt)
                 await recorder.flush()
+                # calls still waiting in provider jobs (the provider no longer knows the
+                # job, or its answers are given up) end as lost: answer never received
+                self.lost_total += await repo.mark_unanswered_lost(
+                    self.store, self.batch.id, owner=self.owner
+                )
                 decision = Decision(Action.FINALIZE_SCORING, StopReason.FINALIZED_EARLY)
                 try:
                     return await self._finalize(decision)
