@@ -212,10 +212,12 @@ def summary_renderable(s: dict[str, Any]) -> Group:
         ),
     )
     if s.get("batch_api"):
+        # with calls of unknown cost, the saving and the synchronous price are bounds too
+        at_least = "≥ " if s.get("unknown_cost_calls") else ""
         head.add_row(
             "batch API",
-            f"{s['provider_jobs']} provider jobs; saved ${s['saved_usd']:.4f} "
-            f"(${s['sync_cost_usd']:.4f} at the synchronous price)",
+            f"{s['provider_jobs']} provider jobs; saved {at_least}${s['saved_usd']:.4f} "
+            f"({at_least}${s['sync_cost_usd']:.4f} at the synchronous price)",
         )
     grades = s.get("grades") or {}
     if grades.get("projected"):

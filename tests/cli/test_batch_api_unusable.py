@@ -265,6 +265,7 @@ def check_finalized_with_the_job_lost(
     table = report(["summary", batch_id, "--db", db_url])
     assert table.exit_code == 0, table.output
     assert "≥ $0.0000 (12 calls with unknown cost: no answer received)" in flat(table.stdout)
+    assert "saved ≥ $0.0000 (≥ $0.0000 at the synchronous price)" in flat(table.stdout)
     exported = report(["comparisons", batch_id, "--db", db_url, "--format", "json"])
     assert exported.exit_code == 0, exported.output
     rows = json.loads(exported.stdout)
