@@ -22,7 +22,9 @@ scoring code). Per size ``n`` (students), matching strategy and replicate:
   uses (:func:`cj_runner.core.reliability.flag_standardized_misfits` on the final fit),
   per strategy (``random``, ``balanced``, ``infogain``) and size (24, 40 nodes) at 20 cpe:
   the share of nodes flagged with a judge that follows the model exactly (false alarms),
-  and whether one planted erratic node (judged at random) is flagged (detection).
+  and whether one planted erratic node (judged at random) is flagged (detection); with the
+  default settings (no check pairs) and beside them with ``MISFIT_CHECK_SHARE=0.2``
+  (``--misfit-check-shares``).
 * the stop check (n = 100): ``TARGET_RELIABILITY=0.8`` with ``AUDIT_SHARE=0.1`` per
   strategy; the robust reliability at the stop against the true one (squared correlation
   of the reported scores with the truth), and whether ``value ± 1.96 SD`` covers it.
@@ -97,6 +99,7 @@ STOP_SIZE = 100
 FULL_REPLICATES = (40, 16)  # per strategy at n <= 30 and above
 FULL_STOP_REPLICATES = 6
 FULL_MISFIT_REPLICATES = 30
+MISFIT_CHECK_SHARES = "0,0.2"  # the default (no check pairs) beside MISFIT_CHECK_SHARE=0.2
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ class Task:
     n: int
     strategy: str
     replicate: int
+    check_share: float = 0.0  # MISFIT_CHECK_SHARE of the misfit runs
 
 
 @cache
@@ -230,7 +234,12 @@ def run_coverage(task: Task) -> dict[str, Any]:
 def run_misfit(task: Task) -> dict[str, Any]:
     """One replicate of :func:`misfit_rates` (replicate ``k`` of a call with ``seed=0``)."""
     rates = misfit_rates(
-        n=task.n, cpe=MISFIT_CPE, strategy=task.strategy, replicates=1, seed=task.replicate
+        n=task.n,
+        cpe=MISFIT_CPE,
+        strategy=task.strategy,
+        replicates=1,
+        seed=task.replicate,
+        check_share=task.check_share,
     )
     return {
         "task": task,
@@ -459,17 +468,26 @@ def misfit_table(results: list[dict[str, Any]]) -> list[str]:
         f"Misfit flags at {MISFIT_CPE} cpe (misfit_sim.misfit_rates, the product's rule: "
         f"threshold {first['threshold']}, >= {first['min_comparisons']} comparisons; "
         "± MC standard error)",
-        "| strategy | n | runs | false alarms, % of nodes | erratic node flagged, % of runs |",
-        "|---|---|---|---|---|",
+        "| strategy | n | MISFIT_CHECK_SHARE | runs | false alarms, % of nodes | "
+        "erratic node flagged, % of runs |",
+        "|---|---|---|---|---|---|",
     ]
+    shares = sorted({r["task"].check_share for r in results})
     for s in MISFIT_STRATEGIES:
         for n in MISFIT_SIZES:
-            rows = [r for r in results if r["task"].strategy == s and r["task"].n == n]
-            if not rows:
-                continue
-            fa = mean_se(r["false_alarm"] for r in rows)
-            det = binomial_se(r["detected"] for r in rows)
-            lines.append(f"| {s} | {n} | {len(rows)} | {_pm(*fa)} | {_pm(det[0], det[1])} |")
+            for share in shares:
+                rows = [
+                    r
+                    for r in results
+                    if (r["task"].strategy, r["task"].n, r["task"].check_share) == (s, n, share)
+                ]
+                if not rows:
+                    continue
+                fa = mean_se(r["false_alarm"] for r in rows)
+                det = binomial_se(r["detected"] for r in rows)
+                lines.append(
+                    f"| {s} | {n} | {share:g} | {len(rows)} | {_pm(*fa)} | {_pm(det[0], det[1])} |"
+                )
     return lines
 
 
@@ -504,6 +522,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicates", default=None, help="per size, e.g. 40,10")
     parser.add_argument("--stop-replicates", type=int, default=None)
     parser.add_argument("--misfit-replicates", type=int, default=None)
+    parser.add_argument(
+        "--misfit-check-shares",
+        default=MISFIT_CHECK_SHARES,
+        help="MISFIT_CHECK_SHARE values of the misfit runs (comma-separated)",
+    )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -526,7 +549,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(k)
     ]
     tasks += [
-        Task("misfit", n, s, r)
+        Task("misfit", n, s, r, float(share))
+        for share in args.misfit_check_shares.split(",")
         for s in MISFIT_STRATEGIES
         for n in MISFIT_SIZES
         for r in range(misfit_reps)

@@ -102,6 +102,18 @@ class Settings(BaseModel, frozen=True, extra="forbid"):
             "reliability estimate."
         ),
     )
+    MISFIT_CHECK_SHARE: float = Field(
+        0.0,
+        ge=0,
+        le=0.5,
+        allow_inf_nan=False,
+        description=(
+            "Share of calls spent on check pairs: an essay whose misfit is least settled "
+            "against one from the far end of the ranking, so that an essay the judge "
+            "answers at random is flagged; 0.2 catches one in about 80-95% of batches at 20 "
+            "comparisons per essay (docs/statistics.md, 'Check pairs')."
+        ),
+    )
     ANCHOR_WEIGHT: float = Field(
         1.0,
         ge=1,

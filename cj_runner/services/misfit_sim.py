@@ -62,14 +62,16 @@ class MisfitRates:
     replicates: int
     threshold: float
     min_comparisons: int
+    check_share: float
     false_alarm_rate: float
     detection_rate: float
     erratic_false_alarm_rate: float
 
 
-def _settings(n: int, cpe: float, strategy: str) -> Settings:
+def _settings(n: int, cpe: float, strategy: str, check_share: float = 0.0) -> Settings:
     budget = max(round(n * cpe / 2), 1)
     return Settings(
+        MISFIT_CHECK_SHARE=check_share,
         MAX_PAIRWISE_COMPARISONS=budget,
         COMPARISONS_PER_STABILITY_CHECK_ITERATION=max(n // 2, 1),
         MIN_COMPARISONS_FOR_STABILITY_CHECK=budget,
@@ -116,6 +118,7 @@ def misfit_rates(
     latent_sd: float = LATENT_SD,
     threshold: float = MISFIT_Z_THRESHOLD,
     min_comparisons: int = MISFIT_MIN_COMPARISONS,
+    check_share: float = 0.0,
 ) -> MisfitRates:
     """False-alarm and detection rates of the misfit flags (pure: seeded, no I/O).
 
@@ -128,8 +131,9 @@ def misfit_rates(
         latent_sd: SD of the true scores (logits) drawn per replicate.
         threshold: the ZSTD limit.
         min_comparisons: fewest comparisons for a flag.
+        check_share: ``MISFIT_CHECK_SHARE`` (the share of calls on check pairs).
     """
-    settings = _settings(n, cpe, strategy)
+    settings = _settings(n, cpe, strategy, check_share)
     false_alarms: list[float] = []
     caught: list[bool] = []
     others: list[float] = []
@@ -161,6 +165,7 @@ def misfit_rates(
         replicates=replicates,
         threshold=threshold,
         min_comparisons=min_comparisons,
+        check_share=check_share,
         false_alarm_rate=float(np.mean(false_alarms)),
         detection_rate=float(np.mean(caught)),
         erratic_false_alarm_rate=float(np.mean(others)),

@@ -103,6 +103,7 @@ def workflow_from_settings(
         pass_count=int(state.get("resampling_pass_count") or 0),
         pass_remaining={(int(p[0]), int(p[1])) for p in state.get("pass_remaining") or []},
         audit_share=settings.AUDIT_SHARE,
+        check_share=settings.MISFIT_CHECK_SHARE,
         anchor_weight=settings.ANCHOR_WEIGHT,
         n_judges=n_judges,
         double_share=double_share,

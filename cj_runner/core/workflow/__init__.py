@@ -9,8 +9,8 @@ judge and reports every outcome with :meth:`record_success` / :meth:`record_fail
 (and every call sent with :meth:`count_call`); :meth:`end_wave` refits the scores (warm
 start), applies the continuation decision (spec §5) and moves to the next mode.
 
-Issue 8 extensions, all off by default (the default settings select, fit and decide
-exactly as before):
+Extensions, all off by default (the default settings select, fit and decide exactly as
+before them):
 
 * ``audit_share > 0``: each wave spends that share of its pairs (on average; the
   fraction is a seeded coin per wave) on *audit* pairs, uniformly random over all edges
@@ -18,6 +18,12 @@ exactly as before):
   :attr:`Mode.AUDIT`; :attr:`WorkflowState.wave_modes` gives the mode of every planned
   pair. Audits are held-out, design-independent checks of the fit
   (:mod:`cj_runner.core.robust`).
+* ``check_share > 0`` (``MISFIT_CHECK_SHARE``):
+  that share of each wave (a seeded coin for the fraction, as for audits) goes to *check
+  pairs*, an essay whose misfit is least settled against one from the far end of the
+  ranking (:func:`cj_runner.core.misfit_checks.check_pairs`), recorded with the wave's
+  mode. They come after the main pairs and before the audits, from their own random
+  stream, and depend only on the comparisons so far.
 * ``strategy="infogain"`` or ``"grade_boundary"``: selection works on the
   empirical-Bayes posterior (:func:`cj_runner.core.robust.empirical_bayes_fit`: its
   mode as the scores, its prior precision, its SEs) instead of the weak-ridge fit,

@@ -102,6 +102,7 @@ class _WorkflowRecord:
     keys: list[int] = field(default_factory=list)
     robust_reliability_fn: RobustReliabilityFn | None = None
     audit_share: float = 0.0
+    check_share: float = 0.0
     anchor_grades: Mapping[int, int] = field(default_factory=dict)
     n_grades: int = 0
     wave_modes: list[Mode] = field(default_factory=list)

@@ -11,6 +11,7 @@ import numpy as np
 import scipy.special
 
 from cj_runner.core.bt import fit_bt
+from cj_runner.core.misfit_checks import check_pairs
 from cj_runner.core.models import Mode, PlannedPair, edge
 from cj_runner.core.pairing import PairingState, select_pairs
 from cj_runner.core.panel_design import assign_doubles, double_count, judge_pair_order
@@ -27,6 +28,7 @@ ADAPTIVE_STRATEGIES: tuple[str, ...] = ("infogain", "grade_boundary")
 
 _AUDIT_STREAM = 0xA0D17  # a separate random stream: audits never shift the main selection
 _DOUBLE_STREAM = 0xD0B1E  # the same for the pairs asked of two judges
+_CHECK_STREAM = 0xC4EC5  # and for the check pairs
 
 
 class _WorkflowSelection(_WorkflowRecord):
@@ -107,8 +109,18 @@ class _WorkflowSelection(_WorkflowRecord):
             audit_rng = np.random.default_rng([self.seed, wave, _AUDIT_STREAM])
             expected = self.audit_share * size
             n_audit = min(size - 1, int(expected) + int(audit_rng.random() < expected % 1))
-        pairs = select_pairs(state, self.mode, size - n_audit, rng, strategy=self.strategy)
+        n_check = 0
+        if self.check_share > 0 and self.successes:
+            check_rng = np.random.default_rng([self.seed, wave, _CHECK_STREAM])
+            expected = self.check_share * size
+            n_check = int(expected) + int(check_rng.random() < expected % 1)
+            n_check = max(0, min(size - 1 - n_audit, n_check))
+        pairs = select_pairs(
+            state, self.mode, size - n_audit - n_check, rng, strategy=self.strategy
+        )
         n_main = len(pairs)
+        if pairs and n_check > 0:
+            pairs += self._check_pairs(state, pairs, n_check, pending, check_rng)
         self.wave_modes = [self.mode] * len(pairs)
         if pairs and n_audit > 0:
             audits = self._audit_pairs(state, pairs, n_audit, audit_rng)
@@ -155,6 +167,46 @@ class _WorkflowSelection(_WorkflowRecord):
             state, a_counts=a_counts, b_counts=b_counts, in_flight=frozenset(blocked)
         )
         return select_pairs(audit_state, Mode.AUDIT, k, rng)
+
+    def _check_pairs(
+        self,
+        state: PairingState,
+        chosen: Sequence[PlannedPair],
+        k: int,
+        pending: Sequence[tuple[int, int]],
+        rng: np.random.Generator,
+    ) -> list[PlannedPair]:
+        """``k`` check pairs (:func:`cj_runner.core.misfit_checks.check_pairs`) on the
+        empirical-Bayes posterior, none chosen in the wave, in flight or in the pass."""
+        if self.n_nodes > COVARIANCE_MAX_N:
+            scores, _, precision = self._large_net_posterior()
+            tau = 1.0 / math.sqrt(precision)
+        else:
+            eb = self.posterior()
+            scores, tau = np.asarray(eb.fit.scores), eb.prior_sd
+        a_counts = state.a_counts.copy()
+        b_counts = state.b_counts.copy()
+        for p in chosen:
+            a_counts[p.a] += 1
+            b_counts[p.b] += 1
+        blocked = {p.edge for p in chosen} | state.in_flight
+        if self.mode == Mode.RESAMPLING:
+            blocked |= self.pass_remaining
+        first, second, first_won = self.comparison_arrays()
+        return check_pairs(
+            self.n_nodes,
+            first,
+            second,
+            first_won,
+            scores,
+            tau,
+            k,
+            a_counts=a_counts,
+            b_counts=b_counts,
+            blocked=blocked,
+            pending=[*pending, *((p.a, p.b) for p in chosen)],
+            rng=rng,
+        )
 
     def node_weight(self) -> np.ndarray | None:
         """Per node selection weight: ``anchor_weight`` on the anchors, 1 on the students;

@@ -54,6 +54,8 @@ class WorkflowState(_WorkflowSelection):
         prior_precision: ridge of the Bradley-Terry fit.
         min_resampling_net_size: ``MIN_RESAMPLING_NET_SIZE``.
         audit_share: ``AUDIT_SHARE``, the share of each wave spent on audit pairs.
+        check_share: ``MISFIT_CHECK_SHARE``, the share of each wave spent on check pairs
+            (:mod:`cj_runner.core.misfit_checks`).
         anchor_grades: anchor node -> known grade index (0 = lowest), for
             ``grade_boundary``.
         n_grades: grades on the scale, for ``grade_boundary``.
