@@ -41,8 +41,9 @@ Chosen by simulation (``cj_runner.services.misfit_sim``; figures in docs/statist
 with the final fit's scores the infit ZSTD is conservative (its SD is about 0.8 under the
 model, because the scores were fitted to the same comparisons), so the conventional 2.0
 would miss most erratic essays; 1.5 keeps false alarms under 5% of nodes with a judge that
-follows the model exactly and catches an essay judged at random in about 80% of batches at
-20 comparisons per essay. The outfit ZSTD is shown but not flagged on: the maximum-likelihood
+follows the model exactly and catches an essay judged at random in 63-80% of batches at
+20 comparisons per essay (80-93% with check pairs, ``MISFIT_CHECK_SHARE=0.2``: the same
+limit, :mod:`cj_runner.core.misfit_checks`). The outfit ZSTD is shown but not flagged on: the maximum-likelihood
 scale is stretched at its ends, so one upset of an extreme essay gives it a large outfit
 even when the judge follows the model (false alarms 7-13% of nodes at any useful limit).
 """
