@@ -43,9 +43,10 @@ model, because the scores were fitted to the same comparisons), so the conventio
 would miss most erratic essays; 1.5 keeps false alarms under 5% of nodes with a judge that
 follows the model exactly and catches an essay judged at random in 63-80% of batches at
 20 comparisons per essay (80-93% with check pairs, ``MISFIT_CHECK_SHARE=0.2``: the same
-limit, :mod:`cj_runner.core.misfit_checks`). The outfit ZSTD is shown but not flagged on: the maximum-likelihood
-scale is stretched at its ends, so one upset of an extreme essay gives it a large outfit
-even when the judge follows the model (false alarms 7-13% of nodes at any useful limit).
+limit, :mod:`cj_runner.core.misfit_checks`). The outfit ZSTD is shown but not flagged
+on: the maximum-likelihood scale is stretched at its ends, so one upset of an extreme
+essay gives it a large outfit even when the judge follows the model (false alarms 7-13%
+of nodes at any useful limit).
 """
 
 MISFIT_MIN_COMPARISONS: int = 8
