@@ -40,7 +40,8 @@ best worst-cell detection. Figures in docs/statistics.md ("Misfit flag").
 
 Run: ``nice -n 10 python benchmarks/bench_misfit_statistics.py`` (60 replicates per cell,
 about 10 minutes of CPU); ``--latent-sd 0.58`` for a judge right on 65% of random pairs;
-``--cpe 30`` for another budget; ``--only infit`` skips the per-node tests (the product's
+``--cpe 30`` for another budget; ``--check-share 0.2`` with check pairs
+(``MISFIT_CHECK_SHARE``); ``--only infit`` skips the per-node tests (the product's
 rule alone: its row at limit 1.50); ``--quick`` for a smoke run.
 """
 
@@ -244,10 +245,13 @@ def run_cell(
     audit_share: float = 0.0,
     cpe: float = 20.0,
     calibrated: bool = True,
+    check_share: float = 0.0,
 ) -> list[tuple[int, dict[str, np.ndarray], dict[str, np.ndarray]]]:
     """Per replicate: the erratic node, the statistics without and with it (as
     :func:`cj_runner.services.misfit_sim.misfit_rates` draws them)."""
-    settings = _settings(n, cpe, strategy).model_copy(update={"AUDIT_SHARE": audit_share})
+    settings = _settings(n, cpe, strategy, check_share).model_copy(
+        update={"AUDIT_SHARE": audit_share}
+    )
     rows = []
     for k in range(replicates):
         rng = np.random.default_rng([seed + k, 0x515])
@@ -306,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--audit-share", type=float, default=0.0, help="AUDIT_SHARE: random pairs' share"
     )
+    parser.add_argument(
+        "--check-share", type=float, default=0.0, help="MISFIT_CHECK_SHARE: check pairs' share"
+    )
     parser.add_argument("--quick", action="store_true")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--posterior", action="store_true", help="posterior means")
@@ -332,13 +339,15 @@ def main(argv: list[str] | None = None) -> int:
             args.audit_share,
             args.cpe,
             calibrated=not chosen or bool(chosen & {"cond", "boot"}),
+            check_share=args.check_share,
         )
         for cell in cells
     }
     head = " | ".join(f"{s} {n}" for s, n in cells)
     print(
         f"Misfit statistics at {args.cpe:g} cpe, {reps} replicates per cell, latent SD "
-        f"{args.latent_sd}, {scores} scores, AUDIT_SHARE {args.audit_share}: "
+        f"{args.latent_sd}, {scores} scores, AUDIT_SHARE {args.audit_share}, "
+        f"MISFIT_CHECK_SHARE {args.check_share}: "
         "false alarms % / detection %"
     )
     if args.bound:
