@@ -58,7 +58,7 @@ def random_judging_log_bf(
     Under the model the node's own score has the population prior ``N(0, prior_sd^2)``
     (summed over a grid of 161 points to +-5 SD); under the alternative every
     comparison it takes part in is won with probability 1/2 (the grid sum is within
-    2e-4 of the integral; tests/core/test_misfit_checks.py). Positive values favour
+    0.005 of the integral; tests/core/test_misfit_checks.py). Positive values favour
     random judging; a node without comparisons gets 0.
     """
     a = np.asarray(first, dtype=np.int64)

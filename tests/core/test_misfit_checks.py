@@ -53,7 +53,7 @@ def test_the_bayes_factor_matches_quadrature(seed: int, n: int, m: int, tau: flo
         if not np.any((a == i) | (b == i)):
             assert got[i] == 0.0
             continue
-        assert got[i] == pytest.approx(quadrature_log_bf(i, a, b, y, scores, tau), abs=2e-4)
+        assert got[i] == pytest.approx(quadrature_log_bf(i, a, b, y, scores, tau), abs=5e-3)
 
 
 def test_the_bayes_factor_tells_a_coin_from_the_model() -> None:

@@ -147,14 +147,11 @@ class _WorkflowSelection(_WorkflowRecord):
             self.wave_modes.append(self.wave_modes[index])
             self.wave_judges.append(second)
 
-    def _audit_pairs(
-        self,
-        state: PairingState,
-        chosen: Sequence[PlannedPair],
-        k: int,
-        rng: np.random.Generator,
-    ) -> list[PlannedPair]:
-        """``k`` uniformly random audit pairs, none chosen in the wave or in the pass."""
+    def _after(
+        self, state: PairingState, chosen: Sequence[PlannedPair]
+    ) -> tuple[np.ndarray, np.ndarray, set[tuple[int, int]]]:
+        """The A/B counts with the wave's ``chosen`` pairs added, and the edges the pairs
+        added after them may not take (chosen, in flight, and the pass while resampling)."""
         a_counts = state.a_counts.copy()
         b_counts = state.b_counts.copy()
         for p in chosen:
@@ -163,6 +160,17 @@ class _WorkflowSelection(_WorkflowRecord):
         blocked = {p.edge for p in chosen} | state.in_flight
         if self.mode == Mode.RESAMPLING:
             blocked |= self.pass_remaining
+        return a_counts, b_counts, blocked
+
+    def _audit_pairs(
+        self,
+        state: PairingState,
+        chosen: Sequence[PlannedPair],
+        k: int,
+        rng: np.random.Generator,
+    ) -> list[PlannedPair]:
+        """``k`` uniformly random audit pairs, none chosen in the wave or in the pass."""
+        a_counts, b_counts, blocked = self._after(state, chosen)
         audit_state = replace(
             state, a_counts=a_counts, b_counts=b_counts, in_flight=frozenset(blocked)
         )
@@ -184,14 +192,7 @@ class _WorkflowSelection(_WorkflowRecord):
         else:
             eb = self.posterior()
             scores, tau = np.asarray(eb.fit.scores), eb.prior_sd
-        a_counts = state.a_counts.copy()
-        b_counts = state.b_counts.copy()
-        for p in chosen:
-            a_counts[p.a] += 1
-            b_counts[p.b] += 1
-        blocked = {p.edge for p in chosen} | state.in_flight
-        if self.mode == Mode.RESAMPLING:
-            blocked |= self.pass_remaining
+        a_counts, b_counts, blocked = self._after(state, chosen)
         first, second, first_won = self.comparison_arrays()
         return check_pairs(
             self.n_nodes,
