@@ -23,13 +23,14 @@ between waves, so a resumed batch checks what an uninterrupted one does.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 import scipy.special
 
 from cj_runner.core.models import PlannedPair, edge
+from cj_runner.core.pairing.orientation import orient
 
 CHECK_CENTRE = 1.0
 """Log Bayes factor (random : model) around which a node's misfit is least settled."""
@@ -96,6 +97,7 @@ def check_pairs(
     *,
     a_counts: npt.ArrayLike,
     b_counts: npt.ArrayLike,
+    orientation_counts: Mapping[tuple[int, int], tuple[int, int]] | None = None,
     blocked: Collection[tuple[int, int]] = frozenset(),
     pending: Sequence[tuple[int, int]] = (),
     rng: np.random.Generator,
@@ -109,8 +111,10 @@ def check_pairs(
         prior_sd: the posterior's prior spread ``tau``.
         k: most pairs to return.
         a_counts, b_counts: per node, comparisons in position A / B (those of the wave
-            already chosen and in flight included): each pair puts the node with fewer
-            A's in position A.
+            already chosen and in flight included).
+        orientation_counts: edge ``(lo, hi)`` -> (asked as ``(lo, hi)``, as ``(hi, lo)``):
+            the pairs are oriented by the fair complement rule of spec §6
+            (:func:`cj_runner.core.pairing.orientation.orient`), as every other pair is.
         blocked: edges that may not be asked (chosen in the wave, in flight).
         pending: ordered pairs in flight: they count as comparisons against their
             opponent's end, so a node checked in an earlier wave still in flight is not
@@ -137,23 +141,18 @@ def check_pairs(
     unsettled = -np.abs(log_bf - CHECK_CENTRE) - _SPREAD * far - 100.0 * np.minimum(far, 1)
     order = np.lexsort((rng.random(n), -unsettled))
     counts = np.asarray(a_counts, dtype=np.int64) + np.asarray(b_counts, dtype=np.int64)
-    a_of = np.asarray(a_counts, dtype=np.int64).copy()
-    b_of = np.asarray(b_counts, dtype=np.int64).copy()
     taken = set(blocked)
-    pairs: list[PlannedPair] = []
+    edges: list[tuple[int, int]] = []
     for i in (int(x) for x in order):
-        if len(pairs) >= k:
+        if len(edges) >= k:
             break
         end = low if far_end[i] == 0 else high
         candidates = [int(j) for j in end if j != i and edge(i, int(j)) not in taken]
         if not candidates:
             continue
         j = max(candidates, key=lambda j: (abs(s[j] - s[i]) - _SPREAD * counts[j], -j))
-        pair = PlannedPair(i, j) if a_of[i] - b_of[i] <= a_of[j] - b_of[j] else PlannedPair(j, i)
-        pairs.append(pair)
-        taken.add(pair.edge)
+        edges.append(edge(i, j))
+        taken.add(edge(i, j))
         counts[i] += 1
         counts[j] += 1
-        a_of[pair.a] += 1
-        b_of[pair.b] += 1
-    return pairs
+    return orient(edges, a_counts, b_counts, orientation_counts or {}, rng)

@@ -165,6 +165,32 @@ def test_a_wave_spends_its_check_share_after_the_main_pairs() -> None:
     assert far_share(checked.workflow) > far_share(plain.workflow) + 0.05
 
 
+def test_check_pairs_are_oriented_by_the_fair_complement_rule() -> None:
+    # the setting of the test above: node 8 is checked against node 0 or 1, and both
+    # edges were asked once with node 8 in position A: the complement puts it in B
+    n = 16
+    scores = np.linspace(-3, 3, n)
+    a = np.array([i for i in range(n) if i != 8])
+    b = np.array([0 if scores[i] > np.median(scores) else n - 1 for i in range(n) if i != 8])
+    y = scores[a] > scores[b]
+    zeros = np.zeros(n, dtype=np.int64)
+    asked = {(0, 8): (0, 1), (1, 8): (0, 1)}
+    (pair,) = check_pairs(
+        n,
+        a,
+        b,
+        y,
+        scores,
+        1.5,
+        1,
+        a_counts=zeros,
+        b_counts=zeros,
+        orientation_counts=asked,
+        rng=np.random.default_rng(0),
+    )
+    assert pair.b == 8 and pair.a in (0, 1)
+
+
 def _state(check_share: float, seed: int = 5) -> WorkflowState:
     return WorkflowState(
         n_nodes=24,

@@ -204,6 +204,7 @@ class _WorkflowSelection(_WorkflowRecord):
             k,
             a_counts=a_counts,
             b_counts=b_counts,
+            orientation_counts=state.orientation_counts,
             blocked=blocked,
             pending=[*pending, *((p.a, p.b) for p in chosen)],
             rng=rng,
