@@ -23,8 +23,8 @@ scoring code). Per size ``n`` (students), matching strategy and replicate:
   per strategy (``random``, ``balanced``, ``infogain``) and size (24, 40 nodes) at 20 cpe:
   the share of nodes flagged with a judge that follows the model exactly (false alarms),
   and whether one planted erratic node (judged at random) is flagged (detection); with the
-  default settings (no check pairs) and beside them with ``MISFIT_CHECK_SHARE=0.2``
-  (``--misfit-check-shares``).
+  default settings (check pairs, ``MISFIT_CHECK_SHARE``) and beside them without check
+  pairs (``MISFIT_CHECK_SHARE=0``; ``--misfit-check-shares``).
 * the stop check (n = 100): ``TARGET_RELIABILITY=0.8`` with ``AUDIT_SHARE=0.1`` per
   strategy; the robust reliability at the stop against the true one (squared correlation
   of the reported scores with the truth), and whether ``value ± 1.96 SD`` covers it.
@@ -99,7 +99,8 @@ STOP_SIZE = 100
 FULL_REPLICATES = (40, 16)  # per strategy at n <= 30 and above
 FULL_STOP_REPLICATES = 6
 FULL_MISFIT_REPLICATES = 30
-MISFIT_CHECK_SHARES = "0,0.2"  # the default (no check pairs) beside MISFIT_CHECK_SHARE=0.2
+# without check pairs beside the default MISFIT_CHECK_SHARE
+MISFIT_CHECK_SHARES = f"0,{Settings().MISFIT_CHECK_SHARE:g}"
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,7 @@ class Task:
     wave_size: int
     stop_check: bool = False
     audit_share: float = 0.0
+    check_share: float | None = None  # MISFIT_CHECK_SHARE (None: the default)
 
 
 def wave_size_for(n_nodes: int) -> int:
@@ -213,7 +214,9 @@ def checkpoint_metrics(
 def settings_for(task: Task, n_nodes: int) -> Settings:
     """The CJ settings of a benchmark run: stability off, budget at ``max_cpe``."""
     strategy = "swiss" if task.method == "oracle" else task.method
+    checks = {} if task.check_share is None else {"MISFIT_CHECK_SHARE": task.check_share}
     return Settings(
+        **checks,
         MATCHING_STRATEGY=strategy,
         SCORE_STABILITY_THRESHOLD=0.0,
         MAX_ITERATIONS=1_000_000,
@@ -453,6 +456,7 @@ def _diff(row: dict[str, Any], a: str, b: str) -> float | None:
 def build_tasks(args: argparse.Namespace) -> list[Task]:
     """Every replicate of the grid, plus the stop check."""
     tasks = []
+    checks = {} if args.check_share is None else {"check_share": args.check_share}
     for n in args.sizes:
         reps = args.replicates if n < LARGE else args.large_replicates
         accuracies = args.accuracies
@@ -466,7 +470,7 @@ def build_tasks(args: argparse.Namespace) -> list[Task]:
                         wave = max(1, round(args.wave_fraction * (n + 4)))
                     if args.wave_size is not None:
                         wave = args.wave_size
-                    tasks.append(Task(n, q, method, r, args.seed, args.max_cpe, wave))
+                    tasks.append(Task(n, q, method, r, args.seed, args.max_cpe, wave, **checks))
     size = args.stop_size
     if args.stop_replicates > 0 and size in args.sizes and STOP_ACCURACY in args.accuracies:
         for method in (m for m in args.methods if m != "oracle"):
@@ -482,6 +486,7 @@ def build_tasks(args: argparse.Namespace) -> list[Task]:
                         wave_size_for(size + 4),
                         stop_check=True,
                         audit_share=args.stop_audit_share,
+                        **checks,
                     )
                 )
     # the slowest first, so the pool's tail is short
@@ -531,6 +536,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stop-size", type=int, default=100, help="stop-check n (if in --sizes)")
     p.add_argument("--stop-max-cpe", type=int, default=40, help="stop-check budget in cpe")
     p.add_argument("--stop-audit-share", type=float, default=0.1, help="AUDIT_SHARE there")
+    p.add_argument(
+        "--check-share",
+        type=float,
+        default=None,
+        help="MISFIT_CHECK_SHARE of every run (default: the settings' default)",
+    )
     p.add_argument("--seed", type=int, default=2024, help="seed of the latent qualities")
     p.add_argument("--workers", type=int, default=2, help="worker processes")
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/efficiency.json"))

@@ -68,8 +68,12 @@ class MisfitRates:
     erratic_false_alarm_rate: float
 
 
-def _settings(n: int, cpe: float, strategy: str, check_share: float = 0.0) -> Settings:
+def _settings(n: int, cpe: float, strategy: str, check_share: float | None = None) -> Settings:
+    """Settings of a simulated batch that spends its whole budget (``check_share`` None:
+    the default ``MISFIT_CHECK_SHARE``)."""
     budget = max(round(n * cpe / 2), 1)
+    if check_share is None:
+        check_share = Settings().MISFIT_CHECK_SHARE
     return Settings(
         MISFIT_CHECK_SHARE=check_share,
         MAX_PAIRWISE_COMPARISONS=budget,
@@ -118,7 +122,7 @@ def misfit_rates(
     latent_sd: float = LATENT_SD,
     threshold: float = MISFIT_Z_THRESHOLD,
     min_comparisons: int = MISFIT_MIN_COMPARISONS,
-    check_share: float = 0.0,
+    check_share: float | None = None,
 ) -> MisfitRates:
     """False-alarm and detection rates of the misfit flags (pure: seeded, no I/O).
 
@@ -131,7 +135,8 @@ def misfit_rates(
         latent_sd: SD of the true scores (logits) drawn per replicate.
         threshold: the ZSTD limit.
         min_comparisons: fewest comparisons for a flag.
-        check_share: ``MISFIT_CHECK_SHARE`` (the share of calls on check pairs).
+        check_share: ``MISFIT_CHECK_SHARE`` (the share of calls on check pairs; None: the
+            default).
     """
     settings = _settings(n, cpe, strategy, check_share)
     false_alarms: list[float] = []
@@ -165,7 +170,7 @@ def misfit_rates(
         replicates=replicates,
         threshold=threshold,
         min_comparisons=min_comparisons,
-        check_share=check_share,
+        check_share=settings.MISFIT_CHECK_SHARE,
         false_alarm_rate=float(np.mean(false_alarms)),
         detection_rate=float(np.mean(caught)),
         erratic_false_alarm_rate=float(np.mean(others)),

@@ -100,7 +100,9 @@ class PanelRun:
     p_lower: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
-def _settings(n: int, cpe: float, strategy: str | None) -> Settings:
+def _settings(
+    n: int, cpe: float, strategy: str | None, check_share: float | None = None
+) -> Settings:
     budget = max(round(n * cpe / 2), 1)
     fields: dict[str, object] = {
         "MAX_PAIRWISE_COMPARISONS": budget,
@@ -113,6 +115,8 @@ def _settings(n: int, cpe: float, strategy: str | None) -> Settings:
     }
     if strategy is not None:
         fields["MATCHING_STRATEGY"] = strategy
+    if check_share is not None:
+        fields["MISFIT_CHECK_SHARE"] = check_share
     return Settings.model_validate(fields)
 
 
@@ -317,6 +321,7 @@ def panel_rates(
     strategy: str | None = None,
     latent_sd: float = LATENT_SD,
     double_share: float = 0.0,
+    check_share: float | None = None,
 ) -> PanelRates:
     """Simulate ``replicates`` panel batches and summarise :func:`analyse_run` over them.
 
@@ -329,8 +334,9 @@ def panel_rates(
         strategy: ``MATCHING_STRATEGY`` (default: the settings' default).
         latent_sd: SD of the true scores.
         double_share: share of each wave's pairs also asked of a second judge.
+        check_share: ``MISFIT_CHECK_SHARE`` (default: the settings' default).
     """
-    settings = _settings(n, cpe, strategy)
+    settings = _settings(n, cpe, strategy, check_share)
     results: list[RunAnalysis] = []
     shifts: list[np.ndarray] = []
     for k in range(replicates):

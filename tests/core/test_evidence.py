@@ -27,9 +27,14 @@ def random_design(n: int, m: int, sd: float, seed: int) -> Design:
 
 
 @cache
-def harness_design(n: int, strategy: str, cpe: int, seed: int) -> Design:
-    """A batch run by the harness to its budget (selection as in production)."""
+def harness_design(
+    n: int, strategy: str, cpe: int, seed: int, check_share: float = 0.0
+) -> Design:
+    """A batch run by the harness to its budget (selection as in production; by default
+    without the check pairs: the designs these tests were measured on, where ``infogain``
+    at few comparisons can collapse the plain evidence; check pairs spread the design)."""
     settings = Settings(
+        MISFIT_CHECK_SHARE=check_share,
         MAX_PAIRWISE_COMPARISONS=n * cpe // 2,
         SCORE_STABILITY_THRESHOLD=0.0,
         MAX_ITERATIONS=1_000_000,

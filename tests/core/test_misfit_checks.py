@@ -153,7 +153,7 @@ def test_an_essay_never_compared_with_the_far_end_is_checked_first() -> None:
 def test_a_wave_spends_its_check_share_after_the_main_pairs() -> None:
     n = 40
     truth = np.random.default_rng(3).normal(0, 1.64, n)
-    plain = run_harness(SimulatedJudge(truth), _settings(n, 6, "infogain"), seed=3)
+    plain = run_harness(SimulatedJudge(truth), _settings(n, 6, "infogain", 0.0), seed=3)
     checked = run_harness(SimulatedJudge(truth), _settings(n, 6, "infogain", 0.15), seed=3)
     assert plain.workflow is not None and checked.workflow is not None
     assert plain.comparisons == checked.comparisons  # the same budget, spent
@@ -191,11 +191,11 @@ def test_check_pairs_are_oriented_by_the_fair_complement_rule() -> None:
     assert pair.b == 8 and pair.a in (0, 1)
 
 
-def _state(check_share: float, seed: int = 5) -> WorkflowState:
+def _state(check_share: float, seed: int = 5, total_budget: int = 240) -> WorkflowState:
     return WorkflowState(
         n_nodes=24,
         n_students=24,
-        total_budget=500,
+        total_budget=total_budget,
         limits=ContinuationLimits(0.8, 12, 0.0, 50, 2, 1),
         wave_size=12,
         strategy="infogain",
@@ -204,9 +204,10 @@ def _state(check_share: float, seed: int = 5) -> WorkflowState:
     )
 
 
-def _recorded(check_share: float) -> WorkflowState:
-    """A state with three waves of answers from a model-following judge."""
-    wf = _state(check_share)
+def _recorded(check_share: float, total_budget: int = 240) -> WorkflowState:
+    """A state with three waves of answers from a model-following judge (24 essays; the
+    budget is 20 comparisons per essay unless given)."""
+    wf = _state(check_share, total_budget=total_budget)
     truth = np.random.default_rng(2).normal(0, 1.6, wf.n_nodes)
     rng = np.random.default_rng(9)
     key = 0
@@ -244,8 +245,16 @@ def test_without_a_check_share_the_first_wave_and_the_later_ones_are_unchanged()
     assert _state(0.25).plan_wave(1) == _state(0.0).plan_wave(1)
 
 
+def test_a_budget_that_reaches_every_pair_asks_no_check_pairs() -> None:
+    # 24 essays have 276 pairs: a budget of 276 or more compares every essay with both ends
+    # in coverage, so the waves are the plain ones (spec §11's reference shapes keep theirs)
+    for budget in (276, 552):
+        assert _recorded(0.25, budget).plan_wave(4) == _recorded(0.0, budget).plan_wave(4)
+    assert _recorded(0.25, 275).plan_wave(4) != _recorded(0.0, 275).plan_wave(4)
+
+
 def test_the_setting_is_validated() -> None:
-    assert Settings().MISFIT_CHECK_SHARE == 0.0
+    assert Settings().MISFIT_CHECK_SHARE == 0.25
     assert Settings(MISFIT_CHECK_SHARE=0.15).MISFIT_CHECK_SHARE == 0.15
     with pytest.raises(ValueError):
         Settings(MISFIT_CHECK_SHARE=0.6)

@@ -21,4 +21,5 @@ def test_the_three_ways_share_their_batches_and_differ_only_by_design(
     assert bench.main(["--quick", "--strategies", "random", "--n", "16", "--cpe", "8"]) == 0
     out = capsys.readouterr().out
     assert out.count("| random |") == 3
-    assert "MISFIT_CHECK_SHARE=0.2, 8 cpe" in out
+    assert f"MISFIT_CHECK_SHARE={bench.Settings().MISFIT_CHECK_SHARE:g}, 8 cpe" in out
+    assert "no check pairs, 6 cpe" in out  # the budget cut by the same share

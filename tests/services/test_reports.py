@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cj_runner.core.models import Mode
+from cj_runner.core.reliability import MISFIT_Z_THRESHOLD
 from cj_runner.errors import UserError
 from cj_runner.services.html_report import SECTION_IDS, render_html
 from cj_runner.services.reports import (
@@ -327,6 +328,27 @@ def test_ranking_order_intervals_misfits_and_unscored_nodes() -> None:
     assert r["rows"][3]["score"] is None and r["rows"][3]["ci95_low"] is None
     assert r["ssr"] == 0.8 and r["misfit_threshold"] == 1.3
     json.dumps(r, allow_nan=False)
+
+
+def test_a_batch_keeps_the_misfit_limit_it_was_scored_with() -> None:
+    # infit z 1.55 is above the limit of batches scored before check pairs were on by
+    # default (1.5) and below today's: each batch is flagged by its stored limit
+    misfit = {"statistic": "infit_zstd", "min_comparisons": 1, "outfit_z": [0.0, 0.0, 0.0]}
+    rows: list[Row] = [(0, 1, "A", "coverage"), (1, 2, "A", "coverage"), (0, 2, "B", "coverage")]
+    flagged = {}
+    for limit in (1.5, MISFIT_Z_THRESHOLD):
+        data = make_data(
+            3,
+            rows,
+            scores=[0.0, 0.0, 0.0],
+            se=[0.5, 0.5, 0.5],
+            extra={"misfit": {**misfit, "threshold": limit, "infit_z": [1.55, 0.0, 0.0]}},
+        )
+        r = ranking_report(data)
+        assert r["misfit_threshold"] == limit
+        flagged[limit] = r["misfits"]
+    assert MISFIT_Z_THRESHOLD > 1.55
+    assert flagged == {1.5: ["e0"], MISFIT_Z_THRESHOLD: []}
 
 
 # ---------------------------------------------------------------- grades

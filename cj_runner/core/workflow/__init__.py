@@ -23,7 +23,8 @@ before them):
   pairs*, an essay whose misfit is least settled against one from the far end of the
   ranking (:func:`cj_runner.core.misfit_checks.check_pairs`), recorded with the wave's
   mode. They come after the main pairs and before the audits, from their own random
-  stream, and depend only on the comparisons so far.
+  stream, and depend only on the comparisons so far. A batch whose budget reaches every
+  pair of the net asks none (its coverage meets both ends of the scale anyway).
 * ``strategy="infogain"`` or ``"grade_boundary"``: selection works on the
   empirical-Bayes posterior (:func:`cj_runner.core.robust.empirical_bayes_fit`: its
   mode as the scores, its prior precision, its SEs) instead of the weak-ridge fit,

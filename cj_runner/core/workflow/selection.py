@@ -110,7 +110,7 @@ class _WorkflowSelection(_WorkflowRecord):
             expected = self.audit_share * size
             n_audit = min(size - 1, int(expected) + int(audit_rng.random() < expected % 1))
         n_check = 0
-        if self.check_share > 0 and self.successes:
+        if self.check_share > 0 and self.successes and self.checks_needed():
             check_rng = np.random.default_rng([self.seed, wave, _CHECK_STREAM])
             expected = self.check_share * size
             n_check = int(expected) + int(check_rng.random() < expected % 1)
@@ -146,6 +146,15 @@ class _WorkflowSelection(_WorkflowRecord):
             pairs.append(PlannedPair(pair.b, pair.a))
             self.wave_modes.append(self.wave_modes[index])
             self.wave_judges.append(second)
+
+    def checks_needed(self) -> bool:
+        """Whether check pairs are asked: only when the budget cannot ask every pair.
+
+        A batch whose budget reaches every pair of the net (``total_budget >=
+        max_possible_pairs``: small nets, the reference shapes of spec §11) compares every
+        essay with both ends of the scale in coverage anyway; check pairs there would only
+        delay the coverage (and the stability stop that waits for it)."""
+        return self.total_budget < self.max_possible_pairs
 
     def _after(
         self, state: PairingState, chosen: Sequence[PlannedPair]
