@@ -18,7 +18,9 @@ seldom ask those. ``MISFIT_CHECK_SHARE`` spends a share of each wave on *check p
   spread over the end.
 
 Pure: the comparisons and the posterior in, ordered pairs out; nothing is remembered
-between waves, so a resumed batch checks what an uninterrupted one does.
+between waves, so a resumed batch checks what an uninterrupted one does. On by default
+(``MISFIT_CHECK_SHARE`` 0.25); a batch whose budget reaches every pair of the net asks none
+(``WorkflowState.checks_needed``, :mod:`cj_runner.core.workflow.selection`).
 """
 
 from __future__ import annotations

@@ -27,9 +27,7 @@ def random_design(n: int, m: int, sd: float, seed: int) -> Design:
 
 
 @cache
-def harness_design(
-    n: int, strategy: str, cpe: int, seed: int, check_share: float = 0.0
-) -> Design:
+def harness_design(n: int, strategy: str, cpe: int, seed: int, check_share: float = 0.0) -> Design:
     """A batch run by the harness to its budget (selection as in production; by default
     without the check pairs: the designs these tests were measured on, where ``infogain``
     at few comparisons can collapse the plain evidence; check pairs spread the design)."""
