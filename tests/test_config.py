@@ -107,6 +107,19 @@ def test_stored_settings_round_trip_and_ignore_retired_names() -> None:
     assert settings_from_stored(stored) == settings
 
 
+def test_a_batch_stored_before_check_pairs_resumes_without_them() -> None:
+    # stored before MISFIT_CHECK_SHARE existed: the default (check pairs on) would change
+    # the design mid-batch, so the value that keeps it is taken; a stored value is kept
+    assert Settings().MISFIT_CHECK_SHARE > 0
+    old = Settings(MAX_PAIRWISE_COMPARISONS=60).model_dump(mode="json")
+    del old["MISFIT_CHECK_SHARE"]
+    assert settings_from_stored(old).MISFIT_CHECK_SHARE == 0.0
+    assert settings_from_stored(old).MAX_PAIRWISE_COMPARISONS == 60
+    for share in (0.0, 0.1, Settings().MISFIT_CHECK_SHARE):
+        stored = Settings(MISFIT_CHECK_SHARE=share).model_dump(mode="json")
+        assert share == settings_from_stored(stored).MISFIT_CHECK_SHARE
+
+
 # --------------------------------------------------------------------------- precedence
 
 LAYERS = ["profile", "env", "set", "flag"]

@@ -196,10 +196,22 @@ def _validation_message(exc: ValidationError, layers: _Layers) -> str:
     return f"settings: {_explain(error)}{suffix}"
 
 
+STORED_BEFORE_DEFAULTS: dict[str, Any] = {"MISFIT_CHECK_SHARE": 0.0}
+"""Values for settings a stored batch may lack, where the default would change its design.
+
+A batch stored before a setting existed ran without what it controls; when that setting's
+default turns the feature on (check pairs are on by default), a resumed batch takes the
+value that keeps the design it was run with, so it finishes as it would have without the
+interruption."""
+
+
 def settings_from_stored(values: Mapping[str, Any]) -> Settings:
     """Rebuild settings stored with a batch (``Settings.model_dump()``); names that are no
-    longer settings are dropped, new settings take their defaults."""
+    longer settings are dropped, new settings take their defaults, or the value in
+    :data:`STORED_BEFORE_DEFAULTS` where the default would change the batch's design."""
     known = {k: v for k, v in values.items() if k in Settings.model_fields}
+    for name, value in STORED_BEFORE_DEFAULTS.items():
+        known.setdefault(name, value)
     try:
         return Settings.model_validate(known)
     except ValidationError as exc:

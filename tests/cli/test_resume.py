@@ -411,6 +411,40 @@ async def test_calls_lost_at_the_end_of_the_budget_are_not_asked_again(
         await store.close()
 
 
+async def test_a_batch_stored_before_check_pairs_resumes_as_it_started(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A batch stored by a version without ``MISFIT_CHECK_SHARE`` (the key missing from its
+    settings) is resumed without check pairs, which are on by default now: crashed at the
+    same call and resumed, it asks what a batch stored with ``MISFIT_CHECK_SHARE=0`` asks
+    (the calls lost at the crash count against the budget in both). 24 essays, 200 calls
+    for 276 edges, so the default asks check pairs (the control)."""
+    inventory = REGULAR24
+    tight = {**SETTINGS, "MAX_PAIRWISE_COMPARISONS": 200}
+    default = write_profile(tmp_path / "default.yaml", tight, JUDGE)
+    without = write_profile(tmp_path / "without.yaml", {**tight, "MISFIT_CHECK_SHARE": 0.0}, JUDGE)
+    store = await open_store(resolve_db_url(db_url))
+    try:
+        plain = await new_batch(store, inventory, without, "plain")
+        checked = await new_batch(store, inventory, default, "checked")
+        old = await new_batch(store, inventory, default, "old")
+        stored = dict((await repo.find_batch(store, old)).settings)
+        del stored["MISFIT_CHECK_SHARE"]
+        async with store.engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE batches SET settings_json = :s WHERE id = :b"),
+                {"s": json.dumps(stored), "b": old},
+            )
+        for batch_id in (plain, checked, old):
+            with pytest.raises(Crash):
+                await run_batch(store, batch_id, crash_at_call=80)
+            assert (await run_batch(store, batch_id)).status == "COMPLETED"
+        assert await answers(store, checked) != await answers(store, plain)  # the control
+        assert await answers(store, old) == await answers(store, plain)
+    finally:
+        await store.close()
+
+
 # ---------------------------------------------------------------- real processes
 
 
