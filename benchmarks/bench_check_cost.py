@@ -29,14 +29,14 @@ from scipy.stats import spearmanr
 from cj_runner.config import Settings
 from cj_runner.core.robust import empirical_bayes_fit
 from cj_runner.services.harness import SimulatedJudge, run_harness
-from cj_runner.services.misfit_sim import LATENT_SD, _settings
+from cj_runner.services.misfit_sim import LATENT_SD, simulation_settings
 
 
 def accuracy(
     strategy: str, n: int, cpe: float, share: float, replicates: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per replicate: RMS error of the posterior means (centred) and Spearman's rho."""
-    settings = _settings(n, cpe, strategy, share)
+    settings = simulation_settings(n, cpe, strategy, share)
     rms, rho = [], []
     for k in range(seed, seed + replicates):
         truth = np.random.default_rng([k, 0x515]).standard_normal(n) * LATENT_SD

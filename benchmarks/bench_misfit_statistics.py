@@ -68,7 +68,11 @@ from cj_runner.core.posterior import score_posterior  # noqa: E402
 from cj_runner.core.reliability import MISFIT_MIN_COMPARISONS, standardized_fit  # noqa: E402
 from cj_runner.services.finalize import final_fit  # noqa: E402
 from cj_runner.services.harness import SimulatedJudge, run_harness  # noqa: E402
-from cj_runner.services.misfit_sim import LATENT_SD, ErraticJudge, _settings  # noqa: E402
+from cj_runner.services.misfit_sim import (  # noqa: E402
+    LATENT_SD,
+    ErraticJudge,
+    simulation_settings,
+)
 
 CELLS = tuple((s, n) for s in ("random", "balanced", "infogain") for n in (24, 40))
 # (name, sign: +1 flags high values, -1 low ones, grid of limits)
@@ -249,7 +253,7 @@ def run_cell(
 ) -> list[tuple[int, dict[str, np.ndarray], dict[str, np.ndarray]]]:
     """Per replicate: the erratic node, the statistics without and with it (as
     :func:`cj_runner.services.misfit_sim.misfit_rates` draws them)."""
-    settings = _settings(n, cpe, strategy, check_share).model_copy(
+    settings = simulation_settings(n, cpe, strategy, check_share).model_copy(
         update={"AUDIT_SHARE": audit_share}
     )
     rows = []

@@ -31,7 +31,14 @@ LATENT_SD = 1.64
 """SD of the true scores: a noise-1 judge is then right on 80% of random pairs
 (``harness.latent_sd_for_accuracy(0.8)``), the accuracy ``bench_efficiency`` uses."""
 
-__all__ = ["LATENT_SD", "ErraticJudge", "MisfitRates", "misfit_flags_of_run", "misfit_rates"]
+__all__ = [
+    "LATENT_SD",
+    "ErraticJudge",
+    "MisfitRates",
+    "misfit_flags_of_run",
+    "misfit_rates",
+    "simulation_settings",
+]
 
 
 @dataclass(frozen=True)
@@ -68,23 +75,28 @@ class MisfitRates:
     erratic_false_alarm_rate: float
 
 
-def _settings(n: int, cpe: float, strategy: str, check_share: float | None = None) -> Settings:
-    """Settings of a simulated batch that spends its whole budget (``check_share`` None:
-    the default ``MISFIT_CHECK_SHARE``)."""
+def simulation_settings(
+    n: int, cpe: float, strategy: str | None = None, check_share: float | None = None
+) -> Settings:
+    """Settings of a simulated batch of ``n`` nodes that spends its whole budget of
+    ``n * cpe / 2`` calls (stability and resampling caps out of the way); ``strategy`` and
+    ``check_share`` None keep the defaults of ``MATCHING_STRATEGY`` and
+    ``MISFIT_CHECK_SHARE``. Shared by the misfit and panel simulations."""
     budget = max(round(n * cpe / 2), 1)
-    if check_share is None:
-        check_share = Settings().MISFIT_CHECK_SHARE
-    return Settings(
-        MISFIT_CHECK_SHARE=check_share,
-        MAX_PAIRWISE_COMPARISONS=budget,
-        COMPARISONS_PER_STABILITY_CHECK_ITERATION=max(n // 2, 1),
-        MIN_COMPARISONS_FOR_STABILITY_CHECK=budget,
-        SCORE_STABILITY_THRESHOLD=0.0,
-        MAX_ITERATIONS=10_000,
-        MAX_RESAMPLING_PASSES_FOR_SMALL_NET=100,
-        MAX_RESAMPLING_PASSES_FOR_REGULAR_BATCH=100,
-        MATCHING_STRATEGY=strategy,
-    )
+    fields: dict[str, object] = {
+        "MAX_PAIRWISE_COMPARISONS": budget,
+        "COMPARISONS_PER_STABILITY_CHECK_ITERATION": max(n // 2, 1),
+        "MIN_COMPARISONS_FOR_STABILITY_CHECK": budget,
+        "SCORE_STABILITY_THRESHOLD": 0.0,
+        "MAX_ITERATIONS": 10_000,
+        "MAX_RESAMPLING_PASSES_FOR_SMALL_NET": 100,
+        "MAX_RESAMPLING_PASSES_FOR_REGULAR_BATCH": 100,
+    }
+    if strategy is not None:
+        fields["MATCHING_STRATEGY"] = strategy
+    if check_share is not None:
+        fields["MISFIT_CHECK_SHARE"] = check_share
+    return Settings.model_validate(fields)
 
 
 def misfit_flags_of_run(
@@ -138,7 +150,7 @@ def misfit_rates(
         check_share: ``MISFIT_CHECK_SHARE`` (the share of calls on check pairs; None: the
             default).
     """
-    settings = _settings(n, cpe, strategy, check_share)
+    settings = simulation_settings(n, cpe, strategy, check_share)
     false_alarms: list[float] = []
     caught: list[bool] = []
     others: list[float] = []

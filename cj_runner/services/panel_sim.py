@@ -36,7 +36,7 @@ from cj_runner.core.panel import (
 )
 from cj_runner.core.panel_design import judge_pairs, panel_member
 from cj_runner.services.harness import true_reliability
-from cj_runner.services.misfit_sim import LATENT_SD
+from cj_runner.services.misfit_sim import LATENT_SD, simulation_settings
 from cj_runner.services.workflow_setup import workflow_from_settings
 
 __all__ = [
@@ -98,26 +98,6 @@ class PanelRun:
     truth: np.ndarray
     true_shift: np.ndarray
     p_lower: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-
-def _settings(
-    n: int, cpe: float, strategy: str | None, check_share: float | None = None
-) -> Settings:
-    budget = max(round(n * cpe / 2), 1)
-    fields: dict[str, object] = {
-        "MAX_PAIRWISE_COMPARISONS": budget,
-        "COMPARISONS_PER_STABILITY_CHECK_ITERATION": max(n // 2, 1),
-        "MIN_COMPARISONS_FOR_STABILITY_CHECK": budget,
-        "SCORE_STABILITY_THRESHOLD": 0.0,
-        "MAX_ITERATIONS": 10_000,
-        "MAX_RESAMPLING_PASSES_FOR_SMALL_NET": 100,
-        "MAX_RESAMPLING_PASSES_FOR_REGULAR_BATCH": 100,
-    }
-    if strategy is not None:
-        fields["MATCHING_STRATEGY"] = strategy
-    if check_share is not None:
-        fields["MISFIT_CHECK_SHARE"] = check_share
-    return Settings.model_validate(fields)
 
 
 def simulate_panel(
@@ -336,7 +316,7 @@ def panel_rates(
         double_share: share of each wave's pairs also asked of a second judge.
         check_share: ``MISFIT_CHECK_SHARE`` (default: the settings' default).
     """
-    settings = _settings(n, cpe, strategy, check_share)
+    settings = simulation_settings(n, cpe, strategy, check_share)
     results: list[RunAnalysis] = []
     shifts: list[np.ndarray] = []
     for k in range(replicates):

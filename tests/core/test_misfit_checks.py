@@ -17,7 +17,7 @@ from cj_runner.core.misfit_checks import END_SHARE, check_pairs, random_judging_
 from cj_runner.core.models import edge
 from cj_runner.core.workflow import WorkflowState
 from cj_runner.services.harness import SimulatedJudge, run_harness
-from cj_runner.services.misfit_sim import _settings
+from cj_runner.services.misfit_sim import simulation_settings
 
 
 def quadrature_log_bf(node: int, a, b, y, scores, tau) -> float:  # type: ignore[no-untyped-def]
@@ -153,8 +153,10 @@ def test_an_essay_never_compared_with_the_far_end_is_checked_first() -> None:
 def test_a_wave_spends_its_check_share_after_the_main_pairs() -> None:
     n = 40
     truth = np.random.default_rng(3).normal(0, 1.64, n)
-    plain = run_harness(SimulatedJudge(truth), _settings(n, 6, "infogain", 0.0), seed=3)
-    checked = run_harness(SimulatedJudge(truth), _settings(n, 6, "infogain", 0.15), seed=3)
+    plain = run_harness(SimulatedJudge(truth), simulation_settings(n, 6, "infogain", 0.0), seed=3)
+    checked = run_harness(
+        SimulatedJudge(truth), simulation_settings(n, 6, "infogain", 0.15), seed=3
+    )
     assert plain.workflow is not None and checked.workflow is not None
     assert plain.comparisons == checked.comparisons  # the same budget, spent
 

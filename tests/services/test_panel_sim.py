@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from cj_runner.services.misfit_sim import simulation_settings
 from cj_runner.services.panel_sim import (
     MOCK_PANEL,
     PanelMember,
-    _settings,
     analyse_run,
     panel_rates,
     simulate_panel,
@@ -42,13 +42,13 @@ def test_the_erratic_judge_is_flagged_and_excluding_it_makes_the_scale_truer() -
 def test_a_panel_run_spreads_calls_by_share() -> None:
     members = (PanelMember("llm", share=0.9), PanelMember("human", share=0.1))
     truth = np.random.default_rng(0).standard_normal(30) * 1.6
-    run = simulate_panel(members, truth, _settings(30, 20, None), seed=3)
+    run = simulate_panel(members, truth, simulation_settings(30, 20), seed=3)
     counts = np.bincount(run.data.judge, minlength=2)
     assert counts.sum() == 300
     assert 0.05 < counts[1] / counts.sum() < 0.16
     analysis = analyse_run(run)
     assert not analysis.flagged.any()  # two honest judges: nothing to flag
-    again = simulate_panel(members, truth, _settings(30, 20, None), seed=3)
+    again = simulate_panel(members, truth, simulation_settings(30, 20), seed=3)
     np.testing.assert_array_equal(again.data.judge, run.data.judge)
     np.testing.assert_array_equal(again.data.first, run.data.first)
 
@@ -78,7 +78,9 @@ def test_pairs_asked_of_two_judges_give_every_two_judges_a_kappa() -> None:
     assert all(abs(k) < 1e-9 for k in rates.mean_true_kappa[1:])
     for estimated, expected in zip(rates.mean_kappa, rates.mean_true_kappa, strict=True):
         assert abs(estimated - expected) < 0.15
-    plain = simulate_panel(MOCK_PANEL, np.zeros(40), _settings(40, 20, None, 0.0), seed=1)
+    plain = simulate_panel(
+        MOCK_PANEL, np.zeros(40), simulation_settings(40, 20, check_share=0.0), seed=1
+    )
     # without second asks (and without check pairs, which may ask an edge again) no pair
     # is shared
     assert analyse_run(plain).shared.sum() == 0
